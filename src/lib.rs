@@ -1,0 +1,1 @@
+//! ponder: an OpenAI-compatible LLM inference server for reasoning workloads.
