@@ -1,1 +1,17 @@
 //! ponder: an OpenAI-compatible LLM inference server for reasoning workloads.
+//!
+//! ```text
+//! HTTP (api) -> validate -> budget -> engine -> sched -> kv
+//!                                        |
+//!                                        v
+//!                          model (forward over a paged batch) -> backend (cpu | cuda)
+//!                                        |
+//!                                        v
+//!                                 sample -> aggregate -> response
+//! ```
+//!
+//! Modules are declared in data-flow order; each depends only on the ones below it.
+
+pub mod model;
+pub mod backend;
+pub mod generate;

@@ -1,0 +1,6 @@
+//! CPU backend: quantized GEMM/GEMV (AVX2+FMA with a portable fallback), per-token ops and
+//! paged attention over a host KV cache. Multi-threaded with rayon.
+
+pub mod attention;
+pub mod matmul;
+pub mod ops;

@@ -1,0 +1,6 @@
+//! Compute backends and the storage types they share. `cpu` is the reference backend (and
+//! what tests run on); every op there is the twin of a CUDA kernel.
+
+pub mod cpu;
+pub mod dtype;
+pub mod tensor;

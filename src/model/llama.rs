@@ -1,0 +1,159 @@
+//! Llama-family forward pass (Llama 2/3, SmolLM2, Mistral, Qwen2 with QKV bias,
+//! DeepSeek-R1-Distill) over a batch that mixes prefill chunks and decodes of many sequences.
+//!
+//! Per layer, for all T tokens of the batch at once:
+//!
+//! ```text
+//! x [T, h] -> rmsnorm -> qkv = x Wqkv^T (+b)  [T, qd + 2 kvd]
+//!          -> rope(q, k at positions) -> cache[slot_mapping] = k, v
+//!          -> paged causal attention per sequence over its block table  [T, qd]
+//!          -> x += attn Wo^T
+//!          -> rmsnorm -> gu = x Wgu^T [T, 2f] -> silu(g) * u [T, f] -> x += . Wdown^T
+//! ```
+//!
+//! Logits are computed only for `logits_rows` (the last token of each sequence that samples),
+//! so a 2,000-token prefill costs one LM-head row, not 2,000.
+
+use super::config::ModelConfig;
+use super::weights::LlamaWeights;
+use crate::backend::cpu::attention::{paged_attention, AttnSeq, CpuKvCache};
+use crate::backend::cpu::matmul::linear;
+use crate::backend::cpu::ops::{add_in_place, embedding, rmsnorm, silu_mul, Rope};
+
+/// One sequence's slice of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeqInput {
+    /// First row of this sequence's tokens in the batch.
+    pub query_start: usize,
+    /// Tokens of this sequence computed in this step.
+    pub query_len: usize,
+    /// Tokens in the cache once this step's tokens are written.
+    pub context_len: usize,
+    /// Block ids covering positions `0..context_len`.
+    pub block_table: Vec<u32>,
+}
+
+/// A step's work, in vLLM's flattened shape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchInput {
+    /// `[T]` tokens to compute, sequence after sequence.
+    pub token_ids: Vec<u32>,
+    /// `[T]` position of each token in its sequence.
+    pub positions: Vec<usize>,
+    /// `[T]` cache slot each token's K/V is written to.
+    pub slot_mapping: Vec<usize>,
+    pub seqs: Vec<SeqInput>,
+    /// Rows of `0..T` whose logits are returned, in this order.
+    pub logits_rows: Vec<usize>,
+}
+
+impl BatchInput {
+    /// A single sequence computing `tokens` at positions `start..`, with the identity-like
+    /// block table `table` (tests and the one-shot CLI path).
+    pub fn single(tokens: &[u32], start: usize, table: &[u32], block_size: usize) -> Self {
+        let positions: Vec<usize> = (start..start + tokens.len()).collect();
+        let slot_mapping =
+            positions.iter().map(|&p| table[p / block_size] as usize * block_size + p % block_size).collect();
+        BatchInput {
+            token_ids: tokens.to_vec(),
+            positions,
+            slot_mapping,
+            seqs: vec![SeqInput {
+                query_start: 0,
+                query_len: tokens.len(),
+                context_len: start + tokens.len(),
+                block_table: table.to_vec(),
+            }],
+            logits_rows: vec![tokens.len() - 1],
+        }
+    }
+}
+
+pub struct LlamaModel {
+    pub cfg: ModelConfig,
+    pub weights: LlamaWeights,
+    rope: Rope,
+}
+
+impl LlamaModel {
+    pub fn new(cfg: ModelConfig, weights: LlamaWeights) -> Self {
+        let rope = Rope {
+            style: cfg.rope_style,
+            head_dim: cfg.head_dim,
+            inv_freq: cfg.rope_inv_freq(weights.rope_freqs.as_deref()),
+        };
+        LlamaModel { cfg, weights, rope }
+    }
+
+    pub fn new_kv_cache(&self, num_blocks: usize, block_size: usize) -> CpuKvCache {
+        CpuKvCache::new(self.cfg.num_layers, num_blocks, block_size, self.cfg.num_kv_heads, self.cfg.head_dim)
+    }
+
+    /// Runs the batch, writing its K/V into `kv`; returns logits `[logits_rows.len(), vocab]`.
+    pub fn forward(&self, b: &BatchInput, kv: &mut CpuKvCache) -> Vec<f32> {
+        let c = &self.cfg;
+        let t = b.token_ids.len();
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let (nh, nkv) = (c.num_heads, c.num_kv_heads);
+        let (qd, kvd, f) = (nh * hd, nkv * hd, c.intermediate_size);
+        let w = &self.weights;
+
+        // Activations, all f32, sized by T (bounded by the scheduler's token budget):
+        let mut x = vec![0f32; t * h]; // [T, h] residual stream
+        let mut xn = vec![0f32; t * h]; // [T, h] normed
+        let mut qkv = vec![0f32; t * (qd + 2 * kvd)]; // [T, qd + 2kvd]
+        let mut q = vec![0f32; t * qd]; // [T, nh, hd]
+        let mut k = vec![0f32; t * kvd]; // [T, nkv, hd]
+        let mut v = vec![0f32; t * kvd]; // [T, nkv, hd]
+        let mut attn = vec![0f32; t * qd]; // [T, qd]
+        let mut proj = vec![0f32; t * h]; // [T, h]
+        let mut gu = vec![0f32; t * 2 * f]; // [T, 2f]
+        let mut act = vec![0f32; t * f]; // [T, f]
+
+        embedding(&w.embed, &b.token_ids, &mut x);
+        let seqs: Vec<AttnSeq<'_>> = b
+            .seqs
+            .iter()
+            .map(|s| AttnSeq {
+                query_start: s.query_start,
+                query_len: s.query_len,
+                context_len: s.context_len,
+                block_table: &s.block_table,
+            })
+            .collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (l, lw) in w.layers.iter().enumerate() {
+            rmsnorm(&x, &lw.attn_norm, c.rms_eps, &mut xn);
+            linear(&xn, &lw.qkv.w, lw.qkv.bias.as_deref(), &mut qkv);
+            for i in 0..t {
+                let row = &qkv[i * (qd + 2 * kvd)..(i + 1) * (qd + 2 * kvd)];
+                q[i * qd..(i + 1) * qd].copy_from_slice(&row[..qd]);
+                k[i * kvd..(i + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+                v[i * kvd..(i + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
+            }
+            self.rope.apply(&mut q, nh, &b.positions);
+            self.rope.apply(&mut k, nkv, &b.positions);
+            kv.reshape_and_cache(l, &k, &v, &b.slot_mapping);
+            paged_attention(kv, l, &q, nh, &seqs, scale, &mut attn);
+            linear(&attn, &lw.wo.w, lw.wo.bias.as_deref(), &mut proj);
+            add_in_place(&mut x, &proj);
+
+            rmsnorm(&x, &lw.ffn_norm, c.rms_eps, &mut xn);
+            linear(&xn, &lw.gate_up.w, None, &mut gu);
+            silu_mul(&gu, f, &mut act);
+            linear(&act, &lw.down.w, None, &mut proj);
+            add_in_place(&mut x, &proj);
+        }
+
+        let r = b.logits_rows.len();
+        let mut last = vec![0f32; r * h]; // [R, h]
+        for (o, &row) in last.chunks_exact_mut(h).zip(&b.logits_rows) {
+            o.copy_from_slice(&x[row * h..(row + 1) * h]);
+        }
+        let mut normed = vec![0f32; r * h];
+        rmsnorm(&last, &w.final_norm, c.rms_eps, &mut normed);
+        let mut logits = vec![0f32; r * c.vocab_size]; // [R, vocab]
+        linear(&normed, &w.lm_head, None, &mut logits);
+        logits
+    }
+}

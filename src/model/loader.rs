@@ -1,0 +1,108 @@
+//! Opens a checkpoint — a `.gguf` file or a Hugging Face directory — and returns the model,
+//! its tokenizer and its chat template. Also resolves the embedded default model.
+
+use std::path::{Path, PathBuf};
+
+use super::config::ModelConfig;
+use super::gguf::GgufFile;
+use super::llama::LlamaModel;
+use super::template::{ChatTemplate, CHATML};
+use super::tokenizer::Tokenizer;
+use super::weights::{LlamaWeights, SafetensorsDir};
+use super::ModelError;
+
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const FETCH_COMMAND: &str = "scripts/fetch-model";
+
+pub struct LoadedModel {
+    pub model: LlamaModel,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    /// Model id reported by the API (file stem or directory name).
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Where the default model is looked for: `$PONDER_MODEL_DIR`, `./models`, and `models/`
+/// next to the executable's ancestors (so `target/release/ponder` finds the repo's copy).
+pub fn default_model_candidates() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(d) = std::env::var("PONDER_MODEL_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push(PathBuf::from("models"));
+    if let Ok(exe) = std::env::current_exe() {
+        for a in exe.ancestors().skip(1).take(4) {
+            dirs.push(a.join("models"));
+        }
+    }
+    dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    dirs.into_iter().map(|d| d.join(DEFAULT_MODEL_FILE)).collect()
+}
+
+/// The default model's path, or an error that says how to fetch it.
+pub fn default_model_path() -> Result<PathBuf, ModelError> {
+    let c = default_model_candidates();
+    c.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        ModelError::Io(format!(
+            "no --model given and the default model {DEFAULT_MODEL_FILE} was not found (looked in: {}); \
+             fetch it with `{FETCH_COMMAND}` from the repository root",
+            c.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+pub fn load_model(path: &Path) -> Result<LoadedModel, ModelError> {
+    if !path.exists() {
+        return Err(ModelError::Io(format!("model path {} does not exist", path.display())));
+    }
+    let name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().trim_end_matches(".gguf").to_string())
+        .unwrap_or_else(|| "model".into());
+    if path.is_dir() {
+        return load_hf_dir(path, name);
+    }
+    let g = GgufFile::open(path)?;
+    let cfg = ModelConfig::from_gguf(&g)?;
+    let weights = LlamaWeights::load(&cfg, &g)?;
+    let tokenizer = Tokenizer::from_gguf(&g)?;
+    check_vocab(&cfg, &tokenizer)?;
+    let src = g.get("tokenizer.chat_template").and_then(|v| v.as_str()).unwrap_or(CHATML);
+    let template = ChatTemplate::new(src, &tokenizer.bos_token, &tokenizer.eos_token)?;
+    Ok(LoadedModel { model: LlamaModel::new(cfg, weights), tokenizer, template, name, path: path.into() })
+}
+
+fn read(p: &Path) -> Result<String, ModelError> {
+    std::fs::read_to_string(p).map_err(|e| ModelError::Io(format!("{}: {e}", p.display())))
+}
+
+fn load_hf_dir(dir: &Path, name: String) -> Result<LoadedModel, ModelError> {
+    let cfg = ModelConfig::from_hf_json(&read(&dir.join("config.json"))?)?;
+    let st = SafetensorsDir::open(dir)?;
+    let weights = LlamaWeights::load(&cfg, &st)?;
+    let tc_path = dir.join("tokenizer_config.json");
+    let tc: serde_json::Value = if tc_path.is_file() {
+        serde_json::from_str(&read(&tc_path)?)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", tc_path.display())))?
+    } else {
+        serde_json::Value::Null
+    };
+    let tokenizer = Tokenizer::from_hf_files(&read(&dir.join("tokenizer.json"))?, &tc)?;
+    check_vocab(&cfg, &tokenizer)?;
+    let src = tc.get("chat_template").and_then(|v| v.as_str()).unwrap_or(CHATML);
+    let template = ChatTemplate::new(src, &tokenizer.bos_token, &tokenizer.eos_token)?;
+    Ok(LoadedModel { model: LlamaModel::new(cfg, weights), tokenizer, template, name, path: dir.into() })
+}
+
+fn check_vocab(cfg: &ModelConfig, t: &Tokenizer) -> Result<(), ModelError> {
+    // The embedding may be padded beyond the tokenizer (Qwen2), never the other way round.
+    if t.vocab_size() > cfg.vocab_size {
+        return Err(ModelError::Tokenizer(format!(
+            "tokenizer has {} tokens but the embedding only {} rows",
+            t.vocab_size(),
+            cfg.vocab_size
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! Model runtime: checkpoint loading (GGUF, Hugging Face safetensors), tokenizer and chat
+//! template, and the stateless Llama-family forward pass over a paged batch.
+//!
+//! The model holds weights only; the KV cache and the batch description (token ids,
+//! positions, slot mapping, block tables) are arguments of `forward`, so the scheduler owns
+//! all per-sequence state.
+
+pub mod config;
+pub mod gguf;
+pub mod llama;
+pub mod loader;
+pub mod template;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::ModelConfig;
+pub use llama::{BatchInput, LlamaModel, SeqInput};
+pub use loader::{load_model, LoadedModel};
+
+/// Errors of loading and running a model. Messages name the file, tensor or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
+    #[error("invalid model file: {0}")]
+    Format(String),
+    #[error("model config: {0}")]
+    Config(String),
+    #[error("missing tensor `{0}`")]
+    MissingTensor(String),
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    Template(String),
+}
