@@ -174,6 +174,11 @@ impl Tokenizer {
         }
     }
 
+    /// The equivalent Hugging Face `tokenizer.json` document.
+    pub fn to_json(&self) -> String {
+        self.inner.to_string(false).unwrap_or_default()
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
