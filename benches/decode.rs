@@ -1,1 +1,85 @@
-fn main() {}
+//! Single-sequence decode and prefill speed on the default model, and this machine's memory
+//! bandwidth (the decode floor is weight bytes per token / bandwidth).
+//!
+//! Run: `cargo bench --bench decode` (needs `scripts/fetch-model`). Prints, besides
+//! criterion's timings, a summary line with tokens/s and the floor.
+
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ponder::model::{load_model, loader::default_model_path, BatchInput};
+
+const BLOCK: usize = 16;
+
+/// Streams a 512 MiB buffer (far beyond the L3) with a parallel sum; best of 5 runs.
+fn bandwidth_gbs() -> f64 {
+    use rayon::prelude::*;
+    let n = 512usize << 20 >> 3;
+    let buf: Vec<u64> = (0..n as u64).collect();
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
+        let dt = t.elapsed().as_secs_f64();
+        criterion::black_box(s);
+        best = best.max((n * 8) as f64 / dt / 1e9);
+    }
+    best
+}
+
+fn bench(c: &mut Criterion) {
+    let path = default_model_path().expect("default model (run scripts/fetch-model)");
+    let m = load_model(&path).expect("load");
+    let table: Vec<u32> = (1..=64).collect();
+    let mut kv = m.model.new_kv_cache(65, BLOCK);
+    let prompt: Vec<u32> = (0..128u32).map(|i| 100 + i * 7).collect();
+    m.model.forward(&BatchInput::single(&prompt[..64], 0, &table, BLOCK), &mut kv);
+
+    let mut g = c.benchmark_group("smollm2-135m-q4_1");
+    g.sample_size(20);
+    g.bench_function("decode_step_ctx64", |b| {
+        b.iter(|| m.model.forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv))
+    });
+    g.bench_function("prefill_128", |b| {
+        b.iter(|| m.model.forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv))
+    });
+    g.finish();
+
+    // Summary with the same measurements done by hand (median of 50 / 10 runs).
+    let time = |reps: usize, f: &mut dyn FnMut()| {
+        let mut v: Vec<f64> = (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[reps / 2]
+    };
+    let dec = time(50, &mut || {
+        m.model.forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv);
+    });
+    let pre = time(10, &mut || {
+        m.model.forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv);
+    });
+    let bw = bandwidth_gbs();
+    let bytes = m.model.weights.bytes_per_token() as f64;
+    let floor = bytes / (bw * 1e9);
+    println!(
+        "SUMMARY decode {:.1} tok/s ({:.2} ms) | prefill {:.0} tok/s | weights/token {:.1} MB | \
+         bandwidth {:.1} GB/s | floor {:.2} ms ({:.1} tok/s) | decode/floor {:.2}x | threads {}",
+        1.0 / dec,
+        dec * 1e3,
+        128.0 / pre,
+        bytes / 1e6,
+        bw,
+        floor * 1e3,
+        1.0 / floor,
+        dec / floor,
+        rayon::current_num_threads()
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -81,6 +81,12 @@ unsafe fn linear_rows(
     r1: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU supports AVX-512F/BW/VL (checked above).
+        unsafe { avx512::linear_rows(x, m, w, bias, out.0, r0, r1) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: the CPU supports AVX2 and FMA (checked above).
         unsafe { avx2::linear_rows(x, m, w, bias, out.0, r0, r1) };
@@ -92,7 +98,7 @@ unsafe fn linear_rows(
 
 /// # Safety
 /// As [`linear_rows`].
-unsafe fn portable_rows(
+pub(super) unsafe fn portable_rows(
     x: &[f32],
     m: usize,
     w: &QMatrix,
@@ -362,7 +368,7 @@ mod avx2 {
 
     /// # Safety
     /// AVX2/FMA present; `y` has `m * w.rows` floats and columns `r0..r1` are the caller's.
-    pub unsafe fn linear_rows(
+    pub(super) unsafe fn linear_rows(
         x: &[f32],
         m: usize,
         w: &QMatrix,
@@ -388,6 +394,10 @@ mod avx2 {
         }
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[path = "matmul_avx512.rs"]
+mod avx512;
 
 #[cfg(test)]
 mod tests {
@@ -468,6 +478,15 @@ mod tests {
                             (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
                             "{ty:?} m={m} n={n} k={k} at ({i},{j}): {got} vs {want}"
                         );
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                if avx2::available() {
+                    let mut y3 = vec![f32::NAN; m * n];
+                    // SAFETY: AVX2 present; single thread writes all columns of y3.
+                    unsafe { avx2::linear_rows(&x, m, &w, Some(&bias), y3.as_mut_ptr(), 0, n) };
+                    for (a, b) in y.iter().zip(&y3) {
+                        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{ty:?} avx2: {a} vs {b}");
                     }
                 }
                 // The portable path must agree with the dispatched one.
