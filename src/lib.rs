@@ -1,1 +1,2 @@
 //! ponder: an OpenAI-compatible LLM inference server for reasoning workloads.
+pub mod sample;
