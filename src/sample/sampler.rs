@@ -28,9 +28,12 @@
 //!   (logit desc, id asc), so every candidate set is a function of the logits.
 //! - The only randomness is `uniform(seq_seed, step)`; the scratch buffers
 //!   carry no state between calls.
-//! - Softmax: max subtraction, f32 `exp` per token, f64 accumulation.
+//! - Softmax: max subtraction, f32 `exp` per token, f64 accumulation. (A
+//!   hand-written polynomial exp measured slower than glibc's `expf`, which
+//!   dispatches to FMA code at run time.)
 //! - No per-step allocation except the returned `top_logprobs` (<= 20 pairs).
-//!   Full sorts never happen: top-k and top-p use partial selection.
+//!   Full sorts never happen: top-k, top-p and top_logprobs use a one-pass
+//!   threshold selection (`top_m`) and sort only the selected prefix.
 
 use std::cmp::Ordering;
 
@@ -63,16 +66,17 @@ pub struct SampledToken {
     pub top_logprobs: Vec<(u32, f32)>,
 }
 
-/// Reusable sampling state for one vocabulary. Cost: 8 bytes per vocab entry
-/// (1.2 MB at 150k), allocated once in `new`.
+/// Reusable sampling state for one vocabulary. Cost: 12 bytes per vocab
+/// entry (1.8 MB at 150k), allocated once in `new`.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     vocab: usize,
     eos_token_ids: Vec<u32>,
-    /// (vocab,) f32: the working copy of the logits, penalized and scaled.
+    /// (vocab,) f32, 4 B/entry: the working copy of the logits, penalized
+    /// and temperature-scaled.
     x: Vec<f32>,
-    /// (<= vocab,) u32: candidate ids, partially ordered in place.
-    ids: Vec<u32>,
+    /// (<= vocab,) (scaled logit, id), 8 B/entry: the candidate pool.
+    cand: Vec<(f32, u32)>,
 }
 
 /// Softmax summary of `x`: p_t = exp(x_t - max) / sum.
@@ -94,28 +98,43 @@ impl Dist {
     }
 }
 
-/// (logit desc, id asc). `x` holds no NaN once `Dist` is built.
-fn by_logit_desc(x: &[f32]) -> impl Fn(&u32, &u32) -> Ordering + '_ {
-    |a, b| {
-        let (xa, xb) = (x[*a as usize], x[*b as usize]);
-        xb.partial_cmp(&xa)
-            .unwrap_or(Ordering::Equal)
-            .then(a.cmp(b))
-    }
+/// (logit desc, id asc). Logits hold no NaN once `Dist` is built.
+fn by_logit_desc(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
+    b.0.partial_cmp(&a.0)
+        .unwrap_or(Ordering::Equal)
+        .then(a.1.cmp(&b.1))
 }
 
-/// Make `ids[..n]` the `n` greatest of `ids` under `by_logit_desc`, sorted.
-/// O(len + n log n).
-fn select_sorted(ids: &mut [u32], n: usize, x: &[f32]) {
-    let n = n.min(ids.len());
-    if n == 0 {
+/// The `m` greatest `(x[i], i)` under `by_logit_desc`, sorted, into `out`.
+/// One streaming pass: once `m` candidates are known, anything <= the m-th
+/// logit is skipped with one comparison (a later id never beats an equal
+/// earlier one). Candidates are compacted whenever the buffer reaches
+/// `2m`, so the cost is O(vocab + m log m) for small m, and a full
+/// select + sort when m approaches the vocabulary.
+fn top_m(x: &[f32], m: usize, out: &mut Vec<(f32, u32)>) {
+    out.clear();
+    let m = m.min(x.len());
+    if m == 0 {
         return;
     }
-    let cmp = by_logit_desc(x);
-    if n < ids.len() {
-        ids.select_nth_unstable_by(n - 1, &cmp);
+    let cap = 2 * m.max(32);
+    let mut threshold = None;
+    for (i, &v) in x.iter().enumerate() {
+        if threshold.is_some_and(|t| v <= t) {
+            continue;
+        }
+        out.push((v, i as u32));
+        if out.len() == cap {
+            out.select_nth_unstable_by(m - 1, by_logit_desc);
+            out.truncate(m);
+            threshold = Some(out[m - 1].0);
+        }
     }
-    ids[..n].sort_unstable_by(&cmp);
+    if out.len() > m {
+        out.select_nth_unstable_by(m - 1, by_logit_desc);
+        out.truncate(m);
+    }
+    out.sort_unstable_by(by_logit_desc);
 }
 
 /// Penalties in place (see the module diagram). Ids outside `x` are ignored.
@@ -161,7 +180,7 @@ impl Sampler {
             vocab: vocab_size,
             eos_token_ids: eos_token_ids.to_vec(),
             x: vec![0.0; vocab_size],
-            ids: Vec::with_capacity(vocab_size),
+            cand: Vec::with_capacity(vocab_size),
         }
     }
 
@@ -190,9 +209,13 @@ impl Sampler {
             self.draw(params, &dist, uniform(seq_seed, step))
         };
         let logprob = dist.logprob(self.x[token as usize]);
-        let n_top = params.num_top_logprobs();
+        let n_top = params.num_top_logprobs().min(self.vocab);
         let top_logprobs = if n_top > 0 {
-            self.top_logprobs(n_top, sorted, &dist)
+            if sorted < n_top {
+                top_m(&self.x, n_top, &mut self.cand);
+            }
+            let top = self.cand[..n_top].iter();
+            top.map(|&(v, t)| (t, dist.logprob(v))).collect()
         } else {
             Vec::new()
         };
@@ -236,17 +259,20 @@ impl Sampler {
             let t = params.temperature;
             x.iter_mut().for_each(|v| *v /= t);
         }
-        let (mut max, mut argmax) = (f32::NEG_INFINITY, 0u32);
+        let (mut max, mut argmax, mut bad) = (f32::NEG_INFINITY, 0u32, false);
         for (i, &v) in x.iter().enumerate() {
-            if v.is_nan() || v == f32::INFINITY {
-                return Err(SampleError::NonFiniteLogit {
-                    token: i as u32,
-                    value: logits[i],
-                });
-            }
+            bad |= v.is_nan() || v == f32::INFINITY;
             if v > max {
                 (max, argmax) = (v, i as u32);
             }
+        }
+        if bad {
+            let i = x.iter().position(|v| v.is_nan() || *v == f32::INFINITY);
+            let i = i.unwrap_or(0);
+            return Err(SampleError::NonFiniteLogit {
+                token: i as u32,
+                value: logits[i],
+            });
         }
         if max == f32::NEG_INFINITY {
             return Err(SampleError::NothingToSample { vocab: self.vocab });
@@ -257,51 +283,49 @@ impl Sampler {
             sum: 0.0,
             ln_sum: 0.0,
         };
-        dist.sum = x.iter().map(|&v| dist.weight(v)).sum();
+        // Four f64 lanes: independent add chains, same result every call.
+        let mut lanes = [0.0f64; 4];
+        let chunks = x.chunks_exact(4);
+        let rest: f64 = chunks.remainder().iter().map(|&v| dist.weight(v)).sum();
+        for c in chunks {
+            for (lane, &v) in lanes.iter_mut().zip(c) {
+                *lane += dist.weight(v);
+            }
+        }
+        dist.sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + rest;
         dist.ln_sum = dist.sum.ln();
         Ok(dist)
     }
 
-    /// Truncate and draw. Returns the token and how long a prefix of `ids` is
-    /// the globally sorted top of the vocabulary (reused for top_logprobs).
+    /// Truncate and draw. Returns the token and how long a prefix of `cand`
+    /// is the globally sorted top of the vocabulary (reused for top_logprobs).
     fn draw(&mut self, params: &SamplingParams, dist: &Dist, u: f64) -> (u32, usize) {
         let top_k = params.top_k_limit().filter(|&k| k < self.vocab);
         let top_p = (params.top_p < 1.0).then_some(f64::from(params.top_p));
         let min_p = (params.min_p > 0.0).then_some(f64::from(params.min_p));
         if top_k.is_none() && top_p.is_none() && min_p.is_none() {
-            return (self.draw_full(dist, u), 0);
+            // No truncation: inverse CDF over the vocabulary in id order.
+            let x = &self.x;
+            let token = inverse_cdf(
+                (0..self.vocab).map(|i| (x[i], i as u32)),
+                dist,
+                u * dist.sum,
+            );
+            return (token, 0);
         }
         let (len, sorted) = self.truncate(top_k, top_p, min_p, dist);
-        let (x, pool) = (&self.x, &self.ids[..len]);
-        let total: f64 = pool.iter().map(|&t| dist.weight(x[t as usize])).sum();
-        (
-            inverse_cdf(
-                pool.iter().copied(),
-                |t| dist.weight(x[t as usize]),
-                u * total,
-            ),
-            sorted,
-        )
+        let pool = &self.cand[..len];
+        let total: f64 = pool.iter().map(|&(v, _)| dist.weight(v)).sum();
+        (inverse_cdf(pool.iter().copied(), dist, u * total), sorted)
     }
 
-    /// No truncation: inverse CDF over the whole vocabulary in id order, with
-    /// the same summation order as `Dist::sum`. No sort, no index buffer.
-    fn draw_full(&self, dist: &Dist, u: f64) -> u32 {
-        let x = &self.x;
-        inverse_cdf(
-            0..self.vocab as u32,
-            |t| dist.weight(x[t as usize]),
-            u * dist.sum,
-        )
-    }
-
-    /// Leave the candidate set in `ids[..len]` and return `(len, sorted)`:
-    /// `ids[..sorted]` is the global top-`sorted`, in order.
+    /// Leave the candidate set in `cand[..len]` and return `(len, sorted)`:
+    /// `cand[..sorted]` is the global top-`sorted`, in order.
     ///
     /// The three filters each keep a prefix of the sorted order, so the result
-    /// is the shortest of the three prefixes. min_p is applied before the
-    /// top-p walk only to shrink the walk; top-p still normalizes by the mass
-    /// of the top-k set (HF order: top_k, top_p, min_p).
+    /// is the shortest of the three prefixes; top-p normalizes by the mass of
+    /// the top-k set (HF order: top_k, top_p, min_p). Without top_k, top-p
+    /// fetches the top 64, 256, 1024, ... until its cut is inside the prefix.
     fn truncate(
         &mut self,
         top_k: Option<usize>,
@@ -309,76 +333,61 @@ impl Sampler {
         min_p: Option<f64>,
         dist: &Dist,
     ) -> (usize, usize) {
-        let (x, ids) = (&self.x, &mut self.ids);
-        ids.clear();
-        ids.extend(0..self.vocab as u32);
-        let (mut len, mut sorted, mut mass) = (self.vocab, 0, dist.sum);
+        let (x, cand) = (&self.x, &mut self.cand);
+        // p_t >= min_p * p_max  <=>  exp(x_t - max) >= min_p.
+        let keep_min_p = |v: f32| min_p.is_none_or(|m| dist.weight(v) >= m);
         if let Some(k) = top_k {
-            select_sorted(ids, k, x);
-            (len, sorted) = (k, k);
-            mass = ids[..k].iter().map(|&t| dist.weight(x[t as usize])).sum();
+            top_m(x, k, cand);
+            let mass: f64 = cand.iter().map(|&(v, _)| dist.weight(v)).sum();
+            cand.retain(|&(v, _)| keep_min_p(v));
+            let len = top_p.and_then(|p| top_p_cut(cand, p * mass, dist));
+            return (len.unwrap_or(cand.len()), cand.len());
         }
-        if let Some(m) = min_p {
-            // p_t >= m * p_max  <=>  exp(x_t - max) >= m. Order-preserving
-            // compaction: the survivors of the sorted prefix stay a prefix.
-            let mut kept = 0;
-            for i in 0..len {
-                let t = ids[i];
-                if dist.weight(x[t as usize]) >= m {
-                    ids[kept] = t;
-                    kept += 1;
-                } else if i < sorted {
-                    sorted = kept;
-                }
+        let Some(p) = top_p else {
+            // min_p only: a filter in id order, no sort.
+            cand.clear();
+            let kept = x.iter().enumerate().filter(|&(_, &v)| keep_min_p(v));
+            cand.extend(kept.map(|(i, &v)| (v, i as u32)));
+            return (cand.len(), 0);
+        };
+        let mut m = TOP_P_FIRST_PREFIX;
+        loop {
+            top_m(x, m, cand);
+            let fetched = cand.len();
+            cand.retain(|&(v, _)| keep_min_p(v));
+            if let Some(len) = top_p_cut(cand, p * dist.sum, dist) {
+                return (len, cand.len());
             }
-            sorted = sorted.min(kept);
-            len = kept;
-        }
-        if let Some(p) = top_p {
-            // Keep token i (in sorted order) while the mass before it < p * mass.
-            let target = p * mass;
-            let (mut cum, mut i) = (0.0, 0);
-            while i < len {
-                if i == sorted {
-                    let grow = (sorted * 4).max(TOP_P_FIRST_PREFIX).min(len);
-                    select_sorted(&mut ids[sorted..len], grow - sorted, x);
-                    sorted = grow;
-                }
-                if i > 0 && cum >= target {
-                    break;
-                }
-                cum += dist.weight(x[ids[i] as usize]);
-                i += 1;
+            if cand.len() < fetched || fetched == self.vocab {
+                return (cand.len(), cand.len()); // the whole pool is in hand
             }
-            len = i;
+            m *= 4;
         }
-        (len, sorted)
-    }
-
-    /// Top `n` logprobs by (logprob desc, id asc); reuses the sorted prefix
-    /// that truncation left in `ids` when it is long enough.
-    fn top_logprobs(&mut self, n: usize, sorted: usize, dist: &Dist) -> Vec<(u32, f32)> {
-        let n = n.min(self.vocab);
-        if sorted < n {
-            self.ids.clear();
-            self.ids.extend(0..self.vocab as u32);
-            select_sorted(&mut self.ids, n, &self.x);
-        }
-        let x = &self.x;
-        self.ids[..n]
-            .iter()
-            .map(|&t| (t, dist.logprob(x[t as usize])))
-            .collect()
     }
 }
 
+/// Top-p over a sorted prefix: keep token i while the mass before it is below
+/// `target`. `Some(len)` when the cut falls inside `sorted`, `None` when all
+/// of it is kept (the cut may be further on).
+fn top_p_cut(sorted: &[(f32, u32)], target: f64, dist: &Dist) -> Option<usize> {
+    let mut cum = 0.0;
+    for (i, &(v, _)) in sorted.iter().enumerate() {
+        if i > 0 && cum >= target {
+            return Some(i);
+        }
+        cum += dist.weight(v);
+    }
+    None
+}
+
 /// First token whose cumulative weight exceeds `target`; zero-weight tokens
-/// are never chosen. If rounding leaves `target` at the total, the last token
-/// with positive weight is chosen. `tokens` holds at least one such token.
-fn inverse_cdf(tokens: impl Iterator<Item = u32>, weight: impl Fn(u32) -> f64, target: f64) -> u32 {
+/// are never chosen. If rounding leaves `target` at or above the running
+/// total, the last token with positive weight is chosen. `pool` holds at
+/// least one such token (the argmax has weight 1).
+fn inverse_cdf(pool: impl Iterator<Item = (f32, u32)>, dist: &Dist, target: f64) -> u32 {
     let (mut cum, mut last) = (0.0, None);
-    for t in tokens {
-        let w = weight(t);
+    for (v, t) in pool {
+        let w = dist.weight(v);
         if w > 0.0 {
             cum += w;
             last = Some(t);

@@ -27,7 +27,7 @@ fn candidates(logits: &[f32], p: &SamplingParams) -> Vec<u32> {
     let top_p = (p.top_p < 1.0).then_some(f64::from(p.top_p));
     let min_p = (p.min_p > 0.0).then_some(f64::from(p.min_p));
     let (len, _) = s.truncate(top_k, top_p, min_p, &dist);
-    s.ids[..len].to_vec()
+    s.cand[..len].iter().map(|c| c.1).collect()
 }
 
 fn ln(v: f64) -> f32 {
