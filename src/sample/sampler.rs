@@ -32,8 +32,11 @@
 //!   hand-written polynomial exp measured slower than glibc's `expf`, which
 //!   dispatches to FMA code at run time.)
 //! - No per-step allocation except the returned `top_logprobs` (<= 20 pairs).
-//!   Full sorts never happen: top-k, top-p and top_logprobs use a one-pass
-//!   threshold selection (`top_m`) and sort only the selected prefix.
+//!   top-k, top-p and top_logprobs use a one-pass threshold selection
+//!   (`top_m`) and sort only the selected prefix; top-p sorts only as far
+//!   as its cut (64, 256, ... tokens). Worst case: a near-flat distribution
+//!   whose nucleus is a large part of the vocabulary (~5-10 ms at 150k on a
+//!   loaded 2-core dev box; greedy / top_k=50 measured ~0.4 ms there).
 
 use std::cmp::Ordering;
 
