@@ -1,4 +1,5 @@
 //! ponder: an OpenAI-compatible LLM inference server for reasoning workloads.
+<<<<<<< HEAD
 //!
 //! ```text
 //! HTTP (api) -> validate -> budget -> engine -> sched -> kv
@@ -12,6 +13,8 @@
 //!
 //! Modules are declared in data-flow order; each depends only on the ones below it.
 
+pub mod engine;
 pub mod model;
+pub mod sample;
 pub mod backend;
 pub mod generate;

@@ -26,8 +26,12 @@ trait Block {
 
 #[inline(always)]
 unsafe fn f16_scalar(p: *const u8) -> f32 {
-    // SAFETY: caller guarantees 2 readable bytes at p.
-    half::f16::from_bits(unsafe { (p as *const u16).read_unaligned() }).to_f32()
+    // SAFETY: caller guarantees 2 readable bytes at p; F16C is enabled by the caller's
+    // target_feature (no per-call feature detection on the hot path).
+    unsafe {
+        let bits = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
 }
 
 #[inline(always)]
@@ -126,22 +130,37 @@ impl Block for Bf16 {
     }
 }
 
+/// `R` weight rows against `T` activation rows. Each output keeps two accumulators (one per
+/// 16-lane half of a block) so consecutive FMAs are independent; `R * T * 2` chains hide the
+/// FMA latency at batch 1. The summation order of one output does not depend on `R` or `T`,
+/// so results are identical whatever the batch composition.
 #[inline(always)]
-unsafe fn row_tile<B: Block, const T: usize>(wrow: *const u8, nblocks: usize, x0: *const f32, k: usize) -> [f32; T] {
-    // SAFETY (whole body): wrow has nblocks * B::BYTES bytes; x0 has T rows of k = 32 * nblocks.
+unsafe fn tile<B: Block, const R: usize, const T: usize>(
+    w0: *const u8,
+    rb: usize,
+    nblocks: usize,
+    x0: *const f32,
+    k: usize,
+) -> [[f32; T]; R] {
+    // SAFETY (whole body): R rows of rb bytes (nblocks blocks each) at w0; T rows of k floats
+    // at x0, k == 32 * nblocks.
     unsafe {
-        let mut acc = [_mm512_setzero_ps(); T];
+        let mut acc = [[[_mm512_setzero_ps(); 2]; T]; R];
         for b in 0..nblocks {
-            let w = B::decode(wrow.add(b * B::BYTES));
-            for (t, a) in acc.iter_mut().enumerate() {
-                let xp = x0.add(t * k + b * 32);
-                *a = _mm512_fmadd_ps(w[0], _mm512_loadu_ps(xp), *a);
-                *a = _mm512_fmadd_ps(w[1], _mm512_loadu_ps(xp.add(16)), *a);
+            for (r, ar) in acc.iter_mut().enumerate() {
+                let w = B::decode(w0.add(r * rb + b * B::BYTES));
+                for (t, a) in ar.iter_mut().enumerate() {
+                    let xp = x0.add(t * k + b * 32);
+                    a[0] = _mm512_fmadd_ps(w[0], _mm512_loadu_ps(xp), a[0]);
+                    a[1] = _mm512_fmadd_ps(w[1], _mm512_loadu_ps(xp.add(16)), a[1]);
+                }
             }
         }
-        let mut out = [0f32; T];
-        for t in 0..T {
-            out[t] = _mm512_reduce_add_ps(acc[t]);
+        let mut out = [[0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                out[r][t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
+            }
         }
         out
     }
@@ -165,29 +184,39 @@ unsafe fn rows_impl<B: Block>(
     let mut i = 0;
     while i < m {
         let t = (m - i).min(ROW_TILE);
-        for r in r0..r1 {
-            // SAFETY: r < n, rows i..i+t exist in x, and column r of y is the caller's.
+        let mut r = r0;
+        while r < r1 {
+            // SAFETY: rows r..r+R are < r1 <= n, rows i..i+t exist in x, and columns r..r+R
+            // of y are the caller's.
             unsafe {
                 let wr = base.add(r * rb);
                 let x0 = xp.add(i * k);
-                let b = bias.map_or(0.0, |b| b[r]);
-                macro_rules! tile {
-                    ($T:literal) => {{
-                        let v = row_tile::<B, $T>(wr, nblocks, x0, k);
-                        for (tt, s) in v.iter().enumerate() {
-                            *y.add((i + tt) * n + r) = s + b;
+                macro_rules! go {
+                    ($R:literal, $T:literal) => {{
+                        let v = tile::<B, $R, $T>(wr, rb, nblocks, x0, k);
+                        for (rr, row) in v.iter().enumerate() {
+                            let b = bias.map_or(0.0, |b| b[r + rr]);
+                            for (tt, s) in row.iter().enumerate() {
+                                *y.add((i + tt) * n + r + rr) = s + b;
+                            }
                         }
+                        r += $R;
                     }};
                 }
-                match t {
-                    8 => tile!(8),
-                    7 => tile!(7),
-                    6 => tile!(6),
-                    5 => tile!(5),
-                    4 => tile!(4),
-                    3 => tile!(3),
-                    2 => tile!(2),
-                    _ => tile!(1),
+                let left = r1 - r;
+                match (t, left >= 4, left >= 2) {
+                    (1, true, _) => go!(4, 1),
+                    (2, _, true) => go!(2, 2),
+                    (3, _, true) => go!(2, 3),
+                    (4, _, true) => go!(2, 4),
+                    (8, _, _) => go!(1, 8),
+                    (7, _, _) => go!(1, 7),
+                    (6, _, _) => go!(1, 6),
+                    (5, _, _) => go!(1, 5),
+                    (4, _, _) => go!(1, 4),
+                    (3, _, _) => go!(1, 3),
+                    (2, _, _) => go!(1, 2),
+                    _ => go!(1, 1),
                 }
             }
         }
