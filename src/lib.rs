@@ -1,5 +1,4 @@
 //! ponder: an OpenAI-compatible LLM inference server for reasoning workloads.
-<<<<<<< HEAD
 //!
 //! ```text
 //! HTTP (api) -> validate -> budget -> engine -> sched -> kv
