@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ponder::model::{load_model, loader::default_model_path, template::ChatMessage};
+use ponder::sample::RawSamplingParams;
 
 #[derive(Parser)]
 #[command(name = "ponder", version, about = "OpenAI-compatible LLM server for reasoning workloads")]
@@ -23,16 +24,41 @@ enum Cmd {
         #[arg(long)]
         chat: bool,
         #[arg(long, default_value_t = 64)]
-        max_tokens: usize,
+        max_tokens: u32,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// 0 = off.
+        #[arg(long, default_value_t = 0)]
+        top_k: i32,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Stop string (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
+        /// Print one JSON object {text, token_ids, prompt_token_ids, finish_reason}.
         #[arg(long)]
         json: bool,
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Generate { model, prompt, chat, max_tokens, json } => {
+        Cmd::Generate { model, prompt, chat, max_tokens, temperature, top_p, top_k, seed, stop, json } => {
+            let params = RawSamplingParams { max_tokens, temperature, top_p, top_k, seed, stop, ..Default::default() }
+                .validate()?;
             let path = match model {
                 Some(p) => p,
                 None => default_model_path()?,
@@ -44,13 +70,12 @@ fn main() -> anyhow::Result<()> {
                 prompt
             };
             let ids = m.tokenizer.encode(&text, m.tokenizer.add_bos)?;
-            let g = ponder::generate::generate_greedy(&m, &ids, max_tokens);
-            let out = m.tokenizer.decode(&g.token_ids, true);
+            let g = ponder::generate::generate(&m, &ids, &params).map_err(anyhow::Error::msg)?;
             if json {
-                println!("{}", serde_json::json!({"text": out, "token_ids": g.token_ids,
-                    "prompt_token_ids": g.prompt_token_ids, "finish_reason": g.finish_reason}));
+                println!("{}", serde_json::json!({"text": g.text, "token_ids": g.token_ids,
+                    "prompt_token_ids": g.prompt_token_ids, "finish_reason": g.finish_reason.as_str()}));
             } else {
-                println!("{out}");
+                println!("{}", g.text);
             }
         }
     }
