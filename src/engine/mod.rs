@@ -2,3 +2,6 @@
 //! come in through an `EngineHandle` and results go out as per-request event streams.
 
 pub mod detok;
+pub mod types;
+
+pub use types::{EngineClient, EngineEvent, EngineStats, GenerateRequest, RequestStream, SubmitError, TokenLogprob};
