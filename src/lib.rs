@@ -12,6 +12,10 @@
 //!
 //! Modules are declared in data-flow order; each depends only on the ones below it.
 
+pub mod config;
+pub mod api;
+pub mod validate;
+pub mod metrics;
 pub mod engine;
 pub mod model;
 pub mod sample;

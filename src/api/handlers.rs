@@ -1,0 +1,189 @@
+//! Route handlers. The two inference handlers share `generate`:
+//! ready? -> body -> parse (request.rs) -> validate -> engine.submit -> JSON or SSE.
+//! Every failure is an `ApiError`, rendered by error.rs.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::response::{collect, Kind, Meta};
+use super::stream::{sse_response, SseRequest};
+use super::track::Tracker;
+use super::{request, unix_now, AppState, ROUTES};
+use crate::sample::fresh_seed;
+use crate::validate::{validate, ModelView};
+
+pub async fn chat_completions(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    generate(s, Kind::Chat, body).await
+}
+
+pub async fn completions(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    generate(s, Kind::Completion, body).await
+}
+
+async fn generate(s: AppState, kind: Kind, body: Result<Bytes, BytesRejection>) -> Response {
+    let id = format!(
+        "{}{:016x}{:016x}",
+        kind.id_prefix(),
+        fresh_seed(),
+        fresh_seed()
+    );
+    let mut resp = match run(s, kind, body, id.clone()).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn run(
+    s: AppState,
+    kind: Kind,
+    body: Result<Bytes, BytesRejection>,
+    id: String,
+) -> Result<Response, ApiError> {
+    let arrival = Instant::now();
+    if !s.is_ready() {
+        return Err(ApiError::NotReady);
+    }
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+            limit: s.limits.max_body_bytes,
+        },
+        _ => ApiError::BadBody(e.body_text()),
+    })?;
+    let raw = match kind {
+        Kind::Chat => request::parse_chat(&body)?,
+        Kind::Completion => request::parse_completion(&body)?,
+    };
+    let m = &s.model;
+    let view = ModelView {
+        tokenizer: &m.tokenizer,
+        template: &m.template,
+        served_name: &s.served_name,
+        context_length: m.model.cfg.max_position,
+        vocab_size: m.model.cfg.vocab_size,
+    };
+    let valid = validate(raw, &view, s.limits.max_tokens_limit)?;
+    let events = s.engine.submit(valid.generate_request())?;
+    let tracker = Tracker::new(s.metrics.clone(), arrival);
+    let meta = Meta {
+        kind,
+        id,
+        created: unix_now(),
+        model: s.served_name.to_string(),
+        logprobs: valid.params.logprobs,
+    };
+    let prompt_tokens = valid.prompt_token_ids.len();
+    if valid.stream {
+        return Ok(sse_response(SseRequest {
+            events,
+            meta,
+            model: s.model.clone(),
+            n: valid.n,
+            prompt_tokens,
+            include_usage: valid.include_usage,
+            tracker,
+        }));
+    }
+    let mut tracker = tracker;
+    let body = collect(
+        events,
+        &meta,
+        &m.tokenizer,
+        valid.n,
+        prompt_tokens,
+        &mut tracker,
+    )
+    .await?;
+    Ok(Json(body).into_response())
+}
+
+pub async fn models(State(s): State<AppState>) -> Response {
+    Json(json!({"object": "list", "data": [{
+        "id": &*s.served_name, "object": "model", "created": s.started, "owned_by": "ponder",
+        "max_model_len": s.model.model.cfg.max_position,
+    }]}))
+    .into_response()
+}
+
+pub async fn health(State(s): State<AppState>) -> Response {
+    if s.engine.is_alive() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        ApiError::EngineDead.into_response()
+    }
+}
+
+pub async fn ready(State(s): State<AppState>) -> Response {
+    if !s.engine.is_alive() {
+        ApiError::EngineDead.into_response()
+    } else if !s.is_ready() {
+        ApiError::NotReady.into_response()
+    } else {
+        Json(json!({"status": "ready"})).into_response()
+    }
+}
+
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    match s.metrics.render(&s.engine.stats()) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            let request_id = format!("metrics-{:016x}", fresh_seed());
+            ApiError::Internal {
+                request_id,
+                detail: format!("rendering metrics failed: {e}"),
+            }
+            .into_response()
+        }
+    }
+}
+
+pub async fn version() -> Response {
+    Json(json!({"name": "ponder", "version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+pub async fn not_found(method: Method, uri: Uri) -> Response {
+    ApiError::RouteNotFound {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+    .into_response()
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let path = uri.path().to_string();
+    let allowed: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method)
+        .collect();
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path,
+        allowed: allowed.join(", "),
+    }
+    .into_response()
+}

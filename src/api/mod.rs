@@ -1,0 +1,189 @@
+//! The HTTP layer: one route table (`ROUTES`, also checked against `openapi.yaml` by
+//! tests/api_openapi.rs), the shared `AppState`, and the router built from the table.
+//!
+//! ```text
+//! request -> track_http (metrics by route template + status)
+//!         -> route table: handlers.rs  (ready? -> request.rs parse -> validate -> engine.submit)
+//!                                       -> response.rs (JSON) | stream.rs (SSE)
+//!         -> fallback: 404 / 405 in the OpenAI error envelope (error.rs)
+//! ```
+//!
+//! Entry points: `router(state)` for tests (`tower::ServiceExt::oneshot`), `serve` for
+//! `ponder serve` (server.rs).
+
+pub mod error;
+mod handlers;
+pub mod request;
+pub mod response;
+mod server;
+pub mod stream;
+mod track;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+
+pub use server::{serve, serve_on, shutdown_signal};
+
+use crate::config::HttpLimits;
+use crate::engine::EngineClient;
+use crate::metrics::Metrics;
+use crate::model::LoadedModel;
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Models,
+    Health,
+    Ready,
+    Metrics,
+    Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub endpoint: Endpoint,
+}
+
+/// Every route of the server; the router is built from this table only.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        path: "/v1/chat/completions",
+        endpoint: Endpoint::ChatCompletions,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/completions",
+        endpoint: Endpoint::Completions,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/models",
+        endpoint: Endpoint::Models,
+    },
+    Route {
+        method: "GET",
+        path: "/health",
+        endpoint: Endpoint::Health,
+    },
+    Route {
+        method: "GET",
+        path: "/ready",
+        endpoint: Endpoint::Ready,
+    },
+    Route {
+        method: "GET",
+        path: "/metrics",
+        endpoint: Endpoint::Metrics,
+    },
+    Route {
+        method: "GET",
+        path: "/version",
+        endpoint: Endpoint::Version,
+    },
+];
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<dyn EngineClient>,
+    pub model: Arc<LoadedModel>,
+    /// The model id clients send and `/v1/models` lists.
+    pub served_name: Arc<str>,
+    pub limits: HttpLimits,
+    pub metrics: Arc<Metrics>,
+    /// Unix seconds at start (`created` of the model object).
+    pub started: u64,
+    ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// A not-yet-ready state (`/ready` and the inference routes answer 503 until `set_ready`).
+    pub fn new(
+        engine: Arc<dyn EngineClient>,
+        model: Arc<LoadedModel>,
+        served_name: Option<String>,
+        limits: HttpLimits,
+    ) -> anyhow::Result<Self> {
+        let served_name: Arc<str> = served_name.unwrap_or_else(|| model.name.clone()).into();
+        Ok(AppState {
+            engine,
+            model,
+            served_name,
+            limits,
+            metrics: Arc::new(Metrics::new()?),
+            started: unix_now(),
+            ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn method_router(route: &Route) -> MethodRouter<AppState> {
+    let filter = match route.method {
+        "POST" => MethodFilter::POST,
+        _ => MethodFilter::GET,
+    };
+    match route.endpoint {
+        Endpoint::ChatCompletions => on(filter, handlers::chat_completions),
+        Endpoint::Completions => on(filter, handlers::completions),
+        Endpoint::Models => on(filter, handlers::models),
+        Endpoint::Health => on(filter, handlers::health),
+        Endpoint::Ready => on(filter, handlers::ready),
+        Endpoint::Metrics => on(filter, handlers::metrics),
+        Endpoint::Version => on(filter, handlers::version),
+    }
+}
+
+/// The router: every route in `ROUTES`, JSON 404/405 fallbacks, the body limit and metrics.
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new();
+    for route in ROUTES {
+        r = r.route(route.path, method_router(route));
+    }
+    r.fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), track_http))
+        .with_state(state)
+}
+
+/// Counts every response by route template (`unmatched` for unknown paths) and status.
+async fn track_http(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = req.method().clone();
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    s.metrics.record_http(&route, status);
+    tracing::debug!(%method, route, status, ms = t.elapsed().as_millis() as u64, "http");
+    resp
+}

@@ -1,0 +1,417 @@
+//! Wire requests: a JSON body -> `validate::RawRequest`, checking types and shapes only
+//! (ranges are `validate`'s job). Unknown fields are ignored; `null` reads as absent; a known
+//! field of the wrong type is rejected with its name and the value given:
+//! "`temperature` must be a number, given \"hot\"".
+//!
+//! Chat: `messages` (system | developer | user | assistant; content a string or an array of
+//! `{"type":"text","text":...}` parts), `logprobs` bool + `top_logprobs` int,
+//! `max_completion_tokens` (wins over `max_tokens`). Completions: `prompt` (a string, or an
+//! array of one string / token ids / one array of token ids), `logprobs` int.
+
+use serde_json::{Map, Value};
+
+use crate::model::template::ChatMessage;
+use crate::validate::{PromptInput, RawRequest, ValidateError};
+
+const ROLES: &[&str] = &["system", "developer", "user", "assistant"];
+
+/// The JSON value, shortened for an error message.
+fn shown(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 64 {
+        format!("{}...", s.chars().take(61).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn wrong(param: &str, expected: &str, v: &Value) -> ValidateError {
+    ValidateError::invalid(
+        param,
+        format!("`{param}` must be {expected}, given {}", shown(v)),
+    )
+}
+
+/// Typed reads of a JSON object's fields.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    /// The field, `None` when absent or `null`.
+    fn get(&self, k: &str) -> Option<&'a Value> {
+        self.0.get(k).filter(|v| !v.is_null())
+    }
+
+    fn number(&self, k: &str) -> Result<Option<f32>, ValidateError> {
+        self.get(k)
+            .map(|v| {
+                v.as_f64()
+                    .map(|x| x as f32)
+                    .ok_or_else(|| wrong(k, "a number", v))
+            })
+            .transpose()
+    }
+
+    fn int(&self, k: &str) -> Result<Option<i64>, ValidateError> {
+        self.get(k).map(|v| as_int(k, v)).transpose()
+    }
+
+    fn bool(&self, k: &str) -> Result<Option<bool>, ValidateError> {
+        self.get(k)
+            .map(|v| v.as_bool().ok_or_else(|| wrong(k, "a boolean", v)))
+            .transpose()
+    }
+
+    fn string(&self, k: &str) -> Result<Option<&'a str>, ValidateError> {
+        self.get(k)
+            .map(|v| v.as_str().ok_or_else(|| wrong(k, "a string", v)))
+            .transpose()
+    }
+}
+
+fn as_int(param: &str, v: &Value) -> Result<i64, ValidateError> {
+    match v.as_i64() {
+        Some(i) => Ok(i),
+        // Beyond i64: keep it out of range rather than calling it a non-integer.
+        None if v.as_u64().is_some() => Ok(i64::MAX),
+        None => Err(wrong(param, "an integer", v)),
+    }
+}
+
+fn object(body: &[u8]) -> Result<Map<String, Value>, ValidateError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ValidateError::invalid("body", format!("the request body is not valid JSON: {e}"))
+    })?;
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(ValidateError::invalid(
+            "body",
+            format!(
+                "the request body must be a JSON object, given {}",
+                shown(&other)
+            ),
+        )),
+    }
+}
+
+/// Fields both endpoints share (all but the prompt, `logprobs` and `max_completion_tokens`).
+fn common(f: &Fields<'_>, prompt: PromptInput) -> Result<RawRequest, ValidateError> {
+    let mut r = RawRequest::new(prompt);
+    r.model = f.string("model")?.map(str::to_string);
+    r.n = f.int("n")?;
+    r.max_tokens = f.int("max_tokens")?.map(|v| ("max_tokens", v));
+    r.temperature = f.number("temperature")?;
+    r.top_p = f.number("top_p")?;
+    r.top_k = f.int("top_k")?;
+    r.min_p = f.number("min_p")?;
+    r.presence_penalty = f.number("presence_penalty")?;
+    r.frequency_penalty = f.number("frequency_penalty")?;
+    r.repetition_penalty = f.number("repetition_penalty")?;
+    r.seed = match f.get("seed") {
+        None => None,
+        // Negative seeds (allowed by OpenAI) keep their bits.
+        Some(v) => Some(
+            v.as_u64()
+                .or_else(|| v.as_i64().map(|i| i as u64))
+                .ok_or_else(|| wrong("seed", "an integer", v))?,
+        ),
+    };
+    r.stop = match f.get("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| wrong(&format!("stop[{i}]"), "a string", v))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => return Err(wrong("stop", "a string or an array of strings", v)),
+    };
+    r.stop_token_ids = match f.get("stop_token_ids") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| as_int(&format!("stop_token_ids[{i}]"), v))
+            .collect::<Result<_, _>>()?,
+        Some(v) => return Err(wrong("stop_token_ids", "an array of token ids", v)),
+    };
+    r.ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
+    r.min_tokens = f.int("min_tokens")?;
+    f.string("user")?;
+    r.stream = f.bool("stream")?.unwrap_or(false);
+    if let Some(opts) = f.get("stream_options") {
+        let o = opts
+            .as_object()
+            .ok_or_else(|| wrong("stream_options", "an object", opts))?;
+        if !r.stream {
+            return Err(ValidateError::invalid(
+                "stream_options",
+                "`stream_options` is only allowed when `stream` is true",
+            ));
+        }
+        r.include_usage = Fields(o)
+            .bool("include_usage")
+            .map_err(|_| {
+                wrong(
+                    "stream_options.include_usage",
+                    "a boolean",
+                    o.get("include_usage").unwrap_or(&Value::Null),
+                )
+            })?
+            .unwrap_or(false);
+    }
+    Ok(r)
+}
+
+/// `POST /v1/chat/completions` body.
+pub fn parse_chat(body: &[u8]) -> Result<RawRequest, ValidateError> {
+    let obj = object(body)?;
+    let f = Fields(&obj);
+    let messages = match f.get("messages") {
+        None => return Err(ValidateError::invalid("messages", "`messages` is required")),
+        Some(Value::Array(a)) if a.is_empty() => {
+            return Err(ValidateError::invalid(
+                "messages",
+                "`messages` must hold at least one message",
+            ))
+        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, m)| message(i, m))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(v) => return Err(wrong("messages", "an array of messages", v)),
+    };
+    let mut r = common(&f, PromptInput::Chat(messages))?;
+    if let Some(v) = f.int("max_completion_tokens")? {
+        r.max_tokens = Some(("max_completion_tokens", v));
+    }
+    r.logprobs = f.bool("logprobs")?.unwrap_or(false);
+    r.top_logprobs = f.int("top_logprobs")?.map(|v| ("top_logprobs", v));
+    Ok(r)
+}
+
+fn message(i: usize, m: &Value) -> Result<ChatMessage, ValidateError> {
+    let p = format!("messages[{i}]");
+    let o = m
+        .as_object()
+        .ok_or_else(|| wrong(&p, "an object with `role` and `content`", m))?;
+    let f = Fields(o);
+    let role = match f.get("role") {
+        None => {
+            return Err(ValidateError::invalid(
+                format!("{p}.role"),
+                format!("`{p}.role` is required"),
+            ))
+        }
+        Some(Value::String(r)) if ROLES.contains(&r.as_str()) => r.as_str(),
+        Some(v) => {
+            return Err(wrong(
+                &format!("{p}.role"),
+                "one of system, developer, user, assistant",
+                v,
+            ))
+        }
+    };
+    let content = match f.get("content") {
+        None if role == "assistant" => String::new(),
+        None => {
+            return Err(ValidateError::invalid(
+                format!("{p}.content"),
+                format!("`{p}.content` is required"),
+            ))
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                texts.push(text_part(&format!("{p}.content[{j}]"), part)?);
+            }
+            texts.join("\n")
+        }
+        Some(v) => {
+            return Err(wrong(
+                &format!("{p}.content"),
+                "a string or an array of text parts",
+                v,
+            ))
+        }
+    };
+    // Templates written for OpenAI's roles know `system`; `developer` is its newer name.
+    let role = if role == "developer" { "system" } else { role };
+    Ok(ChatMessage::new(role, &content))
+}
+
+fn text_part(p: &str, part: &Value) -> Result<String, ValidateError> {
+    let o = part
+        .as_object()
+        .ok_or_else(|| wrong(p, "a content part object", part))?;
+    match o.get("type") {
+        Some(Value::String(t)) if t == "text" => {}
+        Some(t) => {
+            return Err(wrong(
+                &format!("{p}.type"),
+                "\"text\" (this model reads text only)",
+                t,
+            ))
+        }
+        None => {
+            return Err(ValidateError::invalid(
+                format!("{p}.type"),
+                format!("`{p}.type` is required"),
+            ))
+        }
+    }
+    match o.get("text") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v) => Err(wrong(&format!("{p}.text"), "a string", v)),
+        None => Err(ValidateError::invalid(
+            format!("{p}.text"),
+            format!("`{p}.text` is required"),
+        )),
+    }
+}
+
+/// `POST /v1/completions` body.
+pub fn parse_completion(body: &[u8]) -> Result<RawRequest, ValidateError> {
+    let obj = object(body)?;
+    let f = Fields(&obj);
+    let prompt = match f.get("prompt") {
+        None => return Err(ValidateError::invalid("prompt", "`prompt` is required")),
+        Some(v) => prompt(v)?,
+    };
+    let mut r = common(&f, prompt)?;
+    if let Some(k) = f.int("logprobs")? {
+        r.logprobs = true;
+        r.top_logprobs = Some(("logprobs", k));
+    }
+    Ok(r)
+}
+
+fn prompt(v: &Value) -> Result<PromptInput, ValidateError> {
+    const SHAPE: &str = "a string, an array of token ids, or an array holding one of those";
+    let ids = |a: &[Value]| -> Result<PromptInput, ValidateError> {
+        let ids = a
+            .iter()
+            .enumerate()
+            .map(|(i, t)| as_int(&format!("prompt[{i}]"), t))
+            .collect::<Result<_, _>>()?;
+        Ok(PromptInput::TokenIds(ids))
+    };
+    match v {
+        Value::String(s) => Ok(PromptInput::Text(s.clone())),
+        Value::Array(a) if a.is_empty() => Err(ValidateError::invalid("prompt", "`prompt` must not be empty")),
+        Value::Array(a) if a[0].is_number() => ids(a),
+        Value::Array(a) if a.len() > 1 && (a[0].is_string() || a[0].is_array()) => Err(ValidateError::invalid(
+            "prompt",
+            format!("`prompt` must hold a single prompt (batched prompts are not supported), given {}", a.len()),
+        )),
+        Value::Array(a) => match &a[0] {
+            Value::String(s) => Ok(PromptInput::Text(s.clone())),
+            Value::Array(inner) if inner.is_empty() => Err(ValidateError::invalid("prompt", "`prompt` must not be empty")),
+            Value::Array(inner) => ids(inner),
+            other => Err(wrong("prompt[0]", SHAPE, other)),
+        },
+        other => Err(wrong("prompt", SHAPE, other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat_err(body: &str) -> (String, Option<String>) {
+        let e = parse_chat(body.as_bytes()).unwrap_err();
+        (e.to_string(), e.param())
+    }
+
+    #[test]
+    fn chat_fields_are_read() {
+        let body = r#"{"model":"m","messages":[{"role":"developer","content":[{"type":"text","text":"a"},
+            {"type":"text","text":"b"}]},{"role":"user","content":"hi"},{"role":"assistant","content":null}],
+            "n":2,"max_tokens":5,"max_completion_tokens":7,"temperature":0.5,"top_k":3,"stop":"x","seed":-1,
+            "logprobs":true,"top_logprobs":2,"stream":true,"stream_options":{"include_usage":true},
+            "user":"u","unknown_field":{"x":1},"top_p":null}"#;
+        let r = parse_chat(body.as_bytes()).unwrap();
+        assert_eq!(
+            r.prompt,
+            PromptInput::Chat(vec![
+                ChatMessage::new("system", "a\nb"),
+                ChatMessage::new("user", "hi"),
+                ChatMessage::new("assistant", "")
+            ])
+        );
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.n, Some(2));
+        assert_eq!(r.max_tokens, Some(("max_completion_tokens", 7)));
+        assert_eq!(r.temperature, Some(0.5));
+        assert_eq!(r.top_k, Some(3));
+        assert_eq!(r.top_p, None);
+        assert_eq!(r.stop, vec!["x".to_string()]);
+        assert_eq!(r.seed, Some(u64::MAX));
+        assert!(r.logprobs && r.stream && r.include_usage);
+        assert_eq!(r.top_logprobs, Some(("top_logprobs", 2)));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field_and_value() {
+        let cases = [
+            (r#"{"messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "`temperature` must be a number, given \"hot\"", "temperature"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"n":1.5}"#, "`n` must be an integer, given 1.5", "n"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"stop":["a",3]}"#, "`stop[1]` must be a string, given 3", "stop[1]"),
+            (r#"{"messages":[{"role":"tool","content":"x"}]}"#, "`messages[0].role` must be one of system, developer, user, assistant, given \"tool\"", "messages[0].role"),
+            (r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#, "`messages[0].content[0].type` must be \"text\" (this model reads text only), given \"image_url\"", "messages[0].content[0].type"),
+            (r#"{"messages":[]}"#, "`messages` must hold at least one message", "messages"),
+            (r#"{"model":"m"}"#, "`messages` is required", "messages"),
+            (r#"[1]"#, "the request body must be a JSON object, given [1]", "body"),
+            (r#"{"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#, "`stream_options` is only allowed when `stream` is true", "stream_options"),
+        ];
+        for (body, msg, param) in cases {
+            assert_eq!(
+                chat_err(body),
+                (msg.to_string(), Some(param.to_string())),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            chat_err("{\"messages\": [").0,
+            "the request body is not valid JSON: EOF while parsing a list at line 1 column 14"
+        );
+    }
+
+    #[test]
+    fn completion_prompts() {
+        let p = |s: &str| parse_completion(s.as_bytes()).map(|r| r.prompt);
+        assert_eq!(p(r#"{"prompt":"hi"}"#), Ok(PromptInput::Text("hi".into())));
+        assert_eq!(
+            p(r#"{"prompt":["hi"]}"#),
+            Ok(PromptInput::Text("hi".into()))
+        );
+        assert_eq!(
+            p(r#"{"prompt":[1,2,3]}"#),
+            Ok(PromptInput::TokenIds(vec![1, 2, 3]))
+        );
+        assert_eq!(
+            p(r#"{"prompt":[[4,5]]}"#),
+            Ok(PromptInput::TokenIds(vec![4, 5]))
+        );
+        assert_eq!(
+            p(r#"{"prompt":["a","b","c"]}"#).unwrap_err().to_string(),
+            "`prompt` must hold a single prompt (batched prompts are not supported), given 3"
+        );
+        assert_eq!(
+            p(r#"{"prompt":[1,"x"]}"#).unwrap_err().to_string(),
+            "`prompt[1]` must be an integer, given \"x\""
+        );
+        assert_eq!(
+            p(r#"{"prompt":{"a":1}}"#).unwrap_err().to_string(),
+            "`prompt` must be a string, an array of token ids, or an array holding one of those, given {\"a\":1}"
+        );
+        let r = parse_completion(br#"{"prompt":"x","logprobs":3}"#).unwrap();
+        assert!(r.logprobs);
+        assert_eq!(r.top_logprobs, Some(("logprobs", 3)));
+    }
+}

@@ -1,0 +1,234 @@
+//! Response bodies in OpenAI's shape, for both endpoints, whole (`collect`) or as stream
+//! chunks (`Meta::chunk`, used by `stream.rs`).
+//!
+//! Logprobs: chat `{"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`,
+//! completions `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`.
+//! A logprob of -inf (a token the filters removed) is sent as -9999.0, as OpenAI does.
+//! Usage counts the prompt once, however many samples (`n`) there are.
+
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::track::Tracker;
+use crate::engine::{EngineEvent, RequestStream, TokenLogprob};
+use crate::model::tokenizer::Tokenizer;
+use crate::sample::FinishReason;
+
+/// Logprob sent for -inf / NaN.
+pub const MIN_LOGPROB: f64 = -9999.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Completion,
+}
+
+impl Kind {
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Kind::Chat => "chatcmpl-",
+            Kind::Completion => "cmpl-",
+        }
+    }
+}
+
+/// A logprob as JSON: shortest decimal of the f32, -9999.0 when not finite.
+pub fn logprob_json(x: f32) -> Value {
+    if !x.is_finite() {
+        return json!(MIN_LOGPROB);
+    }
+    json!(format!("{x}").parse::<f64>().unwrap_or(f64::from(x)))
+}
+
+/// The text of one token as the client sees it (special tokens included).
+fn token_text(t: &Tokenizer, id: u32) -> String {
+    t.decode(&[id], false)
+}
+
+fn chat_token(t: &Tokenizer, id: u32, logprob: f32) -> Map<String, Value> {
+    let s = token_text(t, id);
+    let mut m = Map::new();
+    m.insert("token".into(), json!(s));
+    m.insert("logprob".into(), logprob_json(logprob));
+    m.insert("bytes".into(), json!(s.as_bytes()));
+    m
+}
+
+/// Chat logprobs entries (the `content` array) for `lps`.
+pub fn chat_logprobs(t: &Tokenizer, lps: &[TokenLogprob]) -> Vec<Value> {
+    lps.iter()
+        .map(|lp| {
+            let mut m = chat_token(t, lp.token, lp.logprob);
+            let top: Vec<Value> = lp
+                .top
+                .iter()
+                .map(|&(id, l)| Value::Object(chat_token(t, id, l)))
+                .collect();
+            m.insert("top_logprobs".into(), Value::Array(top));
+            Value::Object(m)
+        })
+        .collect()
+}
+
+/// Completions logprobs object for `lps`; `offset` is the text offset (in chars) of the
+/// first token and is advanced past the last.
+pub fn completion_logprobs(t: &Tokenizer, lps: &[TokenLogprob], offset: &mut usize) -> Value {
+    let mut tokens = Vec::with_capacity(lps.len());
+    let mut token_logprobs = Vec::with_capacity(lps.len());
+    let mut top_logprobs = Vec::with_capacity(lps.len());
+    let mut text_offset = Vec::with_capacity(lps.len());
+    for lp in lps {
+        let s = token_text(t, lp.token);
+        text_offset.push(*offset);
+        *offset += s.chars().count();
+        tokens.push(json!(s));
+        token_logprobs.push(logprob_json(lp.logprob));
+        let top: Map<String, Value> = lp
+            .top
+            .iter()
+            .map(|&(id, l)| (token_text(t, id), logprob_json(l)))
+            .collect();
+        top_logprobs.push(Value::Object(top));
+    }
+    json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": text_offset})
+}
+
+pub fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
+    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens})
+}
+
+/// What every response object of one request repeats.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub kind: Kind,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    /// Whether logprobs were asked for (else `"logprobs": null`).
+    pub logprobs: bool,
+}
+
+impl Meta {
+    /// A stream chunk with the given choices (and `usage`, when the client asked for it:
+    /// `null` on every chunk but the final usage chunk).
+    pub fn chunk(&self, choices: Vec<Value>, usage: Option<Value>) -> Value {
+        let object = match self.kind {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Completion => "text_completion",
+        };
+        let mut v = json!({"id": self.id, "object": object, "created": self.created, "model": self.model,
+            "choices": choices});
+        if let (Some(u), Value::Object(m)) = (usage, &mut v) {
+            m.insert("usage".into(), u);
+        }
+        v
+    }
+}
+
+/// One choice being accumulated (non-streaming).
+#[derive(Debug, Default)]
+struct Choice {
+    text: String,
+    logprobs: Vec<TokenLogprob>,
+    finish: Option<FinishReason>,
+}
+
+/// Reads `stream` to the end and builds the whole response body.
+pub async fn collect(
+    mut stream: RequestStream,
+    meta: &Meta,
+    tokenizer: &Tokenizer,
+    n: usize,
+    prompt_tokens: usize,
+    tracker: &mut Tracker,
+) -> Result<Value, ApiError> {
+    let mut choices: Vec<Choice> = (0..n).map(|_| Choice::default()).collect();
+    let mut completion_tokens = 0;
+    while let Some(ev) = stream.next().await {
+        tracker.event(&ev);
+        match ev {
+            EngineEvent::Delta {
+                sample,
+                text,
+                logprobs,
+                ..
+            } => {
+                let c = choice(&mut choices, sample, &meta.id)?;
+                c.text.push_str(&text);
+                c.logprobs.extend(logprobs);
+            }
+            EngineEvent::Finished {
+                sample,
+                reason,
+                completion_tokens: k,
+            } => {
+                choice(&mut choices, sample, &meta.id)?.finish = Some(reason);
+                completion_tokens += k;
+            }
+            EngineEvent::Error(msg) => return Err(ApiError::Engine(msg)),
+        }
+    }
+    tracker.done(prompt_tokens);
+    let mut out = Vec::with_capacity(n);
+    for (index, c) in choices.into_iter().enumerate() {
+        let Some(reason) = c.finish else {
+            return Err(ApiError::Internal {
+                request_id: meta.id.clone(),
+                detail: format!("the engine closed the stream before sample {index} finished"),
+            });
+        };
+        out.push(match meta.kind {
+            Kind::Chat => {
+                let lp = meta.logprobs.then(|| json!({"content": chat_logprobs(tokenizer, &c.logprobs)}));
+                json!({"index": index, "message": {"role": "assistant", "content": c.text},
+                    "logprobs": lp, "finish_reason": reason.as_str()})
+            }
+            Kind::Completion => {
+                let lp = meta.logprobs.then(|| completion_logprobs(tokenizer, &c.logprobs, &mut 0));
+                json!({"index": index, "text": c.text, "logprobs": lp, "finish_reason": reason.as_str()})
+            }
+        });
+    }
+    let object = match meta.kind {
+        Kind::Chat => "chat.completion",
+        Kind::Completion => "text_completion",
+    };
+    Ok(
+        json!({"id": meta.id, "object": object, "created": meta.created, "model": meta.model,
+        "choices": out, "usage": usage(prompt_tokens, completion_tokens)}),
+    )
+}
+
+fn choice<'a>(
+    choices: &'a mut [Choice],
+    sample: usize,
+    id: &str,
+) -> Result<&'a mut Choice, ApiError> {
+    let n = choices.len();
+    choices.get_mut(sample).ok_or_else(|| ApiError::Internal {
+        request_id: id.to_string(),
+        detail: format!("the engine sent an event for sample {sample} of a request with n={n}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logprob_values() {
+        assert_eq!(logprob_json(f32::NEG_INFINITY), json!(-9999.0));
+        assert_eq!(logprob_json(f32::NAN), json!(-9999.0));
+        assert_eq!(logprob_json(-0.5), json!(-0.5));
+        assert_eq!(logprob_json(-0.693_147_2).to_string(), "-0.6931472");
+    }
+
+    #[test]
+    fn usage_counts() {
+        assert_eq!(
+            usage(7, 9),
+            json!({"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16})
+        );
+    }
+}

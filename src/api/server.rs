@@ -1,0 +1,107 @@
+//! Running the router on a socket, with graceful shutdown:
+//!
+//! ```text
+//! bind -> ready=true -> serve ... SIGTERM/Ctrl-C -> ready=false, stop accepting
+//!      -> in-flight requests finish (up to --shutdown-timeout) -> return Ok (exit 0)
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use super::{router, AppState};
+use crate::config::ServeConfig;
+use crate::engine::EngineClient;
+use crate::model::LoadedModel;
+
+/// `ponder serve`: validates `cfg`, binds `--host:--port`, serves until SIGTERM / Ctrl-C.
+/// The engine must already be running on `model`.
+pub async fn serve(
+    cfg: ServeConfig,
+    engine: Arc<dyn EngineClient>,
+    model: Arc<LoadedModel>,
+) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let state = AppState::new(
+        engine,
+        model,
+        cfg.served_model_name.clone(),
+        cfg.http_limits(),
+    )?;
+    let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
+    serve_on(listener, state, cfg.shutdown_timeout.0, shutdown_signal()).await
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then drains for up to `grace`.
+/// Marks the state ready once serving and not ready when draining starts.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    state.set_ready(true);
+    tracing::info!(%addr, model = %state.served_name, "listening");
+    tokio::select! {
+        res = &mut server => {
+            // The server stopped on its own: an accept error.
+            return res.context("server task failed")?.context("server failed");
+        }
+        () = shutdown => {}
+    }
+    state.set_ready(false);
+    let _ = stop_tx.send(());
+    tracing::info!(
+        grace_s = grace.as_secs_f64(),
+        "shutting down: draining in-flight requests"
+    );
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(res) => res
+            .context("server task failed")?
+            .context("server failed")?,
+        Err(_) => {
+            tracing::warn!("shutdown timeout reached; closing the remaining connections");
+            server.abort();
+        }
+    }
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or (Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,397 @@
+//! `ponder serve` configuration: every flag, its `PONDER_*` environment fallback, its
+//! default, and the boot-time validation that rejects a bad value with the flag, the limit
+//! and the value given.
+//!
+//! Invariant: code that receives a `ServeConfig` after `validate()` never re-checks it.
+//! Each component takes its own slice: `http_limits()` for the API; the engine reads the
+//! `max_num_seqs` / `max_num_batched_tokens` / `max_waiting` / `kv_cache_memory` /
+//! `block_size` fields.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The CPU backend.
+    Cpu,
+    /// An NVIDIA GPU (fails at boot when none is usable).
+    Cuda,
+    /// CUDA when a usable GPU is found, the CPU otherwise.
+    Auto,
+}
+
+/// A size in bytes, parsed from `1073741824`, `1GiB`, `512MiB`, `1.5GB`, `64k` (case-insensitive;
+/// `K/M/G/T` and `KiB/MiB/...` are powers of 1024, `KB/MB/...` powers of 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let bad = || format!("invalid size `{s}` (examples: 1048576, 512MiB, 1GiB, 2GB)");
+        let num: f64 = num.parse().map_err(|_| bad())?;
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kib" => 1024.0,
+            "m" | "mib" => 1024f64.powi(2),
+            "g" | "gib" => 1024f64.powi(3),
+            "t" | "tib" => 1024f64.powi(4),
+            "kb" => 1e3,
+            "mb" => 1e6,
+            "gb" => 1e9,
+            "tb" => 1e12,
+            _ => return Err(bad()),
+        };
+        let bytes = (num * mult).round();
+        if !bytes.is_finite() || bytes > u64::MAX as f64 {
+            return Err(bad());
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.0)
+    }
+}
+
+/// A duration parsed from `30`, `30s`, `500ms`, `2m` (a bare number is seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let bad = || format!("invalid duration `{s}` (examples: 30, 30s, 500ms, 2m)");
+        let num: f64 = num.parse().map_err(|_| bad())?;
+        let secs = match unit.trim() {
+            "" | "s" => num,
+            "ms" => num / 1000.0,
+            "m" | "min" => num * 60.0,
+            _ => return Err(bad()),
+        };
+        Duration::try_from_secs_f64(secs)
+            .map(Seconds)
+            .map_err(|_| bad())
+    }
+}
+
+/// Flags of `ponder serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Model: a .gguf file or a Hugging Face directory (default: the bundled SmolLM2).
+    #[arg(long, env = "PONDER_MODEL")]
+    pub model: Option<PathBuf>,
+
+    /// Address to listen on.
+    #[arg(long, env = "PONDER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// TCP port to listen on (0 = any free port, logged at start).
+    #[arg(long, env = "PONDER_PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Where the model runs.
+    #[arg(long, env = "PONDER_DEVICE", value_enum, default_value = "auto")]
+    pub device: Device,
+
+    /// Largest accepted request body; larger bodies get 413.
+    #[arg(long, env = "PONDER_MAX_BODY_BYTES", default_value = "4MiB")]
+    pub max_body_bytes: ByteSize,
+
+    /// Most sequences (samples) in one engine step.
+    #[arg(long, env = "PONDER_MAX_NUM_SEQS", default_value_t = 64)]
+    pub max_num_seqs: usize,
+
+    /// Most tokens (prefill + decode) in one engine step.
+    #[arg(long, env = "PONDER_MAX_NUM_BATCHED_TOKENS", default_value_t = 2048)]
+    pub max_num_batched_tokens: usize,
+
+    /// Most requests waiting for admission; beyond it requests get 429 with Retry-After.
+    #[arg(long, env = "PONDER_MAX_WAITING", default_value_t = 256)]
+    pub max_waiting: usize,
+
+    /// Memory for the KV cache (e.g. 512MiB, 4GiB); the block count is derived from it.
+    #[arg(long, env = "PONDER_KV_CACHE_MEMORY", default_value = "512MiB")]
+    pub kv_cache_memory: ByteSize,
+
+    /// Tokens per KV block (a power of two).
+    #[arg(long, env = "PONDER_BLOCK_SIZE", default_value_t = 16)]
+    pub block_size: usize,
+
+    /// Largest `max_tokens` a request may ask for; also caps the default (context length
+    /// minus prompt length) when a request gives none.
+    #[arg(long, env = "PONDER_MAX_TOKENS_LIMIT", default_value_t = 4096)]
+    pub max_tokens_limit: u32,
+
+    /// On SIGTERM / Ctrl-C: stop accepting, let in-flight requests finish for up to this long
+    /// (e.g. 30s, 2m), then exit.
+    #[arg(long, env = "PONDER_SHUTDOWN_TIMEOUT", default_value = "30s")]
+    pub shutdown_timeout: Seconds,
+
+    /// Model id clients send and `/v1/models` lists (default: the model's file or directory name).
+    #[arg(long, env = "PONDER_SERVED_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+}
+
+/// A flag outside its allowed range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`--{flag}` must be {limit}, given {given}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub limit: String,
+    pub given: String,
+}
+
+fn check(
+    ok: bool,
+    flag: &'static str,
+    limit: impl Into<String>,
+    given: impl fmt::Display,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            flag,
+            limit: limit.into(),
+            given: given.to_string(),
+        })
+    }
+}
+
+/// Limits the HTTP layer enforces per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub max_tokens_limit: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 4 << 20,
+            max_tokens_limit: 4096,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Checks every flag; the first violation is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            !self.host.trim().is_empty(),
+            "host",
+            "a host name or IP address",
+            "\"\"",
+        )?;
+        let body = self.max_body_bytes.0;
+        check(
+            (1024..=1 << 30).contains(&body),
+            "max-body-bytes",
+            "in [1KiB, 1GiB]",
+            self.max_body_bytes,
+        )?;
+        check(
+            self.max_num_seqs >= 1,
+            "max-num-seqs",
+            ">= 1",
+            self.max_num_seqs,
+        )?;
+        check(
+            self.max_num_batched_tokens >= self.max_num_seqs,
+            "max-num-batched-tokens",
+            format!(">= --max-num-seqs ({})", self.max_num_seqs),
+            self.max_num_batched_tokens,
+        )?;
+        check(
+            self.max_waiting >= 1,
+            "max-waiting",
+            ">= 1",
+            self.max_waiting,
+        )?;
+        let bs = self.block_size;
+        check(
+            bs.is_power_of_two() && bs <= 256,
+            "block-size",
+            "a power of two in [1, 256]",
+            bs,
+        )?;
+        check(
+            self.kv_cache_memory.0 >= 1 << 20,
+            "kv-cache-memory",
+            ">= 1MiB",
+            self.kv_cache_memory,
+        )?;
+        check(
+            self.max_tokens_limit >= 1,
+            "max-tokens-limit",
+            ">= 1",
+            self.max_tokens_limit,
+        )?;
+        let st = self.shutdown_timeout.0;
+        check(
+            st <= Duration::from_secs(3600),
+            "shutdown-timeout",
+            "<= 3600s",
+            format!("{}s", st.as_secs_f64()),
+        )?;
+        if let Some(name) = &self.served_model_name {
+            check(
+                !name.trim().is_empty(),
+                "served-model-name",
+                "non-empty",
+                "\"\"",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The per-request limits of the HTTP layer.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_body_bytes: usize::try_from(self.max_body_bytes.0).unwrap_or(usize::MAX),
+            max_tokens_limit: self.max_tokens_limit,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn parse(args: &[&str]) -> ServeConfig {
+        let mut v = vec!["ponder"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).unwrap().serve
+    }
+
+    #[test]
+    fn byte_sizes() {
+        let ok = [
+            ("1048576", 1 << 20),
+            ("1GiB", 1 << 30),
+            ("512MiB", 512 << 20),
+            ("512mib", 512 << 20),
+            ("2GB", 2_000_000_000),
+            ("1.5GiB", 3 << 29),
+            ("64k", 64 << 10),
+            ("10 B", 10),
+        ];
+        for (s, want) in ok {
+            assert_eq!(s.parse::<ByteSize>(), Ok(ByteSize(want)), "{s}");
+        }
+        assert_eq!(
+            "12XB".parse::<ByteSize>(),
+            Err("invalid size `12XB` (examples: 1048576, 512MiB, 1GiB, 2GB)".to_string())
+        );
+        assert!("GiB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            "30".parse::<Seconds>(),
+            Ok(Seconds(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            "30s".parse::<Seconds>(),
+            Ok(Seconds(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            "500ms".parse::<Seconds>(),
+            Ok(Seconds(Duration::from_millis(500)))
+        );
+        assert_eq!(
+            "2m".parse::<Seconds>(),
+            Ok(Seconds(Duration::from_secs(120)))
+        );
+        assert!("2h".parse::<Seconds>().is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse(&[]);
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.device, Device::Auto);
+        assert_eq!(c.max_body_bytes, ByteSize(4 << 20));
+        assert_eq!(c.kv_cache_memory, ByteSize(512 << 20));
+        assert_eq!(c.block_size, 16);
+        assert_eq!(c.shutdown_timeout, Seconds(Duration::from_secs(30)));
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            c.http_limits(),
+            HttpLimits {
+                max_body_bytes: 4 << 20,
+                max_tokens_limit: 4096
+            }
+        );
+    }
+
+    #[test]
+    fn flags_parse_and_validate_with_messages() {
+        let c = parse(&[
+            "--kv-cache-memory",
+            "1GiB",
+            "--device",
+            "cpu",
+            "--port",
+            "9000",
+        ]);
+        assert_eq!(c.kv_cache_memory, ByteSize(1 << 30));
+        assert_eq!(c.device, Device::Cpu);
+        assert_eq!(c.port, 9000);
+        let cases: [(&[&str], &str); 4] = [
+            (
+                &["--block-size", "24"],
+                "`--block-size` must be a power of two in [1, 256], given 24",
+            ),
+            (
+                &["--max-num-seqs", "0"],
+                "`--max-num-seqs` must be >= 1, given 0",
+            ),
+            (
+                &["--max-num-seqs", "8", "--max-num-batched-tokens", "4"],
+                "`--max-num-batched-tokens` must be >= --max-num-seqs (8), given 4",
+            ),
+            (
+                &["--max-body-bytes", "10"],
+                "`--max-body-bytes` must be in [1KiB, 1GiB], given 10 bytes",
+            ),
+        ];
+        for (args, msg) in cases {
+            assert_eq!(parse(args).validate().unwrap_err().to_string(), msg);
+        }
+        let mut v = vec!["ponder", "--device", "tpu"];
+        assert!(Cli::try_parse_from(&v).is_err());
+        v.truncate(1);
+        v.extend(["--kv-cache-memory", "lots"]);
+        let e = Cli::try_parse_from(&v)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("invalid size `lots`"), "{e}");
+    }
+}

@@ -1,0 +1,233 @@
+//! Every Prometheus metric of the server, in one place, with vLLM-compatible names under the
+//! `ponder:` prefix (Prometheus allows `:` in metric names; the `prometheus` crate accepts it).
+//!
+//! Two kinds of values:
+//! - engine-owned state (running / waiting requests, KV usage, prefix cache, preemptions) is
+//!   read from `EngineClient::stats()` at scrape time (`render`), so it is never stale;
+//! - per-request observations (tokens, latencies, finish reasons, HTTP statuses) are recorded
+//!   by the API as requests progress.
+//!
+//! Counters that mirror cumulative engine counters are advanced by the difference since the
+//! last scrape, so they stay monotonic.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::engine::EngineStats;
+
+pub const NUM_REQUESTS_RUNNING: &str = "ponder:num_requests_running";
+pub const NUM_REQUESTS_WAITING: &str = "ponder:num_requests_waiting";
+pub const KV_CACHE_USAGE_PERC: &str = "ponder:kv_cache_usage_perc";
+pub const PREFIX_CACHE_QUERIES: &str = "ponder:prefix_cache_queries_total";
+pub const PREFIX_CACHE_HITS: &str = "ponder:prefix_cache_hits_total";
+pub const NUM_PREEMPTIONS: &str = "ponder:num_preemptions_total";
+pub const PROMPT_TOKENS: &str = "ponder:prompt_tokens_total";
+pub const GENERATION_TOKENS: &str = "ponder:generation_tokens_total";
+pub const REQUEST_SUCCESS: &str = "ponder:request_success_total";
+pub const TIME_TO_FIRST_TOKEN: &str = "ponder:time_to_first_token_seconds";
+pub const INTER_TOKEN_LATENCY: &str = "ponder:inter_token_latency_seconds";
+pub const E2E_REQUEST_LATENCY: &str = "ponder:e2e_request_latency_seconds";
+pub const REQUEST_QUEUE_TIME: &str = "ponder:request_queue_time_seconds";
+pub const HTTP_REQUESTS: &str = "ponder:http_requests_total";
+
+/// Latency buckets in seconds (vLLM's, trimmed).
+const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+];
+const ITL_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
+];
+const E2E_BUCKETS: &[f64] = &[
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    running: IntGauge,
+    waiting: IntGauge,
+    kv_usage: Gauge,
+    prefix_queries: IntCounter,
+    prefix_hits: IntCounter,
+    preemptions: IntCounter,
+    pub prompt_tokens: IntCounter,
+    pub generation_tokens: IntCounter,
+    request_success: IntCounterVec,
+    pub time_to_first_token: Histogram,
+    pub inter_token_latency: Histogram,
+    pub e2e_request_latency: Histogram,
+    pub request_queue_time: Histogram,
+    http_requests: IntCounterVec,
+}
+
+fn hist(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Histogram> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let m = Metrics {
+            registry: Registry::new(),
+            running: IntGauge::new(
+                NUM_REQUESTS_RUNNING,
+                "Requests being generated in the engine.",
+            )?,
+            waiting: IntGauge::new(NUM_REQUESTS_WAITING, "Requests waiting for admission.")?,
+            kv_usage: Gauge::new(
+                KV_CACHE_USAGE_PERC,
+                "Fraction of KV cache blocks in use (1 = full).",
+            )?,
+            prefix_queries: IntCounter::new(
+                PREFIX_CACHE_QUERIES,
+                "Prompt tokens looked up in the prefix cache.",
+            )?,
+            prefix_hits: IntCounter::new(
+                PREFIX_CACHE_HITS,
+                "Prompt tokens found in the prefix cache.",
+            )?,
+            preemptions: IntCounter::new(
+                NUM_PREEMPTIONS,
+                "Sequences preempted (KV freed, recomputed later).",
+            )?,
+            prompt_tokens: IntCounter::new(PROMPT_TOKENS, "Prompt tokens of finished requests.")?,
+            generation_tokens: IntCounter::new(
+                GENERATION_TOKENS,
+                "Generated tokens, all samples.",
+            )?,
+            request_success: IntCounterVec::new(
+                Opts::new(
+                    REQUEST_SUCCESS,
+                    "Finished samples by finish reason (one per choice).",
+                ),
+                &["finished_reason"],
+            )?,
+            time_to_first_token: hist(
+                TIME_TO_FIRST_TOKEN,
+                "Request arrival to first token.",
+                TTFT_BUCKETS,
+            )?,
+            inter_token_latency: hist(
+                INTER_TOKEN_LATENCY,
+                "Time between output deltas.",
+                ITL_BUCKETS,
+            )?,
+            e2e_request_latency: hist(
+                E2E_REQUEST_LATENCY,
+                "Request arrival to last event.",
+                E2E_BUCKETS,
+            )?,
+            request_queue_time: hist(
+                REQUEST_QUEUE_TIME,
+                "Engine submit to first event.",
+                E2E_BUCKETS,
+            )?,
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    HTTP_REQUESTS,
+                    "HTTP requests by route template and status code.",
+                ),
+                &["route", "status"],
+            )?,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.running.clone()))?;
+        r.register(Box::new(m.waiting.clone()))?;
+        r.register(Box::new(m.kv_usage.clone()))?;
+        r.register(Box::new(m.prefix_queries.clone()))?;
+        r.register(Box::new(m.prefix_hits.clone()))?;
+        r.register(Box::new(m.preemptions.clone()))?;
+        r.register(Box::new(m.prompt_tokens.clone()))?;
+        r.register(Box::new(m.generation_tokens.clone()))?;
+        r.register(Box::new(m.request_success.clone()))?;
+        r.register(Box::new(m.time_to_first_token.clone()))?;
+        r.register(Box::new(m.inter_token_latency.clone()))?;
+        r.register(Box::new(m.e2e_request_latency.clone()))?;
+        r.register(Box::new(m.request_queue_time.clone()))?;
+        r.register(Box::new(m.http_requests.clone()))?;
+        Ok(m)
+    }
+
+    /// One finished sample (choice) with its finish reason (`stop`, `length`, `abort`).
+    pub fn record_finish(&self, reason: &str) {
+        self.request_success.with_label_values(&[reason]).inc();
+    }
+
+    /// One HTTP response: `route` is the route template (`/v1/models`) or `unmatched`.
+    pub fn record_http(&self, route: &str, status: u16) {
+        self.http_requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+    }
+
+    /// Refreshes the engine-owned values from `stats` and renders the Prometheus text format.
+    pub fn render(&self, stats: &EngineStats) -> Result<String, prometheus::Error> {
+        self.running
+            .set(i64::try_from(stats.num_running).unwrap_or(i64::MAX));
+        self.waiting
+            .set(i64::try_from(stats.num_waiting).unwrap_or(i64::MAX));
+        self.kv_usage.set(stats.kv_cache_usage);
+        advance_to(&self.prefix_queries, stats.prefix_cache_queries);
+        advance_to(&self.prefix_hits, stats.prefix_cache_hits);
+        advance_to(&self.preemptions, stats.num_preemptions);
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// Moves a counter up to the engine's cumulative `total` (never down).
+fn advance_to(c: &IntCounter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_refreshes_engine_values_and_keeps_counters_monotonic() {
+        let m = Metrics::new().unwrap();
+        let stats = EngineStats {
+            num_running: 3,
+            num_waiting: 2,
+            kv_cache_usage: 0.25,
+            num_preemptions: 4,
+            prefix_cache_queries: 100,
+            prefix_cache_hits: 40,
+        };
+        m.record_http("/v1/models", 200);
+        m.record_finish("stop");
+        let text = m.render(&stats).unwrap();
+        for line in [
+            "ponder:num_requests_running 3",
+            "ponder:num_requests_waiting 2",
+            "ponder:kv_cache_usage_perc 0.25",
+            "ponder:num_preemptions_total 4",
+            "ponder:prefix_cache_queries_total 100",
+            "ponder:prefix_cache_hits_total 40",
+            "ponder:http_requests_total{route=\"/v1/models\",status=\"200\"} 1",
+            "ponder:request_success_total{finished_reason=\"stop\"} 1",
+            "# TYPE ponder:time_to_first_token_seconds histogram",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
+        }
+        // A lower cumulative value (engine restart) never moves a counter down.
+        let text = m
+            .render(&EngineStats {
+                num_preemptions: 1,
+                ..stats
+            })
+            .unwrap();
+        assert!(text.lines().any(|l| l == "ponder:num_preemptions_total 4"));
+    }
+}

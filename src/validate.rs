@@ -1,0 +1,501 @@
+//! The request boundary: a `RawRequest` (what the client sent, already read from JSON by
+//! `api::request` with types checked but no ranges) plus the tokenizer and chat template
+//! becomes a `ValidRequest` — prompt token ids, sample count and checked `SamplingParams`.
+//!
+//! ```text
+//!  RawRequest --model name--> 404 if not the served model
+//!             --prompt------> chat template + tokenizer (or token ids checked < vocab)
+//!             --ranges------> n in [1, MAX_N], max_tokens <= --max-tokens-limit,
+//!                             RawSamplingParams::validate()
+//!             --context-----> prompt + max_tokens <= context length
+//!  = ValidRequest (nothing after this re-checks)
+//! ```
+//!
+//! Every error carries the field (`param`), the limit and the value given.
+
+use crate::engine::GenerateRequest;
+use crate::model::template::{ChatMessage, ChatTemplate};
+use crate::model::tokenizer::Tokenizer;
+use crate::sample::{RawSamplingParams, SamplingParams, SamplingParamsError, MAX_TOP_LOGPROBS};
+
+/// Most samples (`n`) per request.
+pub const MAX_N: i64 = 16;
+
+/// The prompt as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptInput {
+    /// Chat messages, rendered with the model's template.
+    Chat(Vec<ChatMessage>),
+    /// A completions prompt string.
+    Text(String),
+    /// Completions prompt token ids (range-checked against the vocabulary here).
+    TokenIds(Vec<i64>),
+}
+
+/// A request with types checked and ranges not yet checked. Integer fields are `i64` so a
+/// negative or huge value reaches the range check with the value the client sent. Fields
+/// named differently by the two endpoints carry the name they were given in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRequest {
+    pub model: Option<String>,
+    pub prompt: PromptInput,
+    pub n: Option<i64>,
+    /// (`max_tokens` or `max_completion_tokens`, value)
+    pub max_tokens: Option<(&'static str, i64)>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub seed: Option<u64>,
+    pub logprobs: bool,
+    /// (`top_logprobs` for chat, `logprobs` for completions, value)
+    pub top_logprobs: Option<(&'static str, i64)>,
+    pub stop: Vec<String>,
+    pub stop_token_ids: Vec<i64>,
+    pub ignore_eos: bool,
+    pub min_tokens: Option<i64>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+impl RawRequest {
+    /// A request for `prompt` with every optional field absent.
+    pub fn new(prompt: PromptInput) -> Self {
+        RawRequest {
+            model: None,
+            prompt,
+            n: None,
+            max_tokens: None,
+            temperature: None,
+            top_p: None,
+            top_k: None,
+            min_p: None,
+            presence_penalty: None,
+            frequency_penalty: None,
+            repetition_penalty: None,
+            seed: None,
+            logprobs: false,
+            top_logprobs: None,
+            stop: Vec::new(),
+            stop_token_ids: Vec::new(),
+            ignore_eos: false,
+            min_tokens: None,
+            stream: false,
+            include_usage: false,
+        }
+    }
+}
+
+/// A checked request, ready for the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRequest {
+    pub prompt_token_ids: Vec<u32>,
+    pub n: usize,
+    pub params: SamplingParams,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+impl ValidRequest {
+    pub fn generate_request(&self) -> GenerateRequest {
+        GenerateRequest {
+            prompt_token_ids: self.prompt_token_ids.clone(),
+            n: self.n,
+            params: self.params.clone(),
+            priority: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidateError {
+    /// A field of the wrong type, shape or range.
+    #[error("{message}")]
+    Invalid { param: String, message: String },
+    #[error(transparent)]
+    Sampling(#[from] SamplingParamsError),
+    #[error(
+        "this model's maximum context length is {limit} tokens, but {} tokens were requested \
+         ({prompt} in the prompt + {max_tokens} for the completion); reduce the prompt or `max_tokens`",
+        prompt + max_tokens
+    )]
+    ContextOverflow {
+        limit: usize,
+        prompt: usize,
+        max_tokens: usize,
+    },
+    #[error("the model `{given}` does not exist; this server serves `{served}`")]
+    ModelNotFound { given: String, served: String },
+    /// Tokenizer failure (not the client's fault).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ValidateError {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidateError::Invalid {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The request field at fault (the OpenAI envelope's `param`).
+    pub fn param(&self) -> Option<String> {
+        match self {
+            Self::Invalid { param, .. } => Some(param.clone()),
+            Self::Sampling(e) => Some(e.param().to_string()),
+            Self::ContextOverflow { .. } => Some("messages".to_string()),
+            Self::ModelNotFound { .. } => Some("model".to_string()),
+            Self::Internal(_) => None,
+        }
+    }
+}
+
+/// What validation needs to know about the served model.
+pub struct ModelView<'a> {
+    pub tokenizer: &'a Tokenizer,
+    pub template: &'a ChatTemplate,
+    pub served_name: &'a str,
+    /// Most tokens (prompt + completion) of one sequence.
+    pub context_length: usize,
+    /// Embedding rows; prompt token ids must be below it.
+    pub vocab_size: usize,
+}
+
+/// Server-wide per-request limits (from `ServeConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub max_tokens_limit: u32,
+}
+
+/// Checks `raw` against the served model: the single entry point.
+pub fn validate(
+    raw: RawRequest,
+    m: &ModelView<'_>,
+    max_tokens_limit: u32,
+) -> Result<ValidRequest, ValidateError> {
+    if let Some(given) = &raw.model {
+        if given != m.served_name {
+            return Err(ValidateError::ModelNotFound {
+                given: given.clone(),
+                served: m.served_name.to_string(),
+            });
+        }
+    }
+    let limits = Limits {
+        context_length: m.context_length,
+        vocab_size: m.vocab_size,
+        max_tokens_limit,
+    };
+    let ids = match &raw.prompt {
+        PromptInput::Chat(messages) => {
+            let text = m.template.render(messages, true).map_err(|e| {
+                ValidateError::invalid(
+                    "messages",
+                    format!("the model's chat template rejected `messages`: {e}"),
+                )
+            })?;
+            encode(m.tokenizer, &text)?
+        }
+        PromptInput::Text(text) => encode(m.tokenizer, text)?,
+        PromptInput::TokenIds(ids) => token_ids(ids, limits.vocab_size)?,
+    };
+    check(raw, ids, &limits)
+}
+
+fn encode(t: &Tokenizer, text: &str) -> Result<Vec<u32>, ValidateError> {
+    t.encode(text, t.add_bos)
+        .map_err(|e| ValidateError::Internal(format!("tokenizing the prompt failed: {e}")))
+}
+
+fn token_ids(ids: &[i64], vocab: usize) -> Result<Vec<u32>, ValidateError> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            u32::try_from(id)
+                .ok()
+                .filter(|&t| (t as usize) < vocab)
+                .ok_or_else(|| {
+                    ValidateError::invalid(
+                        "prompt",
+                        format!("`prompt[{i}]` must be a token id in [0, {vocab}), given {id}"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn out_of_range(
+    param: &str,
+    limit: impl std::fmt::Display,
+    given: impl std::fmt::Display,
+) -> ValidateError {
+    ValidateError::invalid(param, format!("`{param}` must be {limit}, given {given}"))
+}
+
+/// Range checks and the context arithmetic, once the prompt is tokenized.
+pub fn check(
+    raw: RawRequest,
+    prompt: Vec<u32>,
+    lim: &Limits,
+) -> Result<ValidRequest, ValidateError> {
+    if prompt.is_empty() {
+        let param = if matches!(raw.prompt, PromptInput::Chat(_)) {
+            "messages"
+        } else {
+            "prompt"
+        };
+        return Err(ValidateError::invalid(
+            param,
+            format!("`{param}` must not be empty"),
+        ));
+    }
+    let n = raw.n.unwrap_or(1);
+    if !(1..=MAX_N).contains(&n) {
+        return Err(out_of_range("n", format!("in [1, {MAX_N}]"), n));
+    }
+    let ctx = lim.context_length;
+    let room = ctx.saturating_sub(prompt.len());
+    let max_tokens = match raw.max_tokens {
+        Some((param, v)) if v < 1 => return Err(out_of_range(param, ">= 1", v)),
+        Some((param, v)) if v > i64::from(lim.max_tokens_limit) => {
+            return Err(out_of_range(
+                param,
+                format!("<= {}", lim.max_tokens_limit),
+                v,
+            ))
+        }
+        // In range of u32 by the check above.
+        Some((_, v)) => v as usize,
+        None => room.min(lim.max_tokens_limit as usize).max(1),
+    };
+    if prompt.len() + max_tokens > ctx {
+        return Err(ValidateError::ContextOverflow {
+            limit: ctx,
+            prompt: prompt.len(),
+            max_tokens,
+        });
+    }
+    let top_k = match raw.top_k {
+        None => 0,
+        Some(k) => {
+            i32::try_from(k).map_err(|_| out_of_range("top_k", ">= -1 (0 or -1 disables it)", k))?
+        }
+    };
+    let top_logprobs = match raw.top_logprobs {
+        None => 0,
+        Some((param, v)) => u32::try_from(v)
+            .ok()
+            .filter(|&v| v <= MAX_TOP_LOGPROBS)
+            .ok_or_else(|| out_of_range(param, format!("in [0, {MAX_TOP_LOGPROBS}]"), v))?,
+    };
+    let min_tokens = match raw.min_tokens {
+        None => 0,
+        Some(v) => u32::try_from(v).map_err(|_| out_of_range("min_tokens", ">= 0", v))?,
+    };
+    let stop_token_ids = raw
+        .stop_token_ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            u32::try_from(id)
+                .ok()
+                .filter(|&t| (t as usize) < lim.vocab_size)
+                .ok_or_else(|| {
+                    out_of_range(
+                        &format!("stop_token_ids[{i}]"),
+                        format!("a token id in [0, {})", lim.vocab_size),
+                        id,
+                    )
+                })
+        })
+        .collect::<Result<Vec<u32>, _>>()?;
+    let d = RawSamplingParams::default();
+    let params = RawSamplingParams {
+        temperature: raw.temperature.unwrap_or(d.temperature),
+        top_k,
+        top_p: raw.top_p.unwrap_or(d.top_p),
+        min_p: raw.min_p.unwrap_or(d.min_p),
+        repetition_penalty: raw.repetition_penalty.unwrap_or(d.repetition_penalty),
+        presence_penalty: raw.presence_penalty.unwrap_or(d.presence_penalty),
+        frequency_penalty: raw.frequency_penalty.unwrap_or(d.frequency_penalty),
+        seed: raw.seed,
+        logprobs: raw.logprobs,
+        top_logprobs,
+        max_tokens: max_tokens as u32,
+        stop: raw.stop,
+        stop_token_ids,
+        ignore_eos: raw.ignore_eos,
+        min_tokens,
+    }
+    .validate()?;
+    Ok(ValidRequest {
+        prompt_token_ids: prompt,
+        n: n as usize,
+        params,
+        stream: raw.stream,
+        include_usage: raw.include_usage,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIM: Limits = Limits {
+        context_length: 100,
+        vocab_size: 1000,
+        max_tokens_limit: 50,
+    };
+
+    fn req() -> RawRequest {
+        RawRequest::new(PromptInput::TokenIds(vec![1, 2, 3]))
+    }
+
+    fn err(raw: RawRequest, prompt_len: usize) -> (String, Option<String>) {
+        let e = check(raw, vec![7; prompt_len], &LIM).unwrap_err();
+        (e.to_string(), e.param())
+    }
+
+    #[test]
+    fn defaults_and_default_max_tokens() {
+        let v = check(req(), vec![5; 10], &LIM).unwrap();
+        assert_eq!(v.n, 1);
+        // context 100 - prompt 10 = 90, capped by the server limit 50.
+        assert_eq!(v.params.max_tokens, 50);
+        assert_eq!(v.params.temperature, 1.0);
+        let v = check(req(), vec![5; 80], &LIM).unwrap();
+        assert_eq!(v.params.max_tokens, 20);
+    }
+
+    #[test]
+    fn range_messages() {
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(
+            err(
+                RawRequest {
+                    n: Some(10000),
+                    ..req()
+                },
+                3
+            ),
+            ("`n` must be in [1, 16], given 10000".into(), s("n"))
+        );
+        assert_eq!(
+            err(
+                RawRequest {
+                    n: Some(0),
+                    ..req()
+                },
+                3
+            )
+            .0,
+            "`n` must be in [1, 16], given 0"
+        );
+        assert_eq!(
+            err(
+                RawRequest {
+                    max_tokens: Some(("max_completion_tokens", 9000)),
+                    ..req()
+                },
+                3
+            ),
+            (
+                "`max_completion_tokens` must be <= 50, given 9000".into(),
+                s("max_completion_tokens")
+            )
+        );
+        assert_eq!(
+            err(
+                RawRequest {
+                    max_tokens: Some(("max_tokens", 0)),
+                    ..req()
+                },
+                3
+            )
+            .0,
+            "`max_tokens` must be >= 1, given 0"
+        );
+        assert_eq!(
+            err(
+                RawRequest {
+                    top_logprobs: Some(("logprobs", 21)),
+                    logprobs: true,
+                    ..req()
+                },
+                3
+            ),
+            (
+                "`logprobs` must be in [0, 20], given 21".into(),
+                s("logprobs")
+            )
+        );
+        assert_eq!(
+            err(
+                RawRequest {
+                    temperature: Some(2.5),
+                    ..req()
+                },
+                3
+            ),
+            (
+                "`temperature` must be in [0, 2], given 2.5".into(),
+                s("temperature")
+            )
+        );
+        assert_eq!(
+            err(
+                RawRequest {
+                    stop_token_ids: vec![5, 1000],
+                    ..req()
+                },
+                3
+            )
+            .0,
+            "`stop_token_ids[1]` must be a token id in [0, 1000), given 1000"
+        );
+        assert_eq!(
+            err(req(), 0),
+            ("`prompt` must not be empty".into(), s("prompt"))
+        );
+    }
+
+    #[test]
+    fn context_overflow_names_both_numbers_and_the_limit() {
+        let (msg, _) = err(
+            RawRequest {
+                max_tokens: Some(("max_tokens", 30)),
+                ..req()
+            },
+            80,
+        );
+        assert_eq!(
+            msg,
+            "this model's maximum context length is 100 tokens, but 110 tokens were requested \
+             (80 in the prompt + 30 for the completion); reduce the prompt or `max_tokens`"
+        );
+        // A prompt that fills the context leaves no room even for the default.
+        assert_eq!(
+            check(req(), vec![1; 100], &LIM).unwrap_err(),
+            ValidateError::ContextOverflow {
+                limit: 100,
+                prompt: 100,
+                max_tokens: 1
+            }
+        );
+    }
+
+    #[test]
+    fn prompt_token_ids_are_checked_against_the_vocabulary() {
+        assert_eq!(token_ids(&[0, 999], 1000), Ok(vec![0, 999]));
+        assert_eq!(
+            token_ids(&[3, -1], 1000).unwrap_err().to_string(),
+            "`prompt[1]` must be a token id in [0, 1000), given -1"
+        );
+    }
+}
