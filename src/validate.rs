@@ -123,6 +123,8 @@ pub enum ValidateError {
         prompt + max_tokens
     )]
     ContextOverflow {
+        /// `messages` or `prompt`.
+        param: &'static str,
         limit: usize,
         prompt: usize,
         max_tokens: usize,
@@ -147,7 +149,7 @@ impl ValidateError {
         match self {
             Self::Invalid { param, .. } => Some(param.clone()),
             Self::Sampling(e) => Some(e.param().to_string()),
-            Self::ContextOverflow { .. } => Some("messages".to_string()),
+            Self::ContextOverflow { param, .. } => Some(param.to_string()),
             Self::ModelNotFound { .. } => Some("model".to_string()),
             Self::Internal(_) => None,
         }
@@ -244,12 +246,12 @@ pub fn check(
     prompt: Vec<u32>,
     lim: &Limits,
 ) -> Result<ValidRequest, ValidateError> {
+    let param = if matches!(raw.prompt, PromptInput::Chat(_)) {
+        "messages"
+    } else {
+        "prompt"
+    };
     if prompt.is_empty() {
-        let param = if matches!(raw.prompt, PromptInput::Chat(_)) {
-            "messages"
-        } else {
-            "prompt"
-        };
         return Err(ValidateError::invalid(
             param,
             format!("`{param}` must not be empty"),
@@ -276,6 +278,7 @@ pub fn check(
     };
     if prompt.len() + max_tokens > ctx {
         return Err(ValidateError::ContextOverflow {
+            param,
             limit: ctx,
             prompt: prompt.len(),
             max_tokens,
@@ -483,6 +486,7 @@ mod tests {
         assert_eq!(
             check(req(), vec![1; 100], &LIM).unwrap_err(),
             ValidateError::ContextOverflow {
+                param: "prompt",
                 limit: 100,
                 prompt: 100,
                 max_tokens: 1

@@ -83,11 +83,12 @@ pub fn completion_logprobs(t: &Tokenizer, lps: &[TokenLogprob], offset: &mut usi
         *offset += s.chars().count();
         tokens.push(json!(s));
         token_logprobs.push(logprob_json(lp.logprob));
-        let top: Map<String, Value> = lp
-            .top
-            .iter()
-            .map(|&(id, l)| (token_text(t, id), logprob_json(l)))
-            .collect();
+        // Two ids can decode to the same text: the first (most likely) one is kept.
+        let mut top = Map::new();
+        for &(id, l) in &lp.top {
+            top.entry(token_text(t, id))
+                .or_insert_with(|| logprob_json(l));
+        }
         top_logprobs.push(Value::Object(top));
     }
     json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": text_offset})
