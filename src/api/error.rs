@@ -171,7 +171,6 @@ impl IntoResponse for ApiError {
             Self::Validate(ValidateError::Internal(detail)) => {
                 tracing::error!(detail, "internal error")
             }
-            Self::Engine(msg) => tracing::warn!(msg, "engine error"),
             _ => {}
         }
         let mut resp = (status, axum::Json(self.envelope())).into_response();

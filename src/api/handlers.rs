@@ -18,7 +18,7 @@ use super::stream::{sse_response, SseRequest};
 use super::track::Tracker;
 use super::{request, unix_now, AppState, ROUTES};
 use crate::sample::fresh_seed;
-use crate::validate::{validate, ModelView};
+use crate::validate::{validate, ModelView, ValidateError};
 
 pub async fn chat_completions(
     State(s): State<AppState>,
@@ -43,7 +43,12 @@ async fn generate(s: AppState, kind: Kind, body: Result<Bytes, BytesRejection>) 
     );
     let mut resp = match run(s, kind, body, id.clone()).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if e.class().0.is_server_error() {
+                tracing::warn!(request_id = %id, message = %e.message(), "request failed");
+            }
+            e.into_response()
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
@@ -79,7 +84,13 @@ async fn run(
         context_length: m.model.cfg.max_position,
         vocab_size: m.model.cfg.vocab_size,
     };
-    let valid = validate(raw, &view, s.limits.max_tokens_limit)?;
+    let valid = validate(raw, &view, s.limits.max_tokens_limit).map_err(|e| match e {
+        ValidateError::Internal(detail) => ApiError::Internal {
+            request_id: id.clone(),
+            detail,
+        },
+        e => ApiError::Validate(e),
+    })?;
     let events = s.engine.submit(valid.generate_request())?;
     let tracker = Tracker::new(s.metrics.clone(), arrival);
     let meta = Meta {

@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(logprob_json(f32::NEG_INFINITY), json!(-9999.0));
         assert_eq!(logprob_json(f32::NAN), json!(-9999.0));
         assert_eq!(logprob_json(-0.5), json!(-0.5));
-        assert_eq!(logprob_json(-0.693_147_2).to_string(), "-0.6931472");
+        assert_eq!(
+            logprob_json(-std::f32::consts::LN_2).to_string(),
+            "-0.6931472"
+        );
     }
 
     #[test]
