@@ -120,7 +120,7 @@ pub enum ValidateError {
     #[error(
         "this model's maximum context length is {limit} tokens, but {} tokens were requested \
          ({prompt} in the prompt + {max_tokens} for the completion); reduce the prompt or `max_tokens`",
-        prompt + max_tokens
+        prompt.saturating_add(*max_tokens)
     )]
     ContextOverflow {
         /// `messages` or `prompt`.
@@ -263,26 +263,26 @@ pub fn check(
     }
     let ctx = lim.context_length;
     let room = ctx.saturating_sub(prompt.len());
+    // The context check comes first: a request over the context is told the context length
+    // even when it is also over --max-tokens-limit.
     let max_tokens = match raw.max_tokens {
         Some((param, v)) if v < 1 => return Err(out_of_range(param, ">= 1", v)),
-        Some((param, v)) if v > i64::from(lim.max_tokens_limit) => {
-            return Err(out_of_range(
-                param,
-                format!("<= {}", lim.max_tokens_limit),
-                v,
-            ))
-        }
-        // In range of u32 by the check above.
-        Some((_, v)) => v as usize,
+        Some((_, v)) => usize::try_from(v).unwrap_or(usize::MAX),
         None => room.min(lim.max_tokens_limit as usize).max(1),
     };
-    if prompt.len() + max_tokens > ctx {
+    if prompt.len().saturating_add(max_tokens) > ctx {
         return Err(ValidateError::ContextOverflow {
             param,
             limit: ctx,
             prompt: prompt.len(),
             max_tokens,
         });
+    }
+    if let Some((param, v)) = raw.max_tokens {
+        if v > i64::from(lim.max_tokens_limit) {
+            let limit = format!("<= {}", lim.max_tokens_limit);
+            return Err(out_of_range(param, limit, v));
+        }
     }
     let top_k = match raw.top_k {
         None => 0,
@@ -403,13 +403,13 @@ mod tests {
         assert_eq!(
             err(
                 RawRequest {
-                    max_tokens: Some(("max_completion_tokens", 9000)),
+                    max_tokens: Some(("max_completion_tokens", 60)),
                     ..req()
                 },
                 3
             ),
             (
-                "`max_completion_tokens` must be <= 50, given 9000".into(),
+                "`max_completion_tokens` must be <= 50, given 60".into(),
                 s("max_completion_tokens")
             )
         );
@@ -482,6 +482,28 @@ mod tests {
             "this model's maximum context length is 100 tokens, but 110 tokens were requested \
              (80 in the prompt + 30 for the completion); reduce the prompt or `max_tokens`"
         );
+        // Over the context and over the server limit (50): the context error wins.
+        let e = check(
+            RawRequest {
+                max_tokens: Some(("max_tokens", i64::MAX)),
+                ..req()
+            },
+            vec![1; 3],
+            &LIM,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ValidateError::ContextOverflow {
+                param: "prompt",
+                limit: 100,
+                prompt: 3,
+                max_tokens: i64::MAX as usize
+            }
+        );
+        assert!(e
+            .to_string()
+            .contains("9223372036854775810 tokens were requested"));
         // A prompt that fills the context leaves no room even for the default.
         assert_eq!(
             check(req(), vec![1; 100], &LIM).unwrap_err(),

@@ -50,8 +50,8 @@ async fn bad_fields_are_400_with_exact_messages() {
         ),
         (
             CHAT,
-            chat(r#","max_tokens":9000"#),
-            "`max_tokens` must be <= 4096, given 9000",
+            chat(r#","max_tokens":5000"#),
+            "`max_tokens` must be <= 4096, given 5000",
             "max_tokens",
         ),
         (
@@ -155,6 +155,17 @@ async fn context_overflow_is_400_with_both_numbers_and_the_limit() {
     assert_eq!(
         v,
         envelope(msg, BAD, Some("prompt"), "context_length_exceeded")
+    );
+    // Over the context and over --max-tokens-limit: the context error wins.
+    let body = r#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":100000}"#;
+    let (status, v) = call(&state, post(CHAT, body)).await;
+    assert_eq!(status, 400);
+    let msg =
+        "this model's maximum context length is 8192 tokens, but 100031 tokens were requested \
+               (31 in the prompt + 100000 for the completion); reduce the prompt or `max_tokens`";
+    assert_eq!(
+        v,
+        envelope(msg, BAD, Some("messages"), "context_length_exceeded")
     );
     // Without max_tokens the default (what is left of the context) fits.
     let body = format!(r#"{{"prompt":[{ids}]}}"#);
