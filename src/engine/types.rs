@@ -88,6 +88,11 @@ impl RequestStream {
         (RequestStream { rx, _cancel: CancelOnDrop(cancelled.clone()) }, tx, cancelled)
     }
 
+    /// Next event if one is ready (synchronous callers and tests).
+    pub fn try_next(&mut self) -> Option<EngineEvent> {
+        self.rx.try_recv().ok()
+    }
+
     /// Next event; `None` once the request is complete.
     pub async fn next(&mut self) -> Option<EngineEvent> {
         self.rx.recv().await

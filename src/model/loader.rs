@@ -2,6 +2,7 @@
 //! its tokenizer and its chat template. Also resolves the embedded default model.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::config::ModelConfig;
 use super::gguf::GgufFile;
@@ -16,7 +17,7 @@ pub const FETCH_COMMAND: &str = "scripts/fetch-model";
 
 pub struct LoadedModel {
     pub model: LlamaModel,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Arc<Tokenizer>,
     pub template: ChatTemplate,
     /// Model id reported by the API (file stem or directory name).
     pub name: String,
@@ -70,7 +71,7 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, ModelError> {
     check_vocab(&cfg, &tokenizer)?;
     let src = g.get("tokenizer.chat_template").and_then(|v| v.as_str()).unwrap_or(CHATML);
     let template = ChatTemplate::new(src, &tokenizer.bos_token, &tokenizer.eos_token)?;
-    Ok(LoadedModel { model: LlamaModel::new(cfg, weights), tokenizer, template, name, path: path.into() })
+    Ok(LoadedModel { model: LlamaModel::new(cfg, weights), tokenizer: Arc::new(tokenizer), template, name, path: path.into() })
 }
 
 fn read(p: &Path) -> Result<String, ModelError> {
@@ -92,7 +93,7 @@ fn load_hf_dir(dir: &Path, name: String) -> Result<LoadedModel, ModelError> {
     check_vocab(&cfg, &tokenizer)?;
     let src = tc.get("chat_template").and_then(|v| v.as_str()).unwrap_or(CHATML);
     let template = ChatTemplate::new(src, &tokenizer.bos_token, &tokenizer.eos_token)?;
-    Ok(LoadedModel { model: LlamaModel::new(cfg, weights), tokenizer, template, name, path: dir.into() })
+    Ok(LoadedModel { model: LlamaModel::new(cfg, weights), tokenizer: Arc::new(tokenizer), template, name, path: dir.into() })
 }
 
 fn check_vocab(cfg: &ModelConfig, t: &Tokenizer) -> Result<(), ModelError> {
