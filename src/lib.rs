@@ -1,1 +1,3 @@
 //! ponder: an OpenAI-compatible LLM inference server for reasoning workloads.
+
+pub mod kv;
