@@ -1,3 +1,4 @@
 //! ponder: an OpenAI-compatible LLM inference server for reasoning workloads.
 
 pub mod kv;
+pub mod sched;

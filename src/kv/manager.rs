@@ -134,6 +134,11 @@ impl KvCacheManager {
         self.tables.get(&seq).map_or(&[], |t| &t.blocks)
     }
 
+    /// Number of sequences holding a block table.
+    pub fn num_seqs(&self) -> usize {
+        self.tables.len()
+    }
+
     pub fn has_seq(&self, seq: SeqId) -> bool {
         self.tables.contains_key(&seq)
     }
