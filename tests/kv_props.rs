@@ -92,8 +92,8 @@ impl Harness {
                 self.next += 1;
                 let cached = self.m.get_computed_blocks(seq, &prompt).unwrap();
                 assert!(cached < prompt.len() && cached % self.bs == 0);
-                for pos in 0..cached {
-                    assert_eq!(self.mem[self.slot(seq, pos)], Some(prompt[pos]));
+                for (pos, &t) in prompt.iter().enumerate().take(cached) {
+                    assert_eq!(self.mem[self.slot(seq, pos)], Some(t));
                 }
                 match self.m.allocate_slots(seq, cached, prompt.len() - cached) {
                     Ok(()) => {

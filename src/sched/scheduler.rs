@@ -443,7 +443,7 @@ impl Scheduler {
 
     /// Live sequence ids of a request, in sample order.
     pub fn request_seqs(&self, request_id: u64) -> Option<&[SeqId]> {
-        self.groups.get(&request_id).map(|g| &g.as_slice()[..])
+        self.groups.get(&request_id).map(Vec::as_slice)
     }
 
     /// Checks the invariants of the module header (and the KV manager's).
