@@ -3,7 +3,7 @@
 //! themselves live in the model runner and are indexed with the ids handed out here.
 //!
 //! Owns:
-//! - [`BlockPool`](pool): ref counts, the O(1) free stack, the LRU of evictable cached
+//! - `BlockPool` (`pool.rs`): ref counts, the O(1) free stack, the LRU of evictable cached
 //!   blocks and the prefix-hash -> block map.
 //! - [`KvCacheManager`]: per-sequence block tables, slot allocation, fork with
 //!   copy-on-write, prefix-cache lookup and registration.

@@ -50,6 +50,7 @@
 //! and unstarted sequences hold no blocks; reserved seq slots <= `max_num_seqs`;
 //! plus every KV invariant.
 
+mod inspect;
 mod output;
 mod scheduler;
 

@@ -12,7 +12,7 @@
 //!                                 (KV forked from the parent: prompt blocks shared)
 //! ```
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use super::{SchedConfig, SchedError, ScheduledSeq, SchedulerOutput, SeqGroupRequest, SeqId};
 use crate::kv::{KvCacheManager, KvConfig, KvError};
@@ -38,33 +38,33 @@ pub struct SchedStats {
 }
 
 #[derive(Debug)]
-struct Sequence {
-    request_id: u64,
+pub(super) struct Sequence {
+    pub(super) request_id: u64,
     /// Prompt then generated tokens.
-    token_ids: Vec<u32>,
-    num_prompt_tokens: usize,
-    num_computed_tokens: usize,
-    priority: i32,
-    arrival: u64,
-    status: SeqStatus,
+    pub(super) token_ids: Vec<u32>,
+    pub(super) num_prompt_tokens: usize,
+    pub(super) num_computed_tokens: usize,
+    pub(super) priority: i32,
+    pub(super) arrival: u64,
+    pub(super) status: SeqStatus,
     /// Unstarted samples that draw from this sequence's first sampled row.
-    siblings: Vec<SeqId>,
+    pub(super) siblings: Vec<SeqId>,
 }
 
 /// Continuous-batching scheduler; owns the KV block manager.
 #[derive(Debug)]
 pub struct Scheduler {
-    cfg: SchedConfig,
-    kv: KvCacheManager,
-    seqs: HashMap<SeqId, Sequence>,
+    pub(super) cfg: SchedConfig,
+    pub(super) kv: KvCacheManager,
+    pub(super) seqs: HashMap<SeqId, Sequence>,
     /// request id -> its live sequence ids (sample order).
-    groups: HashMap<u64, Vec<SeqId>>,
-    waiting: VecDeque<SeqId>,
+    pub(super) groups: HashMap<u64, Vec<SeqId>>,
+    pub(super) waiting: VecDeque<SeqId>,
     /// Admission order.
-    running: Vec<SeqId>,
+    pub(super) running: Vec<SeqId>,
     next_seq_id: SeqId,
     step: u64,
-    stats: SchedStats,
+    pub(super) stats: SchedStats,
 }
 
 impl Scheduler {
@@ -373,153 +373,15 @@ impl Scheduler {
         ids.len()
     }
 
-    pub fn num_running(&self) -> usize {
-        self.running.len()
-    }
-
-    pub fn num_waiting(&self) -> usize {
-        self.waiting.len()
-    }
-
-    /// Waiting sequence ids, front (next to admit in FCFS) first.
-    pub fn waiting_queue(&self) -> impl Iterator<Item = SeqId> + '_ {
-        self.waiting.iter().copied()
-    }
-
-    /// Running sequence ids in admission order.
-    pub fn running_seqs(&self) -> &[SeqId] {
-        &self.running
-    }
-
-    /// Live sequences (running, waiting and unstarted).
-    pub fn num_seqs(&self) -> usize {
-        self.seqs.len()
-    }
-
-    pub fn has_unfinished(&self) -> bool {
-        !self.seqs.is_empty()
-    }
-
-    /// Fraction of KV blocks in use.
-    pub fn kv_usage(&self) -> f64 {
-        self.kv.usage()
-    }
-
-    pub fn num_preemptions(&self) -> u64 {
-        self.stats.num_preemptions
-    }
-
-    pub fn stats(&self) -> &SchedStats {
-        &self.stats
-    }
-
-    pub fn kv(&self) -> &KvCacheManager {
-        &self.kv
-    }
-
-    pub fn config(&self) -> &SchedConfig {
-        &self.cfg
-    }
-
-    /// Prompt + generated tokens of a live sequence.
-    pub fn seq_tokens(&self, sid: SeqId) -> Option<&[u32]> {
-        self.seqs.get(&sid).map(|s| &s.token_ids[..])
-    }
-
-    /// Generated tokens of a live sequence.
-    pub fn seq_output(&self, sid: SeqId) -> Option<&[u32]> {
-        self.seqs
-            .get(&sid)
-            .map(|s| &s.token_ids[s.num_prompt_tokens..])
-    }
-
-    pub fn seq_status(&self, sid: SeqId) -> Option<SeqStatus> {
-        self.seqs.get(&sid).map(|s| s.status)
-    }
-
-    pub fn num_computed_tokens(&self, sid: SeqId) -> Option<usize> {
-        self.seqs.get(&sid).map(|s| s.num_computed_tokens)
-    }
-
-    /// Live sequence ids of a request, in sample order.
-    pub fn request_seqs(&self, request_id: u64) -> Option<&[SeqId]> {
-        self.groups.get(&request_id).map(Vec::as_slice)
-    }
-
-    /// Checks the invariants of the module header (and the KV manager's).
-    pub fn check_invariants(&self) -> Result<(), String> {
-        self.kv.check_invariants()?;
-        let mut seen = HashSet::new();
-        for &sid in &self.running {
-            let s = &self.seqs[&sid];
-            let blocks = self.kv.block_table(sid).len();
-            let (lo, hi) = (
-                self.kv.blocks_for(s.num_computed_tokens),
-                self.kv.blocks_for(s.token_ids.len()),
-            );
-            if s.status != SeqStatus::Running || !(lo..=hi).contains(&blocks) || !seen.insert(sid) {
-                return Err(format!(
-                    "running seq {sid}: {:?}, {blocks} blocks for {}/{} tokens",
-                    s.status,
-                    s.num_computed_tokens,
-                    s.token_ids.len()
-                ));
-            }
-        }
-        for &sid in &self.waiting {
-            let s = &self.seqs[&sid];
-            if s.status != SeqStatus::Waiting || s.num_computed_tokens != 0 || !seen.insert(sid) {
-                return Err(format!("waiting seq {sid} is {:?} with progress", s.status));
-            }
-        }
-        for (&sid, s) in &self.seqs {
-            if let SeqStatus::Unstarted { parent } = s.status {
-                let p = self.seqs.get(&parent);
-                if !p.is_some_and(|p| p.siblings.contains(&sid)) || !seen.insert(sid) {
-                    return Err(format!(
-                        "unstarted seq {sid} is not listed by parent {parent}"
-                    ));
-                }
-            }
-            if s.status != SeqStatus::Running && self.kv.has_seq(sid) {
-                return Err(format!("seq {sid} ({:?}) holds a block table", s.status));
-            }
-            if !self
-                .groups
-                .get(&s.request_id)
-                .is_some_and(|g| g.contains(&sid))
-            {
-                return Err(format!("seq {sid} missing from request {}", s.request_id));
-            }
-        }
-        if seen.len() != self.seqs.len() || self.kv.num_seqs() != self.running.len() {
-            return Err(format!(
-                "{} seqs, {} placed, {} block tables, {} running",
-                self.seqs.len(),
-                seen.len(),
-                self.kv.num_seqs(),
-                self.running.len()
-            ));
-        }
-        let slots = self.reserved_slots();
-        if slots > self.cfg.max_num_seqs {
-            return Err(format!(
-                "{slots} seq slots reserved, max_num_seqs {}",
-                self.cfg.max_num_seqs
-            ));
-        }
-        Ok(())
-    }
-
     // ---- internals ----
 
-    fn remaining(&self, sid: SeqId) -> usize {
+    pub(super) fn remaining(&self, sid: SeqId) -> usize {
         let s = &self.seqs[&sid];
         s.token_ids.len() - s.num_computed_tokens
     }
 
     /// Running seqs plus their unstarted samples.
-    fn reserved_slots(&self) -> usize {
+    pub(super) fn reserved_slots(&self) -> usize {
         self.running
             .iter()
             .map(|id| 1 + self.seqs[id].siblings.len())
