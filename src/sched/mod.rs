@@ -45,6 +45,19 @@
 //! `add_group` rejects a group that could never fit (`n > max_num_seqs`, or
 //! `blocks_for(prompt) + n > capacity`).
 //!
+//! Engine loop (all mutation happens between `update_from_output` and `schedule`):
+//!
+//! ```text
+//!   loop {
+//!       add_group / abort_request / finish_seq   (inbox, cancellations)
+//!       out = schedule()
+//!       runner: run out.copy_ops in order, then forward(out.batch_layout())
+//!       sample row logits_rows[i] once for every id in sample_for[i]
+//!       update_from_output(&out, &sampled)
+//!       for (seq, tok) in sampled: stream; on EOS/stop/max_tokens/early stop finish_seq(seq)
+//!   }
+//! ```
+//!
 //! Invariants (checked by [`Scheduler::check_invariants`]): every running sequence
 //! has `0 <= computed <= len` and a block table covering `computed` tokens; waiting
 //! and unstarted sequences hold no blocks; reserved seq slots <= `max_num_seqs`;

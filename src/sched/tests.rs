@@ -394,3 +394,47 @@ fn batch_layout_index_math() {
     assert_eq!(l.logits_rows, vec![2, 3]);
     assert_eq!(l.sample_for, vec![vec![0, 1], vec![2]]);
 }
+
+#[test]
+fn preempted_sample_recomputes_alone_and_hits_the_prefix_cache() {
+    let mut s = sched(6, 4, 64, 8); // 5 usable blocks
+    assert_eq!(s.add_group(req(1, prompt(6, 0), 2, 0)).unwrap(), vec![0, 1]);
+    assert_eq!(rows(&step(&mut s)), vec![(0, 0, 6, vec![1, 2], vec![0, 1])]);
+    let o = step(&mut s);
+    assert_eq!(o.copy_ops, vec![(2, 3)]);
+    for _ in 3..=7 {
+        step(&mut s);
+    }
+    assert_eq!(s.kv().block_table(0), &[1, 3, 4]);
+    assert_eq!(s.kv().block_table(1), &[1, 2, 5]);
+    // Seq 0 needs a block for position 12; same arrival, so the higher id goes.
+    // Seq 1's full blocks 2 and 5 stay cached; 5 (its tail) is evicted first.
+    let o = step(&mut s);
+    assert_eq!(rows(&o), vec![(0, 12, 1, vec![1, 3, 4, 5], vec![0])]);
+    assert_eq!(o.preempted, vec![1]);
+    assert_eq!(s.kv().stats().evictions, 1);
+    let seq1 = s.seq_tokens(1).unwrap().to_vec();
+    assert_eq!(seq1.len(), 13);
+    s.finish_seq(0).unwrap();
+    // Readmitted as an independent sequence: its prompt + output, 8 tokens cached.
+    let o = step(&mut s);
+    assert_eq!(rows(&o), vec![(1, 8, 5, vec![1, 2, 5, 4], vec![1])]);
+    assert_eq!(o.seqs[0].token_ids, &seq1[8..]);
+    assert_eq!(s.kv().stats().prefix_cache_hits, 8);
+    assert_eq!(s.seq_output(1).unwrap().len(), 8);
+}
+
+#[test]
+fn engine_contract_violations_are_contained() {
+    let mut s = sched(64, 4, 64, 8);
+    s.add_group(req(1, prompt(3, 0), 3, 0)).unwrap(); // seqs 0, 1, 2
+    let o = s.schedule();
+    assert_eq!(o.seqs[0].sample_for, vec![0, 1, 2]);
+    // Sample 2 gets no token, seq 9 never had a row: 2 is dropped, 9 ignored.
+    s.update_from_output(&o, &[(0, 5), (1, 6), (9, 7)]);
+    s.check_invariants().unwrap();
+    assert_eq!(s.seq_status(2), None);
+    assert_eq!(s.request_seqs(1), Some(&[0, 1][..]));
+    assert_eq!(s.seq_tokens(1).unwrap(), &[0, 1, 2, 6]);
+    assert_eq!(s.schedule().seqs.len(), 2);
+}
