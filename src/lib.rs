@@ -13,6 +13,8 @@
 //! Modules are declared in data-flow order; each depends only on the ones below it.
 
 pub mod engine;
+pub mod sched;
+pub mod kv;
 pub mod model;
 pub mod sample;
 pub mod backend;
