@@ -41,6 +41,13 @@ impl Scheduler {
         self.kv.usage()
     }
 
+    /// Longest sequence (prompt + max_tokens) that can always be recomputed after a
+    /// preemption: `(capacity - 1) * block_size` (one block of headroom). The engine
+    /// must reject longer requests, or a preempted sequence could never come back.
+    pub fn max_seq_tokens(&self) -> usize {
+        (self.kv.capacity() - 1) * self.kv.block_size()
+    }
+
     pub fn num_preemptions(&self) -> u64 {
         self.stats.num_preemptions
     }

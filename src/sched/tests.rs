@@ -323,6 +323,7 @@ fn finishing_sample_0_before_sampling_hands_over_then_abort_frees_all() {
 #[test]
 fn add_group_validation() {
     let mut s = sched(8, 4, 64, 4); // 7 usable blocks
+    assert_eq!(s.max_seq_tokens(), 24);
     assert_eq!(
         s.add_group(req(1, vec![], 1, 0)),
         Err(SchedError::EmptyPrompt)
