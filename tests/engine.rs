@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ponder::engine::core::{EngineCore, Submission};
 use ponder::engine::{cpu_core, EngineConfig, EngineEvent, GenerateRequest, RequestStream};
+use ponder::model::template::ChatMessage;
 use ponder::model::{load_model, LoadedModel};
 use ponder::sample::{RawSamplingParams, SamplingParams};
 use ponder::sched::SchedConfig;
@@ -22,8 +23,9 @@ fn core(m: &Arc<LoadedModel>, kv_blocks: usize) -> EngineCore {
     cpu_core(m.clone(), &cfg).unwrap()
 }
 
+/// Greedy with EOS ignored, so every sequence runs exactly `max_tokens` steps.
 fn greedy(max_tokens: u32) -> SamplingParams {
-    RawSamplingParams { max_tokens, temperature: 0.0, ..Default::default() }.validate().unwrap()
+    RawSamplingParams { max_tokens, temperature: 0.0, ignore_eos: true, ..Default::default() }.validate().unwrap()
 }
 
 fn submit(core: &mut EngineCore, prompt: Vec<u32>, n: usize, params: SamplingParams) -> RequestStream {
@@ -55,7 +57,11 @@ fn run(core: &mut EngineCore, streams: &mut [RequestStream], n: usize) -> Vec<Ve
 
 fn prompts(m: &LoadedModel, k: usize) -> Vec<Vec<u32>> {
     (0..k)
-        .map(|i| m.tokenizer.encode(&format!("Question {i}: what is {} plus {}? Answer:", i * 7, i + 3), false).unwrap())
+        .map(|i| {
+            let q = format!("Question {i}: what is {} plus {}?", i * 7, i + 3);
+            let r = m.template.render(&[ChatMessage::new("user", &q)], true).unwrap();
+            m.tokenizer.encode(&r, false).unwrap()
+        })
         .collect()
 }
 
@@ -120,8 +126,8 @@ fn preemption_loses_no_token() {
         let mut s = [submit(&mut c, p.clone(), 1, greedy(40))];
         alone.push(run(&mut c, &mut s, 1)[0][0].clone());
     }
-    // 4 sequences of ~60 tokens need 4 blocks each; 11 usable blocks force preemptions.
-    let mut c = core(&m, 12);
+    // 4 sequences of ~80 tokens need 5-6 blocks each; 15 usable blocks force preemptions.
+    let mut c = core(&m, 16);
     let mut streams: Vec<_> = ps.iter().map(|p| submit(&mut c, p.clone(), 1, greedy(40))).collect();
     let together = run(&mut c, &mut streams, 1);
     assert!(c.scheduler().num_preemptions() > 0, "the test must actually preempt");
