@@ -19,7 +19,10 @@ fn bandwidth_gbs() -> f64 {
     let mut best = 0f64;
     for _ in 0..5 {
         let t = Instant::now();
-        let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
+        let s: u64 = buf
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+            .sum();
         let dt = t.elapsed().as_secs_f64();
         criterion::black_box(s);
         best = best.max((n * 8) as f64 / dt / 1e9);
@@ -33,15 +36,24 @@ fn bench(c: &mut Criterion) {
     let table: Vec<u32> = (1..=64).collect();
     let mut kv = m.model.new_kv_cache(65, BLOCK);
     let prompt: Vec<u32> = (0..128u32).map(|i| 100 + i * 7).collect();
-    m.model.forward(&BatchInput::single(&prompt[..64], 0, &table, BLOCK), &mut kv);
+    m.model.forward(
+        &BatchInput::single(&prompt[..64], 0, &table, BLOCK),
+        &mut kv,
+    );
 
     let mut g = c.benchmark_group("smollm2-135m-q4_1");
     g.sample_size(20);
     g.bench_function("decode_step_ctx64", |b| {
-        b.iter(|| m.model.forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv))
+        b.iter(|| {
+            m.model
+                .forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv)
+        })
     });
     g.bench_function("prefill_128", |b| {
-        b.iter(|| m.model.forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv))
+        b.iter(|| {
+            m.model
+                .forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv)
+        })
     });
     g.finish();
 
@@ -58,10 +70,12 @@ fn bench(c: &mut Criterion) {
         v[reps / 2]
     };
     let dec = time(50, &mut || {
-        m.model.forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv);
+        m.model
+            .forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv);
     });
     let pre = time(10, &mut || {
-        m.model.forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv);
+        m.model
+            .forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv);
     });
     let bw = bandwidth_gbs();
     let bytes = m.model.weights.bytes_per_token() as f64;

@@ -12,10 +12,10 @@
 //!
 //! Modules are declared in data-flow order; each depends only on the ones below it.
 
+pub mod backend;
 pub mod engine;
-pub mod sched;
+pub mod generate;
 pub mod kv;
 pub mod model;
 pub mod sample;
-pub mod backend;
-pub mod generate;
+pub mod sched;

@@ -19,18 +19,44 @@ fn model() -> Arc<LoadedModel> {
 fn core(m: &Arc<LoadedModel>, kv_blocks: usize) -> EngineCore {
     let c = &m.model.cfg;
     let per_block = 2 * c.num_layers * 16 * c.num_kv_heads * c.head_dim * 4;
-    let cfg = EngineConfig { sched: SchedConfig::default(), block_size: 16, kv_cache_bytes: kv_blocks * per_block, enable_prefix_caching: true };
+    let cfg = EngineConfig {
+        sched: SchedConfig::default(),
+        block_size: 16,
+        kv_cache_bytes: kv_blocks * per_block,
+        enable_prefix_caching: true,
+    };
     cpu_core(m.clone(), &cfg).unwrap()
 }
 
 /// Greedy with EOS ignored, so every sequence runs exactly `max_tokens` steps.
 fn greedy(max_tokens: u32) -> SamplingParams {
-    RawSamplingParams { max_tokens, temperature: 0.0, ignore_eos: true, ..Default::default() }.validate().unwrap()
+    RawSamplingParams {
+        max_tokens,
+        temperature: 0.0,
+        ignore_eos: true,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap()
 }
 
-fn submit(core: &mut EngineCore, prompt: Vec<u32>, n: usize, params: SamplingParams) -> RequestStream {
+fn submit(
+    core: &mut EngineCore,
+    prompt: Vec<u32>,
+    n: usize,
+    params: SamplingParams,
+) -> RequestStream {
     let (stream, tx, cancelled) = RequestStream::channel();
-    core.add(Submission { req: GenerateRequest { prompt_token_ids: prompt, n, params, priority: 0 }, tx, cancelled });
+    core.add(Submission {
+        req: GenerateRequest {
+            prompt_token_ids: prompt,
+            n,
+            params,
+            priority: 0,
+        },
+        tx,
+        cancelled,
+    });
     stream
 }
 
@@ -45,7 +71,9 @@ fn run(core: &mut EngineCore, streams: &mut [RequestStream], n: usize) -> Vec<Ve
         for (i, s) in streams.iter_mut().enumerate() {
             while let Some(ev) = s.try_next() {
                 match ev {
-                    EngineEvent::Delta { sample, token_ids, .. } => out[i][sample].extend(token_ids),
+                    EngineEvent::Delta {
+                        sample, token_ids, ..
+                    } => out[i][sample].extend(token_ids),
                     EngineEvent::Finished { .. } => {}
                     EngineEvent::Error(e) => panic!("engine error: {e}"),
                 }
@@ -59,7 +87,10 @@ fn prompts(m: &LoadedModel, k: usize) -> Vec<Vec<u32>> {
     (0..k)
         .map(|i| {
             let q = format!("Question {i}: what is {} plus {}?", i * 7, i + 3);
-            let r = m.template.render(&[ChatMessage::new("user", &q)], true).unwrap();
+            let r = m
+                .template
+                .render(&[ChatMessage::new("user", &q)], true)
+                .unwrap();
             m.tokenizer.encode(&r, false).unwrap()
         })
         .collect()
@@ -76,7 +107,10 @@ fn greedy_alone_equals_greedy_among_32() {
         alone.push(run(&mut c, &mut s, 1)[0][0].clone());
     }
     let mut c = core(&m, 256);
-    let mut streams: Vec<_> = ps.iter().map(|p| submit(&mut c, p.clone(), 1, greedy(8))).collect();
+    let mut streams: Vec<_> = ps
+        .iter()
+        .map(|p| submit(&mut c, p.clone(), 1, greedy(8)))
+        .collect();
     let together = run(&mut c, &mut streams, 1);
     for (i, a) in alone.iter().enumerate() {
         assert_eq!(a.len(), 8, "prompt {i}");
@@ -91,10 +125,21 @@ fn n8_samples_share_the_prompt_blocks() {
     let mut c = core(&m, 64);
     // 40 prompt tokens: 2 full blocks + 1 partial.
     let prompt: Vec<u32> = (0..40).map(|i| 100 + i).collect();
-    let params = RawSamplingParams { max_tokens: 4, temperature: 1.0, seed: Some(3), ..Default::default() }.validate().unwrap();
+    let params = RawSamplingParams {
+        max_tokens: 4,
+        temperature: 1.0,
+        seed: Some(3),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
     let mut s = [submit(&mut c, prompt, 8, params)];
     c.step(); // prefill + first token of all 8 samples, children forked
-    assert_eq!(c.scheduler().kv().num_used_blocks(), 3, "prompt blocks must be counted once for n=8");
+    assert_eq!(
+        c.scheduler().kv().num_used_blocks(),
+        3,
+        "prompt blocks must be counted once for n=8"
+    );
     c.step(); // each sample writes position 40 into the shared partial block: CoW
     assert_eq!(c.scheduler().kv().num_used_blocks(), 2 + 8);
     let out = run(&mut c, &mut s, 8);
@@ -128,9 +173,15 @@ fn preemption_loses_no_token() {
     }
     // 4 sequences of ~80 tokens need 5-6 blocks each; 15 usable blocks force preemptions.
     let mut c = core(&m, 16);
-    let mut streams: Vec<_> = ps.iter().map(|p| submit(&mut c, p.clone(), 1, greedy(40))).collect();
+    let mut streams: Vec<_> = ps
+        .iter()
+        .map(|p| submit(&mut c, p.clone(), 1, greedy(40)))
+        .collect();
     let together = run(&mut c, &mut streams, 1);
-    assert!(c.scheduler().num_preemptions() > 0, "the test must actually preempt");
+    assert!(
+        c.scheduler().num_preemptions() > 0,
+        "the test must actually preempt"
+    );
     for (i, a) in alone.iter().enumerate() {
         assert_eq!(&together[i][0], a, "prompt {i} changed under preemption");
     }

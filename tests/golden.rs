@@ -15,7 +15,11 @@ fn golden(name: &str) -> Vec<Value> {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn model() -> LoadedModel {
@@ -31,7 +35,11 @@ fn tokenizer_matches_hf_tokenizers() {
         let text = c["text"].as_str().unwrap();
         let got = m.tokenizer.encode(text, false).unwrap();
         assert_eq!(got, ids(&c["ids"]), "encoding {text:?}");
-        assert_eq!(m.tokenizer.decode(&got, false), c["decoded"].as_str().unwrap(), "decoding {text:?}");
+        assert_eq!(
+            m.tokenizer.decode(&got, false),
+            c["decoded"].as_str().unwrap(),
+            "decoding {text:?}"
+        );
     }
 }
 
@@ -45,7 +53,10 @@ fn chat_template_matches_jinja2() {
             .iter()
             .map(|x| ChatMessage::new(x["role"].as_str().unwrap(), x["content"].as_str().unwrap()))
             .collect();
-        let r = m.template.render(&msgs, c["add_generation_prompt"].as_bool().unwrap()).unwrap();
+        let r = m
+            .template
+            .render(&msgs, c["add_generation_prompt"].as_bool().unwrap())
+            .unwrap();
         assert_eq!(r, c["rendered"].as_str().unwrap());
         assert_eq!(m.tokenizer.encode(&r, false).unwrap(), ids(&c["ids"]));
     }
@@ -61,11 +72,19 @@ fn greedy_generation_matches_reference() {
         let prompt = ids(&c["prompt_token_ids"]);
         // The prompt itself must come out of our tokenizer/template identically.
         let text = c["prompt_text"].as_str().unwrap();
-        assert_eq!(m.tokenizer.encode(text, false).unwrap(), prompt, "{name}: prompt ids");
+        assert_eq!(
+            m.tokenizer.encode(text, false).unwrap(),
+            prompt,
+            "{name}: prompt ids"
+        );
         let want = ids(&c["generated_token_ids"]);
-        let params = RawSamplingParams { max_tokens: want.len() as u32, temperature: 0.0, ..Default::default() }
-            .validate()
-            .unwrap();
+        let params = RawSamplingParams {
+            max_tokens: want.len() as u32,
+            temperature: 0.0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
         let g = ponder::generate::generate(&m, &prompt, &params).unwrap();
         // All generated tokens (up to 32) must match exactly; the smallest top-2 margin in
         // the reference is 0.017 logits, far above f32-vs-f64 differences (~1e-5).
@@ -73,7 +92,11 @@ fn greedy_generation_matches_reference() {
         if c["stopped_at_eos"].as_bool().unwrap() {
             assert_eq!(g.finish_reason.as_str(), "stop");
         }
-        assert_eq!(g.text, c["generated_text"].as_str().unwrap(), "{name}: text");
+        assert_eq!(
+            g.text,
+            c["generated_text"].as_str().unwrap(),
+            "{name}: text"
+        );
     }
 }
 
@@ -84,12 +107,19 @@ fn first_step_logits_match_reference_values() {
         let prompt = ids(&c["prompt_token_ids"]);
         let table: Vec<u32> = (1..=8).collect();
         let mut kv = m.model.new_kv_cache(9, 16);
-        let logits = m.model.forward(&ponder::model::BatchInput::single(&prompt, 0, &table, 16), &mut kv);
+        let logits = m.model.forward(
+            &ponder::model::BatchInput::single(&prompt, 0, &table, 16),
+            &mut kv,
+        );
         for pair in c["first_step_top5"].as_array().unwrap() {
             let id = pair[0].as_u64().unwrap() as usize;
             let want = pair[1].as_f64().unwrap();
             let got = logits[id] as f64;
-            assert!((got - want).abs() < 2e-3, "{}: logit[{id}] = {got}, reference {want}", c["name"]);
+            assert!(
+                (got - want).abs() < 2e-3,
+                "{}: logit[{id}] = {got}, reference {want}",
+                c["name"]
+            );
         }
     }
 }
@@ -97,9 +127,21 @@ fn first_step_logits_match_reference_values() {
 #[test]
 fn chat_capital_of_france() {
     let m = model();
-    let r = m.template.render(&[ChatMessage::new("user", "What is the capital of France?")], true).unwrap();
+    let r = m
+        .template
+        .render(
+            &[ChatMessage::new("user", "What is the capital of France?")],
+            true,
+        )
+        .unwrap();
     let p = m.tokenizer.encode(&r, false).unwrap();
-    let params = RawSamplingParams { max_tokens: 16, temperature: 0.0, ..Default::default() }.validate().unwrap();
+    let params = RawSamplingParams {
+        max_tokens: 16,
+        temperature: 0.0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
     let g = ponder::generate::generate(&m, &p, &params).unwrap();
     assert_eq!(g.text, "The capital of France is Paris.");
 }

@@ -91,7 +91,7 @@ impl Harness {
                 let seq = self.next;
                 self.next += 1;
                 let cached = self.m.get_computed_blocks(seq, &prompt).unwrap();
-                assert!(cached < prompt.len() && cached % self.bs == 0);
+                assert!(cached < prompt.len() && cached.is_multiple_of(self.bs));
                 for (pos, &t) in prompt.iter().enumerate().take(cached) {
                     assert_eq!(self.mem[self.slot(seq, pos)], Some(t));
                 }

@@ -22,8 +22,8 @@ use super::runner::ModelRunner;
 use super::types::{EngineEvent, EngineStats, GenerateRequest, TokenLogprob};
 use crate::model::tokenizer::Tokenizer;
 use crate::sample::{
-    finish_on_token, fresh_seed, sample_seed, FinishReason, Sampler, SamplingParams, StopChecker, StopStatus,
-    TokenHistory,
+    finish_on_token, fresh_seed, sample_seed, FinishReason, Sampler, SamplingParams, StopChecker,
+    StopStatus, TokenHistory,
 };
 use crate::sched::{SchedError, Scheduler, SeqGroupRequest, SeqId};
 
@@ -105,12 +105,20 @@ impl EngineCore {
         let id = self.next_request;
         self.next_request += 1;
         let r = s.req;
-        let group = SeqGroupRequest { request_id: id, prompt: r.prompt_token_ids.clone(), n: r.n, priority: r.priority, arrival: id };
+        let group = SeqGroupRequest {
+            request_id: id,
+            prompt: r.prompt_token_ids.clone(),
+            n: r.n,
+            priority: r.priority,
+            arrival: id,
+        };
         let seqs = match self.sched.add_group(group) {
             Ok(seqs) => seqs,
             Err(e) => {
                 let msg = match e {
-                    SchedError::QueueFull { limit } => format!("the waiting queue is full ({limit} requests)"),
+                    SchedError::QueueFull { limit } => {
+                        format!("the waiting queue is full ({limit} requests)")
+                    }
                     other => other.to_string(),
                 };
                 let _ = s.tx.send(EngineEvent::Error(msg));
@@ -137,7 +145,16 @@ impl EngineCore {
             })
             .collect::<Vec<_>>();
         let live = samples.len();
-        self.requests.insert(id, RequestState { params: r.params, samples, tx: s.tx, cancelled: s.cancelled, live });
+        self.requests.insert(
+            id,
+            RequestState {
+                params: r.params,
+                samples,
+                tx: s.tx,
+                cancelled: s.cancelled,
+                live,
+            },
+        );
     }
 
     /// Drops requests whose client went away (stream dropped or receiver closed).
@@ -188,13 +205,27 @@ impl EngineCore {
         for (row, seqs) in layout.sample_for.iter().enumerate() {
             let lg = &logits[row * vocab..(row + 1) * vocab];
             for &seq in seqs {
-                let Some(&(rid, si)) = self.seq_owner.get(&seq) else { continue };
-                let Some(req) = self.requests.get(&rid) else { continue };
+                let Some(&(rid, si)) = self.seq_owner.get(&seq) else {
+                    continue;
+                };
+                let Some(req) = self.requests.get(&rid) else {
+                    continue;
+                };
                 let s = &req.samples[si];
-                match self.sampler.sample(lg, &req.params, &s.history, s.seed, s.output.len() as u32) {
+                match self.sampler.sample(
+                    lg,
+                    &req.params,
+                    &s.history,
+                    s.seed,
+                    s.output.len() as u32,
+                ) {
                     Ok(t) => {
                         sampled.push((seq, t.token));
-                        let lp = req.params.logprobs.then(|| TokenLogprob { token: t.token, logprob: t.logprob, top: t.top_logprobs });
+                        let lp = req.params.logprobs.then_some(TokenLogprob {
+                            token: t.token,
+                            logprob: t.logprob,
+                            top: t.top_logprobs,
+                        });
                         events.push((seq, t.token, lp));
                     }
                     Err(e) => failed.push((rid, format!("sampling failed: {e}"))),
@@ -216,8 +247,12 @@ impl EngineCore {
 
     /// Appends a sampled token to its sample, streams what can be shown, finishes if due.
     fn emit(&mut self, seq: SeqId, token: u32, lp: Option<TokenLogprob>) {
-        let Some(&(rid, si)) = self.seq_owner.get(&seq) else { return };
-        let Some(req) = self.requests.get_mut(&rid) else { return };
+        let Some(&(rid, si)) = self.seq_owner.get(&seq) else {
+            return;
+        };
+        let Some(req) = self.requests.get_mut(&rid) else {
+            return;
+        };
         let params = &req.params;
         let s = &mut req.samples[si];
         s.output.push(token);
@@ -234,12 +269,25 @@ impl EngineCore {
             StopStatus::Continue { stream_until } if finish.is_none() => show_until = stream_until,
             StopStatus::Continue { .. } => {}
         }
-        let text = if show_until > s.sent { s.text[s.sent..show_until].to_string() } else { String::new() };
+        let text = if show_until > s.sent {
+            s.text[s.sent..show_until].to_string()
+        } else {
+            String::new()
+        };
         s.sent = s.sent.max(show_until);
-        let _ = req.tx.send(EngineEvent::Delta { sample: si, token_ids: vec![token], text, logprobs: lp.into_iter().collect() });
+        let _ = req.tx.send(EngineEvent::Delta {
+            sample: si,
+            token_ids: vec![token],
+            text,
+            logprobs: lp.into_iter().collect(),
+        });
         if let Some(reason) = finish {
             s.done = true;
-            let _ = req.tx.send(EngineEvent::Finished { sample: si, reason, completion_tokens: s.output.len() });
+            let _ = req.tx.send(EngineEvent::Finished {
+                sample: si,
+                reason,
+                completion_tokens: s.output.len(),
+            });
             req.live -= 1;
             let done_req = req.live == 0;
             self.seq_owner.remove(&seq);

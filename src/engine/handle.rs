@@ -33,18 +33,28 @@ impl EngineHandle {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Mutex::new(EngineStats::default()));
         let (a, f, st) = (alive.clone(), in_flight.clone(), stats.clone());
-        std::thread::Builder::new().name("ponder-engine".into()).spawn(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_loop(&mut core, &rx, &f, &st)));
-            a.store(false, Ordering::Release);
-            if r.is_err() {
-                tracing::error!("engine loop panicked; failing all requests");
-                // The core may be mid-step; its request channels are still valid.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    core.fail_all("internal engine error")
+        std::thread::Builder::new()
+            .name("ponder-engine".into())
+            .spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_loop(&mut core, &rx, &f, &st)
                 }));
-            }
-        })?;
-        Ok(EngineHandle { tx: Mutex::new(tx), alive, in_flight, stats, max_waiting })
+                a.store(false, Ordering::Release);
+                if r.is_err() {
+                    tracing::error!("engine loop panicked; failing all requests");
+                    // The core may be mid-step; its request channels are still valid.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        core.fail_all("internal engine error")
+                    }));
+                }
+            })?;
+        Ok(EngineHandle {
+            tx: Mutex::new(tx),
+            alive,
+            in_flight,
+            stats,
+            max_waiting,
+        })
     }
 }
 
@@ -96,11 +106,17 @@ impl EngineClient for EngineHandle {
         }
         let waiting = self.stats.lock().map(|s| s.num_waiting).unwrap_or(0);
         if waiting + self.in_flight.load(Ordering::Acquire) >= self.max_waiting {
-            return Err(SubmitError::QueueFull { limit: self.max_waiting });
+            return Err(SubmitError::QueueFull {
+                limit: self.max_waiting,
+            });
         }
         let (stream, tx, cancelled) = RequestStream::channel();
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let sent = self.tx.lock().map_err(|_| SubmitError::EngineDead)?.send(Submission { req, tx, cancelled });
+        let sent = self
+            .tx
+            .lock()
+            .map_err(|_| SubmitError::EngineDead)?
+            .send(Submission { req, tx, cancelled });
         if sent.is_err() {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(SubmitError::EngineDead);

@@ -14,7 +14,10 @@ pub mod types;
 use std::sync::Arc;
 
 pub use handle::EngineHandle;
-pub use types::{EngineClient, EngineEvent, EngineStats, GenerateRequest, RequestStream, SubmitError, TokenLogprob};
+pub use types::{
+    EngineClient, EngineEvent, EngineStats, GenerateRequest, RequestStream, SubmitError,
+    TokenLogprob,
+};
 
 use crate::backend::cpu::attention::CpuKvCache;
 use crate::kv::KvConfig;
@@ -33,14 +36,20 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { sched: SchedConfig::default(), block_size: 16, kv_cache_bytes: 512 << 20, enable_prefix_caching: true }
+        EngineConfig {
+            sched: SchedConfig::default(),
+            block_size: 16,
+            kv_cache_bytes: 512 << 20,
+            enable_prefix_caching: true,
+        }
     }
 }
 
 /// Builds the CPU engine core for `model`: sizes the KV cache from the memory budget (logged).
 pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::EngineCore, String> {
     let c = &model.model.cfg;
-    let per_block = CpuKvCache::bytes_per_block(c.num_layers, cfg.block_size, c.num_kv_heads, c.head_dim);
+    let per_block =
+        CpuKvCache::bytes_per_block(c.num_layers, cfg.block_size, c.num_kv_heads, c.head_dim);
     let num_blocks = cfg.kv_cache_bytes / per_block;
     if num_blocks < 2 {
         return Err(format!(
@@ -55,8 +64,16 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
         tokens = (num_blocks - 1) * cfg.block_size,
         "KV cache sized"
     );
-    let kv = KvConfig { num_blocks, block_size: cfg.block_size, enable_prefix_caching: cfg.enable_prefix_caching };
+    let kv = KvConfig {
+        num_blocks,
+        block_size: cfg.block_size,
+        enable_prefix_caching: cfg.enable_prefix_caching,
+    };
     let sched = Scheduler::new(cfg.sched.clone(), &kv).map_err(|e| e.to_string())?;
     let runner = runner::CpuRunner::new(model.clone(), num_blocks, cfg.block_size);
-    Ok(core::EngineCore::new(sched, Box::new(runner), model.tokenizer.clone()))
+    Ok(core::EngineCore::new(
+        sched,
+        Box::new(runner),
+        model.tokenizer.clone(),
+    ))
 }

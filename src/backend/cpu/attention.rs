@@ -35,8 +35,16 @@ impl CpuKvCache {
         head_dim: usize,
     ) -> Self {
         let n = num_blocks * block_size * n_kv_heads * head_dim;
-        let layers = (0..num_layers).map(|_| (vec![0f32; n], vec![0f32; n])).collect();
-        CpuKvCache { block_size, num_blocks, n_kv_heads, head_dim, layers }
+        let layers = (0..num_layers)
+            .map(|_| (vec![0f32; n], vec![0f32; n]))
+            .collect();
+        CpuKvCache {
+            block_size,
+            num_blocks,
+            n_kv_heads,
+            head_dim,
+            layers,
+        }
     }
 
     /// Bytes one block costs across all layers (K and V).
@@ -164,21 +172,37 @@ mod tests {
         let (hd, nkv, nh, bs) = (4, 1, 2, 2);
         let mut cache = CpuKvCache::new(1, 8, bs, nkv, hd);
         let len = 5;
-        let k: Vec<f32> = (0..len * hd).map(|i| ((i * 7) % 5) as f32 * 0.3 - 0.5).collect();
+        let k: Vec<f32> = (0..len * hd)
+            .map(|i| ((i * 7) % 5) as f32 * 0.3 - 0.5)
+            .collect();
         let v: Vec<f32> = (0..len * hd).map(|i| ((i * 3) % 7) as f32 * 0.2).collect();
         let table = [6u32, 2, 5];
-        let slots: Vec<usize> =
-            (0..len).map(|p| table[p / bs] as usize * bs + p % bs).collect();
+        let slots: Vec<usize> = (0..len)
+            .map(|p| table[p / bs] as usize * bs + p % bs)
+            .collect();
         cache.reshape_and_cache(0, &k, &v, &slots);
-        let q: Vec<f32> = (0..len * nh * hd).map(|i| ((i * 5) % 9) as f32 * 0.1 - 0.4).collect();
+        let q: Vec<f32> = (0..len * nh * hd)
+            .map(|i| ((i * 5) % 9) as f32 * 0.1 - 0.4)
+            .collect();
         let mut out = vec![f32::NAN; len * nh * hd];
-        let seqs = [AttnSeq { query_start: 0, query_len: len, context_len: len, block_table: &table }];
+        let seqs = [AttnSeq {
+            query_start: 0,
+            query_len: len,
+            context_len: len,
+            block_table: &table,
+        }];
         paged_attention(&cache, 0, &q, nh, &seqs, 0.5, &mut out);
         for t in 0..len {
             for h in 0..nh {
                 let qv = &q[(t * nh + h) * hd..][..hd];
                 let sc: Vec<f64> = (0..=t)
-                    .map(|p| qv.iter().zip(&k[p * hd..][..hd]).map(|(a, b)| (a * b) as f64).sum::<f64>() * 0.5)
+                    .map(|p| {
+                        qv.iter()
+                            .zip(&k[p * hd..][..hd])
+                            .map(|(a, b)| (a * b) as f64)
+                            .sum::<f64>()
+                            * 0.5
+                    })
                     .collect();
                 let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = sc.iter().map(|s| (s - mx).exp()).collect();
@@ -186,7 +210,10 @@ mod tests {
                 for d in 0..hd {
                     let want: f64 = (0..=t).map(|p| e[p] / z * v[p * hd + d] as f64).sum();
                     let got = out[(t * nh + h) * hd + d] as f64;
-                    assert!((got - want).abs() < 1e-5, "t={t} h={h} d={d}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "t={t} h={h} d={d}: {got} vs {want}"
+                    );
                 }
             }
         }

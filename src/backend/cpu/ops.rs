@@ -82,9 +82,15 @@ pub fn silu_mul(gate_up: &[f32], f: usize, out: &mut [f32]) {
         }
     };
     if out.len() >= 1 << 15 {
-        gate_up.par_chunks_exact(2 * f).zip(out.par_chunks_exact_mut(f)).for_each(run);
+        gate_up
+            .par_chunks_exact(2 * f)
+            .zip(out.par_chunks_exact_mut(f))
+            .for_each(run);
     } else {
-        gate_up.chunks_exact(2 * f).zip(out.chunks_exact_mut(f)).for_each(run);
+        gate_up
+            .chunks_exact(2 * f)
+            .zip(out.chunks_exact_mut(f))
+            .for_each(run);
     }
 }
 
@@ -110,7 +116,11 @@ mod tests {
 
     #[test]
     fn rope_styles_rotate_the_right_pairs() {
-        let rope = |style| Rope { style, head_dim: 4, inv_freq: vec![1.0, 0.0] };
+        let rope = |style| Rope {
+            style,
+            head_dim: 4,
+            inv_freq: vec![1.0, 0.0],
+        };
         let mut x = vec![1.0f32, 0.0, 1.0, 0.0];
         rope(RopeStyle::Interleaved).apply(&mut x, 1, &[1]);
         let (c, s) = (1f64.cos() as f32, 1f64.sin() as f32);
