@@ -105,6 +105,17 @@ impl EngineCore {
         let id = self.next_request;
         self.next_request += 1;
         let r = s.req;
+        // A sequence longer than the whole cache could never be (re)admitted.
+        let need = r.prompt_token_ids.len() + r.params.max_tokens as usize;
+        let cap = self.sched.max_seq_tokens();
+        if need > cap {
+            let _ = s.tx.send(EngineEvent::Error(format!(
+                "prompt ({} tokens) + max_tokens ({}) = {need} exceeds the KV cache capacity of {cap} tokens",
+                r.prompt_token_ids.len(),
+                r.params.max_tokens
+            )));
+            return;
+        }
         let group = SeqGroupRequest {
             request_id: id,
             prompt: r.prompt_token_ids.clone(),
