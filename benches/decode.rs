@@ -7,7 +7,9 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ponder::model::{load_model, loader::default_model_path, BatchInput};
+use ponder::backend::tensor::QMatrix;
+use ponder::model::weights::{LayerWeights, Linear, LlamaWeights};
+use ponder::model::{load_model, loader::default_model_path, BatchInput, LlamaModel};
 
 const BLOCK: usize = 16;
 
@@ -19,12 +21,42 @@ fn bandwidth_gbs() -> f64 {
     let mut best = 0f64;
     for _ in 0..5 {
         let t = Instant::now();
-        let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
+        let s: u64 = buf
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+            .sum();
         let dt = t.elapsed().as_secs_f64();
         criterion::black_box(s);
         best = best.max((n * 8) as f64 / dt / 1e9);
     }
     best
+}
+
+/// The alternative design: every matrix dequantized to f32 at load (5.7x the bytes).
+fn dequantized(w: &LlamaWeights) -> LlamaWeights {
+    let f = |m: &QMatrix| QMatrix::from_f32(m.rows, m.cols, &m.to_f32());
+    let lin = |l: &Linear| Linear {
+        w: f(&l.w),
+        bias: l.bias.clone(),
+    };
+    LlamaWeights {
+        embed: f(&w.embed),
+        layers: w
+            .layers
+            .iter()
+            .map(|l| LayerWeights {
+                attn_norm: l.attn_norm.clone(),
+                qkv: lin(&l.qkv),
+                wo: lin(&l.wo),
+                ffn_norm: l.ffn_norm.clone(),
+                gate_up: lin(&l.gate_up),
+                down: lin(&l.down),
+            })
+            .collect(),
+        final_norm: w.final_norm.clone(),
+        lm_head: f(&w.lm_head),
+        rope_freqs: w.rope_freqs.clone(),
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -33,15 +65,24 @@ fn bench(c: &mut Criterion) {
     let table: Vec<u32> = (1..=64).collect();
     let mut kv = m.model.new_kv_cache(65, BLOCK);
     let prompt: Vec<u32> = (0..128u32).map(|i| 100 + i * 7).collect();
-    m.model.forward(&BatchInput::single(&prompt[..64], 0, &table, BLOCK), &mut kv);
+    m.model.forward(
+        &BatchInput::single(&prompt[..64], 0, &table, BLOCK),
+        &mut kv,
+    );
 
     let mut g = c.benchmark_group("smollm2-135m-q4_1");
     g.sample_size(20);
     g.bench_function("decode_step_ctx64", |b| {
-        b.iter(|| m.model.forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv))
+        b.iter(|| {
+            m.model
+                .forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv)
+        })
     });
     g.bench_function("prefill_128", |b| {
-        b.iter(|| m.model.forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv))
+        b.iter(|| {
+            m.model
+                .forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv)
+        })
     });
     g.finish();
 
@@ -58,10 +99,24 @@ fn bench(c: &mut Criterion) {
         v[reps / 2]
     };
     let dec = time(50, &mut || {
-        m.model.forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv);
+        m.model
+            .forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv);
     });
     let pre = time(10, &mut || {
-        m.model.forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv);
+        m.model
+            .forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv);
+    });
+    let f32_model = LlamaModel::new(m.model.cfg.clone(), dequantized(&m.model.weights));
+    let mut kv2 = f32_model.new_kv_cache(65, BLOCK);
+    f32_model.forward(
+        &BatchInput::single(&prompt[..64], 0, &table, BLOCK),
+        &mut kv2,
+    );
+    let dec_f32 = time(50, &mut || {
+        f32_model.forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv2);
+    });
+    let pre_f32 = time(10, &mut || {
+        f32_model.forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv2);
     });
     let bw = bandwidth_gbs();
     let bytes = m.model.weights.bytes_per_token() as f64;
@@ -78,6 +133,15 @@ fn bench(c: &mut Criterion) {
         1.0 / floor,
         dec / floor,
         rayon::current_num_threads()
+    );
+    println!(
+        "SUMMARY-F32 (dequantized at load) decode {:.1} tok/s ({:.2} ms) | prefill {:.0} tok/s | \
+         weights/token {:.1} MB | decode/floor {:.2}x",
+        1.0 / dec_f32,
+        dec_f32 * 1e3,
+        128.0 / pre_f32,
+        f32_model.weights.bytes_per_token() as f64 / 1e6,
+        dec_f32 / (f32_model.weights.bytes_per_token() as f64 / (bw * 1e9)),
     );
 }
 

@@ -4,7 +4,10 @@
 
 use crate::backend::cpu::attention::CpuKvCache;
 use crate::model::{BatchInput, LoadedModel};
-use crate::sample::{finish_on_token, fresh_seed, FinishReason, Sampler, SamplingParams, StopChecker, StopStatus, TokenHistory};
+use crate::sample::{
+    finish_on_token, fresh_seed, FinishReason, Sampler, SamplingParams, StopChecker, StopStatus,
+    TokenHistory,
+};
 
 /// Block size of the one-shot path's private cache.
 const BLOCK: usize = 16;
@@ -19,7 +22,11 @@ pub struct Generation {
 }
 
 /// Generates after `prompt` with `params` (max_tokens, stop strings/ids, EOS).
-pub fn generate(m: &LoadedModel, prompt: &[u32], params: &SamplingParams) -> Result<Generation, String> {
+pub fn generate(
+    m: &LoadedModel,
+    prompt: &[u32],
+    params: &SamplingParams,
+) -> Result<Generation, String> {
     let max_tokens = params.max_tokens as usize;
     if prompt.is_empty() {
         return Err("the prompt is empty".into());
@@ -42,11 +49,15 @@ pub fn generate(m: &LoadedModel, prompt: &[u32], params: &SamplingParams) -> Res
     let seed = params.seed.unwrap_or_else(fresh_seed);
     let mut out = Vec::new();
     let mut logprobs = Vec::new();
-    let mut logits = m.model.forward(&BatchInput::single(prompt, 0, &table, BLOCK), &mut kv);
+    let mut logits = m
+        .model
+        .forward(&BatchInput::single(prompt, 0, &table, BLOCK), &mut kv);
     let mut finish = FinishReason::Length;
     let mut text_end = None;
     while out.len() < max_tokens {
-        let s = sampler.sample(&logits, params, &history, seed, out.len() as u32).map_err(|e| e.to_string())?;
+        let s = sampler
+            .sample(&logits, params, &history, seed, out.len() as u32)
+            .map_err(|e| e.to_string())?;
         out.push(s.token);
         logprobs.push(s.logprob);
         history.push_output(s.token);
@@ -63,11 +74,19 @@ pub fn generate(m: &LoadedModel, prompt: &[u32], params: &SamplingParams) -> Res
             }
         }
         let pos = prompt.len() + out.len() - 1;
-        logits = m.model.forward(&BatchInput::single(&[s.token], pos, &table, BLOCK), &mut kv);
+        logits = m
+            .model
+            .forward(&BatchInput::single(&[s.token], pos, &table, BLOCK), &mut kv);
     }
     let text = match text_end {
         Some((t, cut)) => t[..cut].to_string(),
         None => m.tokenizer.decode(&out, true),
     };
-    Ok(Generation { prompt_token_ids: prompt.to_vec(), token_ids: out, text, logprobs, finish_reason: finish })
+    Ok(Generation {
+        prompt_token_ids: prompt.to_vec(),
+        token_ids: out,
+        text,
+        logprobs,
+        finish_reason: finish,
+    })
 }

@@ -12,12 +12,14 @@
 //!
 //! Modules are declared in data-flow order; each depends only on the ones below it.
 
-pub mod config;
 pub mod api;
-pub mod validate;
-pub mod metrics;
+pub mod backend;
+pub mod config;
 pub mod engine;
+pub mod generate;
+pub mod kv;
+pub mod metrics;
 pub mod model;
 pub mod sample;
-pub mod backend;
-pub mod generate;
+pub mod sched;
+pub mod validate;

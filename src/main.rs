@@ -5,7 +5,11 @@ use ponder::model::{load_model, loader::default_model_path, template::ChatMessag
 use ponder::sample::RawSamplingParams;
 
 #[derive(Parser)]
-#[command(name = "ponder", version, about = "OpenAI-compatible LLM server for reasoning workloads")]
+#[command(
+    name = "ponder",
+    version,
+    about = "OpenAI-compatible LLM server for reasoning workloads"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -56,24 +60,47 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Generate { model, prompt, chat, max_tokens, temperature, top_p, top_k, seed, stop, json } => {
-            let params = RawSamplingParams { max_tokens, temperature, top_p, top_k, seed, stop, ..Default::default() }
-                .validate()?;
+        Cmd::Generate {
+            model,
+            prompt,
+            chat,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            stop,
+            json,
+        } => {
+            let params = RawSamplingParams {
+                max_tokens,
+                temperature,
+                top_p,
+                top_k,
+                seed,
+                stop,
+                ..Default::default()
+            }
+            .validate()?;
             let path = match model {
                 Some(p) => p,
                 None => default_model_path()?,
             };
             let m = load_model(&path)?;
             let text = if chat {
-                m.template.render(&[ChatMessage::new("user", &prompt)], true)?
+                m.template
+                    .render(&[ChatMessage::new("user", &prompt)], true)?
             } else {
                 prompt
             };
             let ids = m.tokenizer.encode(&text, m.tokenizer.add_bos)?;
             let g = ponder::generate::generate(&m, &ids, &params).map_err(anyhow::Error::msg)?;
             if json {
-                println!("{}", serde_json::json!({"text": g.text, "token_ids": g.token_ids,
-                    "prompt_token_ids": g.prompt_token_ids, "finish_reason": g.finish_reason.as_str()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"text": g.text, "token_ids": g.token_ids,
+                    "prompt_token_ids": g.prompt_token_ids, "finish_reason": g.finish_reason.as_str()})
+                );
             } else {
                 println!("{}", g.text);
             }

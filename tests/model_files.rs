@@ -21,7 +21,10 @@ fn load_err(bytes: &[u8]) -> String {
 #[test]
 fn wrong_magic_is_named() {
     let e = load_err(b"GGUX\x03\0\0\0aaaaaaaaaaaaaaaaaaaaaaaaa");
-    assert_eq!(e, "not a GGUF file: magic is [71, 71, 85, 88], expected \"GGUF\"");
+    assert_eq!(
+        e,
+        "not a GGUF file: magic is [71, 71, 85, 88], expected \"GGUF\""
+    );
 }
 
 #[test]
@@ -31,7 +34,10 @@ fn truncated_header_and_truncated_data() {
     assert!(e.starts_with("GGUF file truncated: needed"), "{e}");
     let e = load_err(&real[..real.len() - 1000]);
     assert!(e.starts_with("GGUF file truncated: needed"), "{e}");
-    assert!(e.ends_with(&format!("file has {}", real.len() - 1000)), "{e}");
+    assert!(
+        e.ends_with(&format!("file has {}", real.len() - 1000)),
+        "{e}"
+    );
 }
 
 #[test]
@@ -69,14 +75,18 @@ fn unsupported_type_missing_tensor_and_shape_mismatch() {
 
 #[test]
 fn missing_default_model_path_names_the_fetch_command() {
-    let e = load_model(std::path::Path::new("/nonexistent/x.gguf")).err().unwrap().to_string();
+    let e = load_model(std::path::Path::new("/nonexistent/x.gguf"))
+        .err()
+        .unwrap()
+        .to_string();
     assert_eq!(e, "model path /nonexistent/x.gguf does not exist");
 }
 
 fn logits(m: &LoadedModel, ids: &[u32]) -> Vec<f32> {
     let table: Vec<u32> = (1..=8).collect();
     let mut kv = m.model.new_kv_cache(9, 16);
-    m.model.forward(&BatchInput::single(ids, 0, &table, 16), &mut kv)
+    m.model
+        .forward(&BatchInput::single(ids, 0, &table, 16), &mut kv)
 }
 
 /// Writes the tiny model as a Hugging Face directory (two shards, `dtype`) and returns it.
@@ -86,22 +96,37 @@ fn write_hf_dir(dir: &std::path::Path, bf16: bool) {
         .iter()
         .map(|(n, s, v)| {
             let b = if bf16 {
-                v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect()
+                v.iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect()
             } else {
                 v.iter().flat_map(|x| x.to_le_bytes()).collect()
             };
             (n.clone(), s.clone(), b)
         })
         .collect();
-    let dt = if bf16 { safetensors::Dtype::BF16 } else { safetensors::Dtype::F32 };
+    let dt = if bf16 {
+        safetensors::Dtype::BF16
+    } else {
+        safetensors::Dtype::F32
+    };
     let (a, b) = bytes.split_at(bytes.len() / 2);
     for (i, part) in [a, b].iter().enumerate() {
         let views: Vec<(String, safetensors::tensor::TensorView)> = part
             .iter()
-            .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(dt, s.clone(), b).unwrap()))
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(dt, s.clone(), b).unwrap(),
+                )
+            })
             .collect();
         let out = safetensors::serialize(views, None).unwrap();
-        std::fs::write(dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)), out).unwrap();
+        std::fs::write(
+            dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+            out,
+        )
+        .unwrap();
     }
     let cfg = serde_json::json!({"model_type": "llama", "vocab_size": TINY.vocab,
         "hidden_size": TINY.hidden, "intermediate_size": TINY.ffn,
@@ -129,18 +154,40 @@ fn hf_directory_matches_gguf() {
     write_hf_dir(&hf_dir, false);
     let h = load_model(&hf_dir).unwrap();
     assert_eq!(h.tokenizer.eos_ids, vec![2]);
-    let ids = h.tokenizer.encode("Hello there, how are you today? 1234", false).unwrap();
-    assert_eq!(ids, g.tokenizer.encode("Hello there, how are you today? 1234", false).unwrap());
+    let ids = h
+        .tokenizer
+        .encode("Hello there, how are you today? 1234", false)
+        .unwrap();
+    assert_eq!(
+        ids,
+        g.tokenizer
+            .encode("Hello there, how are you today? 1234", false)
+            .unwrap()
+    );
     let (a, b) = (logits(&g, &ids), logits(&h, &ids));
     assert_eq!(a.len(), TINY.vocab);
-    let max_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-    assert!(max_diff < 1e-4, "GGUF vs HF f32 logits differ by {max_diff}");
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        max_diff < 1e-4,
+        "GGUF vs HF f32 logits differ by {max_diff}"
+    );
 
     let bf_dir = dir.path().join("hfbf16");
     std::fs::create_dir(&bf_dir).unwrap();
     write_hf_dir(&bf_dir, true);
     let c = logits(&load_model(&bf_dir).unwrap(), &ids);
     let scale = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
-    let max_diff = a.iter().zip(&c).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-    assert!(max_diff < 0.02 * scale, "bf16 logits differ by {max_diff} (scale {scale})");
+    let max_diff = a
+        .iter()
+        .zip(&c)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        max_diff < 0.02 * scale,
+        "bf16 logits differ by {max_diff} (scale {scale})"
+    );
 }

@@ -45,7 +45,7 @@ impl std::fmt::Debug for QMatrix {
 impl QMatrix {
     /// Checks that `data` holds exactly `rows x cols` elements of `ty`.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Storage) -> Result<Self, String> {
-        if cols % ty.block_elems() != 0 {
+        if !cols.is_multiple_of(ty.block_elems()) {
             return Err(format!(
                 "row length {cols} is not a multiple of the {ty:?} block size {}",
                 ty.block_elems()
@@ -54,15 +54,27 @@ impl QMatrix {
         let want = ty.row_bytes(cols) * rows;
         let got = data.bytes().len();
         if want != got {
-            return Err(format!("{rows}x{cols} {ty:?} needs {want} bytes, storage has {got}"));
+            return Err(format!(
+                "{rows}x{cols} {ty:?} needs {want} bytes, storage has {got}"
+            ));
         }
-        Ok(QMatrix { ty, rows, cols, data })
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+        })
     }
 
     pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Self {
         assert_eq!(values.len(), rows * cols, "from_f32: shape mismatch");
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        QMatrix { ty: GgmlType::F32, rows, cols, data: Storage::Owned(Arc::new(bytes)) }
+        QMatrix {
+            ty: GgmlType::F32,
+            rows,
+            cols,
+            data: Storage::Owned(Arc::new(bytes)),
+        }
     }
 
     pub fn row_bytes(&self) -> usize {

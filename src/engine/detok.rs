@@ -25,7 +25,10 @@ pub struct Detokenizer {
 impl Detokenizer {
     /// Starts after `prompt_len` prompt tokens that are never emitted.
     pub fn new(ids_before: usize) -> Self {
-        Detokenizer { prefix_offset: ids_before.saturating_sub(WINDOW), read_offset: ids_before }
+        Detokenizer {
+            prefix_offset: ids_before.saturating_sub(WINDOW),
+            read_offset: ids_before,
+        }
     }
 
     /// Text added by the tokens appended since the last call (may be empty while a
@@ -38,7 +41,11 @@ impl Detokenizer {
         }
         // Normally `full` extends `prefix`; if the window re-segmented earlier text, emit
         // what follows the common prefix (on a char boundary).
-        let mut cut = prefix.bytes().zip(full.bytes()).take_while(|(a, b)| a == b).count();
+        let mut cut = prefix
+            .bytes()
+            .zip(full.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
         while !full.is_char_boundary(cut) {
             cut -= 1;
         }

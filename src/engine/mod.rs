@@ -1,7 +1,79 @@
 //! The engine: one thread owns the scheduler, the KV cache and the model runner; requests
 //! come in through an `EngineHandle` and results go out as per-request event streams.
+//!
+//! `types` is the client contract, `core` the single-owner loop body, `handle` the thread
+//! and admission control, `runner` the model execution (CPU; CUDA later), `detok` the
+//! incremental detokenizer.
 
+pub mod core;
 pub mod detok;
+pub mod handle;
+pub mod runner;
 pub mod types;
 
-pub use types::{EngineClient, EngineEvent, EngineStats, GenerateRequest, RequestStream, SubmitError, TokenLogprob};
+use std::sync::Arc;
+
+pub use handle::EngineHandle;
+pub use types::{
+    EngineClient, EngineEvent, EngineStats, GenerateRequest, RequestStream, SubmitError,
+    TokenLogprob,
+};
+
+use crate::backend::cpu::attention::CpuKvCache;
+use crate::kv::KvConfig;
+use crate::model::LoadedModel;
+use crate::sched::{SchedConfig, Scheduler};
+
+/// Engine sizing, validated at boot.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub sched: SchedConfig,
+    pub block_size: usize,
+    /// Bytes of KV cache; the block count is derived from it.
+    pub kv_cache_bytes: usize,
+    pub enable_prefix_caching: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            sched: SchedConfig::default(),
+            block_size: 16,
+            kv_cache_bytes: 512 << 20,
+            enable_prefix_caching: true,
+        }
+    }
+}
+
+/// Builds the CPU engine core for `model`: sizes the KV cache from the memory budget (logged).
+pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::EngineCore, String> {
+    let c = &model.model.cfg;
+    let per_block =
+        CpuKvCache::bytes_per_block(c.num_layers, cfg.block_size, c.num_kv_heads, c.head_dim);
+    let num_blocks = cfg.kv_cache_bytes / per_block;
+    if num_blocks < 2 {
+        return Err(format!(
+            "--kv-cache-memory of {} bytes holds {num_blocks} blocks of {per_block} bytes; at least 2 are needed",
+            cfg.kv_cache_bytes
+        ));
+    }
+    tracing::info!(
+        num_blocks,
+        block_size = cfg.block_size,
+        bytes_per_block = per_block,
+        tokens = (num_blocks - 1) * cfg.block_size,
+        "KV cache sized"
+    );
+    let kv = KvConfig {
+        num_blocks,
+        block_size: cfg.block_size,
+        enable_prefix_caching: cfg.enable_prefix_caching,
+    };
+    let sched = Scheduler::new(cfg.sched.clone(), &kv).map_err(|e| e.to_string())?;
+    let runner = runner::CpuRunner::new(model.clone(), num_blocks, cfg.block_size);
+    Ok(core::EngineCore::new(
+        sched,
+        Box::new(runner),
+        model.tokenizer.clone(),
+    ))
+}

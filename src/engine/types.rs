@@ -38,9 +38,18 @@ pub struct TokenLogprob {
 pub enum EngineEvent {
     /// New output of sample `sample`: its tokens, the text that may be shown now (stop-string
     /// candidates are held back until resolved), and logprobs when asked for.
-    Delta { sample: usize, token_ids: Vec<u32>, text: String, logprobs: Vec<TokenLogprob> },
+    Delta {
+        sample: usize,
+        token_ids: Vec<u32>,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
     /// Sample `sample` is done; `completion_tokens` counts all its generated tokens.
-    Finished { sample: usize, reason: FinishReason, completion_tokens: usize },
+    Finished {
+        sample: usize,
+        reason: FinishReason,
+        completion_tokens: usize,
+    },
     /// The request failed as a whole (message safe to show a client).
     Error(String),
 }
@@ -85,7 +94,19 @@ impl RequestStream {
     pub fn channel() -> (Self, mpsc::UnboundedSender<EngineEvent>, Arc<AtomicBool>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let cancelled = Arc::new(AtomicBool::new(false));
-        (RequestStream { rx, _cancel: CancelOnDrop(cancelled.clone()) }, tx, cancelled)
+        (
+            RequestStream {
+                rx,
+                _cancel: CancelOnDrop(cancelled.clone()),
+            },
+            tx,
+            cancelled,
+        )
+    }
+
+    /// Next event if one is ready (synchronous callers and tests).
+    pub fn try_next(&mut self) -> Option<EngineEvent> {
+        self.rx.try_recv().ok()
     }
 
     /// Next event; `None` once the request is complete.

@@ -51,14 +51,17 @@ impl ModelConfig {
                 self.num_layers, self.hidden_size, self.vocab_size
             ));
         }
-        if self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
+        if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "attention heads ({}) must be a multiple of kv heads ({})",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 || self.head_dim == 0 {
-            return bad(format!("head_dim must be even and non-zero, given {}", self.head_dim));
+        if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
+            return bad(format!(
+                "head_dim must be even and non-zero, given {}",
+                self.head_dim
+            ));
         }
         Ok(self)
     }
@@ -206,7 +209,9 @@ impl ModelConfig {
             num_layers: raw.num_hidden_layers,
             num_heads: heads,
             num_kv_heads: raw.num_key_value_heads.unwrap_or(heads),
-            head_dim: raw.head_dim.unwrap_or(if heads > 0 { raw.hidden_size / heads } else { 0 }),
+            head_dim: raw
+                .head_dim
+                .unwrap_or(raw.hidden_size.checked_div(heads).unwrap_or(0)),
             rms_eps: raw.rms_norm_eps.unwrap_or(1e-6) as f32,
             rope_theta: raw.rope_theta.unwrap_or(10000.0),
             rope_style: RopeStyle::Neox,
@@ -261,12 +266,20 @@ mod tests {
             "num_key_value_heads":2,"rms_norm_eps":1e-6,"rope_theta":10000.0,
             "max_position_embeddings":131072,"tie_word_embeddings":false}"#;
         let c = ModelConfig::from_hf_json(j).unwrap();
-        assert_eq!((c.arch, c.head_dim, c.num_kv_heads, c.qkv_bias), (Arch::Qwen2, 128, 2, true));
+        assert_eq!(
+            (c.arch, c.head_dim, c.num_kv_heads, c.qkv_bias),
+            (Arch::Qwen2, 128, 2, true)
+        );
         assert_eq!(c.rope_style, RopeStyle::Neox);
         let bad = j.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":5");
         let e = ModelConfig::from_hf_json(&bad).unwrap_err().to_string();
-        assert!(e.contains("attention heads (12) must be a multiple of kv heads (5)"), "{e}");
-        let e = ModelConfig::from_hf_json(&j.replace("qwen2", "gpt2")).unwrap_err().to_string();
+        assert!(
+            e.contains("attention heads (12) must be a multiple of kv heads (5)"),
+            "{e}"
+        );
+        let e = ModelConfig::from_hf_json(&j.replace("qwen2", "gpt2"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unsupported model_type"), "{e}");
     }
 

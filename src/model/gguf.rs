@@ -36,7 +36,10 @@ const MAX_DIMS: u32 = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("cannot open {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("not a GGUF file: magic is {found:?}, expected \"GGUF\"")]
     BadMagic { found: [u8; 4] },
     #[error("unsupported GGUF version {0} (supported: 2, 3)")]
@@ -45,7 +48,9 @@ pub enum GgufError {
     Truncated { offset: u64, needed: u64, len: u64 },
     #[error("GGUF metadata: {0}")]
     Invalid(String),
-    #[error("tensor `{name}` has unsupported type {ty} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")]
+    #[error(
+        "tensor `{name}` has unsupported type {ty} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
+    )]
     UnsupportedType { name: String, ty: String },
 }
 
@@ -168,7 +173,11 @@ impl<'a> Cursor<'a> {
                 self.pos = end as usize;
                 Ok(s)
             }
-            None => Err(GgufError::Truncated { offset: self.pos as u64, needed: n, len }),
+            None => Err(GgufError::Truncated {
+                offset: self.pos as u64,
+                needed: n,
+                len,
+            }),
         }
     }
     fn arr<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
@@ -235,14 +244,21 @@ impl<'a> Cursor<'a> {
             10 => Value::U64(self.u64()?),
             11 => Value::I64(i64::from_le_bytes(self.arr()?)),
             12 => Value::F64(f64::from_le_bytes(self.arr()?)),
-            t => return Err(GgufError::Invalid(format!("unknown metadata value type {t}"))),
+            t => {
+                return Err(GgufError::Invalid(format!(
+                    "unknown metadata value type {t}"
+                )))
+            }
         })
     }
 }
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let io = |source| GgufError::Io { path: path.display().to_string(), source };
+        let io = |source| GgufError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         // SAFETY: the map is read-only and private to this process; ponder never writes model
         // files, and a file truncated underneath us by another process is outside the contract
@@ -276,7 +292,10 @@ impl GgufFile {
             let v = c.value(ty, 0)?;
             metadata.insert(key, v);
         }
-        let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32);
+        let alignment = metadata
+            .get("general.alignment")
+            .and_then(Value::as_u64)
+            .unwrap_or(32);
         if alignment == 0 || !alignment.is_power_of_two() {
             return Err(GgufError::Invalid(format!(
                 "general.alignment must be a power of two, given {alignment}"
@@ -307,10 +326,15 @@ impl GgufFile {
                 name: name.clone(),
                 ty: GgmlType::name_of(ty),
             })?;
-            let n: u64 = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| {
-                GgufError::Invalid(format!("tensor `{name}` has overflowing dims {dims:?}"))
-            })?;
-            if n % ty.block_elems() as u64 != 0 || dims[0] % ty.block_elems() as u64 != 0 {
+            let n: u64 = dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| {
+                    GgufError::Invalid(format!("tensor `{name}` has overflowing dims {dims:?}"))
+                })?;
+            if !n.is_multiple_of(ty.block_elems() as u64)
+                || !dims[0].is_multiple_of(ty.block_elems() as u64)
+            {
                 return Err(GgufError::Invalid(format!(
                     "tensor `{name}` row length {} is not a multiple of the {ty:?} block size {}",
                     dims[0],
@@ -336,7 +360,12 @@ impl GgufFile {
                 }
             }
         }
-        Ok(GgufFile { version, metadata, tensors, map })
+        Ok(GgufFile {
+            version,
+            metadata,
+            tensors,
+            map,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {

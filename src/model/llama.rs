@@ -52,8 +52,10 @@ impl BatchInput {
     /// block table `table` (tests and the one-shot CLI path).
     pub fn single(tokens: &[u32], start: usize, table: &[u32], block_size: usize) -> Self {
         let positions: Vec<usize> = (start..start + tokens.len()).collect();
-        let slot_mapping =
-            positions.iter().map(|&p| table[p / block_size] as usize * block_size + p % block_size).collect();
+        let slot_mapping = positions
+            .iter()
+            .map(|&p| table[p / block_size] as usize * block_size + p % block_size)
+            .collect();
         BatchInput {
             token_ids: tokens.to_vec(),
             positions,
@@ -86,7 +88,13 @@ impl LlamaModel {
     }
 
     pub fn new_kv_cache(&self, num_blocks: usize, block_size: usize) -> CpuKvCache {
-        CpuKvCache::new(self.cfg.num_layers, num_blocks, block_size, self.cfg.num_kv_heads, self.cfg.head_dim)
+        CpuKvCache::new(
+            self.cfg.num_layers,
+            num_blocks,
+            block_size,
+            self.cfg.num_kv_heads,
+            self.cfg.head_dim,
+        )
     }
 
     /// Runs the batch, writing its K/V into `kv`; returns logits `[logits_rows.len(), vocab]`.

@@ -2,6 +2,7 @@
 //! its tokenizer and its chat template. Also resolves the embedded default model.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::config::ModelConfig;
 use super::gguf::GgufFile;
@@ -16,7 +17,7 @@ pub const FETCH_COMMAND: &str = "scripts/fetch-model";
 
 pub struct LoadedModel {
     pub model: LlamaModel,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Arc<Tokenizer>,
     pub template: ChatTemplate,
     /// Model id reported by the API (file stem or directory name).
     pub name: String,
@@ -37,7 +38,9 @@ pub fn default_model_candidates() -> Vec<PathBuf> {
         }
     }
     dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
-    dirs.into_iter().map(|d| d.join(DEFAULT_MODEL_FILE)).collect()
+    dirs.into_iter()
+        .map(|d| d.join(DEFAULT_MODEL_FILE))
+        .collect()
 }
 
 /// The default model's path, or an error that says how to fetch it.
@@ -54,7 +57,10 @@ pub fn default_model_path() -> Result<PathBuf, ModelError> {
 
 pub fn load_model(path: &Path) -> Result<LoadedModel, ModelError> {
     if !path.exists() {
-        return Err(ModelError::Io(format!("model path {} does not exist", path.display())));
+        return Err(ModelError::Io(format!(
+            "model path {} does not exist",
+            path.display()
+        )));
     }
     let name = path
         .file_name()
@@ -68,9 +74,18 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, ModelError> {
     let weights = LlamaWeights::load(&cfg, &g)?;
     let tokenizer = Tokenizer::from_gguf(&g)?;
     check_vocab(&cfg, &tokenizer)?;
-    let src = g.get("tokenizer.chat_template").and_then(|v| v.as_str()).unwrap_or(CHATML);
+    let src = g
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.as_str())
+        .unwrap_or(CHATML);
     let template = ChatTemplate::new(src, &tokenizer.bos_token, &tokenizer.eos_token)?;
-    Ok(LoadedModel { model: LlamaModel::new(cfg, weights), tokenizer, template, name, path: path.into() })
+    Ok(LoadedModel {
+        model: LlamaModel::new(cfg, weights),
+        tokenizer: Arc::new(tokenizer),
+        template,
+        name,
+        path: path.into(),
+    })
 }
 
 fn read(p: &Path) -> Result<String, ModelError> {
@@ -90,9 +105,18 @@ fn load_hf_dir(dir: &Path, name: String) -> Result<LoadedModel, ModelError> {
     };
     let tokenizer = Tokenizer::from_hf_files(&read(&dir.join("tokenizer.json"))?, &tc)?;
     check_vocab(&cfg, &tokenizer)?;
-    let src = tc.get("chat_template").and_then(|v| v.as_str()).unwrap_or(CHATML);
+    let src = tc
+        .get("chat_template")
+        .and_then(|v| v.as_str())
+        .unwrap_or(CHATML);
     let template = ChatTemplate::new(src, &tokenizer.bos_token, &tokenizer.eos_token)?;
-    Ok(LoadedModel { model: LlamaModel::new(cfg, weights), tokenizer, template, name, path: dir.into() })
+    Ok(LoadedModel {
+        model: LlamaModel::new(cfg, weights),
+        tokenizer: Arc::new(tokenizer),
+        template,
+        name,
+        path: dir.into(),
+    })
 }
 
 fn check_vocab(cfg: &ModelConfig, t: &Tokenizer) -> Result<(), ModelError> {

@@ -18,7 +18,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: &str, content: &str) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -49,13 +52,26 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.set_trim_blocks(false);
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| ModelError::Template(format!("cannot compile the model's template: {e}")))?;
-        Ok(ChatTemplate { env, bos_token: bos_token.into(), eos_token: eos_token.into() })
+            .map_err(|e| {
+                ModelError::Template(format!("cannot compile the model's template: {e}"))
+            })?;
+        Ok(ChatTemplate {
+            env,
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        })
     }
 
     /// Renders `messages`; with `add_generation_prompt` the assistant turn is opened.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ModelError> {
-        let t = self.env.get_template("chat").map_err(|e| ModelError::Template(e.to_string()))?;
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ModelError> {
+        let t = self
+            .env
+            .get_template("chat")
+            .map_err(|e| ModelError::Template(e.to_string()))?;
         t.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -81,8 +97,15 @@ mod tests {
     fn raise_exception_is_an_error_and_pycompat_methods_work() {
         let src = "{% if messages[0]['role'] == 'bad' %}{{ raise_exception('roles must alternate') }}{% endif %}{{ messages[0]['content'].strip() }}";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        assert_eq!(t.render(&[ChatMessage::new("user", "  x ")], false).unwrap(), "x");
-        let e = t.render(&[ChatMessage::new("bad", "x")], false).unwrap_err().to_string();
+        assert_eq!(
+            t.render(&[ChatMessage::new("user", "  x ")], false)
+                .unwrap(),
+            "x"
+        );
+        let e = t
+            .render(&[ChatMessage::new("bad", "x")], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("roles must alternate"), "{e}");
     }
 }

@@ -31,7 +31,12 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tokenizer(vocab={}, eos={:?})", self.vocab_size(), self.eos_ids)
+        write!(
+            f,
+            "Tokenizer(vocab={}, eos={:?})",
+            self.vocab_size(),
+            self.eos_ids
+        )
     }
 }
 
@@ -60,31 +65,39 @@ impl Tokenizer {
         };
         let tokens = arr("tokenizer.ggml.tokens")?;
         let merges = arr("tokenizer.ggml.merges")?;
-        let types = g.get("tokenizer.ggml.token_type").and_then(|v| v.as_array());
+        let types = g
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.as_array());
         let mut vocab = serde_json::Map::with_capacity(tokens.len());
         let mut added = Vec::new();
         let mut special = HashSet::new();
         for (i, t) in tokens.iter().enumerate() {
-            let t = t.as_str().ok_or_else(|| ModelError::Tokenizer(format!("token {i} is not a string")))?;
+            let t = t
+                .as_str()
+                .ok_or_else(|| ModelError::Tokenizer(format!("token {i} is not a string")))?;
             vocab.insert(t.to_string(), json!(i));
-            let ty = types.and_then(|a| a.get(i)).and_then(|v| v.as_i64()).unwrap_or(1);
+            let ty = types
+                .and_then(|a| a.get(i))
+                .and_then(|v| v.as_i64())
+                .unwrap_or(1);
             // 3 = control (special), 4 = user-defined (matched in text, not special).
             if ty == 3 || ty == 4 {
-                added.push(json!({"id": i, "content": t, "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false, "special": ty == 3}));
+                added.push(
+                    json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": ty == 3}),
+                );
                 if ty == 3 {
                     special.insert(i as u32);
                 }
             }
         }
-        let merges: Vec<Json> = merges.iter().filter_map(|m| m.as_str().map(|m| json!(m))).collect();
+        let merges: Vec<Json> = merges
+            .iter()
+            .filter_map(|m| m.as_str().map(|m| json!(m)))
+            .collect();
         let pre = s("tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
-        let byte_level = |use_regex: bool| {
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-        };
-        let split = |re: &str| {
-            json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false})
-        };
+        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+        let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
         let pre_tokenizer = match pre.as_str() {
             "smollm" => json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
@@ -114,7 +127,10 @@ impl Tokenizer {
         let inner = Self::from_json_str(&doc.to_string())?;
         let id = |k: &str| g.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
         let tok_str = |i: Option<u32>| {
-            i.and_then(|i| tokens.get(i as usize)).and_then(|t| t.as_str()).unwrap_or("").to_string()
+            i.and_then(|i| tokens.get(i as usize))
+                .and_then(|t| t.as_str())
+                .unwrap_or("")
+                .to_string()
         };
         let bos_id = id("tokenizer.ggml.bos_token_id");
         let eos_id = id("tokenizer.ggml.eos_token_id");
@@ -122,7 +138,10 @@ impl Tokenizer {
         if let Some(e) = id("tokenizer.ggml.eot_token_id") {
             eos_ids.push(e);
         }
-        let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false);
+        let add_bos = g
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
         let mut t = Tokenizer {
             inner,
             bos_id,
@@ -143,7 +162,10 @@ impl Tokenizer {
         let tok_of = |k: &str| -> Option<String> {
             match config.get(k)? {
                 Json::String(s) => Some(s.clone()),
-                Json::Object(o) => o.get("content").and_then(|c| c.as_str()).map(str::to_string),
+                Json::Object(o) => o
+                    .get("content")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string),
                 _ => None,
             }
         };
@@ -157,15 +179,31 @@ impl Tokenizer {
             .filter(|(_, t)| t.special)
             .map(|(&i, _)| i)
             .collect();
-        let add_bos = config.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false);
-        let mut t = Tokenizer { inner, bos_id, bos_token, eos_token, eos_ids, add_bos, special };
+        let add_bos = config
+            .get("add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let mut t = Tokenizer {
+            inner,
+            bos_id,
+            bos_token,
+            eos_token,
+            eos_ids,
+            add_bos,
+            special,
+        };
         t.add_chat_end_tokens();
         Ok(t)
     }
 
     /// Chat models end a turn with an end-of-turn token that is not always the declared EOS.
     fn add_chat_end_tokens(&mut self) {
-        for t in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>"] {
+        for t in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|end_of_text|>",
+            "<｜end▁of▁sentence｜>",
+        ] {
             if let Some(id) = self.inner.token_to_id(t) {
                 if !self.eos_ids.contains(&id) {
                     self.eos_ids.push(id);

@@ -59,12 +59,16 @@ impl SafetensorsDir {
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(ModelError::Io(format!("no *.safetensors files in {}", dir.display())));
+            return Err(ModelError::Io(format!(
+                "no *.safetensors files in {}",
+                dir.display()
+            )));
         }
         let mut index = HashMap::new();
         let mut maps = Vec::new();
         for (i, path) in files.iter().enumerate() {
-            let f = File::open(path).map_err(|e| ModelError::Io(format!("{}: {e}", path.display())))?;
+            let f =
+                File::open(path).map_err(|e| ModelError::Io(format!("{}: {e}", path.display())))?;
             // SAFETY: read-only private map of a checkpoint file we never write.
             let map = unsafe { Mmap::map(&f) }
                 .map_err(|e| ModelError::Io(format!("{}: {e}", path.display())))?;
@@ -85,7 +89,10 @@ impl SafetensorsDir {
                 };
                 let start = view.data().as_ptr() as usize - base;
                 let range = start..start + view.data().len();
-                index.insert(hf_to_canonical(&name), (i, ty, view.shape().to_vec(), range));
+                index.insert(
+                    hf_to_canonical(&name),
+                    (i, ty, view.shape().to_vec(), range),
+                );
             }
             maps.push(Arc::new(map));
         }
@@ -96,7 +103,11 @@ impl SafetensorsDir {
 impl TensorSource for SafetensorsDir {
     fn tensor(&self, name: &str) -> Option<RawTensor> {
         let (i, ty, shape, r) = self.index.get(name)?;
-        Some(RawTensor { ty: *ty, shape: shape.clone(), data: Storage::Mapped(self.maps[*i].clone(), r.clone()) })
+        Some(RawTensor {
+            ty: *ty,
+            shape: shape.clone(),
+            data: Storage::Mapped(self.maps[*i].clone(), r.clone()),
+        })
     }
 }
 
@@ -169,7 +180,12 @@ impl LlamaWeights {
         let l: usize = self
             .layers
             .iter()
-            .map(|l| l.qkv.w.size_bytes() + l.wo.w.size_bytes() + l.gate_up.w.size_bytes() + l.down.w.size_bytes())
+            .map(|l| {
+                l.qkv.w.size_bytes()
+                    + l.wo.w.size_bytes()
+                    + l.gate_up.w.size_bytes()
+                    + l.down.w.size_bytes()
+            })
             .sum();
         l + self.lm_head.size_bytes()
     }
@@ -202,11 +218,23 @@ impl LlamaWeights {
             let up = matrix(src, &n("ffn_up.weight"), f, h)?;
             layers.push(LayerWeights {
                 attn_norm: vector(src, &n("attn_norm.weight"), h)?,
-                qkv: Linear { w: concat_rows(&[&q, &k, &v])?, bias: qkv_bias },
-                wo: Linear { w: matrix(src, &n("attn_output.weight"), h, qd)?, bias: None },
+                qkv: Linear {
+                    w: concat_rows(&[&q, &k, &v])?,
+                    bias: qkv_bias,
+                },
+                wo: Linear {
+                    w: matrix(src, &n("attn_output.weight"), h, qd)?,
+                    bias: None,
+                },
                 ffn_norm: vector(src, &n("ffn_norm.weight"), h)?,
-                gate_up: Linear { w: concat_rows(&[&gate, &up])?, bias: None },
-                down: Linear { w: matrix(src, &n("ffn_down.weight"), h, f)?, bias: None },
+                gate_up: Linear {
+                    w: concat_rows(&[&gate, &up])?,
+                    bias: None,
+                },
+                down: Linear {
+                    w: matrix(src, &n("ffn_down.weight"), h, f)?,
+                    bias: None,
+                },
             });
         }
         let rope_freqs = match src.tensor("rope_freqs.weight") {
@@ -223,20 +251,39 @@ impl LlamaWeights {
     }
 }
 
-fn matrix(src: &dyn TensorSource, name: &str, rows: usize, cols: usize) -> Result<QMatrix, ModelError> {
-    let t = src.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+fn matrix(
+    src: &dyn TensorSource,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<QMatrix, ModelError> {
+    let t = src
+        .tensor(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
     if t.shape != [rows, cols] {
-        return Err(ModelError::Shape { name: name.into(), expected: vec![rows, cols], found: t.shape });
+        return Err(ModelError::Shape {
+            name: name.into(),
+            expected: vec![rows, cols],
+            found: t.shape,
+        });
     }
-    QMatrix::new(t.ty, rows, cols, t.data).map_err(|e| ModelError::Format(format!("tensor `{name}`: {e}")))
+    QMatrix::new(t.ty, rows, cols, t.data)
+        .map_err(|e| ModelError::Format(format!("tensor `{name}`: {e}")))
 }
 
 fn vector(src: &dyn TensorSource, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
-    let t = src.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    let t = src
+        .tensor(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
     if t.shape.iter().product::<usize>() != len || t.shape.len() != 1 {
-        return Err(ModelError::Shape { name: name.into(), expected: vec![len], found: t.shape });
+        return Err(ModelError::Shape {
+            name: name.into(),
+            expected: vec![len],
+            found: t.shape,
+        });
     }
-    let m = QMatrix::new(t.ty, 1, len, t.data).map_err(|e| ModelError::Format(format!("tensor `{name}`: {e}")))?;
+    let m = QMatrix::new(t.ty, 1, len, t.data)
+        .map_err(|e| ModelError::Format(format!("tensor `{name}`: {e}")))?;
     Ok(m.to_f32())
 }
 
@@ -250,7 +297,8 @@ fn concat_rows(parts: &[&QMatrix]) -> Result<QMatrix, ModelError> {
         for p in parts {
             bytes.extend_from_slice(p.data.bytes());
         }
-        QMatrix::new(parts[0].ty, rows, cols, Storage::Owned(Arc::new(bytes))).map_err(ModelError::Format)
+        QMatrix::new(parts[0].ty, rows, cols, Storage::Owned(Arc::new(bytes)))
+            .map_err(ModelError::Format)
     } else {
         let vals: Vec<f32> = parts.iter().flat_map(|p| p.to_f32()).collect();
         Ok(QMatrix::from_f32(rows, cols, &vals))
@@ -263,10 +311,19 @@ mod tests {
 
     #[test]
     fn hf_names_map_to_gguf_names() {
-        assert_eq!(hf_to_canonical("model.layers.12.mlp.up_proj.weight"), "blk.12.ffn_up.weight");
-        assert_eq!(hf_to_canonical("model.layers.0.self_attn.k_proj.bias"), "blk.0.attn_k.bias");
+        assert_eq!(
+            hf_to_canonical("model.layers.12.mlp.up_proj.weight"),
+            "blk.12.ffn_up.weight"
+        );
+        assert_eq!(
+            hf_to_canonical("model.layers.0.self_attn.k_proj.bias"),
+            "blk.0.attn_k.bias"
+        );
         assert_eq!(hf_to_canonical("lm_head.weight"), "output.weight");
-        assert_eq!(hf_to_canonical("model.rotary_emb.inv_freq"), "model.rotary_emb.inv_freq");
+        assert_eq!(
+            hf_to_canonical("model.rotary_emb.inv_freq"),
+            "model.rotary_emb.inv_freq"
+        );
     }
 
     #[test]

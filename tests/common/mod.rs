@@ -9,9 +9,14 @@ use ponder::model::loader::default_model_candidates;
 
 /// The default model; fails loudly (never skips) when it has not been fetched.
 pub fn default_model() -> PathBuf {
-    default_model_candidates().into_iter().find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!("default model missing: run `scripts/fetch-model` (the README's test command does)")
-    })
+    default_model_candidates()
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "default model missing: run `scripts/fetch-model` (the README's test command does)"
+            )
+        })
 }
 
 /// Deterministic pseudo-random floats in [-a, a).
@@ -124,12 +129,12 @@ impl GgufBuilder {
             out.extend(offset.to_le_bytes());
             offset += (data.len() as u64).div_ceil(32) * 32;
         }
-        while out.len() % 32 != 0 {
+        while !out.len().is_multiple_of(32) {
             out.push(0);
         }
         for (_, _, _, data) in &self.tensors {
             out.extend(data);
-            while out.len() % 32 != 0 {
+            while !out.len().is_multiple_of(32) {
                 out.push(0);
             }
         }
@@ -151,13 +156,23 @@ pub struct Tiny {
     pub vocab: usize,
 }
 
-pub const TINY: Tiny = Tiny { hidden: 64, ffn: 96, layers: 2, heads: 4, kv_heads: 2, vocab: 49152 };
+pub const TINY: Tiny = Tiny {
+    hidden: 64,
+    ffn: 96,
+    layers: 2,
+    heads: 4,
+    kv_heads: 2,
+    vocab: 49152,
+};
 
 /// HF-layout weights of a tiny random model: (HF name, shape, values).
 pub fn tiny_hf_weights(t: &Tiny, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let hd = t.hidden / t.heads;
     let mut w = vec![
-        ("model.embed_tokens.weight".to_string(), vec![t.vocab, t.hidden]),
+        (
+            "model.embed_tokens.weight".to_string(),
+            vec![t.vocab, t.hidden],
+        ),
         ("model.norm.weight".to_string(), vec![t.hidden]),
     ];
     for l in 0..t.layers {
@@ -165,8 +180,14 @@ pub fn tiny_hf_weights(t: &Tiny, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>
         w.push((p("input_layernorm.weight"), vec![t.hidden]));
         w.push((p("post_attention_layernorm.weight"), vec![t.hidden]));
         w.push((p("self_attn.q_proj.weight"), vec![t.heads * hd, t.hidden]));
-        w.push((p("self_attn.k_proj.weight"), vec![t.kv_heads * hd, t.hidden]));
-        w.push((p("self_attn.v_proj.weight"), vec![t.kv_heads * hd, t.hidden]));
+        w.push((
+            p("self_attn.k_proj.weight"),
+            vec![t.kv_heads * hd, t.hidden],
+        ));
+        w.push((
+            p("self_attn.v_proj.weight"),
+            vec![t.kv_heads * hd, t.hidden],
+        ));
         w.push((p("self_attn.o_proj.weight"), vec![t.hidden, t.heads * hd]));
         w.push((p("mlp.gate_proj.weight"), vec![t.ffn, t.hidden]));
         w.push((p("mlp.up_proj.weight"), vec![t.ffn, t.hidden]));
@@ -177,7 +198,10 @@ pub fn tiny_hf_weights(t: &Tiny, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>
         .map(|(i, (n, s))| {
             let len = s.iter().product();
             let v = if s.len() == 1 {
-                randf(len, seed + i as u64, 0.2).iter().map(|x| 1.0 + x).collect()
+                randf(len, seed + i as u64, 0.2)
+                    .iter()
+                    .map(|x| 1.0 + x)
+                    .collect()
             } else {
                 randf(len, seed + i as u64, 0.5)
             };
@@ -217,7 +241,10 @@ pub fn tiny_gguf(t: &Tiny, seed: u64) -> GgufBuilder {
         .kv("llama.embedding_length", Value::U32(t.hidden as u32))
         .kv("llama.feed_forward_length", Value::U32(t.ffn as u32))
         .kv("llama.attention.head_count", Value::U32(t.heads as u32))
-        .kv("llama.attention.head_count_kv", Value::U32(t.kv_heads as u32))
+        .kv(
+            "llama.attention.head_count_kv",
+            Value::U32(t.kv_heads as u32),
+        )
         .kv("llama.rope.freq_base", Value::F32(10000.0))
         .kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
     for (name, shape, mut v) in tiny_hf_weights(t, seed) {

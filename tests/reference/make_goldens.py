@@ -74,6 +74,18 @@ TOKENIZER_TEXTS = [
     "In 2024 there were 365 days? No, 366.",
     "$19.99 + 7% tax",
     "x1y22z333",
+    # digits next to whitespace runs: the per-digit split happens *before* the
+    # byte-level regex, so "  1" is ["  ", "1"] -> [ĠĠ, 1], not [Ġ, Ġ1]
+    "x  1",
+    "  1",
+    "1  2",
+    "hello  123",
+    "a\n\n1",
+    "\t\t2",
+    "Call 555  1234 now",
+    # non-ASCII numerics (Unicode N*: Nd, Nl, No) are split one per char too
+    "٣٤٥ ١٢",
+    "x² ½ Ⅻ ①②",
     # contractions and case
     "don't",
     "I'LL",
@@ -224,10 +236,30 @@ def render_chat(template, messages, add_generation_prompt):
     return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt)
 
 
+def _dumps(obj, indent=0):
+    """JSON with 2-space indentation, but lists of scalars (token ids, margins,
+    [id, logit] pairs) kept on one line so the goldens stay reviewable.
+    Floats use Python's shortest round-trip repr, so they parse back exactly."""
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {_dumps(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list):
+        if all(not isinstance(v, (dict, list)) for v in obj) or all(
+            isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v) for v in obj
+        ):
+            return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+        return "[\n" + ",\n".join(inner + _dumps(v, indent + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+
+
 def write_json(path, obj):
+    text = _dumps(obj) + "\n"
+    assert json.loads(text) == obj
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2)
-        f.write("\n")
+        f.write(text)
     print(f"wrote {path}")
 
 
@@ -299,17 +331,7 @@ def main():
             entry["messages"] = prompt
         greedy.append(entry)
         print(f"{name}: {entry['generated_text']!r} (min margin first 16: {min(margins[:16]):.4f})")
-    meta = {
-        "model": os.path.basename(args.model),
-        "max_new_tokens": N_GREEDY,
-        "eos_token_id": eos_id,
-        "note": (
-            "float64 numpy reference (tests/reference/ref_llama.py) on gguf-dequantized weights; "
-            "generated_token_ids includes the EOS id when generation stopped on it; "
-            "generated_text excludes that EOS; top2_margins[i] = top1 - top2 logit at step i"
-        ),
-    }
-    write_json(os.path.join(args.out, "greedy.json"), {"meta": meta, "cases": greedy})
+    write_json(os.path.join(args.out, "greedy.json"), greedy)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,19 @@ unsafe impl Sync for OutPtr {}
 /// Shapes: `x` is `[m, w.cols]`, `y` is `[m, w.rows]`, `bias` is `[w.rows]`.
 pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
     let (n, k) = (w.rows, w.cols);
-    assert_eq!(x.len() % k, 0, "linear: x length {} not a multiple of k={k}", x.len());
+    assert_eq!(
+        x.len() % k,
+        0,
+        "linear: x length {} not a multiple of k={k}",
+        x.len()
+    );
     let m = x.len() / k;
-    assert_eq!(y.len(), m * n, "linear: y has {} elements, expected {m}x{n}", y.len());
+    assert_eq!(
+        y.len(),
+        m * n,
+        "linear: y has {} elements, expected {m}x{n}",
+        y.len()
+    );
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "linear: bias length");
     }
@@ -52,7 +62,11 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
     // scheduling overhead (a few microseconds) stays small against its work.
     let threads = rayon::current_num_threads().max(1);
     let work = m * n * k;
-    let tasks = if work < 1 << 16 { 1 } else { (threads * 4).min(n.div_ceil(8)) };
+    let tasks = if work < 1 << 16 {
+        1
+    } else {
+        (threads * 4).min(n.div_ceil(8))
+    };
     let chunk = n.div_ceil(tasks);
     let out = OutPtr(y.as_mut_ptr());
     let run = |c: usize| {
@@ -377,7 +391,7 @@ mod avx2 {
         r0: usize,
         r1: usize,
     ) {
-        if w.cols % 32 != 0 {
+        if !w.cols.is_multiple_of(32) {
             // SAFETY: forwarded contract.
             return unsafe { super::portable_rows(x, m, w, bias, y, r0, r1) };
         }
@@ -461,8 +475,9 @@ mod tests {
             for &(m, n, k) in &[(1, 5, 64), (3, 37, 96), (9, 64, 256), (17, 33, 64)] {
                 let w = random_matrix(ty, n, k, 7 + m as u64);
                 let mut r = rng(99);
-                let x: Vec<f32> =
-                    (0..m * k).map(|_| (r() % 1000) as f32 / 500.0 - 1.0).collect();
+                let x: Vec<f32> = (0..m * k)
+                    .map(|_| (r() % 1000) as f32 / 500.0 - 1.0)
+                    .collect();
                 let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
                 let mut y = vec![f32::NAN; m * n];
                 linear(&x, &w, Some(&bias), &mut y);
@@ -486,7 +501,10 @@ mod tests {
                     // SAFETY: AVX2 present; single thread writes all columns of y3.
                     unsafe { avx2::linear_rows(&x, m, &w, Some(&bias), y3.as_mut_ptr(), 0, n) };
                     for (a, b) in y.iter().zip(&y3) {
-                        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{ty:?} avx2: {a} vs {b}");
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "{ty:?} avx2: {a} vs {b}"
+                        );
                     }
                 }
                 // The portable path must agree with the dispatched one.
@@ -496,7 +514,10 @@ mod tests {
                     portable_rows(&x, m, &w, Some(&bias), y2.as_mut_ptr(), 0, n);
                 }
                 for (a, b) in y.iter().zip(&y2) {
-                    assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{ty:?}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{ty:?}: {a} vs {b}"
+                    );
                 }
             }
         }
@@ -506,13 +527,17 @@ mod tests {
     fn large_parallel_shape() {
         let (m, n, k) = (4, 1000, 576);
         let w = random_matrix(GgmlType::Q4_1, n, k, 3);
-        let x: Vec<f32> = (0..m * k).map(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5).collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5)
+            .collect();
         let mut y = vec![f32::NAN; m * n];
         linear(&x, &w, None, &mut y);
         let wf = w.to_f32();
         for (idx, got) in y.iter().enumerate() {
             let (i, j) = (idx / n, idx % n);
-            let want: f64 = (0..k).map(|t| x[i * k + t] as f64 * wf[j * k + t] as f64).sum();
+            let want: f64 = (0..k)
+                .map(|t| x[i * k + t] as f64 * wf[j * k + t] as f64)
+                .sum();
             assert!((*got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()));
         }
     }

@@ -39,7 +39,10 @@ unsafe fn nibbles(qs: __m128i) -> (__m512, __m512) {
     let mask = _mm_set1_epi8(15);
     let lo = _mm_and_si128(qs, mask);
     let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), mask);
-    (_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)))
+    (
+        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)),
+        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)),
+    )
 }
 
 struct Q41;
@@ -226,8 +229,16 @@ unsafe fn rows_impl<B: Block>(
 
 /// # Safety
 /// AVX-512F/BW/VL present; `y` has `m * w.rows` floats and columns `r0..r1` are the caller's.
-pub unsafe fn linear_rows(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: *mut f32, r0: usize, r1: usize) {
-    if w.cols % 32 != 0 {
+pub unsafe fn linear_rows(
+    x: &[f32],
+    m: usize,
+    w: &QMatrix,
+    bias: Option<&[f32]>,
+    y: *mut f32,
+    r0: usize,
+    r1: usize,
+) {
+    if !w.cols.is_multiple_of(32) {
         // SAFETY: forwarded contract.
         return unsafe { super::portable_rows(x, m, w, bias, y, r0, r1) };
     }

@@ -4,3 +4,4 @@
 pub mod attention;
 pub mod matmul;
 pub mod ops;
+pub mod simd;
