@@ -3,14 +3,16 @@
 //! and the value given.
 //!
 //! Invariant: code that receives a `ServeConfig` after `validate()` never re-checks it.
-//! Each component takes its own slice: `http_limits()` for the API; the engine reads the
-//! `max_num_seqs` / `max_num_batched_tokens` / `max_waiting` / `kv_cache_memory` /
-//! `block_size` fields.
+//! Each component takes its own slice: `http_limits()` for the API, `engine_config()` for
+//! the engine; `model`, `device`, `host`, `port` are read by `ponder serve` itself.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+use crate::engine::EngineConfig;
+use crate::sched::SchedConfig;
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -261,6 +263,21 @@ impl ServeConfig {
         Ok(())
     }
 
+    /// The engine's sizing from the flags (prefix caching on, priority scheduling off).
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            sched: SchedConfig {
+                max_num_batched_tokens: self.max_num_batched_tokens,
+                max_num_seqs: self.max_num_seqs,
+                max_waiting: self.max_waiting,
+                enable_priority: false,
+            },
+            block_size: self.block_size,
+            kv_cache_bytes: usize::try_from(self.kv_cache_memory.0).unwrap_or(usize::MAX),
+            enable_prefix_caching: true,
+        }
+    }
+
     /// The per-request limits of the HTTP layer.
     pub fn http_limits(&self) -> HttpLimits {
         HttpLimits {
@@ -361,6 +378,17 @@ mod tests {
             "9000",
         ]);
         assert_eq!(c.kv_cache_memory, ByteSize(1 << 30));
+        let e = c.engine_config();
+        assert_eq!(e.kv_cache_bytes, 1 << 30);
+        assert_eq!(
+            (
+                e.block_size,
+                e.sched.max_num_seqs,
+                e.sched.max_num_batched_tokens
+            ),
+            (16, 64, 2048)
+        );
+        assert_eq!(e.sched.max_waiting, 256);
         assert_eq!(c.device, Device::Cpu);
         assert_eq!(c.port, 9000);
         let cases: [(&[&str], &str); 4] = [
