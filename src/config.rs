@@ -181,6 +181,9 @@ fn check(
 pub struct HttpLimits {
     pub max_body_bytes: usize,
     pub max_tokens_limit: u32,
+    /// Most samples (`n`) per request: `validate::MAX_N`, or `--max-num-seqs` when lower
+    /// (the engine cannot run a group larger than one step holds).
+    pub max_n: usize,
 }
 
 impl Default for HttpLimits {
@@ -188,6 +191,7 @@ impl Default for HttpLimits {
         HttpLimits {
             max_body_bytes: 4 << 20,
             max_tokens_limit: 4096,
+            max_n: crate::validate::MAX_N as usize,
         }
     }
 }
@@ -283,6 +287,7 @@ impl ServeConfig {
         HttpLimits {
             max_body_bytes: usize::try_from(self.max_body_bytes.0).unwrap_or(usize::MAX),
             max_tokens_limit: self.max_tokens_limit,
+            max_n: self.max_num_seqs.min(crate::validate::MAX_N as usize),
         }
     }
 }
@@ -362,7 +367,8 @@ mod tests {
             c.http_limits(),
             HttpLimits {
                 max_body_bytes: 4 << 20,
-                max_tokens_limit: 4096
+                max_tokens_limit: 4096,
+                max_n: 16
             }
         );
     }
@@ -389,6 +395,7 @@ mod tests {
             (16, 64, 2048)
         );
         assert_eq!(e.sched.max_waiting, 256);
+        assert_eq!(parse(&["--max-num-seqs", "4"]).http_limits().max_n, 4);
         assert_eq!(c.device, Device::Cpu);
         assert_eq!(c.port, 9000);
         let cases: [(&[&str], &str); 4] = [

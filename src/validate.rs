@@ -5,7 +5,7 @@
 //! ```text
 //!  RawRequest --model name--> 404 if not the served model
 //!             --prompt------> chat template + tokenizer (or token ids checked < vocab)
-//!             --ranges------> n in [1, MAX_N], max_tokens <= --max-tokens-limit,
+//!             --ranges------> n in [1, max_n], max_tokens <= --max-tokens-limit,
 //!                             RawSamplingParams::validate()
 //!             --context-----> prompt + max_tokens <= context length
 //!  = ValidRequest (nothing after this re-checks)
@@ -13,12 +13,13 @@
 //!
 //! Every error carries the field (`param`), the limit and the value given.
 
+use crate::config::HttpLimits;
 use crate::engine::GenerateRequest;
 use crate::model::template::{ChatMessage, ChatTemplate};
 use crate::model::tokenizer::Tokenizer;
 use crate::sample::{RawSamplingParams, SamplingParams, SamplingParamsError, MAX_TOP_LOGPROBS};
 
-/// Most samples (`n`) per request.
+/// Most samples (`n`) per request (lowered to `--max-num-seqs` when that is smaller).
 pub const MAX_N: i64 = 16;
 
 /// The prompt as sent.
@@ -167,19 +168,21 @@ pub struct ModelView<'a> {
     pub vocab_size: usize,
 }
 
-/// Server-wide per-request limits (from `ServeConfig`).
+/// Per-request limits: the model's (context, vocabulary) and the server's (from `ServeConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub context_length: usize,
     pub vocab_size: usize,
     pub max_tokens_limit: u32,
+    /// Most samples per request (<= `MAX_N`).
+    pub max_n: usize,
 }
 
 /// Checks `raw` against the served model: the single entry point.
 pub fn validate(
     raw: RawRequest,
     m: &ModelView<'_>,
-    max_tokens_limit: u32,
+    server: &HttpLimits,
 ) -> Result<ValidRequest, ValidateError> {
     if let Some(given) = &raw.model {
         if given != m.served_name {
@@ -192,7 +195,8 @@ pub fn validate(
     let limits = Limits {
         context_length: m.context_length,
         vocab_size: m.vocab_size,
-        max_tokens_limit,
+        max_tokens_limit: server.max_tokens_limit,
+        max_n: server.max_n,
     };
     let ids = match &raw.prompt {
         PromptInput::Chat(messages) => {
@@ -258,8 +262,9 @@ pub fn check(
         ));
     }
     let n = raw.n.unwrap_or(1);
-    if !(1..=MAX_N).contains(&n) {
-        return Err(out_of_range("n", format!("in [1, {MAX_N}]"), n));
+    let max_n = i64::try_from(lim.max_n).unwrap_or(MAX_N).min(MAX_N);
+    if !(1..=max_n).contains(&n) {
+        return Err(out_of_range("n", format!("in [1, {max_n}]"), n));
     }
     let ctx = lim.context_length;
     let room = ctx.saturating_sub(prompt.len());
@@ -354,6 +359,7 @@ mod tests {
         context_length: 100,
         vocab_size: 1000,
         max_tokens_limit: 50,
+        max_n: 16,
     };
 
     fn req() -> RawRequest {
@@ -379,6 +385,17 @@ mod tests {
     #[test]
     fn range_messages() {
         let s = |x: &str| Some(x.to_string());
+        let small = Limits { max_n: 4, ..LIM };
+        let e = check(
+            RawRequest {
+                n: Some(5),
+                ..req()
+            },
+            vec![1; 3],
+            &small,
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "`n` must be in [1, 4], given 5");
         assert_eq!(
             err(
                 RawRequest {

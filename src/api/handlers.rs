@@ -84,7 +84,7 @@ async fn run(
         context_length: m.model.cfg.max_position,
         vocab_size: m.model.cfg.vocab_size,
     };
-    let valid = validate(raw, &view, s.limits.max_tokens_limit).map_err(|e| match e {
+    let valid = validate(raw, &view, &s.limits).map_err(|e| match e {
         ValidateError::Internal(detail) => ApiError::Internal {
             request_id: id.clone(),
             detail,

@@ -189,6 +189,7 @@ impl EngineClient for FakeEngine {
 pub const LIMITS: HttpLimits = HttpLimits {
     max_body_bytes: 64 * 1024,
     max_tokens_limit: 4096,
+    max_n: 16,
 };
 
 /// A ready app over `engine`.
