@@ -273,7 +273,9 @@ impl ServeConfig {
             sched: SchedConfig {
                 max_num_batched_tokens: self.max_num_batched_tokens,
                 max_num_seqs: self.max_num_seqs,
-                max_waiting: self.max_waiting,
+                // Admission control (429) happens in the engine handle against
+                // `--max-waiting`; the scheduler itself never refuses a handed-over request.
+                max_waiting: usize::MAX / 2,
                 enable_priority: false,
             },
             block_size: self.block_size,

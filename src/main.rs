@@ -1,6 +1,9 @@
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use ponder::config::{Device, ServeConfig};
+use ponder::engine::{cpu_core, EngineClient, EngineHandle};
 use ponder::model::{load_model, loader::default_model_path, template::ChatMessage};
 use ponder::sample::RawSamplingParams;
 
@@ -17,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Serve the model over the OpenAI-compatible HTTP API.
+    Serve(Box<ServeConfig>),
     /// Generate a completion for one prompt and print it.
     Generate {
         /// Model: a .gguf file or a Hugging Face directory (default: the bundled SmolLM2).
@@ -60,6 +65,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Cmd::Serve(cfg) => return serve(*cfg),
         Cmd::Generate {
             model,
             prompt,
@@ -107,4 +113,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `ponder serve`: load the model, start the engine thread, serve HTTP until SIGTERM.
+fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    cfg.validate()?;
+    match cfg.device {
+        Device::Cpu | Device::Auto => {}
+        Device::Cuda => anyhow::bail!(
+            "--device cuda: this build has no CUDA backend yet (use --device cpu or auto)"
+        ),
+    }
+    let path = match &cfg.model {
+        Some(p) => p.clone(),
+        None => default_model_path()?,
+    };
+    tracing::info!(path = %path.display(), "loading model");
+    let model = Arc::new(load_model(&path)?);
+    let core = cpu_core(model.clone(), &cfg.engine_config()).map_err(anyhow::Error::msg)?;
+    let engine: Arc<dyn EngineClient> = Arc::new(EngineHandle::spawn(core, cfg.max_waiting)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(ponder::api::serve(cfg, engine, model))
 }
