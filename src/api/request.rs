@@ -73,7 +73,11 @@ fn as_int(param: &str, v: &Value) -> Result<i64, ValidateError> {
         Some(i) => Ok(i),
         // Beyond i64: keep it out of range rather than calling it a non-integer.
         None if v.as_u64().is_some() => Ok(i64::MAX),
-        None => Err(wrong(param, "an integer", v)),
+        // JSON Schema counts 510.0 as an integer; accept integral floats in range.
+        None => match v.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Ok(f as i64),
+            _ => Err(wrong(param, "an integer", v)),
+        },
     }
 }
 
