@@ -184,9 +184,13 @@ unsafe fn rows_impl<B: Block>(
     let rb = w.row_bytes();
     let base = w.data.bytes().as_ptr();
     let xp = x.as_ptr();
+    // Activation rows per pass: 4 rows x 2 weight rows x 2 accumulators = 16 zmm, and each
+    // activation load feeds two weight rows. (`ROW_TILE` bounds the AVX2 path.)
+    const T_MAX: usize = 4;
+    let _ = ROW_TILE;
     let mut i = 0;
     while i < m {
-        let t = (m - i).min(ROW_TILE);
+        let t = (m - i).min(T_MAX);
         let mut r = r0;
         while r < r1 {
             // SAFETY: rows r..r+R are < r1 <= n, rows i..i+t exist in x, and columns r..r+R
@@ -212,10 +216,6 @@ unsafe fn rows_impl<B: Block>(
                     (2, _, true) => go!(2, 2),
                     (3, _, true) => go!(2, 3),
                     (4, _, true) => go!(2, 4),
-                    (8, _, _) => go!(1, 8),
-                    (7, _, _) => go!(1, 7),
-                    (6, _, _) => go!(1, 6),
-                    (5, _, _) => go!(1, 5),
                     (4, _, _) => go!(1, 4),
                     (3, _, _) => go!(1, 3),
                     (2, _, _) => go!(1, 2),
