@@ -160,10 +160,19 @@ impl GpuKvCache {
         Ok(())
     }
 
-    /// Copy-on-write: `(src, dst)` block pairs, applied to every layer's K and V. No `dst`
-    /// may also be a `src` of the same call (the scheduler's COW targets are fresh blocks).
+    /// Copy-on-write: `(src, dst)` block pairs, applied in order to every layer's K and V.
+    /// Independent pairs go in one launch; if a block is written by one pair and read or
+    /// written by another, the pairs run one launch each, in order (the CPU twin's semantics).
     pub fn copy_blocks(&mut self, dev: &GpuDevice, pairs: &[(u32, u32)]) -> Result<()> {
         if pairs.is_empty() {
+            return Ok(());
+        }
+        let dsts: std::collections::HashSet<u32> = pairs.iter().map(|p| p.1).collect();
+        let dependent = dsts.len() < pairs.len() || pairs.iter().any(|p| dsts.contains(&p.0));
+        if dependent && pairs.len() > 1 {
+            for p in pairs {
+                self.copy_blocks(dev, std::slice::from_ref(p))?;
+            }
             return Ok(());
         }
         let mut flat = Vec::with_capacity(2 * pairs.len());
