@@ -36,7 +36,7 @@ use crate::backend::cuda::ops::{self, NormOut};
 use crate::backend::cuda::weights::GpuWeights;
 use crate::backend::cuda::{CudaError, Result};
 use crate::kv::KvConfig;
-use crate::model::{BatchInput, LoadedModel, ModelConfig};
+use crate::model::{BatchInput, LlamaModel, LoadedModel, ModelConfig};
 use crate::sched::{Scheduler, SchedulerOutput};
 
 /// How much device memory the KV cache gets.
@@ -64,8 +64,17 @@ impl CudaRunner {
         kv: KvSizing,
         block_size: usize,
     ) -> Result<Self> {
+        Self::with_model(&model.model, ordinal, kv, block_size)
+    }
+
+    /// As [`CudaRunner::new`], from the bare model (tests build one in memory).
+    pub fn with_model(
+        m: &LlamaModel,
+        ordinal: usize,
+        kv: KvSizing,
+        block_size: usize,
+    ) -> Result<Self> {
         let dev = GpuDevice::new(ordinal)?;
-        let m = &model.model;
         let cfg = m.cfg.clone();
         let inv_freq = cfg.rope_inv_freq(m.weights.rope_freqs.as_deref());
         let weights = GpuWeights::upload(&dev, &m.weights, &inv_freq)?;
