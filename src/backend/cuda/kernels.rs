@@ -62,7 +62,8 @@ pub const SOURCES: &[(&str, &str, &[&str])] = &[
 
 /// The full text NVRTC compiles for kernel file `src`.
 pub fn full_source(src: &str) -> String {
-    format!("{COMMON}\n{src}")
+    // `#line` keeps NVRTC error line numbers relative to the .cu file.
+    format!("{COMMON}\n#line 1\n{src}")
 }
 
 /// NVRTC architecture name for a compute capability, e.g. `(9, 0)` -> `compute_90`.
