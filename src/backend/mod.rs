@@ -2,5 +2,7 @@
 //! what tests run on); every op there is the twin of a CUDA kernel.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dtype;
 pub mod tensor;

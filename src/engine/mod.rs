@@ -6,6 +6,8 @@
 //! incremental detokenizer.
 
 pub mod core;
+#[cfg(feature = "cuda")]
+pub mod cuda_runner;
 pub mod detok;
 pub mod handle;
 pub mod runner;

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# All GPU work of a session in one script.
+#
+#   scripts/gpu-check.sh prepare   (here, no GPU needed) build the cuda test binaries in release
+#                                  and copy them, stripped, into carry/bin (git-ignored); then
+#                                  run the device tool with carry: ["carry"].
+#   scripts/gpu-check.sh run       (on the GPU machine) kernel compile check, parity tests and
+#                                  the benchmark; table on stdout, full log under $OUT (or
+#                                  ./gpu-check-out). Uses cargo when the machine has it,
+#                                  otherwise the binaries in carry/bin.
+# Record the results (date, device, command, numbers) in docs/gpu-results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-run}
+TESTS="cuda_kernels_compile cuda_parity cuda_bench"
+
+if [ "$mode" = prepare ]; then
+  mkdir -p carry/bin
+  for t in $TESTS; do
+    exe=$(nice -n 19 cargo test --release --features cuda --test "$t" --no-run --message-format=json 2>/dev/null |
+      python3 -c 'import sys,json
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("executable"): print(m["executable"])' | tail -1)
+    cp "$exe" "carry/bin/$t"
+    strip "carry/bin/$t" || true
+  done
+  ls -la carry/bin
+  exit 0
+fi
+
+OUT=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$OUT"
+LOG=$OUT/gpu-check.log
+{
+  echo "== $(date -u +%FT%TZ) $(hostname)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+  # The machine's own toolkit NVRTC (CUDA 13.0) matches what its driver can JIT.
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+  export CI=true
+  status=0
+  if command -v cargo >/dev/null; then
+    run_test() { cargo test --release --features cuda --test "$1" -- --nocapture --test-threads=1 "${@:2}"; }
+  else
+    run_test() { "carry/bin/$1" --nocapture --test-threads=1 "${@:2}"; }
+  fi
+  for t in cuda_kernels_compile cuda_parity; do
+    echo "== $t"
+    run_test "$t" || status=1
+  done
+  echo "== cuda_bench"
+  run_test cuda_bench --ignored || status=1
+  echo "== exit status $status"
+  exit $status
+} 2>&1 | tee "$LOG"
+rc=${PIPESTATUS[0]}
+echo
+echo "== summary"
+grep -E "^(test |\| |floors:|device:|greedy decode|.*relative error|.*SKIPPED)" "$LOG" || true
+exit "$rc"
