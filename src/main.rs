@@ -124,23 +124,50 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         )
         .init();
     cfg.validate()?;
-    match cfg.device {
-        Device::Cpu | Device::Auto => {}
-        Device::Cuda => anyhow::bail!(
-            "--device cuda: this build has no CUDA backend yet (use --device cpu or auto)"
-        ),
-    }
     let path = match &cfg.model {
         Some(p) => p.clone(),
         None => default_model_path()?,
     };
     tracing::info!(path = %path.display(), "loading model");
     let model = Arc::new(load_model(&path)?);
-    let core = cpu_core(model.clone(), &cfg.engine_config()).map_err(anyhow::Error::msg)?;
+    let core = build_core(&cfg, model.clone())?;
     let engine: Arc<dyn EngineClient> = Arc::new(EngineHandle::spawn(core, cfg.max_waiting)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(ponder::api::serve(cfg, engine, model))
+}
+
+/// Picks the backend for `--device` and builds the engine core on it.
+fn build_core(
+    cfg: &ServeConfig,
+    model: Arc<ponder::model::LoadedModel>,
+) -> anyhow::Result<ponder::engine::core::EngineCore> {
+    let ecfg = cfg.engine_config();
+    #[cfg(feature = "cuda")]
+    {
+        let probe = ponder::backend::cuda::cuda_available();
+        match (cfg.device, probe) {
+            (Device::Cuda, Err(why)) => {
+                anyhow::bail!("--device cuda: no usable CUDA device: {why}")
+            }
+            (Device::Cuda, Ok(_)) | (Device::Auto, Ok(_)) => {
+                tracing::info!("device: cuda:0");
+                return ponder::engine::cuda_runner::cuda_core(model, &ecfg, 0, None)
+                    .map_err(|e| anyhow::anyhow!("CUDA engine: {e}"));
+            }
+            (Device::Auto, Err(why)) => tracing::info!(%why, "device: cpu (no usable CUDA device)"),
+            (Device::Cpu, _) => tracing::info!("device: cpu"),
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    match cfg.device {
+        Device::Cuda => anyhow::bail!(
+            "--device cuda: this binary was built without CUDA support (rebuild with `--features cuda`)"
+        ),
+        Device::Auto => tracing::info!("device: cpu (built without CUDA support)"),
+        Device::Cpu => tracing::info!("device: cpu"),
+    }
+    cpu_core(model, &ecfg).map_err(anyhow::Error::msg)
 }

@@ -2,7 +2,7 @@
 //! come in through an `EngineHandle` and results go out as per-request event streams.
 //!
 //! `types` is the client contract, `core` the single-owner loop body, `handle` the thread
-//! and admission control, `runner` the model execution (CPU; CUDA later), `detok` the
+//! and admission control, `runner` the model execution (CPU; `cuda_runner` with `--features cuda`), `detok` the
 //! incremental detokenizer.
 
 pub mod core;
