@@ -3,6 +3,7 @@
 //! Every failure is an `ApiError`, rendered by error.rs.
 
 use std::time::Instant;
+use tracing::Instrument;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -41,7 +42,9 @@ async fn generate(s: AppState, kind: Kind, body: Result<Bytes, BytesRejection>) 
         fresh_seed(),
         fresh_seed()
     );
-    let mut resp = match run(s, kind, body, id.clone()).await {
+    let started = Instant::now();
+    let span = tracing::info_span!("request", request_id = %id, route = kind.id_prefix());
+    let mut resp = match run(s, kind, body, id.clone()).instrument(span).await {
         Ok(r) => r,
         Err(e) => {
             if e.class().0.is_server_error() {
@@ -53,6 +56,13 @@ async fn generate(s: AppState, kind: Kind, body: Result<Bytes, BytesRejection>) 
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    // Streams are logged when the response starts; their tokens follow in the body.
+    tracing::info!(
+        request_id = %id,
+        status = resp.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
     resp
 }
 
