@@ -73,12 +73,26 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, ModelError> {
     let cfg = ModelConfig::from_gguf(&g)?;
     let weights = LlamaWeights::load(&cfg, &g)?;
     let tokenizer = Tokenizer::from_gguf(&g)?;
+    let template = g.get("tokenizer.chat_template").and_then(|v| v.as_str());
+    assemble(cfg, weights, tokenizer, template, name, path)
+}
+
+/// Checks the tokenizer against the model, compiles the chat template (ChatML when the
+/// checkpoint has none) and puts the parts together.
+fn assemble(
+    cfg: ModelConfig,
+    weights: LlamaWeights,
+    tokenizer: Tokenizer,
+    template: Option<&str>,
+    name: String,
+    path: &Path,
+) -> Result<LoadedModel, ModelError> {
     check_vocab(&cfg, &tokenizer)?;
-    let src = g
-        .get("tokenizer.chat_template")
-        .and_then(|v| v.as_str())
-        .unwrap_or(CHATML);
-    let template = ChatTemplate::new(src, &tokenizer.bos_token, &tokenizer.eos_token)?;
+    let template = ChatTemplate::new(
+        template.unwrap_or(CHATML),
+        &tokenizer.bos_token,
+        &tokenizer.eos_token,
+    )?;
     Ok(LoadedModel {
         model: LlamaModel::new(cfg, weights),
         tokenizer: Arc::new(tokenizer),
@@ -104,19 +118,8 @@ fn load_hf_dir(dir: &Path, name: String) -> Result<LoadedModel, ModelError> {
         serde_json::Value::Null
     };
     let tokenizer = Tokenizer::from_hf_files(&read(&dir.join("tokenizer.json"))?, &tc)?;
-    check_vocab(&cfg, &tokenizer)?;
-    let src = tc
-        .get("chat_template")
-        .and_then(|v| v.as_str())
-        .unwrap_or(CHATML);
-    let template = ChatTemplate::new(src, &tokenizer.bos_token, &tokenizer.eos_token)?;
-    Ok(LoadedModel {
-        model: LlamaModel::new(cfg, weights),
-        tokenizer: Arc::new(tokenizer),
-        template,
-        name,
-        path: dir.into(),
-    })
+    let template = tc.get("chat_template").and_then(|v| v.as_str());
+    assemble(cfg, weights, tokenizer, template, name, dir)
 }
 
 fn check_vocab(cfg: &ModelConfig, t: &Tokenizer) -> Result<(), ModelError> {
