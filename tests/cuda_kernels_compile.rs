@@ -20,7 +20,12 @@ fn kernels_compile() {
         return;
     }
     // Every file on disk must be listed in SOURCES (and so embedded in the binary).
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/kernels");
+    // The build-time path, or ./kernels when a carried binary runs from another checkout
+    // (scripts/gpu-check.sh runs from the repository root).
+    let dir = [concat!(env!("CARGO_MANIFEST_DIR"), "/kernels"), "kernels"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).is_dir())
+        .expect("kernels/ directory (run from the repository root)");
     let mut on_disk: Vec<String> = std::fs::read_dir(dir)
         .expect("kernels/ directory")
         .filter_map(|e| e.ok())
