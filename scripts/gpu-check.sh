@@ -21,7 +21,11 @@ if [ "$mode" = prepare ]; then
       python3 -c 'import sys,json
 for l in sys.stdin:
     m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m.get("executable"): print(m["executable"])' | tail -1)
+    # The test target itself (not the ponder binary that integration tests also build).
+    if (m.get("reason")=="compiler-artifact" and m.get("executable")
+            and m["target"]["name"]==sys.argv[1] and m["profile"]["test"]):
+        print(m["executable"])' "$t" | tail -1)
+    [ -n "$exe" ] || { echo "no test executable found for $t" >&2; exit 1; }
     cp "$exe" "carry/bin/$t"
     strip "carry/bin/$t" || true
   done
