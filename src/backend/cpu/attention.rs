@@ -127,10 +127,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[path = "attention_avx2.rs"]
 mod avx2;
 
-/// One query row: the AVX2 kernel when available and `hd % 16 == 0`, else the generic one.
+/// The query heads `qg [g, hd]` of one KV head: the AVX2 group kernel when available and
+/// `hd % 16 == 0`, else the generic kernel head by head. Returns `[g, hd]`.
 #[allow(clippy::too_many_arguments)]
 fn attend(
-    qv: &[f32],
+    qg: &[f32],
+    hd: usize,
     kc: &[f32],
     vc: &[f32],
     table: &[u32],
@@ -141,12 +143,14 @@ fn attend(
     scale: f32,
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if qv.len().is_multiple_of(16) && super::simd::has_avx2() {
-        // SAFETY: AVX2/FMA present, hd % 16 == 0, and slots come from the sequence's own block
-        // table, whose blocks lie inside the cache (block ids < num_blocks).
-        return unsafe { avx2::attend_one(qv, kc, vc, table, pos, kvh, nkv, bs, scale) };
+    if hd.is_multiple_of(16) && super::simd::has_avx2() {
+        // SAFETY: AVX2/FMA present, hd % 16 == 0, qg is [g, hd], and slots come from the
+        // sequence's own block table, whose blocks lie inside the cache.
+        return unsafe { avx2::attend_group(qg, hd, kc, vc, table, pos, kvh, nkv, bs, scale) };
     }
-    attend_one(qv, kc, vc, table, pos, kvh, nkv, bs, scale)
+    qg.chunks_exact(hd)
+        .flat_map(|qv| attend_one(qv, kc, vc, table, pos, kvh, nkv, bs, scale))
+        .collect()
 }
 
 crate::multiversion! {
@@ -209,38 +213,33 @@ pub fn paged_attention(
     let group = n_heads / nkv;
     let bs = cache.block_size;
     let (kc, vc) = cache.layer(l);
-    // Work items: (sequence, query token, head); each writes one disjoint out[t, h, :].
+    // Work items: (sequence, query token, KV head); each writes the disjoint rows
+    // out[t, kvh * group .. (kvh + 1) * group, :] and reads each K/V row once for the group.
     let mut items: Vec<(usize, usize, usize)> = Vec::new();
     for (si, s) in seqs.iter().enumerate() {
         for i in 0..s.query_len {
-            for h in 0..n_heads {
-                items.push((si, i, h));
+            for kvh in 0..nkv {
+                items.push((si, i, kvh));
             }
         }
     }
     let outs: Vec<(usize, Vec<f32>)> = items
         .par_iter()
-        .with_min_len(8)
-        .map(|&(si, i, h)| {
+        .with_min_len(4)
+        .map(|&(si, i, kvh)| {
             let s = &seqs[si];
             let t = s.query_start + i;
-            let qv = &q[(t * n_heads + h) * hd..(t * n_heads + h + 1) * hd];
-            let acc = attend(
-                qv,
-                kc,
-                vc,
-                s.block_table,
-                s.context_len - s.query_len + i,
-                h / group,
-                nkv,
-                bs,
-                scale,
-            );
-            ((t * n_heads + h) * hd, acc)
+            let off = (t * n_heads + kvh * group) * hd;
+            let qg = &q[off..off + group * hd];
+            let pos = s.context_len - s.query_len + i;
+            (
+                off,
+                attend(qg, hd, kc, vc, s.block_table, pos, kvh, nkv, bs, scale),
+            )
         })
         .collect();
     for (off, acc) in outs {
-        out[off..off + hd].copy_from_slice(&acc);
+        out[off..off + acc.len()].copy_from_slice(&acc);
     }
 }
 
@@ -312,13 +311,17 @@ mod tests {
         let v: Vec<f32> = (0..slots * nkv * hd)
             .map(|i| ((i * 104729) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.37).sin()).collect();
         let table = [3u32, 1, 4];
+        // Three query heads sharing KV head 1 (GQA group of 3).
+        let qg: Vec<f32> = (0..3 * hd).map(|i| (i as f32 * 0.37).sin()).collect();
         for pos in [0, 15, 16, 40] {
-            let a = attend(&q, &k, &v, &table, pos, 1, nkv, bs, 0.125);
-            let b = attend_one(&q, &k, &v, &table, pos, 1, nkv, bs, 0.125);
-            for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() < 1e-5, "pos {pos}: {x} vs {y}");
+            let a = attend(&qg, hd, &k, &v, &table, pos, 1, nkv, bs, 0.125);
+            assert_eq!(a.len(), 3 * hd);
+            for (j, qv) in qg.chunks_exact(hd).enumerate() {
+                let b = attend_one(qv, &k, &v, &table, pos, 1, nkv, bs, 0.125);
+                for (x, y) in a[j * hd..(j + 1) * hd].iter().zip(&b) {
+                    assert!((x - y).abs() < 1e-5, "pos {pos} head {j}: {x} vs {y}");
+                }
             }
         }
     }

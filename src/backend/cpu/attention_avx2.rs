@@ -1,5 +1,6 @@
-//! AVX2+FMA version of `attend_one` (one query row against its sequence's cached keys and
-//! values through the block table) for head dims that are multiples of 16. The generic twin in
+//! AVX2+FMA attention for one query token and one KV head (all query heads of its GQA group)
+//! against the sequence's cached keys and values through the block table, for head dims that
+//! are multiples of 16. The generic twin in
 //! `attention.rs` compiles to 4-wide multiplies without FMA contraction; this one keeps two
 //! 8-lane FMA chains per dot product and FMAs the value rows.
 //!
@@ -15,13 +16,18 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// All `g` query heads of one KV head in one pass over the cached rows: each K/V row is
+/// loaded once for the whole group (GQA), and each head's arithmetic is in the same order as
+/// the single-head kernel. `qg` is `[g, hd]`; returns `[g, hd]`.
+///
 /// # Safety
-/// AVX2 and FMA present; `qv.len() % 16 == 0`; every slot reached through `table` for
-/// positions `0..=pos` lies inside `kc`/`vc` (`[slots, nkv, hd]`).
+/// AVX2 and FMA present; `hd % 16 == 0`; `qg.len() == g * hd`; every slot reached through
+/// `table` for positions `0..=pos` lies inside `kc`/`vc` (`[slots, nkv, hd]`).
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn attend_one(
-    qv: &[f32],
+pub unsafe fn attend_group(
+    qg: &[f32],
+    hd: usize,
     kc: &[f32],
     vc: &[f32],
     table: &[u32],
@@ -31,55 +37,62 @@ pub unsafe fn attend_one(
     bs: usize,
     scale: f32,
 ) -> Vec<f32> {
-    let hd = qv.len();
-    let q = qv.as_ptr();
+    let g = qg.len() / hd;
+    let n = pos + 1;
     let row = |p: usize| (table[p / bs] as usize * bs + p % bs) * nkv + kvh;
-    // Scratch: pos + 1 scores, one output row of hd floats.
-    let mut scores = Vec::with_capacity(pos + 1);
-    let mut max = f32::NEG_INFINITY;
-    for p in 0..=pos {
+    // Scratch: g * (pos + 1) scores ([g, n]) and the [g, hd] output.
+    let mut scores = vec![0f32; g * n];
+    for p in 0..n {
         let off = row(p) * hd;
         debug_assert!(off + hd <= kc.len());
-        // SAFETY: off + hd <= kc.len() by the caller's contract; hd % 16 == 0.
-        let d = unsafe {
-            let k = kc.as_ptr().add(off);
-            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut i = 0;
-            while i < hd {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(i)), _mm256_loadu_ps(k.add(i)), a0);
-                a1 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(q.add(i + 8)),
-                    _mm256_loadu_ps(k.add(i + 8)),
-                    a1,
-                );
-                i += 16;
-            }
-            hsum(_mm256_add_ps(a0, a1))
-        } * scale;
-        max = max.max(d);
-        scores.push(d);
+        for j in 0..g {
+            // SAFETY: off + hd <= kc.len() by the caller's contract; qg has g * hd floats.
+            let d = unsafe {
+                let k = kc.as_ptr().add(off);
+                let q = qg.as_ptr().add(j * hd);
+                let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut i = 0;
+                while i < hd {
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(i)), _mm256_loadu_ps(k.add(i)), a0);
+                    a1 = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(q.add(i + 8)),
+                        _mm256_loadu_ps(k.add(i + 8)),
+                        a1,
+                    );
+                    i += 16;
+                }
+                hsum(_mm256_add_ps(a0, a1))
+            };
+            scores[j * n + p] = d * scale;
+        }
     }
-    let mut denom = 0f32;
-    for s in &mut scores {
-        *s = crate::backend::cpu::simd::exp(*s - max);
-        denom += *s;
+    let mut inv = vec![0f32; g];
+    for (j, sc) in scores.chunks_exact_mut(n).enumerate() {
+        let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let mut denom = 0f32;
+        for x in sc.iter_mut() {
+            *x = crate::backend::cpu::simd::exp(*x - max);
+            denom += *x;
+        }
+        inv[j] = 1.0 / denom;
     }
-    let inv = 1.0 / denom;
-    let mut acc = vec![0f32; hd];
-    let a = acc.as_mut_ptr();
-    for (p, &s) in scores.iter().enumerate() {
+    let mut acc = vec![0f32; g * hd];
+    for p in 0..n {
         let off = row(p) * hd;
-        // SAFETY: as above for vc; acc has hd floats.
-        unsafe {
-            let w = _mm256_set1_ps(s * inv);
-            let v = vc.as_ptr().add(off);
-            let mut i = 0;
-            while i < hd {
-                _mm256_storeu_ps(
-                    a.add(i),
-                    _mm256_fmadd_ps(w, _mm256_loadu_ps(v.add(i)), _mm256_loadu_ps(a.add(i))),
-                );
-                i += 8;
+        for j in 0..g {
+            // SAFETY: as above for vc; acc has g * hd floats.
+            unsafe {
+                let w = _mm256_set1_ps(scores[j * n + p] * inv[j]);
+                let v = vc.as_ptr().add(off);
+                let a = acc.as_mut_ptr().add(j * hd);
+                let mut i = 0;
+                while i < hd {
+                    _mm256_storeu_ps(
+                        a.add(i),
+                        _mm256_fmadd_ps(w, _mm256_loadu_ps(v.add(i)), _mm256_loadu_ps(a.add(i))),
+                    );
+                    i += 8;
+                }
             }
         }
     }
