@@ -20,6 +20,7 @@ pub mod generate;
 pub mod kv;
 pub mod metrics;
 pub mod model;
+pub mod reasoning;
 pub mod sample;
 pub mod sched;
 pub mod validate;
