@@ -40,12 +40,7 @@ fn run(m: &Arc<LoadedModel>, k: usize) -> (f64, usize) {
         let ids = m.tokenizer.encode(&r, false).expect("encode");
         let (s, tx, cancelled) = RequestStream::channel();
         core.add(Submission {
-            req: GenerateRequest {
-                prompt_token_ids: ids,
-                n: 1,
-                params: params.clone(),
-                priority: 0,
-            },
+            req: GenerateRequest::new(ids, 1, params.clone()),
             tx,
             cancelled,
         });

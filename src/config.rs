@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::budget::{BudgetConfig, LoadRule};
 use crate::engine::EngineConfig;
+use crate::reasoning::ReasoningParser;
 use crate::sched::SchedConfig;
 
 /// Where the model runs.
@@ -148,6 +150,35 @@ pub struct ServeConfig {
     /// Model id clients send and `/v1/models` lists (default: the model's file or directory name).
     #[arg(long, env = "PONDER_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
+
+    /// How the model marks thinking: `auto` finds `<think>` in the chat template or the
+    /// vocabulary; `deepseek_r1` treats output as thinking until `</think>`; `qwen3` thinks only
+    /// when the prompt or output opens `<think>`; `none` makes every sample plain content.
+    #[arg(
+        long,
+        env = "PONDER_REASONING_PARSER",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub reasoning_parser: ReasoningParser,
+
+    /// JSON file overriding `reasoning_effort` presets, e.g.
+    /// `{"high": {"thinking_token_budget": 4096, "n": 8, "min_samples": 4, "esc_window": 3}}`.
+    #[arg(long, env = "PONDER_EFFORT_PRESETS")]
+    pub effort_presets: Option<std::path::PathBuf>,
+
+    /// Waiting requests at which aggregated samples and thinking budgets shrink (load level 1;
+    /// twice this is level 2).
+    #[arg(long, env = "PONDER_LOAD_QUEUE_HIGH", default_value_t = 8)]
+    pub load_queue_high: usize,
+
+    /// KV cache use (0..1) at which budgets shrink (load level 1).
+    #[arg(long, env = "PONDER_LOAD_KV_HIGH", default_value_t = 0.85)]
+    pub load_kv_high: f64,
+
+    /// KV cache use (0..1) at which budgets shrink to one sample (load level 2).
+    #[arg(long, env = "PONDER_LOAD_KV_CRITICAL", default_value_t = 0.95)]
+    pub load_kv_critical: f64,
 }
 
 /// A flag outside its allowed range.
@@ -249,6 +280,24 @@ impl ServeConfig {
             ">= 1",
             self.max_tokens_limit,
         )?;
+        check(
+            self.load_queue_high >= 1,
+            "load-queue-high",
+            ">= 1",
+            self.load_queue_high,
+        )?;
+        check(
+            self.load_kv_high > 0.0 && self.load_kv_high <= 1.0,
+            "load-kv-high",
+            "in (0, 1]",
+            self.load_kv_high,
+        )?;
+        check(
+            self.load_kv_critical >= self.load_kv_high && self.load_kv_critical <= 1.0,
+            "load-kv-critical",
+            format!("in [--load-kv-high ({}), 1]", self.load_kv_high),
+            self.load_kv_critical,
+        )?;
         let st = self.shutdown_timeout.0;
         check(
             st <= Duration::from_secs(3600),
@@ -265,6 +314,26 @@ impl ServeConfig {
             )?;
         }
         Ok(())
+    }
+
+    /// The budget sub-config: presets (from `--effort-presets`) and load levels.
+    pub fn budget_config(&self) -> anyhow::Result<BudgetConfig> {
+        let mut b = BudgetConfig {
+            load: LoadRule {
+                queue_high: self.load_queue_high,
+                kv_high: self.load_kv_high,
+                kv_critical: self.load_kv_critical,
+            },
+            ..BudgetConfig::default()
+        };
+        if let Some(path) = &self.effort_presets {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--effort-presets {}: {e}", path.display()))?;
+            b = b
+                .with_presets_json(&text)
+                .map_err(|e| anyhow::anyhow!("--effort-presets {}: {e}", path.display()))?;
+        }
+        Ok(b)
     }
 
     /// The engine's sizing from the flags (prefix caching on, priority scheduling off).

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod budget;
 pub mod config;
 pub mod engine;
 pub mod generate;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use ponder::config::{Device, ServeConfig};
 use ponder::engine::{cpu_core, EngineClient, EngineHandle};
 use ponder::model::{load_model, loader::default_model_path, template::ChatMessage};
+use ponder::reasoning::{ReasoningFormat, ReasoningParser};
 use ponder::sample::RawSamplingParams;
 
 #[derive(Parser)]
@@ -128,8 +129,23 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => default_model_path()?,
     };
+    cfg.budget_config()?;
     tracing::info!(path = %path.display(), "loading model");
-    let model = Arc::new(load_model(&path)?);
+    let mut model = load_model(&path)?;
+    if cfg.reasoning_parser != ReasoningParser::Auto {
+        model.reasoning = ReasoningFormat::resolve(
+            cfg.reasoning_parser,
+            model.template.source(),
+            &model.tokenizer,
+        );
+    }
+    match &model.reasoning {
+        Some(f) => {
+            tracing::info!(parser = ?f.parser, start = %f.start, end = %f.end, "reasoning markers")
+        }
+        None => tracing::info!("reasoning markers: none (every sample is content)"),
+    }
+    let model = Arc::new(model);
     let core = build_core(&cfg, model.clone())?;
     let engine: Arc<dyn EngineClient> = Arc::new(EngineHandle::spawn(core, cfg.max_waiting)?);
     let rt = tokio::runtime::Builder::new_multi_thread()

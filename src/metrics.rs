@@ -15,6 +15,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::budget::TtcReport;
 use crate::engine::EngineStats;
 
 pub const NUM_REQUESTS_RUNNING: &str = "ponder:num_requests_running";
@@ -31,6 +32,13 @@ pub const INTER_TOKEN_LATENCY: &str = "ponder:inter_token_latency_seconds";
 pub const E2E_REQUEST_LATENCY: &str = "ponder:e2e_request_latency_seconds";
 pub const REQUEST_QUEUE_TIME: &str = "ponder:request_queue_time_seconds";
 pub const HTTP_REQUESTS: &str = "ponder:http_requests_total";
+pub const REASONING_TOKENS: &str = "ponder:reasoning_tokens_total";
+pub const TTC_REQUESTS: &str = "ponder:ttc_requests_total";
+pub const TTC_SAMPLES: &str = "ponder:ttc_samples_per_request";
+pub const TTC_EARLY_STOPS: &str = "ponder:ttc_early_stops_total";
+pub const TTC_TOKENS: &str = "ponder:ttc_tokens_total";
+pub const TTC_TOKENS_SAVED: &str = "ponder:ttc_tokens_saved_total";
+pub const TTC_VOTE_AGREEMENT: &str = "ponder:ttc_vote_agreement";
 
 /// Latency buckets in seconds (vLLM's, trimmed).
 const TTFT_BUCKETS: &[f64] = &[
@@ -41,6 +49,8 @@ const ITL_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
     40.0, 80.0,
 ];
+const SAMPLE_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0];
+const SHARE_BUCKETS: &[f64] = &[0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.999, 1.0];
 const E2E_BUCKETS: &[f64] = &[
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
     480.0, 960.0,
@@ -62,6 +72,13 @@ pub struct Metrics {
     pub e2e_request_latency: Histogram,
     pub request_queue_time: Histogram,
     http_requests: IntCounterVec,
+    pub reasoning_tokens: IntCounter,
+    ttc_requests: IntCounterVec,
+    ttc_samples: Histogram,
+    ttc_early_stops: IntCounterVec,
+    ttc_tokens: IntCounterVec,
+    ttc_tokens_saved: IntCounter,
+    ttc_vote_agreement: Histogram,
 }
 
 fn hist(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Histogram> {
@@ -132,6 +149,39 @@ impl Metrics {
                 ),
                 &["route", "status"],
             )?,
+            reasoning_tokens: IntCounter::new(
+                REASONING_TOKENS,
+                "Generated tokens spent thinking (inside <think>), all samples.",
+            )?,
+            ttc_requests: IntCounterVec::new(
+                Opts::new(TTC_REQUESTS, "Aggregated requests by strategy."),
+                &["strategy"],
+            )?,
+            ttc_samples: hist(
+                TTC_SAMPLES,
+                "Samples launched per aggregated request.",
+                SAMPLE_BUCKETS,
+            )?,
+            ttc_early_stops: IntCounterVec::new(
+                Opts::new(TTC_EARLY_STOPS, "Samples stopped early, by reason."),
+                &["reason"],
+            )?,
+            ttc_tokens: IntCounterVec::new(
+                Opts::new(
+                    TTC_TOKENS,
+                    "Tokens of aggregated requests by kind (thinking, answer, wasted in stopped samples).",
+                ),
+                &["kind"],
+            )?,
+            ttc_tokens_saved: IntCounter::new(
+                TTC_TOKENS_SAVED,
+                "Tokens not generated versus the configured maximum (granted samples x max tokens).",
+            )?,
+            ttc_vote_agreement: hist(
+                TTC_VOTE_AGREEMENT,
+                "Winning answer's share of the vote per aggregated request.",
+                SHARE_BUCKETS,
+            )?,
         };
         let r = &m.registry;
         r.register(Box::new(m.running.clone()))?;
@@ -148,12 +198,47 @@ impl Metrics {
         r.register(Box::new(m.e2e_request_latency.clone()))?;
         r.register(Box::new(m.request_queue_time.clone()))?;
         r.register(Box::new(m.http_requests.clone()))?;
+        r.register(Box::new(m.reasoning_tokens.clone()))?;
+        r.register(Box::new(m.ttc_requests.clone()))?;
+        r.register(Box::new(m.ttc_samples.clone()))?;
+        r.register(Box::new(m.ttc_early_stops.clone()))?;
+        r.register(Box::new(m.ttc_tokens.clone()))?;
+        r.register(Box::new(m.ttc_tokens_saved.clone()))?;
+        r.register(Box::new(m.ttc_vote_agreement.clone()))?;
         Ok(m)
     }
 
     /// One finished sample (choice) with its finish reason (`stop`, `length`, `abort`).
     pub fn record_finish(&self, reason: &str) {
         self.request_success.with_label_values(&[reason]).inc();
+    }
+
+    /// One aggregated request's final account.
+    pub fn record_ttc(&self, r: &TtcReport) {
+        self.ttc_requests
+            .with_label_values(&[r.strategy.as_str()])
+            .inc();
+        self.ttc_samples.observe(r.launched() as f64);
+        for (reason, k) in r.stop_counts() {
+            if k > 0 {
+                self.ttc_early_stops
+                    .with_label_values(&[reason.as_str()])
+                    .inc_by(k as u64);
+            }
+        }
+        for (kind, k) in [
+            ("thinking", r.tokens_thinking),
+            ("answer", r.tokens_answer),
+            ("wasted", r.tokens_wasted),
+        ] {
+            self.ttc_tokens.with_label_values(&[kind]).inc_by(k as u64);
+        }
+        let max = r.grant.granted_n as u64 * u64::from(r.grant.max_tokens);
+        self.ttc_tokens_saved
+            .inc_by(max.saturating_sub(r.total_tokens() as u64));
+        if r.answer.is_some() {
+            self.ttc_vote_agreement.observe(r.winning_share);
+        }
     }
 
     /// One HTTP response: `route` is the route template (`/v1/models`) or `unmatched`.

@@ -13,10 +13,12 @@
 //!
 //! Every error carries the field (`param`), the limit and the value given.
 
+use crate::budget::{Budget, BudgetConfig, BudgetContext, LoadSnapshot, RawBudget};
 use crate::config::HttpLimits;
 use crate::engine::GenerateRequest;
 use crate::model::template::{ChatMessage, ChatTemplate};
 use crate::model::tokenizer::Tokenizer;
+use crate::reasoning::ReasoningFormat;
 use crate::sample::{RawSamplingParams, SamplingParams, SamplingParamsError, MAX_TOP_LOGPROBS};
 
 /// Most samples (`n`) per request (lowered to `--max-num-seqs` when that is smaller).
@@ -60,6 +62,9 @@ pub struct RawRequest {
     pub min_tokens: Option<i64>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Thinking budget and test-time compute (`reasoning_effort`, `thinking_token_budget`,
+    /// `min_thinking_tokens`, `ttc`).
+    pub budget: RawBudget,
 }
 
 impl RawRequest {
@@ -86,28 +91,42 @@ impl RawRequest {
             min_tokens: None,
             stream: false,
             include_usage: false,
+            budget: RawBudget::default(),
         }
     }
 }
 
 /// A checked request, ready for the engine.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ValidRequest {
     pub prompt_token_ids: Vec<u32>,
+    /// Choices in the response (1 for aggregated requests).
     pub n: usize,
     pub params: SamplingParams,
     pub stream: bool,
     pub include_usage: bool,
+    /// Thinking limits and the aggregation plan (`budget::build`).
+    pub budget: Budget,
+    /// The rendered prompt ends inside thinking (its template opened `<think>`).
+    pub starts_in_thinking: bool,
 }
 
 impl ValidRequest {
     pub fn generate_request(&self) -> GenerateRequest {
         GenerateRequest {
             prompt_token_ids: self.prompt_token_ids.clone(),
-            n: self.n,
+            n: self.budget.ttc.as_ref().map_or(self.n, |p| p.n),
             params: self.params.clone(),
             priority: 0,
+            starts_in_thinking: self.starts_in_thinking,
+            think: self.budget.think,
+            ttc: self.budget.ttc.clone(),
         }
+    }
+
+    /// The request aggregates samples into one answer (a `ttc` report will follow).
+    pub fn aggregated(&self) -> bool {
+        self.budget.ttc.is_some()
     }
 }
 
@@ -166,6 +185,14 @@ pub struct ModelView<'a> {
     pub context_length: usize,
     /// Embedding rows; prompt token ids must be below it.
     pub vocab_size: usize,
+    /// How the model marks thinking (`None`: no markers).
+    pub reasoning: Option<&'a ReasoningFormat>,
+}
+
+/// The server side of budget decisions: presets, load levels, and the load right now.
+pub struct BudgetEnv<'a> {
+    pub config: &'a BudgetConfig,
+    pub load: LoadSnapshot,
 }
 
 /// Per-request limits: the model's (context, vocabulary) and the server's (from `ServeConfig`).
@@ -180,9 +207,10 @@ pub struct Limits {
 
 /// Checks `raw` against the served model: the single entry point.
 pub fn validate(
-    raw: RawRequest,
+    mut raw: RawRequest,
     m: &ModelView<'_>,
     server: &HttpLimits,
+    env: &BudgetEnv<'_>,
 ) -> Result<ValidRequest, ValidateError> {
     if let Some(given) = &raw.model {
         if given != m.served_name {
@@ -198,7 +226,7 @@ pub fn validate(
         max_tokens_limit: server.max_tokens_limit,
         max_n: server.max_n,
     };
-    let ids = match &raw.prompt {
+    let (ids, text) = match &raw.prompt {
         PromptInput::Chat(messages) => {
             let text = m.template.render(messages, true).map_err(|e| {
                 ValidateError::invalid(
@@ -206,12 +234,32 @@ pub fn validate(
                     format!("the model's chat template rejected `messages`: {e}"),
                 )
             })?;
-            encode(m.tokenizer, &text)?
+            (encode(m.tokenizer, &text)?, text)
         }
-        PromptInput::Text(text) => encode(m.tokenizer, text)?,
-        PromptInput::TokenIds(ids) => token_ids(ids, limits.vocab_size)?,
+        PromptInput::Text(text) => (encode(m.tokenizer, text)?, text.clone()),
+        PromptInput::TokenIds(ids) => {
+            let ids = token_ids(ids, limits.vocab_size)?;
+            // The tail is enough to see whether the prompt opened thinking.
+            let tail = m
+                .tokenizer
+                .decode(&ids[ids.len().saturating_sub(8)..], false);
+            (ids, tail)
+        }
     };
-    check(raw, ids, &limits)
+    let raw_budget = std::mem::take(&mut raw.budget);
+    let n_given = raw.n;
+    let mut v = check(raw, ids, &limits)?;
+    let cx = BudgetContext {
+        config: env.config,
+        load: env.load,
+        has_reasoning: m.reasoning.is_some(),
+        max_n: limits.max_n.min(MAX_N as usize),
+        max_tokens: v.params.max_tokens,
+        n_given,
+    };
+    v.budget = crate::budget::build(&raw_budget, &cx)?;
+    v.starts_in_thinking = m.reasoning.is_some_and(|f| f.starts_in_thinking(&text));
+    Ok(v)
 }
 
 fn encode(t: &Tokenizer, text: &str) -> Result<Vec<u32>, ValidateError> {
@@ -348,6 +396,8 @@ pub fn check(
         params,
         stream: raw.stream,
         include_usage: raw.include_usage,
+        budget: Budget::default(),
+        starts_in_thinking: false,
     })
 }
 

@@ -40,7 +40,7 @@ async fn greedy_chat_json_and_stream_agree() {
     // 7 text tokens + <|im_end|>.
     assert_eq!(
         v["usage"],
-        json!({"prompt_tokens": 37, "completion_tokens": 8, "total_tokens": 45})
+        json!({"prompt_tokens": 37, "completion_tokens": 8, "total_tokens": 45, "completion_tokens_details": {"reasoning_tokens": 0}})
     );
 
     let body = format!(
@@ -73,7 +73,7 @@ async fn greedy_chat_json_and_stream_agree() {
     assert_eq!(finishes, [&json!("stop")]);
     assert_eq!(
         chunks.last().unwrap()["usage"],
-        json!({"prompt_tokens": 37, "completion_tokens": 8, "total_tokens": 45})
+        json!({"prompt_tokens": 37, "completion_tokens": 8, "total_tokens": 45, "completion_tokens_details": {"reasoning_tokens": 0}})
     );
 }
 
@@ -116,6 +116,6 @@ async fn greedy_logprobs_and_completions() {
     // Digits and spaces are single tokens: " 5, 6, 7, 8" is 11 tokens (as `ponder generate` gives).
     assert_eq!(
         v["usage"],
-        json!({"prompt_tokens": 11, "completion_tokens": 11, "total_tokens": 22})
+        json!({"prompt_tokens": 11, "completion_tokens": 11, "total_tokens": 22, "completion_tokens_details": {"reasoning_tokens": 0}})
     );
 }

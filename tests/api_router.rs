@@ -45,7 +45,7 @@ async fn chat_non_stream_exact_response_and_engine_request() {
         "id": v["id"], "object": "chat.completion", "created": v["created"], "model": "smol",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello world"},
             "logprobs": null, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 31, "completion_tokens": 2, "total_tokens": 33},
+        "usage": {"prompt_tokens": 31, "completion_tokens": 2, "total_tokens": 33, "completion_tokens_details": {"reasoning_tokens": 0}},
     });
     assert_eq!(v, expected);
     let req = engine.last_request();
@@ -138,7 +138,7 @@ async fn n3_interleaved_choices_and_usage_counts_prompt_once() {
     );
     assert_eq!(
         v["usage"],
-        json!({"prompt_tokens": 31, "completion_tokens": 6, "total_tokens": 37})
+        json!({"prompt_tokens": 31, "completion_tokens": 6, "total_tokens": 37, "completion_tokens_details": {"reasoning_tokens": 0}})
     );
     assert_eq!(engine.last_request().n, 3);
 }
@@ -160,7 +160,7 @@ async fn completions_with_token_ids_and_text() {
     let expected = json!({
         "id": v["id"], "object": "text_completion", "created": v["created"], "model": "smol",
         "choices": [{"index": 0, "text": "Hello world", "logprobs": null, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "completion_tokens_details": {"reasoning_tokens": 0}},
     });
     assert_eq!(v, expected);
     let req = engine.last_request();

@@ -74,6 +74,8 @@ async fn shutdown_drains_in_flight_requests() {
         sample: 0,
         reason: FinishReason::Length,
         completion_tokens: 1,
+        reasoning_tokens: 0,
+        early_stop: None,
     })
     .unwrap();
     drop(tx);

@@ -74,7 +74,7 @@ async fn chat_stream_exact_frames_with_usage() {
         chunk(choice(json!({}), json!("stop")), Value::Null),
         chunk(
             json!([]),
-            json!({"prompt_tokens": 31, "completion_tokens": 2, "total_tokens": 33}),
+            json!({"prompt_tokens": 31, "completion_tokens": 2, "total_tokens": 33, "completion_tokens_details": {"reasoning_tokens": 0}}),
         ),
     ];
     assert_eq!(chunks, want);

@@ -48,12 +48,7 @@ fn submit(
 ) -> RequestStream {
     let (stream, tx, cancelled) = RequestStream::channel();
     core.add(Submission {
-        req: GenerateRequest {
-            prompt_token_ids: prompt,
-            n,
-            params,
-            priority: 0,
-        },
+        req: GenerateRequest::new(prompt, n, params),
         tx,
         cancelled,
     });
@@ -74,7 +69,7 @@ fn run(core: &mut EngineCore, streams: &mut [RequestStream], n: usize) -> Vec<Ve
                     EngineEvent::Delta {
                         sample, token_ids, ..
                     } => out[i][sample].extend(token_ids),
-                    EngineEvent::Finished { .. } => {}
+                    EngineEvent::Finished { .. } | EngineEvent::Report(_) => {}
                     EngineEvent::Error(e) => panic!("engine error: {e}"),
                 }
             }

@@ -18,8 +18,9 @@ use super::response::{collect, Kind, Meta};
 use super::stream::{sse_response, SseRequest};
 use super::track::Tracker;
 use super::{request, unix_now, AppState, ROUTES};
+use crate::budget::LoadSnapshot;
 use crate::sample::fresh_seed;
-use crate::validate::{validate, ModelView, ValidateError};
+use crate::validate::{validate, BudgetEnv, ModelView, ValidateError};
 
 pub async fn chat_completions(
     State(s): State<AppState>,
@@ -93,15 +94,27 @@ async fn run(
         served_name: &s.served_name,
         context_length: m.model.cfg.max_position,
         vocab_size: m.model.cfg.vocab_size,
+        reasoning: m.reasoning.as_ref(),
     };
-    let valid = validate(raw, &view, &s.limits).map_err(|e| match e {
+    let stats = s.engine.stats();
+    let env = BudgetEnv {
+        config: &s.budget,
+        load: LoadSnapshot {
+            num_waiting: stats.num_waiting,
+            kv_usage: stats.kv_cache_usage,
+        },
+    };
+    let valid = validate(raw, &view, &s.limits, &env).map_err(|e| match e {
         ValidateError::Internal(detail) => ApiError::Internal {
             request_id: id.clone(),
             detail,
         },
         e => ApiError::Validate(e),
     })?;
-    let events = s.engine.submit(valid.generate_request())?;
+    let gen = valid.generate_request();
+    // Aggregated requests buffer up to `ttc.n` samples; plain ones have `n` choices.
+    let samples = gen.n;
+    let events = s.engine.submit(gen)?;
     let tracker = Tracker::new(s.metrics.clone(), arrival);
     let meta = Meta {
         kind,
@@ -109,6 +122,13 @@ async fn run(
         created: unix_now(),
         model: s.served_name.to_string(),
         logprobs: valid.params.logprobs,
+        reasoning: m.reasoning.is_some(),
+        aggregated: valid.aggregated(),
+        grant: valid.budget.grant.as_ref().map(|g| {
+            let mut v = g.to_json();
+            v["strategy"] = json!("single");
+            v
+        }),
     };
     let prompt_tokens = valid.prompt_token_ids.len();
     if valid.stream {
@@ -116,7 +136,7 @@ async fn run(
             events,
             meta,
             model: s.model.clone(),
-            n: valid.n,
+            n: samples,
             prompt_tokens,
             include_usage: valid.include_usage,
             tracker,
@@ -127,7 +147,7 @@ async fn run(
         events,
         &meta,
         &m.tokenizer,
-        valid.n,
+        samples,
         prompt_tokens,
         &mut tracker,
     )

@@ -31,6 +31,7 @@ use axum::Router;
 
 pub use server::{serve, serve_on, shutdown_signal};
 
+use crate::budget::BudgetConfig;
 use crate::config::HttpLimits;
 use crate::engine::EngineClient;
 use crate::metrics::Metrics;
@@ -105,6 +106,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Unix seconds at start (`created` of the model object).
     pub started: u64,
+    /// Effort presets and load levels (budget sub-config).
+    pub budget: Arc<BudgetConfig>,
     ready: Arc<AtomicBool>,
 }
 
@@ -124,8 +127,15 @@ impl AppState {
             limits,
             metrics: Arc::new(Metrics::new()?),
             started: unix_now(),
+            budget: Arc::new(BudgetConfig::default()),
             ready: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Replaces the default budget config (presets, load levels).
+    pub fn with_budget(mut self, budget: BudgetConfig) -> Self {
+        self.budget = Arc::new(budget);
+        self
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -7,9 +7,12 @@
 //! `{"type":"text","text":...}` parts), `logprobs` bool + `top_logprobs` int,
 //! `max_completion_tokens` (wins over `max_tokens`). Completions: `prompt` (a string, or an
 //! array of one string / token ids / one array of token ids), `logprobs` int.
+//! Both: `reasoning_effort`, `thinking_token_budget`, `min_thinking_tokens` and the `ttc`
+//! object (whose unknown fields are rejected, since a misspelt stop rule must not be ignored).
 
 use serde_json::{Map, Value};
 
+use crate::budget::{RawBudget, RawGate, RawTtc};
 use crate::model::template::ChatMessage;
 use crate::validate::{PromptInput, RawRequest, ValidateError};
 
@@ -143,6 +146,12 @@ fn common(f: &Fields<'_>, prompt: PromptInput) -> Result<RawRequest, ValidateErr
         Some(v) => return Err(wrong("stop_token_ids", "an array of token ids", v)),
     };
     r.ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
+    r.budget = RawBudget {
+        reasoning_effort: f.string("reasoning_effort")?.map(str::to_string),
+        thinking_token_budget: f.int("thinking_token_budget")?,
+        min_thinking_tokens: f.int("min_thinking_tokens")?,
+        ttc: f.get("ttc").map(ttc).transpose()?,
+    };
     r.min_tokens = f.int("min_tokens")?;
     f.string("user")?;
     r.stream = f.bool("stream")?.unwrap_or(false);
@@ -168,6 +177,95 @@ fn common(f: &Fields<'_>, prompt: PromptInput) -> Result<RawRequest, ValidateErr
             .unwrap_or(false);
     }
     Ok(r)
+}
+
+const TTC_FIELDS: &[&str] = &[
+    "strategy",
+    "n",
+    "min_samples",
+    "extract",
+    "equivalence",
+    "aggregation",
+    "consensus",
+    "esc_window",
+    "confidence_gate",
+    "total_token_budget",
+    "deadline_ms",
+];
+
+/// Rejects fields of our own objects that we do not know (a typo must not be ignored).
+fn known_fields(param: &str, o: &Map<String, Value>, known: &[&str]) -> Result<(), ValidateError> {
+    match o.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => Err(ValidateError::invalid(
+            format!("{param}.{k}"),
+            format!(
+                "`{param}.{k}` is not a known field; allowed: {}",
+                known.join(", ")
+            ),
+        )),
+    }
+}
+
+/// The `ttc` object (ponder's test-time compute request).
+fn ttc(v: &Value) -> Result<RawTtc, ValidateError> {
+    let o = v.as_object().ok_or_else(|| wrong("ttc", "an object", v))?;
+    known_fields("ttc", o, TTC_FIELDS)?;
+    let f = Fields(o);
+    let named = |k: &str| format!("ttc.{k}");
+    let string = |k: &str| {
+        f.get(k)
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| wrong(&named(k), "a string", v))
+            })
+            .transpose()
+    };
+    let int = |k: &str| f.get(k).map(|v| as_int(&named(k), v)).transpose();
+    let number = |k: &str, v: &Value| v.as_f64().ok_or_else(|| wrong(k, "a number", v));
+    let confidence_gate = match f.get("confidence_gate") {
+        None => None,
+        Some(Value::Bool(false)) => None,
+        Some(Value::Bool(true)) => Some(RawGate::default()),
+        Some(Value::Object(g)) => {
+            known_fields("ttc.confidence_gate", g, &["window", "percentile"])?;
+            let gf = Fields(g);
+            Some(RawGate {
+                window: gf
+                    .get("window")
+                    .map(|v| as_int("ttc.confidence_gate.window", v))
+                    .transpose()?,
+                percentile: gf
+                    .get("percentile")
+                    .map(|v| number("ttc.confidence_gate.percentile", v))
+                    .transpose()?,
+            })
+        }
+        Some(v) => {
+            return Err(wrong(
+                "ttc.confidence_gate",
+                "a boolean or an object {window, percentile}",
+                v,
+            ))
+        }
+    };
+    Ok(RawTtc {
+        strategy: string("strategy")?,
+        n: int("n")?,
+        min_samples: int("min_samples")?,
+        extract: string("extract")?,
+        equivalence: string("equivalence")?,
+        aggregation: string("aggregation")?,
+        consensus: f
+            .get("consensus")
+            .map(|v| number("ttc.consensus", v))
+            .transpose()?,
+        esc_window: int("esc_window")?,
+        confidence_gate,
+        total_token_budget: int("total_token_budget")?,
+        deadline_ms: int("deadline_ms")?,
+    })
 }
 
 /// `POST /v1/chat/completions` body.

@@ -4,12 +4,16 @@
 //! Logprobs: chat `{"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`,
 //! completions `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`.
 //! A logprob of -inf (a token the filters removed) is sent as -9999.0, as OpenAI does.
-//! Usage counts the prompt once, however many samples (`n`) there are.
+//! Usage counts the prompt once, however many samples (`n`) there are, and every generated
+//! token of every sample (aggregated requests included: stopped samples' tokens too).
+//! Aggregated requests (`ttc`) return one choice, the controller's winning sample, plus the
+//! `ttc` report; models with reasoning markers add `reasoning_content` (alias `reasoning`).
 
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::track::Tracker;
+use crate::budget::TtcReport;
 use crate::engine::{EngineEvent, RequestStream, TokenLogprob};
 use crate::model::tokenizer::Tokenizer;
 use crate::sample::FinishReason;
@@ -94,9 +98,11 @@ pub fn completion_logprobs(t: &Tokenizer, lps: &[TokenLogprob], offset: &mut usi
     json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": text_offset})
 }
 
-pub fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
+/// `usage`, with `completion_tokens_details.reasoning_tokens` (0 for models without markers).
+pub fn usage(prompt_tokens: usize, completion_tokens: usize, reasoning_tokens: usize) -> Value {
     json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens})
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens}})
 }
 
 /// What every response object of one request repeats.
@@ -108,6 +114,12 @@ pub struct Meta {
     pub model: String,
     /// Whether logprobs were asked for (else `"logprobs": null`).
     pub logprobs: bool,
+    /// The model marks thinking: messages carry `reasoning_content` (and its alias `reasoning`).
+    pub reasoning: bool,
+    /// Samples are aggregated into one choice (a `Report` event decides which).
+    pub aggregated: bool,
+    /// Budget asked versus granted for requests that asked for one without aggregation.
+    pub grant: Option<Value>,
 }
 
 impl Meta {
@@ -125,14 +137,65 @@ impl Meta {
         }
         v
     }
+
+    /// A finished choice (whole response) in the endpoint's shape.
+    pub fn choice_json(&self, index: usize, c: &Choice, t: &Tokenizer) -> Value {
+        let reason = c.finish_reason();
+        match self.kind {
+            Kind::Chat => {
+                let lp = self
+                    .logprobs
+                    .then(|| json!({"content": chat_logprobs(t, &c.logprobs)}));
+                let mut msg = json!({"role": "assistant", "content": c.text});
+                if self.reasoning {
+                    let r = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
+                    msg["reasoning_content"] = json!(r);
+                    msg["reasoning"] = json!(r);
+                }
+                json!({"index": index, "message": msg, "logprobs": lp, "finish_reason": reason})
+            }
+            Kind::Completion => {
+                let lp = self
+                    .logprobs
+                    .then(|| completion_logprobs(t, &c.logprobs, &mut 0));
+                let mut v = json!({"index": index, "text": c.text, "logprobs": lp, "finish_reason": reason});
+                if self.reasoning {
+                    let r = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
+                    v["reasoning_content"] = json!(r);
+                }
+                v
+            }
+        }
+    }
 }
 
-/// One choice being accumulated (non-streaming).
+/// One sample being accumulated.
+#[derive(Debug, Default, Clone)]
+pub struct Choice {
+    pub text: String,
+    pub reasoning: String,
+    pub logprobs: Vec<TokenLogprob>,
+    pub finish: Option<FinishReason>,
+}
+
+impl Choice {
+    /// OpenAI's finish_reason; a sample the controller stopped reads as `length` (its text
+    /// is cut short; the `ttc` report says why).
+    pub fn finish_reason(&self) -> &'static str {
+        match self.finish {
+            Some(FinishReason::Abort) => "length",
+            Some(r) => r.as_str(),
+            None => "length",
+        }
+    }
+}
+
+/// Per-request accumulation shared by the JSON and SSE paths.
 #[derive(Debug, Default)]
-struct Choice {
-    text: String,
-    logprobs: Vec<TokenLogprob>,
-    finish: Option<FinishReason>,
+pub struct Totals {
+    pub completion_tokens: usize,
+    pub reasoning_tokens: usize,
+    pub report: Option<TtcReport>,
 }
 
 /// Reads `stream` to the end and builds the whole response body.
@@ -145,60 +208,76 @@ pub async fn collect(
     tracker: &mut Tracker,
 ) -> Result<Value, ApiError> {
     let mut choices: Vec<Choice> = (0..n).map(|_| Choice::default()).collect();
-    let mut completion_tokens = 0;
+    let mut totals = Totals::default();
     while let Some(ev) = stream.next().await {
         tracker.event(&ev);
         match ev {
             EngineEvent::Delta {
                 sample,
                 text,
+                reasoning,
                 logprobs,
                 ..
             } => {
                 let c = choice(&mut choices, sample, &meta.id)?;
                 c.text.push_str(&text);
+                c.reasoning.push_str(&reasoning);
                 c.logprobs.extend(logprobs);
             }
             EngineEvent::Finished {
                 sample,
                 reason,
-                completion_tokens: k,
+                completion_tokens,
+                reasoning_tokens,
+                ..
             } => {
                 choice(&mut choices, sample, &meta.id)?.finish = Some(reason);
-                completion_tokens += k;
+                totals.completion_tokens += completion_tokens;
+                totals.reasoning_tokens += reasoning_tokens;
             }
+            EngineEvent::Report(r) => totals.report = Some(*r),
             EngineEvent::Error(msg) => return Err(ApiError::Engine(msg)),
         }
     }
     tracker.done(prompt_tokens);
+    let internal = |detail: String| ApiError::Internal {
+        request_id: meta.id.clone(),
+        detail,
+    };
     let mut out = Vec::with_capacity(n);
-    for (index, c) in choices.into_iter().enumerate() {
-        let Some(reason) = c.finish else {
-            return Err(ApiError::Internal {
-                request_id: meta.id.clone(),
-                detail: format!("the engine closed the stream before sample {index} finished"),
-            });
-        };
-        out.push(match meta.kind {
-            Kind::Chat => {
-                let lp = meta.logprobs.then(|| json!({"content": chat_logprobs(tokenizer, &c.logprobs)}));
-                json!({"index": index, "message": {"role": "assistant", "content": c.text},
-                    "logprobs": lp, "finish_reason": reason.as_str()})
+    let mut ttc = meta.grant.clone();
+    if meta.aggregated {
+        let report = totals.report.take().ok_or_else(|| {
+            internal("the engine closed an aggregated request without its report".into())
+        })?;
+        let w = report
+            .winner_sample
+            .ok_or_else(|| internal("the aggregated request launched no sample".into()))?;
+        let c = choices
+            .get(w)
+            .ok_or_else(|| internal(format!("the report names sample {w}, beyond n={n}")))?;
+        out.push(meta.choice_json(0, c, tokenizer));
+        ttc = Some(report.to_json());
+    } else {
+        for (index, c) in choices.iter().enumerate() {
+            if c.finish.is_none() {
+                return Err(internal(format!(
+                    "the engine closed the stream before sample {index} finished"
+                )));
             }
-            Kind::Completion => {
-                let lp = meta.logprobs.then(|| completion_logprobs(tokenizer, &c.logprobs, &mut 0));
-                json!({"index": index, "text": c.text, "logprobs": lp, "finish_reason": reason.as_str()})
-            }
-        });
+            out.push(meta.choice_json(index, c, tokenizer));
+        }
     }
     let object = match meta.kind {
         Kind::Chat => "chat.completion",
         Kind::Completion => "text_completion",
     };
-    Ok(
-        json!({"id": meta.id, "object": object, "created": meta.created, "model": meta.model,
-        "choices": out, "usage": usage(prompt_tokens, completion_tokens)}),
-    )
+    let mut body = json!({"id": meta.id, "object": object, "created": meta.created, "model": meta.model,
+        "choices": out, "usage": usage(prompt_tokens, totals.completion_tokens, totals.reasoning_tokens)});
+    if let Some(t) = ttc {
+        body["ttc"] = t;
+    }
+    Ok(body)
 }
 
 fn choice<'a>(
@@ -231,8 +310,9 @@ mod tests {
     #[test]
     fn usage_counts() {
         assert_eq!(
-            usage(7, 9),
-            json!({"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16})
+            usage(7, 9, 4),
+            json!({"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16,
+                "completion_tokens_details": {"reasoning_tokens": 4}})
         );
     }
 }

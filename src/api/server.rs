@@ -30,7 +30,8 @@ pub async fn serve(
         model,
         cfg.served_model_name.clone(),
         cfg.http_limits(),
-    )?;
+    )?
+    .with_budget(cfg.budget_config()?);
     let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;

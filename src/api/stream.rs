@@ -8,6 +8,10 @@
 //!        data: [DONE]
 //! completions: the same without role chunks; choices carry `text`.
 //! engine error: data: {"error":{...}} then data: [DONE]
+//! reasoning models: reasoning deltas {"delta":{"reasoning_content":"...","reasoning":"..."}}
+//! budget asked/granted or aggregation: {"choices":[],"ttc":{...}} before the usage chunk
+//! aggregated (`ttc`): samples are buffered; once the controller reports, choice 0 gets the
+//!        winner's reasoning and content in one chunk each, then its finish chunk
 //! ```
 //!
 //! The body stream owns the `RequestStream`: when the client goes away hyper drops the body,
@@ -23,9 +27,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::response::{chat_logprobs, completion_logprobs, usage, Kind, Meta};
+use super::response::{chat_logprobs, completion_logprobs, usage, Choice, Kind, Meta, Totals};
 use super::track::Tracker;
-use crate::engine::{EngineEvent, RequestStream};
+use crate::engine::{EngineEvent, RequestStream, TokenLogprob};
 use crate::model::LoadedModel;
 
 /// Everything one streaming response needs.
@@ -45,7 +49,9 @@ struct State {
     /// Completions `text_offset` per choice.
     offsets: Vec<usize>,
     finished: Vec<bool>,
-    completion_tokens: usize,
+    totals: Totals,
+    /// Aggregated requests: every sample's output until the report picks one.
+    buffered: Vec<Choice>,
     closed: bool,
 }
 
@@ -67,7 +73,12 @@ impl State {
 
     fn start(&mut self) {
         if self.req.meta.kind == Kind::Chat {
-            for index in 0..self.req.n {
+            let choices = if self.req.meta.aggregated {
+                1
+            } else {
+                self.req.n
+            };
+            for index in 0..choices {
                 self.push_chunk(
                     json!({"index": index, "delta": {"role": "assistant", "content": ""},
                     "logprobs": null, "finish_reason": null}),
@@ -78,55 +89,64 @@ impl State {
 
     fn on_event(&mut self, ev: EngineEvent) {
         self.req.tracker.event(&ev);
+        let n = self.req.n;
         match ev {
             EngineEvent::Delta {
                 sample,
                 text,
+                reasoning,
                 logprobs,
                 ..
-            } if sample < self.req.n => {
-                if text.is_empty() && logprobs.is_empty() {
-                    return;
+            } if sample < n => {
+                if self.req.meta.aggregated {
+                    let c = &mut self.buffered[sample];
+                    c.text.push_str(&text);
+                    c.reasoning.push_str(&reasoning);
+                    c.logprobs.extend(logprobs);
+                } else {
+                    self.push_delta(sample, &text, &reasoning, &logprobs);
                 }
-                let tokenizer = &self.req.model.tokenizer;
-                let choice = match self.req.meta.kind {
-                    Kind::Chat => {
-                        let lp = self
-                            .req
-                            .meta
-                            .logprobs
-                            .then(|| json!({"content": chat_logprobs(tokenizer, &logprobs)}));
-                        json!({"index": sample, "delta": {"content": text}, "logprobs": lp, "finish_reason": null})
-                    }
-                    Kind::Completion => {
-                        let lp = self.req.meta.logprobs.then(|| {
-                            completion_logprobs(tokenizer, &logprobs, &mut self.offsets[sample])
-                        });
-                        json!({"index": sample, "text": text, "logprobs": lp, "finish_reason": null})
-                    }
-                };
-                self.push_chunk(choice);
             }
             EngineEvent::Finished {
                 sample,
                 reason,
                 completion_tokens,
-            } if sample < self.req.n => {
+                reasoning_tokens,
+                ..
+            } if sample < n => {
                 self.finished[sample] = true;
-                self.completion_tokens += completion_tokens;
-                let choice = match self.req.meta.kind {
-                    Kind::Chat => {
-                        json!({"index": sample, "delta": {}, "logprobs": null, "finish_reason": reason.as_str()})
+                self.totals.completion_tokens += completion_tokens;
+                self.totals.reasoning_tokens += reasoning_tokens;
+                if self.req.meta.aggregated {
+                    self.buffered[sample].finish = Some(reason);
+                } else {
+                    let c = Choice {
+                        finish: Some(reason),
+                        ..Choice::default()
+                    };
+                    self.push_finish(sample, &c);
+                }
+            }
+            EngineEvent::Report(r) => {
+                let winner = r.winner_sample.filter(|&w| w < n);
+                match winner {
+                    Some(w) if self.req.meta.aggregated => {
+                        let c = std::mem::take(&mut self.buffered[w]);
+                        self.push_delta(0, &c.text, &c.reasoning, &c.logprobs);
+                        self.push_finish(0, &c);
                     }
-                    Kind::Completion => {
-                        json!({"index": sample, "text": "", "logprobs": null, "finish_reason": reason.as_str()})
+                    _ => {
+                        let request_id = self.req.meta.id.clone();
+                        let detail = format!(
+                            "the aggregation report names no usable sample ({winner:?} of n={n})"
+                        );
+                        return self.fail(ApiError::Internal { request_id, detail });
                     }
-                };
-                self.push_chunk(choice);
+                }
+                self.totals.report = Some(*r);
             }
             EngineEvent::Error(msg) => self.fail(ApiError::Engine(msg)),
             EngineEvent::Delta { sample, .. } | EngineEvent::Finished { sample, .. } => {
-                let n = self.req.n;
                 self.fail(ApiError::Internal {
                     request_id: self.req.meta.id.clone(),
                     detail: format!(
@@ -135,6 +155,58 @@ impl State {
                 });
             }
         }
+    }
+
+    /// Content / reasoning / logprobs of choice `index` (nothing when all are empty).
+    fn push_delta(&mut self, index: usize, text: &str, reasoning: &str, logprobs: &[TokenLogprob]) {
+        if text.is_empty() && reasoning.is_empty() && logprobs.is_empty() {
+            return;
+        }
+        let tokenizer = &self.req.model.tokenizer;
+        let choice = match self.req.meta.kind {
+            Kind::Chat => {
+                let lp = self
+                    .req
+                    .meta
+                    .logprobs
+                    .then(|| json!({"content": chat_logprobs(tokenizer, logprobs)}));
+                let mut delta = json!({});
+                if !reasoning.is_empty() {
+                    delta["reasoning_content"] = json!(reasoning);
+                    delta["reasoning"] = json!(reasoning);
+                }
+                if !text.is_empty() || reasoning.is_empty() {
+                    delta["content"] = json!(text);
+                }
+                json!({"index": index, "delta": delta, "logprobs": lp, "finish_reason": null})
+            }
+            Kind::Completion => {
+                let lp =
+                    self.req.meta.logprobs.then(|| {
+                        completion_logprobs(tokenizer, logprobs, &mut self.offsets[index])
+                    });
+                let mut v =
+                    json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null});
+                if !reasoning.is_empty() {
+                    v["reasoning_content"] = json!(reasoning);
+                }
+                v
+            }
+        };
+        self.push_chunk(choice);
+    }
+
+    fn push_finish(&mut self, index: usize, c: &Choice) {
+        let reason = c.finish_reason();
+        let choice = match self.req.meta.kind {
+            Kind::Chat => {
+                json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason})
+            }
+            Kind::Completion => {
+                json!({"index": index, "text": "", "logprobs": null, "finish_reason": reason})
+            }
+        };
+        self.push_chunk(choice);
     }
 
     /// An error event, then `[DONE]`; nothing more is read.
@@ -151,14 +223,33 @@ impl State {
 
     /// The engine closed the stream.
     fn end(&mut self) {
-        if let Some(index) = self.finished.iter().position(|f| !f) {
-            let request_id = self.req.meta.id.clone();
+        let request_id = self.req.meta.id.clone();
+        if self.req.meta.aggregated {
+            if self.totals.report.is_none() {
+                let detail = "the engine closed an aggregated request without its report".into();
+                return self.fail(ApiError::Internal { request_id, detail });
+            }
+        } else if let Some(index) = self.finished.iter().position(|f| !f) {
             let detail = format!("the engine closed the stream before sample {index} finished");
             return self.fail(ApiError::Internal { request_id, detail });
         }
         self.req.tracker.done(self.req.prompt_tokens);
+        let ttc = match &self.totals.report {
+            Some(r) => Some(r.to_json()),
+            None => self.req.meta.grant.clone(),
+        };
+        if let Some(t) = ttc {
+            let mut chunk = self.req.meta.chunk(Vec::new(), self.usage_field());
+            chunk["ttc"] = t;
+            self.pending.push_back(frame(&chunk));
+        }
         if self.req.include_usage {
-            let u = usage(self.req.prompt_tokens, self.completion_tokens);
+            let t = &self.totals;
+            let u = usage(
+                self.req.prompt_tokens,
+                t.completion_tokens,
+                t.reasoning_tokens,
+            );
             let chunk = self.req.meta.chunk(Vec::new(), Some(u));
             self.pending.push_back(frame(&chunk));
         }
@@ -175,7 +266,8 @@ pub fn sse_response(req: SseRequest) -> Response {
         pending: VecDeque::new(),
         offsets: vec![0; n],
         finished: vec![false; n],
-        completion_tokens: 0,
+        totals: Totals::default(),
+        buffered: vec![Choice::default(); n],
         closed: false,
     };
     st.start();

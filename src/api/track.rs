@@ -59,13 +59,18 @@ impl Tracker {
             EngineEvent::Finished {
                 reason,
                 completion_tokens,
+                reasoning_tokens,
                 ..
             } => {
                 self.metrics.record_finish(reason.as_str());
                 self.metrics
                     .generation_tokens
                     .inc_by(*completion_tokens as u64);
+                self.metrics
+                    .reasoning_tokens
+                    .inc_by(*reasoning_tokens as u64);
             }
+            EngineEvent::Report(r) => self.metrics.record_ttc(r),
             EngineEvent::Error(_) => {}
         }
     }

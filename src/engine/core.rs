@@ -2,29 +2,33 @@
 //! runner) and the per-request output state. One iteration = one scheduler step:
 //!
 //! ```text
-//! intake commands -> drop cancelled requests -> schedule -> runner.execute (copy ops, forward)
-//!   -> sample every seq in each logits row's sample_for -> scheduler.update_from_output
-//!   -> per sample: detokenize, stop rules, emit Delta / Finished -> finish_seq frees blocks
+//! intake commands -> drop cancelled requests -> deadlines -> schedule -> runner.execute
+//!   -> per seq in each logits row's sample_for: forced token (thinking budget) or a draw
+//!      (s1 "Wait" filter) -> scheduler.update_from_output
+//!   -> per sample: detokenize, split reasoning/content, stop rules, Delta / Finished,
+//!      budget controller (aggregated requests) -> Launch wave / Stop sample / Finish + Report
 //! ```
 //!
-//! Invariants: a request's events go only to its own channel; a finished or cancelled
-//! sequence is removed from the scheduler in the same iteration (its blocks free at once);
-//! sampling depends only on (seed, step), so batching and preemption never change a token.
+//! Invariants: a request's events go only to its own channel; a finished, stopped or
+//! cancelled sequence is removed from the scheduler in the same iteration (its blocks free at
+//! once); sampling depends only on (seed, sample index, step), so batching, preemption and
+//! waves never change a token. Each wave of an aggregated request is its own scheduler group
+//! (ids from the same counter as requests).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::detok::Detokenizer;
+use super::reqstate::{RequestState, SampleState};
 use super::runner::ModelRunner;
 use super::types::{EngineEvent, EngineStats, GenerateRequest, TokenLogprob};
+use crate::budget::{Action, Controller, EarlyStop};
 use crate::model::tokenizer::Tokenizer;
-use crate::sample::{
-    finish_on_token, fresh_seed, sample_seed, FinishReason, Sampler, SamplingParams, StopChecker,
-    StopStatus, TokenHistory,
-};
+use crate::reasoning::ReasoningFormat;
+use crate::sample::{fresh_seed, sample_seed, FinishReason, SampledToken, Sampler};
 use crate::sched::{SchedError, Scheduler, SeqGroupRequest, SeqId};
 
 /// A new request as handed to the loop.
@@ -34,32 +38,12 @@ pub struct Submission {
     pub cancelled: Arc<AtomicBool>,
 }
 
-struct SampleState {
-    seq: SeqId,
-    seed: u64,
-    history: TokenHistory,
-    output: Vec<u32>,
-    detok: Detokenizer,
-    stop: StopChecker,
-    /// Text decoded so far and how many of its bytes were sent.
-    text: String,
-    sent: usize,
-    done: bool,
-}
-
-struct RequestState {
-    params: SamplingParams,
-    samples: Vec<SampleState>,
-    tx: UnboundedSender<EngineEvent>,
-    cancelled: Arc<AtomicBool>,
-    live: usize,
-}
-
 pub struct EngineCore {
     sched: Scheduler,
     runner: Box<dyn ModelRunner>,
     sampler: Sampler,
     tokenizer: Arc<Tokenizer>,
+    reasoning: Option<ReasoningFormat>,
     requests: HashMap<u64, RequestState>,
     /// seq id -> (request id, sample index)
     seq_owner: HashMap<SeqId, (u64, usize)>,
@@ -74,10 +58,17 @@ impl EngineCore {
             runner,
             sampler,
             tokenizer,
+            reasoning: None,
             requests: HashMap::new(),
             seq_owner: HashMap::new(),
             next_request: 1,
         }
+    }
+
+    /// The model's reasoning format (splits reasoning from content, enables thinking budgets).
+    pub fn with_reasoning(mut self, fmt: Option<ReasoningFormat>) -> Self {
+        self.reasoning = fmt;
+        self
     }
 
     pub fn has_work(&self) -> bool {
@@ -116,56 +107,126 @@ impl EngineCore {
             )));
             return;
         }
-        let group = SeqGroupRequest {
-            request_id: id,
-            prompt: r.prompt_token_ids.clone(),
-            n: r.n,
-            priority: r.priority,
-            arrival: id,
+        let now = Instant::now();
+        let deadline = r.ttc.as_ref().and_then(|p| p.deadline).map(|d| now + d);
+        let mut ctrl = r.ttc.map(Controller::new);
+        let first = match ctrl.as_mut() {
+            Some(c) => c.start(),
+            None => vec![Action::Launch {
+                first: 0,
+                count: r.n,
+            }],
         };
-        let seqs = match self.sched.add_group(group) {
-            Ok(seqs) => seqs,
-            Err(e) => {
-                let msg = match e {
-                    SchedError::QueueFull { limit } => {
-                        format!("the waiting queue is full ({limit} requests)")
-                    }
-                    other => other.to_string(),
-                };
-                let _ = s.tx.send(EngineEvent::Error(msg));
-                return;
-            }
-        };
-        let base_seed = r.params.seed.unwrap_or_else(fresh_seed);
-        let samples = seqs
-            .iter()
-            .enumerate()
-            .map(|(i, &seq)| {
-                self.seq_owner.insert(seq, (id, i));
-                SampleState {
-                    seq,
-                    seed: sample_seed(base_seed, i as u32),
-                    history: TokenHistory::new(&r.prompt_token_ids),
-                    output: Vec::new(),
-                    detok: Detokenizer::new(0),
-                    stop: StopChecker::new(&r.params.stop),
-                    text: String::new(),
-                    sent: 0,
-                    done: false,
-                }
-            })
-            .collect::<Vec<_>>();
-        let live = samples.len();
         self.requests.insert(
             id,
             RequestState {
+                base_seed: r.params.seed.unwrap_or_else(fresh_seed),
                 params: r.params,
-                samples,
+                think: r.think,
+                starts_in_thinking: r.starts_in_thinking,
+                prompt: r.prompt_token_ids,
+                priority: r.priority,
+                samples: Vec::new(),
+                sched_ids: Vec::new(),
                 tx: s.tx,
                 cancelled: s.cancelled,
-                live,
+                live: 0,
+                ctrl,
+                deadline,
             },
         );
+        self.apply(id, first);
+    }
+
+    /// Starts samples `first..first + count` of request `rid` as one scheduler group.
+    fn launch(&mut self, rid: u64, first: usize, count: usize) -> Result<(), String> {
+        let sid = self.next_request;
+        self.next_request += 1;
+        let Some(req) = self.requests.get_mut(&rid) else {
+            return Ok(());
+        };
+        let group = SeqGroupRequest {
+            request_id: sid,
+            prompt: req.prompt.clone(),
+            n: count,
+            priority: req.priority,
+            arrival: sid,
+        };
+        let seqs = self.sched.add_group(group).map_err(|e| match e {
+            SchedError::QueueFull { limit } => {
+                format!("the waiting queue is full ({limit} requests)")
+            }
+            other => other.to_string(),
+        })?;
+        req.sched_ids.push(sid);
+        for (k, &seq) in seqs.iter().enumerate() {
+            let i = first + k;
+            debug_assert_eq!(i, req.samples.len());
+            self.seq_owner.insert(seq, (rid, i));
+            req.samples.push(SampleState::new(
+                seq,
+                sample_seed(req.base_seed, i as u32),
+                &req.prompt,
+                &req.params,
+                self.reasoning.as_ref(),
+                req.starts_in_thinking,
+            ));
+        }
+        req.live += seqs.len();
+        Ok(())
+    }
+
+    /// Carries out the controller's (or a plain request's) actions.
+    fn apply(&mut self, rid: u64, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Launch { first, count } => {
+                    if let Err(msg) = self.launch(rid, first, count) {
+                        self.fail(rid, msg);
+                        return;
+                    }
+                }
+                Action::Stop { sample, reason } => self.stop_sample(rid, sample, reason),
+                Action::Finish => {
+                    if let Some(req) = self.requests.get(&rid) {
+                        if let Some(c) = &req.ctrl {
+                            let _ = req.tx.send(EngineEvent::Report(Box::new(c.report())));
+                        }
+                    }
+                }
+            }
+        }
+        if self.requests.get(&rid).is_some_and(RequestState::complete) {
+            self.remove_request(rid);
+        }
+    }
+
+    /// Ends a live sample at the controller's request; its blocks are freed at once.
+    fn stop_sample(&mut self, rid: u64, si: usize, reason: EarlyStop) {
+        let Some(req) = self.requests.get_mut(&rid) else {
+            return;
+        };
+        let Some(s) = req.samples.get_mut(si).filter(|s| !s.done) else {
+            return;
+        };
+        s.done = true;
+        let flush = s.stop_early(si);
+        let _ = req.tx.send(flush);
+        let _ = req
+            .tx
+            .send(s.finished_event(si, FinishReason::Abort, Some(reason)));
+        req.live -= 1;
+        if let Some(seq) = s.seq.take() {
+            self.seq_owner.remove(&seq);
+            self.sched.finish_seq(seq);
+        }
+    }
+
+    fn fail(&mut self, rid: u64, msg: String) {
+        if let Some(r) = self.requests.get(&rid) {
+            let _ = r.tx.send(EngineEvent::Error(msg));
+        }
+        self.remove_request(rid);
     }
 
     /// Drops requests whose client went away (stream dropped or receiver closed).
@@ -181,12 +242,34 @@ impl EngineCore {
         }
     }
 
+    /// Aggregated requests past their deadline: the controller stops their samples.
+    fn reap_deadlines(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.deadline.is_some_and(|d| now >= d))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let acts = match self.requests.get_mut(&id).and_then(|r| r.ctrl.as_mut()) {
+                Some(c) => c.on_deadline(),
+                None => continue,
+            };
+            self.apply(id, acts);
+        }
+    }
+
     fn remove_request(&mut self, id: u64) {
         if let Some(r) = self.requests.remove(&id) {
             for s in &r.samples {
-                self.seq_owner.remove(&s.seq);
+                if let Some(seq) = s.seq {
+                    self.seq_owner.remove(&seq);
+                }
             }
-            self.sched.abort_request(id);
+            for sid in r.sched_ids {
+                self.sched.abort_request(sid);
+            }
         }
     }
 
@@ -194,15 +277,13 @@ impl EngineCore {
     pub fn fail_all(&mut self, msg: &str) {
         let ids: Vec<u64> = self.requests.keys().copied().collect();
         for id in ids {
-            if let Some(r) = self.requests.get(&id) {
-                let _ = r.tx.send(EngineEvent::Error(msg.to_string()));
-            }
-            self.remove_request(id);
+            self.fail(id, msg.to_string());
         }
     }
 
     /// One scheduler step. Returns the number of tokens computed (0 = nothing runnable).
     pub fn step(&mut self) -> usize {
+        self.reap_deadlines();
         let out = self.sched.schedule();
         if out.is_empty() {
             return 0;
@@ -211,101 +292,97 @@ impl EngineCore {
         let vocab = self.runner.vocab_size();
         let layout = out.batch_layout();
         let mut sampled: Vec<(SeqId, u32)> = Vec::new();
-        let mut events: Vec<(SeqId, u32, Option<TokenLogprob>)> = Vec::new();
+        let mut events: Vec<(SeqId, u32, f32, Option<TokenLogprob>)> = Vec::new();
         let mut failed: Vec<(u64, String)> = Vec::new();
+        let fmt = self.reasoning.as_ref();
         for (row, seqs) in layout.sample_for.iter().enumerate() {
             let lg = &logits[row * vocab..(row + 1) * vocab];
             for &seq in seqs {
                 let Some(&(rid, si)) = self.seq_owner.get(&seq) else {
                     continue;
                 };
-                let Some(req) = self.requests.get(&rid) else {
+                let Some(req) = self.requests.get_mut(&rid) else {
                     continue;
                 };
-                let s = &req.samples[si];
-                match self.sampler.sample(
-                    lg,
-                    &req.params,
-                    &s.history,
-                    s.seed,
-                    s.output.len() as u32,
-                ) {
-                    Ok(t) => {
-                        sampled.push((seq, t.token));
+                let s = &mut req.samples[si];
+                let step = s.output.len() as u32;
+                let drawn = match s.think.forced_token(fmt, &req.think) {
+                    Some(t) => self.sampler.score(lg, &req.params, &s.history, t),
+                    None => self
+                        .sampler
+                        .sample(lg, &req.params, &s.history, s.seed, step)
+                        .and_then(|t| {
+                            let eos = self.sampler.eos_token_ids();
+                            let f = s.think.filter(t.token, fmt, &req.think, eos);
+                            if f == t.token {
+                                Ok(t)
+                            } else {
+                                self.sampler.score(lg, &req.params, &s.history, f)
+                            }
+                        }),
+                };
+                match drawn {
+                    Ok(SampledToken {
+                        token,
+                        logprob,
+                        top_logprobs,
+                    }) => {
+                        sampled.push((seq, token));
                         let lp = req.params.logprobs.then_some(TokenLogprob {
-                            token: t.token,
-                            logprob: t.logprob,
-                            top: t.top_logprobs,
+                            token,
+                            logprob,
+                            top: top_logprobs,
                         });
-                        events.push((seq, t.token, lp));
+                        events.push((seq, token, logprob, lp));
                     }
                     Err(e) => failed.push((rid, format!("sampling failed: {e}"))),
                 }
             }
         }
         self.sched.update_from_output(&out, &sampled);
-        for (seq, token, lp) in events {
-            self.emit(seq, token, lp);
+        for (seq, token, logprob, lp) in events {
+            self.emit(seq, token, logprob, lp);
         }
         for (rid, msg) in failed {
-            if let Some(r) = self.requests.get(&rid) {
-                let _ = r.tx.send(EngineEvent::Error(msg));
-            }
-            self.remove_request(rid);
+            self.fail(rid, msg);
         }
         out.num_batched_tokens
     }
 
-    /// Appends a sampled token to its sample, streams what can be shown, finishes if due.
-    fn emit(&mut self, seq: SeqId, token: u32, lp: Option<TokenLogprob>) {
+    /// Appends a sampled token to its sample, streams what can be shown, finishes if due,
+    /// and lets the controller react.
+    fn emit(&mut self, seq: SeqId, token: u32, logprob: f32, lp: Option<TokenLogprob>) {
         let Some(&(rid, si)) = self.seq_owner.get(&seq) else {
             return;
         };
         let Some(req) = self.requests.get_mut(&rid) else {
             return;
         };
-        let params = &req.params;
         let s = &mut req.samples[si];
-        s.output.push(token);
-        s.history.push_output(token);
-        let mut finish = finish_on_token(params, &self.tokenizer.eos_ids, token, s.output.len());
-        s.text.push_str(&s.detok.step(&self.tokenizer, &s.output));
-        let mut show_until = s.text.len();
-        match s.stop.check(&s.text) {
-            StopStatus::Stopped { truncate_at, .. } => {
-                s.text.truncate(truncate_at);
-                show_until = truncate_at;
-                finish = Some(FinishReason::Stop);
-            }
-            StopStatus::Continue { stream_until } if finish.is_none() => show_until = stream_until,
-            StopStatus::Continue { .. } => {}
-        }
-        let text = if show_until > s.sent {
-            s.text[s.sent..show_until].to_string()
-        } else {
-            String::new()
+        let (delta, finish) = s.push_token(si, token, lp, &req.params, &self.tokenizer);
+        let _ = req.tx.send(delta);
+        let mut acts = match req.ctrl.as_mut() {
+            Some(c) => c.on_token(si, logprob),
+            None => Vec::new(),
         };
-        s.sent = s.sent.max(show_until);
-        let _ = req.tx.send(EngineEvent::Delta {
-            sample: si,
-            token_ids: vec![token],
-            text,
-            logprobs: lp.into_iter().collect(),
-        });
-        if let Some(reason) = finish {
+        // The controller may have stopped this very sample (budget, low confidence).
+        let stopped_now = acts
+            .iter()
+            .any(|a| matches!(a, Action::Stop { sample, .. } if *sample == si));
+        if let (Some(reason), false) = (finish, stopped_now) {
+            let s = &mut req.samples[si];
             s.done = true;
-            let _ = req.tx.send(EngineEvent::Finished {
-                sample: si,
-                reason,
-                completion_tokens: s.output.len(),
-            });
+            let _ = req.tx.send(s.finished_event(si, reason, None));
             req.live -= 1;
-            let done_req = req.live == 0;
+            s.seq = None;
             self.seq_owner.remove(&seq);
             self.sched.finish_seq(seq);
-            if done_req {
-                self.requests.remove(&rid);
+            if let Some(c) = req.ctrl.as_mut() {
+                let s = &req.samples[si];
+                let rt = s.think.thinking_tokens() as usize;
+                acts.extend(c.on_finished(si, s.content(), rt));
             }
         }
+        self.apply(rid, acts);
     }
 }

@@ -359,9 +359,8 @@ pub fn cuda_core(
         enable_prefix_caching: cfg.enable_prefix_caching,
     };
     let sched = Scheduler::new(cfg.sched.clone(), &kv).map_err(|e| e.to_string())?;
-    Ok(EngineCore::new(
-        sched,
-        Box::new(runner),
-        model.tokenizer.clone(),
-    ))
+    Ok(
+        EngineCore::new(sched, Box::new(runner), model.tokenizer.clone())
+            .with_reasoning(model.reasoning.clone()),
+    )
 }

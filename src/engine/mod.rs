@@ -10,6 +10,7 @@ pub mod core;
 pub mod cuda_runner;
 pub mod detok;
 pub mod handle;
+mod reqstate;
 pub mod runner;
 pub mod types;
 
@@ -73,9 +74,8 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
     };
     let sched = Scheduler::new(cfg.sched.clone(), &kv).map_err(|e| e.to_string())?;
     let runner = runner::CpuRunner::new(model.clone(), num_blocks, cfg.block_size);
-    Ok(core::EngineCore::new(
-        sched,
-        Box::new(runner),
-        model.tokenizer.clone(),
-    ))
+    Ok(
+        core::EngineCore::new(sched, Box::new(runner), model.tokenizer.clone())
+            .with_reasoning(model.reasoning.clone()),
+    )
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::budget::{EarlyStop, TtcPlan, TtcReport};
+use crate::reasoning::ThinkLimits;
 use crate::sample::{FinishReason, SamplingParams};
 
 /// A request group: `n` samples of one prompt, sharing its KV blocks.
@@ -23,6 +25,28 @@ pub struct GenerateRequest {
     pub params: SamplingParams,
     /// Lower runs first when priority scheduling is on.
     pub priority: i32,
+    /// The rendered prompt already opened thinking (ends with the start marker).
+    pub starts_in_thinking: bool,
+    /// Thinking budget and minimum of every sample.
+    pub think: ThinkLimits,
+    /// Aggregated test-time compute: the controller decides how many of `ttc.n` samples
+    /// run and stops them; `None` = `n` independent samples.
+    pub ttc: Option<TtcPlan>,
+}
+
+impl GenerateRequest {
+    /// `n` independent samples with no thinking limits.
+    pub fn new(prompt_token_ids: Vec<u32>, n: usize, params: SamplingParams) -> Self {
+        GenerateRequest {
+            prompt_token_ids,
+            n,
+            params,
+            priority: 0,
+            starts_in_thinking: false,
+            think: ThinkLimits::default(),
+            ttc: None,
+        }
+    }
 }
 
 /// Log-probability of one generated token.
@@ -36,20 +60,28 @@ pub struct TokenLogprob {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
-    /// New output of sample `sample`: its tokens, the text that may be shown now (stop-string
-    /// candidates are held back until resolved), and logprobs when asked for.
+    /// New output of sample `sample`: its tokens, the content text that may be shown now
+    /// (stop-string candidates are held back until resolved), its new reasoning text (models
+    /// with reasoning markers; markers removed), and logprobs when asked for.
     Delta {
         sample: usize,
         token_ids: Vec<u32>,
         text: String,
+        reasoning: String,
         logprobs: Vec<TokenLogprob>,
     },
-    /// Sample `sample` is done; `completion_tokens` counts all its generated tokens.
+    /// Sample `sample` is done; `completion_tokens` counts all its generated tokens,
+    /// `reasoning_tokens` those spent thinking. `early_stop`: the budget controller ended it
+    /// (then `reason` is `Abort`).
     Finished {
         sample: usize,
         reason: FinishReason,
         completion_tokens: usize,
+        reasoning_tokens: usize,
+        early_stop: Option<EarlyStop>,
     },
+    /// Aggregated requests: the controller's final account, sent after every sample ended.
+    Report(Box<TtcReport>),
     /// The request failed as a whole (message safe to show a client).
     Error(String),
 }

@@ -19,6 +19,8 @@ pub struct LoadedModel {
     pub model: LlamaModel,
     pub tokenizer: Arc<Tokenizer>,
     pub template: ChatTemplate,
+    /// How the model marks thinking (`auto`-detected at load; `--reasoning-parser` overrides).
+    pub reasoning: Option<crate::reasoning::ReasoningFormat>,
     /// Model id reported by the API (file stem or directory name).
     pub name: String,
     pub path: PathBuf,
@@ -93,10 +95,16 @@ fn assemble(
         &tokenizer.bos_token,
         &tokenizer.eos_token,
     )?;
+    let reasoning = crate::reasoning::ReasoningFormat::resolve(
+        crate::reasoning::ReasoningParser::Auto,
+        template.source(),
+        &tokenizer,
+    );
     Ok(LoadedModel {
         model: LlamaModel::new(cfg, weights),
         tokenizer: Arc::new(tokenizer),
         template,
+        reasoning,
         name,
         path: path.into(),
     })

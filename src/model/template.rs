@@ -30,6 +30,7 @@ pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + messag
 
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: String,
     eos_token: String,
 }
@@ -57,9 +58,15 @@ impl ChatTemplate {
             })?;
         Ok(ChatTemplate {
             env,
+            source: source.to_string(),
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
         })
+    }
+
+    /// The template's Jinja source (reasoning-marker detection reads it).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Renders `messages`; with `add_generation_prompt` the assistant turn is opened.

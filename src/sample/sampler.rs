@@ -229,6 +229,35 @@ impl Sampler {
         })
     }
 
+    /// Scores a `token` chosen by the engine rather than drawn (thinking-budget forcing, s1
+    /// "Wait"): its logprob and top logprobs under the same distribution a draw would use.
+    pub fn score(
+        &mut self,
+        logits: &[f32],
+        params: &SamplingParams,
+        history: &TokenHistory,
+        token: u32,
+    ) -> Result<SampledToken, SampleError> {
+        let dist = self.prepare(logits, params, history)?;
+        let logprob = match self.x.get(token as usize) {
+            Some(&v) => dist.logprob(v),
+            None => f32::NEG_INFINITY,
+        };
+        let n_top = params.num_top_logprobs().min(self.vocab);
+        let top_logprobs = if n_top > 0 {
+            top_m(&self.x, n_top, &mut self.cand);
+            let top = self.cand[..n_top].iter();
+            top.map(|&(v, t)| (t, dist.logprob(v))).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(SampledToken {
+            token,
+            logprob,
+            top_logprobs,
+        })
+    }
+
     /// Copy, penalize, mask, scale; then the softmax summary. Three O(vocab)
     /// passes (copy, max, sum of exp) plus O(history) for penalties.
     fn prepare(

@@ -3,12 +3,14 @@
 //! tokenizer and template (loaded once per test binary), and request helpers.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, Response};
 use ponder::api::{router, AppState};
+use ponder::budget::{Action, Controller};
 use ponder::config::HttpLimits;
 use ponder::engine::{
     EngineClient, EngineEvent, EngineStats, GenerateRequest, RequestStream, SubmitError,
@@ -55,6 +57,9 @@ pub enum Behavior {
     Hold,
     /// Sends one "Hello" delta of sample 0, then `Error(msg)`.
     FailAfterDelta(String),
+    /// Aggregated requests: a real budget `Controller` decides; sample i answers with one token
+    /// of text `texts[i % len]` and logprob -0.1 * (i + 1), in sample order.
+    Ttc(Vec<String>),
     /// `submit` fails with `QueueFull { limit }`.
     QueueFull(usize),
     /// `submit` fails with `EngineDead` and `is_alive()` is false.
@@ -120,7 +125,80 @@ fn delta(sample: usize, text: &str, req: &GenerateRequest) -> EngineEvent {
         sample,
         token_ids: vec![token],
         text: text.to_string(),
+        reasoning: String::new(),
         logprobs,
+    }
+}
+
+/// Runs `req.ttc` through a real controller with scripted one-token samples.
+fn drive_ttc(req: &GenerateRequest, texts: &[String], tx: &UnboundedSender<EngineEvent>) {
+    let plan = req
+        .ttc
+        .clone()
+        .expect("Behavior::Ttc needs an aggregated request");
+    let mut c = Controller::new(plan);
+    let mut pending: VecDeque<usize> = VecDeque::new();
+    let mut ended: Vec<bool> = Vec::new();
+    let handle = |acts: Vec<Action>,
+                  pending: &mut VecDeque<usize>,
+                  ended: &mut Vec<bool>,
+                  c: &Controller| {
+        for a in acts {
+            match a {
+                Action::Launch { first, count } => {
+                    ended.resize(first + count, false);
+                    pending.extend(first..first + count);
+                }
+                Action::Stop { sample, reason } => {
+                    let emitted = !pending.contains(&sample);
+                    ended[sample] = true;
+                    tx.send(EngineEvent::Finished {
+                        sample,
+                        reason: FinishReason::Abort,
+                        completion_tokens: usize::from(emitted),
+                        reasoning_tokens: 0,
+                        early_stop: Some(reason),
+                    })
+                    .unwrap();
+                }
+                Action::Finish => tx.send(EngineEvent::Report(Box::new(c.report()))).unwrap(),
+            }
+        }
+    };
+    let acts = c.start();
+    handle(acts, &mut pending, &mut ended, &c);
+    while let Some(i) = pending.pop_front() {
+        if ended[i] {
+            continue;
+        }
+        let text = texts[i % texts.len()].clone();
+        tx.send(EngineEvent::Delta {
+            sample: i,
+            token_ids: vec![1],
+            text: text.clone(),
+            reasoning: String::new(),
+            logprobs: Vec::new(),
+        })
+        .unwrap();
+        let acts = c.on_token(i, -0.1 * (i + 1) as f32);
+        let stopped = acts
+            .iter()
+            .any(|a| matches!(a, Action::Stop { sample, .. } if *sample == i));
+        handle(acts, &mut pending, &mut ended, &c);
+        if stopped {
+            continue;
+        }
+        ended[i] = true;
+        tx.send(EngineEvent::Finished {
+            sample: i,
+            reason: FinishReason::Stop,
+            completion_tokens: 1,
+            reasoning_tokens: 0,
+            early_stop: None,
+        })
+        .unwrap();
+        let acts = c.on_finished(i, &text, 0);
+        handle(acts, &mut pending, &mut ended, &c);
     }
 }
 
@@ -158,6 +236,8 @@ impl EngineClient for FakeEngine {
                         sample: i,
                         reason: FinishReason::Stop,
                         completion_tokens: 2,
+                        reasoning_tokens: 0,
+                        early_stop: None,
                     })
                     .unwrap();
                 }
@@ -172,6 +252,7 @@ impl EngineClient for FakeEngine {
                 tx.send(delta(0, "Hello", &req)).unwrap();
                 tx.send(EngineEvent::Error(msg)).unwrap();
             }
+            Behavior::Ttc(texts) => drive_ttc(&req, &texts, &tx),
             Behavior::QueueFull(_) | Behavior::Dead => {}
         }
         Ok(stream)

@@ -1,0 +1,243 @@
+//! Scripted-event tests of the controller: exact actions, votes, stop reasons and budgets.
+
+use super::*;
+use crate::aggregate::{Aggregation, Equivalence, Extractor};
+use crate::budget::plan::{Gate, Strategy};
+use crate::budget::report::Grant;
+
+fn plan(n: usize, min_samples: usize) -> TtcPlan {
+    TtcPlan {
+        strategy: Strategy::SelfConsistency,
+        n,
+        min_samples,
+        extractor: Extractor::parse("last_number").unwrap(),
+        equivalence: Equivalence::parse("numeric").unwrap(),
+        aggregation: Aggregation::parse("majority").unwrap(),
+        consensus: None,
+        esc_window: None,
+        gate: None,
+        total_token_budget: None,
+        deadline: None,
+        grant: Grant::default(),
+    }
+}
+
+fn launch(first: usize, count: usize) -> Action {
+    Action::Launch { first, count }
+}
+
+fn stop(sample: usize, reason: EarlyStop) -> Action {
+    Action::Stop { sample, reason }
+}
+
+/// `k` tokens of logprob `lp` for `sample`; asserts they trigger nothing.
+fn tokens(c: &mut Controller, sample: usize, k: usize, lp: f32) {
+    for _ in 0..k {
+        assert_eq!(c.on_token(sample, lp), vec![]);
+    }
+}
+
+#[test]
+fn fixed_n_majority_runs_every_sample_and_votes() {
+    let mut c = Controller::new(plan(4, 4));
+    assert_eq!(c.start(), vec![launch(0, 4)]);
+    tokens(&mut c, 0, 3, -0.5);
+    tokens(&mut c, 1, 2, -0.1);
+    tokens(&mut c, 2, 4, -0.2);
+    tokens(&mut c, 3, 1, -0.3);
+    assert_eq!(c.on_finished(0, "So 5 + 7 = 12.", 0), vec![]);
+    assert_eq!(c.on_finished(1, "The answer is 12.0", 0), vec![]);
+    assert_eq!(c.on_finished(2, "I think 13", 0), vec![]);
+    assert_eq!(c.on_finished(3, "no idea", 0), vec![Action::Finish]);
+    assert!(c.is_finished());
+    assert_eq!(c.on_token(0, -1.0), vec![]);
+    let r = c.report();
+    assert_eq!(
+        r.votes,
+        vec![("12".to_string(), 2.0), ("13".to_string(), 1.0)]
+    );
+    assert_eq!(r.answer.as_deref(), Some("12"));
+    assert!((r.winning_share - 2.0 / 3.0).abs() < 1e-12);
+    // Of the two "12" samples, sample 1 has the higher mean logprob.
+    assert_eq!(r.winner_sample, Some(1));
+    assert_eq!((r.launched(), r.completed(), r.stopped()), (4, 4, 0));
+    assert_eq!(r.stop_reason, None);
+    assert_eq!(
+        (r.tokens_thinking, r.tokens_answer, r.tokens_wasted),
+        (0, 10, 0)
+    );
+    assert_eq!(r.samples[3].answer, None);
+}
+
+#[test]
+fn esc_window_stops_launching_waves_once_the_last_answers_agree() {
+    let mut p = plan(8, 2);
+    p.esc_window = Some(2);
+    let mut c = Controller::new(p);
+    assert_eq!(c.start(), vec![launch(0, 2)]);
+    tokens(&mut c, 0, 2, -0.1);
+    tokens(&mut c, 1, 2, -0.1);
+    assert_eq!(c.on_finished(0, "12", 0), vec![]);
+    assert_eq!(c.on_finished(1, "13", 0), vec![launch(2, 2)]);
+    tokens(&mut c, 2, 2, -0.1);
+    tokens(&mut c, 3, 2, -0.1);
+    assert_eq!(c.on_finished(2, "12", 0), vec![]);
+    assert_eq!(c.on_finished(3, "12", 0), vec![Action::Finish]);
+    let r = c.report();
+    assert_eq!(r.stop_reason, Some(EarlyStop::WindowAgreement));
+    assert_eq!((r.launched(), r.stopped()), (4, 0));
+    assert_eq!(r.answer.as_deref(), Some("12"));
+    assert_eq!(r.winning_share, 0.75);
+}
+
+#[test]
+fn esc_agreement_stops_the_live_rest_of_a_wave() {
+    let mut p = plan(8, 4);
+    p.esc_window = Some(2);
+    let mut c = Controller::new(p);
+    c.start();
+    tokens(&mut c, 0, 1, -0.1);
+    tokens(&mut c, 1, 1, -0.1);
+    tokens(&mut c, 2, 5, -0.1);
+    assert_eq!(c.on_finished(0, "7", 0), vec![]);
+    assert_eq!(
+        c.on_finished(1, "7", 0),
+        vec![
+            stop(2, EarlyStop::WindowAgreement),
+            stop(3, EarlyStop::WindowAgreement),
+            Action::Finish
+        ]
+    );
+    let r = c.report();
+    assert_eq!((r.completed(), r.stopped(), r.tokens_wasted), (2, 2, 5));
+    assert_eq!(r.total_tokens(), 7);
+}
+
+#[test]
+fn consensus_stops_when_the_rest_cannot_change_the_outcome() {
+    let mut p = plan(8, 4);
+    p.consensus = Some(0.75);
+    let mut c = Controller::new(p);
+    c.start();
+    assert_eq!(c.on_finished(0, "3", 0), vec![]);
+    assert_eq!(c.on_finished(1, "3", 0), vec![]);
+    // 3 of 3 answered with one live: 3 >= 0.75 * (3 + 1).
+    assert_eq!(
+        c.on_finished(2, "3.0", 0),
+        vec![stop(3, EarlyStop::Consensus), Action::Finish]
+    );
+    assert_eq!(c.report().stop_reason, Some(EarlyStop::Consensus));
+
+    // 2 of 4 agree: no consensus, the next wave runs.
+    let mut p = plan(8, 4);
+    p.consensus = Some(0.75);
+    let mut c = Controller::new(p);
+    c.start();
+    for (i, a) in ["1", "1", "2", "3"].iter().enumerate() {
+        let acts = c.on_finished(i, a, 0);
+        if i < 3 {
+            assert_eq!(acts, vec![]);
+        } else {
+            assert_eq!(acts, vec![launch(4, 4)]);
+        }
+    }
+}
+
+#[test]
+fn confidence_gate_stops_later_samples_below_the_first_wave_threshold() {
+    let mut p = plan(4, 2);
+    p.gate = Some(Gate {
+        window: 2,
+        percentile: 50.0,
+    });
+    let mut c = Controller::new(p);
+    c.start();
+    tokens(&mut c, 0, 3, -0.1);
+    tokens(&mut c, 1, 2, -1.0);
+    assert_eq!(c.on_finished(0, "1", 0), vec![]);
+    assert_eq!(c.threshold(), None);
+    assert_eq!(c.on_finished(1, "2", 0), vec![launch(2, 2)]);
+    // Median of the first wave's lowest window means (-0.1, -1.0).
+    assert!((c.threshold().unwrap() - (-0.55)).abs() < 1e-6);
+    assert_eq!(c.on_token(2, -2.0), vec![]);
+    assert_eq!(c.on_token(2, -2.0), vec![stop(2, EarlyStop::LowConfidence)]);
+    tokens(&mut c, 3, 2, -0.2);
+    assert_eq!(c.on_finished(3, "1", 0), vec![Action::Finish]);
+    let r = c.report();
+    assert_eq!(r.stop_reason, None);
+    assert_eq!(r.stop_counts()[2], (EarlyStop::LowConfidence, 1));
+    assert_eq!((r.tokens_answer, r.tokens_wasted), (7, 2));
+    assert_eq!(r.answer.as_deref(), Some("1"));
+}
+
+#[test]
+fn token_budget_and_deadline_stop_everything() {
+    let mut p = plan(4, 2);
+    p.total_token_budget = Some(5);
+    let mut c = Controller::new(p);
+    c.start();
+    tokens(&mut c, 0, 2, -0.1);
+    tokens(&mut c, 1, 2, -0.1);
+    assert_eq!(
+        c.on_token(0, -0.1),
+        vec![
+            stop(0, EarlyStop::TokenBudget),
+            stop(1, EarlyStop::TokenBudget),
+            Action::Finish
+        ]
+    );
+    let r = c.report();
+    assert_eq!((r.tokens_wasted, r.answer.clone()), (5, None));
+    // Nothing completed: the longest stopped sample carries the response.
+    assert_eq!(r.winner_sample, Some(0));
+
+    // A finished first wave leaves no budget for a second.
+    let mut p = plan(4, 2);
+    p.total_token_budget = Some(4);
+    let mut c = Controller::new(p);
+    c.start();
+    tokens(&mut c, 0, 2, -0.1);
+    tokens(&mut c, 1, 1, -0.1);
+    assert_eq!(c.on_finished(0, "1", 0), vec![]);
+    assert_eq!(c.on_finished(1, "2", 0), vec![launch(2, 2)]);
+
+    let mut c = Controller::new(plan(2, 2));
+    c.start();
+    assert_eq!(c.on_finished(0, "4", 0), vec![]);
+    assert_eq!(
+        c.on_deadline(),
+        vec![stop(1, EarlyStop::Deadline), Action::Finish]
+    );
+    assert_eq!(c.on_deadline(), vec![]);
+    assert_eq!(c.on_finished(1, "4", 0), vec![]);
+    assert_eq!(c.report().answer.as_deref(), Some("4"));
+}
+
+#[test]
+fn best_of_n_and_reasoning_token_accounting() {
+    let mut p = plan(3, 3);
+    p.strategy = Strategy::BestOfN;
+    p.aggregation = Aggregation::parse("best_logprob").unwrap();
+    let mut c = Controller::new(p);
+    c.start();
+    tokens(&mut c, 0, 4, -0.9);
+    tokens(&mut c, 1, 4, -0.2);
+    tokens(&mut c, 2, 4, -0.5);
+    c.on_finished(0, "5", 3);
+    c.on_finished(1, "6", 1);
+    assert_eq!(c.on_finished(2, "5", 2), vec![Action::Finish]);
+    let r = c.report();
+    assert_eq!(r.answer.as_deref(), Some("6"));
+    assert_eq!(r.winner_sample, Some(1));
+    assert_eq!((r.tokens_thinking, r.tokens_answer), (6, 6));
+
+    // No answers at all: the most likely completed sample.
+    let mut c = Controller::new(plan(2, 2));
+    c.start();
+    tokens(&mut c, 0, 1, -2.0);
+    tokens(&mut c, 1, 1, -1.0);
+    c.on_finished(0, "none", 0);
+    c.on_finished(1, "none", 0);
+    let r = c.report();
+    assert_eq!((r.answer.clone(), r.winner_sample), (None, Some(1)));
+}

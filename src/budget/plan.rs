@@ -1,0 +1,361 @@
+//! `RawBudget` (what the client sent) -> `Budget` (checked): the thinking limits of every
+//! sample and, for aggregated requests, the `TtcPlan` the controller runs.
+//!
+//! Precedence: request field > `reasoning_effort` preset > default. Then the load rule
+//! (presets.rs) shrinks samples and thinking; `Grant` records asked versus granted.
+//! Every error names its field (`ttc.min_samples`), the limit and the value given.
+
+use std::time::Duration;
+
+use super::presets::{BudgetConfig, Effort, LoadRule, LoadSnapshot};
+use super::report::Grant;
+use crate::aggregate::{Aggregation, Equivalence, Extractor};
+use crate::reasoning::ThinkLimits;
+use crate::validate::ValidateError;
+
+/// Longest `deadline_ms` accepted (one hour).
+pub const MAX_DEADLINE_MS: i64 = 3_600_000;
+/// Largest confidence-gate window (tokens); bounds the per-sample window memory.
+pub const MAX_GATE_WINDOW: i64 = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Single,
+    SelfConsistency,
+    BestOfN,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Single => "single",
+            Strategy::SelfConsistency => "self_consistency",
+            Strategy::BestOfN => "best_of_n",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawGate {
+    pub window: Option<i64>,
+    pub percentile: Option<f64>,
+}
+
+/// The `ttc` object, types checked (api/request.rs), ranges not.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawTtc {
+    pub strategy: Option<String>,
+    pub n: Option<i64>,
+    pub min_samples: Option<i64>,
+    pub extract: Option<String>,
+    pub equivalence: Option<String>,
+    pub aggregation: Option<String>,
+    pub consensus: Option<f64>,
+    pub esc_window: Option<i64>,
+    pub confidence_gate: Option<RawGate>,
+    pub total_token_budget: Option<i64>,
+    pub deadline_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawBudget {
+    pub reasoning_effort: Option<String>,
+    pub thinking_token_budget: Option<i64>,
+    pub min_thinking_tokens: Option<i64>,
+    pub ttc: Option<RawTtc>,
+}
+
+/// DeepConf-style gate: samples after the first wave stop when their `window`-token mean
+/// logprob falls below the `percentile`-th percentile of the first wave's lowest window means.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gate {
+    pub window: usize,
+    pub percentile: f64,
+}
+
+/// A checked aggregation plan (with the load rule applied).
+#[derive(Debug, Clone)]
+pub struct TtcPlan {
+    pub strategy: Strategy,
+    /// Most samples (granted).
+    pub n: usize,
+    /// First wave size; later waves have the same size (the last may be smaller).
+    pub min_samples: usize,
+    pub extractor: Extractor,
+    pub equivalence: Equivalence,
+    pub aggregation: Aggregation,
+    pub consensus: Option<f64>,
+    pub esc_window: Option<usize>,
+    pub gate: Option<Gate>,
+    pub total_token_budget: Option<usize>,
+    pub deadline: Option<Duration>,
+    pub grant: Grant,
+}
+
+/// What the plan builder needs besides the request.
+pub struct BudgetContext<'a> {
+    pub config: &'a BudgetConfig,
+    pub load: LoadSnapshot,
+    /// The model marks thinking (a reasoning format is configured).
+    pub has_reasoning: bool,
+    pub max_n: usize,
+    /// The per-sample token limit (`max_completion_tokens` or its default).
+    pub max_tokens: u32,
+    /// Top-level `n` as given.
+    pub n_given: Option<i64>,
+}
+
+/// The checked budget of one request.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    pub think: ThinkLimits,
+    pub ttc: Option<TtcPlan>,
+    /// Asked versus granted, when the request asked for any budget.
+    pub grant: Option<Grant>,
+}
+
+fn bad(param: &str, msg: String) -> ValidateError {
+    ValidateError::invalid(param, msg)
+}
+
+fn range(param: &str, v: i64, lo: i64, hi: i64) -> Result<i64, ValidateError> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(bad(
+            param,
+            format!("`{param}` must be in [{lo}, {hi}], given {v}"),
+        ))
+    }
+}
+
+const NO_MARKERS: &str =
+    "the model has no reasoning markers, so thinking is not budgeted separately";
+
+/// Checks `raw` and applies presets and the load rule.
+pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, ValidateError> {
+    let effort = match &raw.reasoning_effort {
+        None => None,
+        Some(s) => Some(Effort::parse(s).ok_or_else(|| {
+            bad(
+                "reasoning_effort",
+                format!(
+                    "`reasoning_effort` must be one of none, low, medium, high, auto, given {s:?}"
+                ),
+            )
+        })?),
+    };
+    let preset = effort.map(|e| cx.config.preset(e));
+    let level = cx.config.load.level(&cx.load);
+    let max_tokens = i64::from(cx.max_tokens);
+
+    // ---- thinking ----
+    let no_markers = |param: &str| {
+        bad(
+            param,
+            format!(
+                "`{param}` needs a model that marks its thinking (<think>...</think>); this model has no reasoning markers (start the server with --reasoning-parser to set them)"
+            ),
+        )
+    };
+    let requested_thinking: Option<u32> = match raw.thinking_token_budget {
+        Some(t) => {
+            if !cx.has_reasoning {
+                return Err(no_markers("thinking_token_budget"));
+            }
+            if t < 0 || t >= max_tokens {
+                return Err(bad(
+                    "thinking_token_budget",
+                    format!("`thinking_token_budget` must be in [0, {}] (below the sample's token limit of {max_tokens}, to leave room for the answer), given {t}", max_tokens - 1),
+                ));
+            }
+            Some(t as u32)
+        }
+        // Presets are clamped to 3/4 of the sample's token limit.
+        None => preset
+            .and_then(|p| p.thinking_token_budget)
+            .map(|t| t.min(cx.max_tokens / 4 * 3)),
+    };
+    let min_thinking = match raw.min_thinking_tokens {
+        None => 0,
+        Some(_) if !cx.has_reasoning => return Err(no_markers("min_thinking_tokens")),
+        Some(m) => {
+            let hi = requested_thinking.map_or(max_tokens - 1, i64::from);
+            range("min_thinking_tokens", m, 0, hi)? as u32
+        }
+    };
+    let granted_thinking = if cx.has_reasoning {
+        requested_thinking.map(|t| LoadRule::thinking(level, t))
+    } else {
+        None
+    };
+    let think = ThinkLimits {
+        budget: granted_thinking,
+        min_thinking: min_thinking.min(granted_thinking.unwrap_or(u32::MAX)),
+    };
+    let mut grant = Grant {
+        effort: effort.map(Effort::as_str),
+        requested_n: 1,
+        granted_n: 1,
+        requested_min_samples: 1,
+        granted_min_samples: 1,
+        requested_thinking,
+        granted_thinking,
+        load_level: level,
+        max_tokens: cx.max_tokens,
+        note: (requested_thinking.is_some() && !cx.has_reasoning).then_some(NO_MARKERS),
+    };
+    let asked = effort.is_some() || raw.thinking_token_budget.is_some() || raw.ttc.is_some();
+
+    // ---- samples ----
+    let preset_n = preset.map_or(1, |p| p.n);
+    let Some(t) = raw
+        .ttc
+        .clone()
+        .or_else(|| (preset_n > 1).then(RawTtc::default))
+    else {
+        return Ok(Budget {
+            think,
+            ttc: None,
+            grant: asked.then_some(grant),
+        });
+    };
+    if let Some(n) = cx.n_given.filter(|&n| n != 1) {
+        return Err(bad(
+            "n",
+            format!("`n` must be 1 (or absent) when samples are aggregated (`ttc` or a reasoning_effort preset with several samples); set `ttc.n` instead, given {n}"),
+        ));
+    }
+    let max_n = cx.max_n as i64;
+    let n = match t.n {
+        Some(v) => range("ttc.n", v, 1, max_n)? as usize,
+        None => preset_n.min(cx.max_n),
+    };
+    let strategy = match t.strategy.as_deref() {
+        None if n > 1 => Strategy::SelfConsistency,
+        None | Some("single") => Strategy::Single,
+        Some("self_consistency") => Strategy::SelfConsistency,
+        Some("best_of_n") => Strategy::BestOfN,
+        Some(s) => return Err(bad(
+            "ttc.strategy",
+            format!(
+                "`ttc.strategy` must be one of single, self_consistency, best_of_n, given {s:?}"
+            ),
+        )),
+    };
+    if strategy == Strategy::Single && n > 1 {
+        return Err(bad(
+            "ttc.n",
+            format!("`ttc.n` must be 1 with strategy single (use self_consistency or best_of_n for several samples), given {n}"),
+        ));
+    }
+    let min_samples = match t.min_samples {
+        Some(v) => range("ttc.min_samples", v, 1, n as i64)? as usize,
+        None => preset.and_then(|p| p.min_samples).unwrap_or(n).min(n),
+    };
+    let extractor = Extractor::parse(t.extract.as_deref().unwrap_or("last_number"))
+        .map_err(|e| bad("ttc.extract", e))?;
+    let equivalence = Equivalence::parse(t.equivalence.as_deref().unwrap_or("numeric"))
+        .map_err(|e| bad("ttc.equivalence", e))?;
+    let default_agg = if strategy == Strategy::BestOfN {
+        "best_logprob"
+    } else {
+        "majority"
+    };
+    let aggregation = Aggregation::parse(t.aggregation.as_deref().unwrap_or(default_agg))
+        .map_err(|e| bad("ttc.aggregation", e))?;
+    let consensus = t.consensus.or(preset.and_then(|p| p.consensus));
+    if let Some(c) = consensus {
+        if !(c > 0.5 && c <= 1.0) {
+            return Err(bad(
+                "ttc.consensus",
+                format!("`ttc.consensus` must be in (0.5, 1], given {c}"),
+            ));
+        }
+    }
+    let esc_window = match t.esc_window {
+        Some(w) => Some(range("ttc.esc_window", w, 2, (n as i64).max(2))? as usize),
+        None => preset.and_then(|p| p.esc_window).map(|w| w.min(n)),
+    };
+    let gate = match &t.confidence_gate {
+        None => None,
+        Some(g) => {
+            let window = range(
+                "ttc.confidence_gate.window",
+                g.window.unwrap_or(16),
+                1,
+                MAX_GATE_WINDOW,
+            )? as usize;
+            let percentile = g.percentile.unwrap_or(10.0);
+            if !(0.0..=100.0).contains(&percentile) {
+                return Err(bad(
+                    "ttc.confidence_gate.percentile",
+                    format!(
+                        "`ttc.confidence_gate.percentile` must be in [0, 100], given {percentile}"
+                    ),
+                ));
+            }
+            if min_samples >= n {
+                return Err(bad(
+                    "ttc.confidence_gate",
+                    format!("`ttc.confidence_gate` needs `ttc.min_samples` below `ttc.n` (the first wave sets the threshold for later samples), given min_samples {min_samples} and n {n}"),
+                ));
+            }
+            Some(Gate { window, percentile })
+        }
+    };
+    if strategy == Strategy::BestOfN {
+        if consensus.is_some() || esc_window.is_some() || gate.is_some() {
+            return Err(bad(
+                "ttc.strategy",
+                "`ttc.strategy` best_of_n scores every sample; consensus, esc_window and confidence_gate need self_consistency".to_string(),
+            ));
+        }
+        if !matches!(aggregation, Aggregation::BestLogprob) {
+            return Err(bad(
+                "ttc.aggregation",
+                format!(
+                    "`ttc.aggregation` must be best_logprob with strategy best_of_n, given {:?}",
+                    aggregation.as_str()
+                ),
+            ));
+        }
+    }
+    let total_token_budget = t
+        .total_token_budget
+        .map(|v| range("ttc.total_token_budget", v, 1, i64::from(u32::MAX)))
+        .transpose()?
+        .map(|v| v as usize);
+    let deadline = t
+        .deadline_ms
+        .map(|v| range("ttc.deadline_ms", v, 1, MAX_DEADLINE_MS))
+        .transpose()?
+        .map(|v| Duration::from_millis(v as u64));
+    let granted_n = LoadRule::samples(level, n);
+    grant.requested_n = n;
+    grant.granted_n = granted_n;
+    grant.requested_min_samples = min_samples;
+    grant.granted_min_samples = min_samples.min(granted_n);
+    Ok(Budget {
+        think,
+        ttc: Some(TtcPlan {
+            strategy,
+            n: granted_n,
+            min_samples: min_samples.min(granted_n),
+            extractor,
+            equivalence,
+            aggregation,
+            consensus,
+            esc_window,
+            gate,
+            total_token_budget,
+            deadline,
+            grant: grant.clone(),
+        }),
+        grant: Some(grant),
+    })
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,191 @@
+//! What the controller tells the client (`ttc` in the response) and the metrics.
+//!
+//! Token identity: `tokens.thinking + tokens.answer + tokens.wasted` = every token generated
+//! by every sample = `usage.completion_tokens` of the response (wasted = all tokens of samples
+//! stopped early, which cast no vote).
+
+use serde_json::{json, Map, Value};
+
+use super::plan::Strategy;
+
+/// Why a sample (or the whole request) stopped before finishing on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EarlyStop {
+    /// The leading answer reached the consensus share; the rest cannot change the outcome.
+    Consensus,
+    /// The last `esc_window` completed samples agreed (early-stopping self-consistency).
+    WindowAgreement,
+    /// The sample's sliding-window mean logprob fell below the first wave's threshold.
+    LowConfidence,
+    /// `total_token_budget` was reached.
+    TokenBudget,
+    /// `deadline_ms` passed.
+    Deadline,
+}
+
+impl EarlyStop {
+    pub const ALL: [EarlyStop; 5] = [
+        EarlyStop::Consensus,
+        EarlyStop::WindowAgreement,
+        EarlyStop::LowConfidence,
+        EarlyStop::TokenBudget,
+        EarlyStop::Deadline,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EarlyStop::Consensus => "consensus",
+            EarlyStop::WindowAgreement => "window_agreement",
+            EarlyStop::LowConfidence => "low_confidence",
+            EarlyStop::TokenBudget => "token_budget",
+            EarlyStop::Deadline => "deadline",
+        }
+    }
+}
+
+/// What a request asked for versus what the server granted (load-aware budgets).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Grant {
+    pub effort: Option<&'static str>,
+    pub requested_n: usize,
+    pub granted_n: usize,
+    pub requested_min_samples: usize,
+    pub granted_min_samples: usize,
+    pub requested_thinking: Option<u32>,
+    pub granted_thinking: Option<u32>,
+    /// 0 = normal, 1 = busy, 2 = overloaded (see presets.rs).
+    pub load_level: u8,
+    /// Each sample's token limit (`max_completion_tokens` or its default).
+    pub max_tokens: u32,
+    /// Why a thinking budget was not applied (the model has no reasoning markers).
+    pub note: Option<&'static str>,
+}
+
+impl Grant {
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "requested": {"n": self.requested_n, "min_samples": self.requested_min_samples,
+                "thinking_token_budget": self.requested_thinking, "reasoning_effort": self.effort},
+            "granted": {"n": self.granted_n, "min_samples": self.granted_min_samples,
+                "thinking_token_budget": self.granted_thinking, "load_level": self.load_level,
+                "max_completion_tokens": self.max_tokens},
+        });
+        if let (Some(n), Value::Object(m)) = (self.note, &mut v) {
+            m.insert("note".into(), json!(n));
+        }
+        v
+    }
+}
+
+/// One launched sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleSummary {
+    pub index: usize,
+    /// Canonical answer key (`None`: nothing extracted, or stopped early).
+    pub answer: Option<String>,
+    pub tokens: usize,
+    pub reasoning_tokens: usize,
+    /// Mean logprob of its tokens (0 when it generated none).
+    pub mean_logprob: f64,
+    pub stopped: Option<EarlyStop>,
+}
+
+/// The controller's account of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TtcReport {
+    pub strategy: Strategy,
+    pub grant: Grant,
+    pub samples: Vec<SampleSummary>,
+    /// Why the request ended early (`None`: every launched sample finished on its own).
+    pub stop_reason: Option<EarlyStop>,
+    /// (answer key, weight), heaviest first.
+    pub votes: Vec<(String, f64)>,
+    pub answer: Option<String>,
+    pub winning_share: f64,
+    /// The sample whose text is the response's choice.
+    pub winner_sample: Option<usize>,
+    pub tokens_thinking: usize,
+    pub tokens_answer: usize,
+    pub tokens_wasted: usize,
+}
+
+impl TtcReport {
+    pub fn launched(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn stopped(&self) -> usize {
+        self.samples.iter().filter(|s| s.stopped.is_some()).count()
+    }
+
+    pub fn completed(&self) -> usize {
+        self.launched() - self.stopped()
+    }
+
+    pub fn total_tokens(&self) -> usize {
+        self.tokens_thinking + self.tokens_answer + self.tokens_wasted
+    }
+
+    /// Early stops by reason, every reason listed (0 when none).
+    pub fn stop_counts(&self) -> Vec<(EarlyStop, usize)> {
+        EarlyStop::ALL
+            .iter()
+            .map(|&r| {
+                let k = self.samples.iter().filter(|s| s.stopped == Some(r)).count();
+                (r, k)
+            })
+            .collect()
+    }
+
+    /// The `ttc` object of a response.
+    pub fn to_json(&self) -> Value {
+        let votes: Map<String, Value> = self
+            .votes
+            .iter()
+            .map(|(k, w)| (k.clone(), json!(round6(*w))))
+            .collect();
+        let stops: Map<String, Value> = self
+            .stop_counts()
+            .into_iter()
+            .filter(|&(_, k)| k > 0)
+            .map(|(r, k)| (r.as_str().to_string(), json!(k)))
+            .collect();
+        let samples: Vec<Value> = self
+            .samples
+            .iter()
+            .map(|s| {
+                json!({"index": s.index, "answer": s.answer, "tokens": s.tokens,
+                    "reasoning_tokens": s.reasoning_tokens, "mean_logprob": round6(s.mean_logprob),
+                    "stopped": s.stopped.map(EarlyStop::as_str)})
+            })
+            .collect();
+        let mut v = json!({
+            "strategy": self.strategy.as_str(),
+            "samples_launched": self.launched(),
+            "samples_completed": self.completed(),
+            "samples_stopped": self.stopped(),
+            "stop_reason": self.stop_reason.map(EarlyStop::as_str),
+            "stop_reasons": stops,
+            "votes": votes,
+            "answer": self.answer,
+            "winning_share": round6(self.winning_share),
+            "winner_sample": self.winner_sample,
+            "tokens": {"thinking": self.tokens_thinking, "answer": self.tokens_answer,
+                "wasted": self.tokens_wasted, "total": self.total_tokens()},
+            "samples": samples,
+        });
+        if let (Value::Object(m), Value::Object(g)) = (&mut v, self.grant.to_json()) {
+            m.extend(g);
+        }
+        v
+    }
+}
+
+/// JSON-friendly rounding (6 decimals) so reports do not carry float noise.
+fn round6(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1e6).round() / 1e6
+    } else {
+        0.0
+    }
+}

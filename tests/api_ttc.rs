@@ -1,0 +1,204 @@
+//! Router tests of reasoning budgets and aggregated requests over a scripted engine that runs
+//! a real budget controller: exact `ttc` reports, one winning choice, usage over all samples,
+//! the SSE shape, load-aware grants, and the 400s of invalid budgets.
+
+mod api_support;
+
+use api_support::*;
+use serde_json::{json, Value};
+
+fn texts(t: &[&str]) -> Behavior {
+    Behavior::Ttc(t.iter().map(|s| s.to_string()).collect())
+}
+
+const ANSWERS: &[&str] = &["The answer is 12.", "I get 13.", "12", "so 12"];
+
+fn body(ttc: Value, stream: bool) -> String {
+    json!({"model": "smol", "messages": [{"role": "user", "content": "7 + 5?"}],
+        "seed": 1, "stream": stream, "ttc": ttc})
+    .to_string()
+}
+
+fn expected_report() -> Value {
+    json!({
+        "strategy": "self_consistency",
+        "samples_launched": 4, "samples_completed": 4, "samples_stopped": 0,
+        "stop_reason": "window_agreement", "stop_reasons": {},
+        "votes": {"12": 3.0, "13": 1.0}, "answer": "12", "winning_share": 0.75,
+        "winner_sample": 0,
+        "tokens": {"thinking": 0, "answer": 4, "wasted": 0, "total": 4},
+        "samples": [
+            {"index": 0, "answer": "12", "tokens": 1, "reasoning_tokens": 0, "mean_logprob": -0.1, "stopped": null},
+            {"index": 1, "answer": "13", "tokens": 1, "reasoning_tokens": 0, "mean_logprob": -0.2, "stopped": null},
+            {"index": 2, "answer": "12", "tokens": 1, "reasoning_tokens": 0, "mean_logprob": -0.3, "stopped": null},
+            {"index": 3, "answer": "12", "tokens": 1, "reasoning_tokens": 0, "mean_logprob": -0.4, "stopped": null}
+        ],
+        "requested": {"n": 6, "min_samples": 2, "thinking_token_budget": null, "reasoning_effort": null},
+        "granted": {"n": 6, "min_samples": 2, "thinking_token_budget": null, "load_level": 0,
+            "max_completion_tokens": 4096}
+    })
+}
+
+#[tokio::test]
+async fn self_consistency_returns_the_winner_and_the_report() {
+    let engine = FakeEngine::new(texts(ANSWERS));
+    let state = app(engine.clone());
+    let ttc = json!({"n": 6, "min_samples": 2, "esc_window": 2});
+    let (status, v) = call(&state, post("/v1/chat/completions", body(ttc, false))).await;
+    assert_eq!(status, 200, "{v}");
+    let req = engine.last_request();
+    let plan = req.ttc.expect("aggregated");
+    assert_eq!((req.n, plan.n, plan.min_samples), (6, 6, 2));
+    assert_eq!(
+        v["choices"],
+        json!([{"index": 0, "message": {"role": "assistant", "content": "The answer is 12."},
+            "logprobs": null, "finish_reason": "stop"}])
+    );
+    let prompt = chat_prompt_ids(&[("user", "7 + 5?")]).len();
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": prompt, "completion_tokens": 4, "total_tokens": prompt + 4,
+            "completion_tokens_details": {"reasoning_tokens": 0}})
+    );
+    assert_eq!(v["ttc"], expected_report());
+}
+
+#[tokio::test]
+async fn streaming_sends_the_winner_then_the_report() {
+    let state = app(FakeEngine::new(texts(ANSWERS)));
+    let ttc = json!({"n": 6, "min_samples": 2, "esc_window": 2});
+    let resp = send(&state, post("/v1/chat/completions", body(ttc, true))).await;
+    assert_eq!(resp.status(), 200);
+    let text = body_text(resp).await;
+    let frames: Vec<&str> = text
+        .split("\n\n")
+        .filter(|f| !f.is_empty())
+        .map(|f| f.strip_prefix("data: ").unwrap())
+        .collect();
+    assert_eq!(frames.len(), 5, "{text}");
+    let f: Vec<Value> = frames[..4]
+        .iter()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+    assert_eq!(
+        f[0]["choices"],
+        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])
+    );
+    assert_eq!(
+        f[1]["choices"],
+        json!([{"index": 0, "delta": {"content": "The answer is 12."}, "logprobs": null, "finish_reason": null}])
+    );
+    assert_eq!(
+        f[2]["choices"],
+        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}])
+    );
+    assert_eq!(f[3]["choices"], json!([]));
+    assert_eq!(f[3]["ttc"], expected_report());
+    assert_eq!(frames[4], "[DONE]");
+}
+
+#[tokio::test]
+async fn consensus_stops_live_samples_and_counts_them_as_wasted() {
+    let state = app(FakeEngine::new(texts(&["7", "7", "7", "8"])));
+    let ttc = json!({"n": 4, "consensus": 0.75});
+    let (status, v) = call(&state, post("/v1/chat/completions", body(ttc, false))).await;
+    assert_eq!(status, 200, "{v}");
+    let r = &v["ttc"];
+    // 3 of 3 answered agree with one live sample left: 3 >= 0.75 * (3 + 1).
+    assert_eq!(r["stop_reason"], "consensus");
+    assert_eq!(r["stop_reasons"], json!({"consensus": 1}));
+    assert_eq!(
+        (r["samples_launched"].clone(), r["samples_stopped"].clone()),
+        (json!(4), json!(1))
+    );
+    assert_eq!(r["samples"][3]["stopped"], "consensus");
+    assert_eq!(
+        r["tokens"],
+        json!({"thinking": 0, "answer": 3, "wasted": 0, "total": 3})
+    );
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    assert_eq!(r["answer"], "7");
+}
+
+#[tokio::test]
+async fn load_shrinks_samples_and_the_report_says_so() {
+    let engine = FakeEngine::new(texts(ANSWERS));
+    engine.stats.lock().unwrap().num_waiting = 16;
+    let state = app(engine.clone());
+    let ttc = json!({"n": 6, "min_samples": 2});
+    let (status, v) = call(&state, post("/v1/chat/completions", body(ttc, false))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(engine.last_request().ttc.unwrap().n, 1);
+    assert_eq!(v["ttc"]["requested"]["n"], 6);
+    assert_eq!(v["ttc"]["granted"]["n"], 1);
+    assert_eq!(v["ttc"]["granted"]["min_samples"], 1);
+    assert_eq!(v["ttc"]["granted"]["load_level"], 2);
+    assert_eq!(v["ttc"]["samples_launched"], 1);
+}
+
+#[tokio::test]
+async fn effort_without_markers_reports_the_grant() {
+    let state = app(FakeEngine::new(Behavior::Script));
+    let b = json!({"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "low"});
+    let (status, v) = call(&state, post("/v1/chat/completions", b.to_string())).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["ttc"],
+        json!({"strategy": "single",
+            "requested": {"n": 1, "min_samples": 1, "thinking_token_budget": 512, "reasoning_effort": "low"},
+            "granted": {"n": 1, "min_samples": 1, "thinking_token_budget": null, "load_level": 0,
+                "max_completion_tokens": 4096},
+            "note": "the model has no reasoning markers, so thinking is not budgeted separately"})
+    );
+}
+
+#[tokio::test]
+async fn invalid_budgets_are_400_with_the_field() {
+    let state = app(FakeEngine::new(Behavior::Script));
+    let cases = [
+        (
+            json!({"ttc": {"n": 4, "consensus_threshold": 0.8}}),
+            "`ttc.consensus_threshold` is not a known field; allowed: strategy, n, min_samples, extract, equivalence, aggregation, consensus, esc_window, confidence_gate, total_token_budget, deadline_ms",
+            "ttc.consensus_threshold",
+        ),
+        (json!({"ttc": [1]}), "`ttc` must be an object, given [1]", "ttc"),
+        (
+            json!({"n": 2, "ttc": {"n": 4}}),
+            "`n` must be 1 (or absent) when samples are aggregated (`ttc` or a reasoning_effort preset with several samples); set `ttc.n` instead, given 2",
+            "n",
+        ),
+        (
+            json!({"thinking_token_budget": 64}),
+            "`thinking_token_budget` needs a model that marks its thinking (<think>...</think>); this model has no reasoning markers (start the server with --reasoning-parser to set them)",
+            "thinking_token_budget",
+        ),
+        (
+            json!({"ttc": {"n": 4, "confidence_gate": {"window": 8, "percentil": 10}}}),
+            "`ttc.confidence_gate.percentil` is not a known field; allowed: window, percentile",
+            "ttc.confidence_gate.percentil",
+        ),
+        (
+            json!({"ttc": {"extract": "regex:("}}),
+            "",
+            "ttc.extract",
+        ),
+    ];
+    for (extra, message, param) in cases {
+        let mut b = json!({"messages": [{"role": "user", "content": "hi"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let (status, v) = call(&state, post("/v1/chat/completions", b.to_string())).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        if !message.is_empty() {
+            assert_eq!(v["error"]["message"], message);
+        } else {
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains("regex"),
+                "{v}"
+            );
+        }
+    }
+}
