@@ -12,6 +12,7 @@
 //!
 //! Modules are declared in data-flow order; each depends only on the ones below it.
 
+pub mod aggregate;
 pub mod api;
 pub mod backend;
 pub mod budget;
