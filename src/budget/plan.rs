@@ -236,12 +236,14 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
         None | Some("single") => Strategy::Single,
         Some("self_consistency") => Strategy::SelfConsistency,
         Some("best_of_n") => Strategy::BestOfN,
-        Some(s) => return Err(bad(
-            "ttc.strategy",
-            format!(
+        Some(s) => {
+            return Err(bad(
+                "ttc.strategy",
+                format!(
                 "`ttc.strategy` must be one of single, self_consistency, best_of_n, given {s:?}"
             ),
-        )),
+            ))
+        }
     };
     if strategy == Strategy::Single && n > 1 {
         return Err(bad(
@@ -254,16 +256,26 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
         None => preset.and_then(|p| p.min_samples).unwrap_or(n).min(n),
     };
     let extractor = Extractor::parse(t.extract.as_deref().unwrap_or("last_number"))
-        .map_err(|e| bad("ttc.extract", e))?;
-    let equivalence = Equivalence::parse(t.equivalence.as_deref().unwrap_or("numeric"))
-        .map_err(|e| bad("ttc.equivalence", e))?;
+        .map_err(|e| bad("ttc.extract", e.replacen("`extract`", "`ttc.extract`", 1)))?;
+    let equivalence =
+        Equivalence::parse(t.equivalence.as_deref().unwrap_or("numeric")).map_err(|e| {
+            bad(
+                "ttc.equivalence",
+                e.replacen("`equivalence`", "`ttc.equivalence`", 1),
+            )
+        })?;
     let default_agg = if strategy == Strategy::BestOfN {
         "best_logprob"
     } else {
         "majority"
     };
-    let aggregation = Aggregation::parse(t.aggregation.as_deref().unwrap_or(default_agg))
-        .map_err(|e| bad("ttc.aggregation", e))?;
+    let aggregation =
+        Aggregation::parse(t.aggregation.as_deref().unwrap_or(default_agg)).map_err(|e| {
+            bad(
+                "ttc.aggregation",
+                e.replacen("`aggregation`", "`ttc.aggregation`", 1),
+            )
+        })?;
     let consensus = t.consensus.or(preset.and_then(|p| p.consensus));
     if let Some(c) = consensus {
         if !(c > 0.5 && c <= 1.0) {
