@@ -118,6 +118,23 @@ async fn consensus_stops_live_samples_and_counts_them_as_wasted() {
     );
     assert_eq!(v["usage"]["completion_tokens"], 3);
     assert_eq!(r["answer"], "7");
+
+    // The same account in the metrics.
+    let text = body_text(send(&state, get("/metrics")).await).await;
+    for line in [
+        "ponder:ttc_requests_total{strategy=\"self_consistency\"} 1",
+        "ponder:ttc_early_stops_total{reason=\"consensus\"} 1",
+        "ponder:ttc_tokens_total{kind=\"answer\"} 3",
+        "ponder:ttc_tokens_total{kind=\"wasted\"} 0",
+        "ponder:ttc_samples_per_request_sum 4",
+        "ponder:ttc_samples_per_request_count 1",
+        "ponder:ttc_vote_agreement_sum 1",
+        // 4 samples x 4096 tokens allowed, 3 generated.
+        "ponder:ttc_tokens_saved_total 16381",
+        "ponder:reasoning_tokens_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+    }
 }
 
 #[tokio::test]
