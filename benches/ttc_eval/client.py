@@ -21,6 +21,8 @@ from problems import Problem
 from scoring import is_correct
 
 MAX_RETRY_AFTER_S = 30.0
+# The returned (winning) sample's text is kept in the results, cut to this length.
+MAX_TEXT_CHARS = 400
 
 
 def result_row(problem: Problem, policy: Policy) -> dict:
@@ -40,6 +42,7 @@ def result_row(problem: Problem, policy: Policy) -> dict:
         "winning_share": None,
         "stop_reasons": None,
         "votes": None,
+        "text": None,
         "latency_s": None,
         "retries": 0,
         "status": None,
@@ -65,6 +68,10 @@ def fill_from_response(row: dict, status: int, body: object) -> dict:
     for k in ("samples_launched", "samples_completed", "samples_stopped", "winning_share",
               "stop_reasons", "votes"):
         row[k] = ttc.get(k)
+    choices = body.get("choices") or [{}]
+    message = choices[0].get("message") or {} if isinstance(choices[0], dict) else {}
+    text = message.get("content")
+    row["text"] = text[:MAX_TEXT_CHARS] if isinstance(text, str) else None
     if row["completion_tokens"] is None:
         row["error"] = "HTTP 200 without usage.completion_tokens"
     return row

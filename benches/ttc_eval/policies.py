@@ -102,7 +102,7 @@ def request_body(model: str, problem: Problem, policy: Policy, sampling: dict | 
     """The JSON body of POST /v1/chat/completions for one (problem, policy)."""
     return {
         "model": model,
-        "messages": [{"role": "user", "content": problem.prompt()}],
+        "messages": [{"role": "user", "content": problem.prompt}],
         **(SAMPLING if sampling is None else sampling),
         "seed": problem.seed,
         "ttc": policy.ttc,

@@ -69,9 +69,7 @@ class Problem:
     expr: str  # arithmetic over the question's numbers, in order; evaluates to `answer`
     answer: int
     seed: int  # the request `seed` for this problem (the same for every policy)
-
-    def prompt(self) -> str:
-        return PROMPT_TEMPLATE.format(question=self.question)
+    prompt: str  # the chat message: the prompt template around `question`
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,10 +132,13 @@ def _eval_simple(expr: str) -> int:
 _GENERATORS = {1: _level1, 2: _level2, 3: _level3, 4: _level4}
 
 
-def generate(n: int, seed: int) -> list[Problem]:
-    """`n` problems (a multiple of 4: the same count per level), deterministic in `seed`."""
+def generate(n: int, seed: int, template: str = PROMPT_TEMPLATE) -> list[Problem]:
+    """`n` problems (a multiple of 4: the same count per level), deterministic in `seed`;
+    `template` must contain "{question}" once."""
     if n <= 0 or n % len(LEVELS) != 0:
         raise ValueError(f"--problems must be a positive multiple of {len(LEVELS)}, given {n}")
+    if template.count("{question}") != 1:
+        raise ValueError(f'the prompt template must contain "{{question}}" once, given {template!r}')
     rng = random.Random(seed)
     problems = []
     for i in range(n):
@@ -151,6 +152,7 @@ def generate(n: int, seed: int) -> list[Problem]:
                 expr=expr,
                 answer=answer,
                 seed=rng.getrandbits(31),
+                prompt=template.replace("{question}", question),
             )
         )
     return problems

@@ -31,6 +31,7 @@ META_LABELS = (
     ("concurrency", "Concurrency"),
     ("sampling", "Sampling"),
     ("common_ttc", "Answer extraction"),
+    ("prompt_template", "Prompt template"),
     ("bootstrap", "Bootstrap"),
     ("wall_s", "Wall time (s)"),
 )

@@ -70,8 +70,8 @@ def test_every_answer_recomputes():
         assert len(ops) == expected_ops, p
         if p.level == 3:
             assert ops == ["*", "+"], p
-        assert p.prompt().startswith("Solve: " + p.question), p
-        assert p.prompt().endswith('End with "The answer is" followed by the result.'), p
+        assert p.prompt.startswith("Solve: " + p.question), p
+        assert p.prompt.endswith('End with "The answer is" followed by the result.'), p
         assert 0 <= p.seed < 2**31
 
 
@@ -84,6 +84,15 @@ def test_levels_are_balanced_and_interleaved():
     templates = {t.split(" ")[1] for t, _ in prob.WORD_TEMPLATES}
     seen = {p.question.split(" ")[1] for p in ps if p.level == 4}
     assert templates <= seen | {"{name}"}
+
+
+def test_prompt_template():
+    p = prob.generate(4, seed=0, template="Q: {question}")[1]
+    assert p.prompt == "Q: " + p.question
+    assert prob.generate(4, seed=0, template="Q: {question}")[1].answer == p.answer
+    for bad in ["no placeholder", "{question} {question}"]:
+        with pytest.raises(ValueError, match="must contain"):
+            prob.generate(4, seed=0, template=bad)
 
 
 @pytest.mark.parametrize("n", [0, -4, 10])
@@ -104,7 +113,7 @@ def test_policy_table_and_request_body():
     body = pol.request_body("smol", problem, ps[3])
     assert body == {
         "model": "smol",
-        "messages": [{"role": "user", "content": problem.prompt()}],
+        "messages": [{"role": "user", "content": problem.prompt}],
         "temperature": 0.8,
         "top_p": 0.95,
         "max_completion_tokens": 96,
@@ -278,7 +287,7 @@ def test_bad_arguments_exit_2(capsys):
 def fake_server(fail_first_with_429: set[int], broken: set[int]):
     """A MockTransport answering like the future server; problem ids come from the prompt."""
     seen: dict[str, int] = {}
-    lookup = {p.prompt(): p for p in prob.generate(8, seed=0)}
+    lookup = {p.prompt: p for p in prob.generate(8, seed=0)}
 
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)

@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=pol.SAMPLING["max_completion_tokens"])
     p.add_argument("--temperature", type=float, default=pol.SAMPLING["temperature"])
     p.add_argument("--top-p", type=float, default=pol.SAMPLING["top_p"])
+    p.add_argument("--prompt-template", default=prob.PROMPT_TEMPLATE,
+                   help='the chat message around "{question}" (default: %(default)r)')
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--out-dir", default="docs/ttc-eval", help="raw results JSON goes here")
     p.add_argument("--report", default="docs/ttc-eval.md")
@@ -70,11 +72,11 @@ def sampling_of(args: argparse.Namespace) -> dict:
 
 def dry_run(args: argparse.Namespace, policies: list[pol.Policy], out=None) -> None:
     out = out or sys.stdout
-    problems = prob.generate(args.problems, args.seed)
+    problems = prob.generate(args.problems, args.seed, args.prompt_template)
     print(f"# {len(problems)} problems (seed {args.seed}); the first two of each level:", file=out)
     for level in prob.LEVELS:
         for p in [p for p in problems if p.level == level][:2]:
-            print(f"L{p.level} #{p.id}: {p.prompt()!r} -> {p.answer}  ({p.expr})", file=out)
+            print(f"L{p.level} #{p.id}: {p.prompt!r} -> {p.answer}  ({p.expr})", file=out)
     print(f"\n# request bodies for problem #{problems[0].id}:", file=out)
     for policy in policies:
         body = pol.request_body(args.model or "<model>", problems[0], policy, sampling_of(args))
@@ -125,7 +127,7 @@ def print_summary(rows: list[dict], verdict: str) -> None:
 async def evaluate(args: argparse.Namespace, policies: list[pol.Policy]) -> int:
     base = args.base_url.rstrip("/")
     model = args.model or await client.fetch_model(base)
-    problems = prob.generate(args.problems, args.seed)
+    problems = prob.generate(args.problems, args.seed, args.prompt_template)
     sampling = sampling_of(args)
     started = time.monotonic()
     meta = {
@@ -141,7 +143,7 @@ async def evaluate(args: argparse.Namespace, policies: list[pol.Policy]) -> int:
         "sampling": sampling,
         "common_ttc": pol.COMMON_TTC,
         "bootstrap": {"resamples": args.bootstrap, "seed": args.seed},
-        "prompt_template": prob.PROMPT_TEMPLATE,
+        "prompt_template": args.prompt_template,
     }
     results: list[dict] = []
     for policy in policies:
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         policies = pol.select(pol.all_policies(), args.policies)
-        prob.generate(args.problems, args.seed)  # validates --problems
+        prob.generate(args.problems, args.seed, args.prompt_template)  # validates --problems
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
