@@ -25,7 +25,7 @@ META_LABELS = (
     ("server", "Server"),
     ("model", "Model"),
     ("host", "Host"),
-    ("git_commit", "ponder commit"),
+    ("git_commit", "Repository commit (eval working tree)"),
     ("problems", "Problems"),
     ("seed", "Seed"),
     ("concurrency", "Concurrency"),
@@ -117,7 +117,7 @@ def write_plot(path: str | Path, rows: list[dict], title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
     usable = [r for r in rows if r["mean_tokens"] > 0 and not math.isnan(r["mean_tokens"])]
 
-    def draw(rs, fmt, label, color, connect):
+    def draw(rs, fmt, label, color, connect, dy=6):
         if not rs:
             return
         x = [r["mean_tokens"] for r in rs]
@@ -127,13 +127,14 @@ def write_plot(path: str | Path, rows: list[dict], title: str = "") -> Path:
         ax.errorbar(x, y, yerr=err, fmt=fmt, color=color, capsize=3, label=label,
                     linestyle="-" if connect else "none", markersize=6)
         for r, xi, yi in zip(rs, x, y):
-            ax.annotate(r["policy"], (xi, yi), textcoords="offset points", xytext=(6, 6),
+            ax.annotate(r["policy"], (xi, yi), textcoords="offset points", xytext=(6, dy),
                         fontsize=8, color=color)
 
     fixed = sorted((r for r in usable if r["kind"] == "fixed"), key=lambda r: r["mean_tokens"])
     draw(fixed, "o", "fixed-N majority", "tab:blue", True)
     for i, r in enumerate(r for r in usable if r["kind"] == "adaptive"):
-        draw([r], "s^Dvp*"[i % 6], r["policy"], f"C{(i + 1) % 10}", False)
+        # staggered labels: adaptive points often sit on top of each other
+        draw([r], "s^Dvp*"[i % 6], r["policy"], f"C{(i + 1) % 10}", False, dy=-14 - 11 * i)
     ref = next((r for r in usable if r["policy"] == REFERENCE), None)
     if ref is not None:
         # The verdict's target: >= the reference's CI low end with <= 50% of its tokens.
@@ -143,6 +144,7 @@ def write_plot(path: str | Path, rows: list[dict], title: str = "") -> Path:
                         ref["ci"][0], 1.02, color="tab:green", alpha=0.08,
                         label=f"target: >= {REFERENCE} CI low, <= 50% tokens")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("mean generated tokens per problem (log scale)")
@@ -151,7 +153,7 @@ def write_plot(path: str | Path, rows: list[dict], title: str = "") -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title or "ttc: accuracy vs generated tokens")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8, framealpha=0.85)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
