@@ -40,10 +40,15 @@ pub fn window_agrees(cands: &[Candidate], w: usize) -> bool {
 
 /// DeepConf-style stop threshold: the `percentile`-th percentile (0..=100) of
 /// the first wave's per-sample lowest sliding-window mean logprobs. Linear
-/// interpolation between the sorted values v[0] <= .. <= v[n-1]:
-/// rank = percentile * (n - 1) / 100, result = v[floor] + frac(rank) *
-/// (v[ceil] - v[floor]) (numpy's default). NaN values are ignored. `None` when
-/// no value remains or `percentile` is outside 0..=100 (or NaN).
+/// interpolation between the sorted values (numpy's default):
+///
+/// ```text
+/// v[0] <= .. <= v[n-1]      rank = percentile * (n - 1) / 100
+/// result = v[floor(rank)] + (rank - floor(rank)) * (v[ceil(rank)] - v[floor(rank)])
+/// ```
+///
+/// NaN values are ignored. `None` when no value remains or `percentile` is
+/// outside 0..=100 (or NaN).
 pub fn confidence_threshold(first_wave_min_window_means: &[f64], percentile: f64) -> Option<f64> {
     if !(0.0..=100.0).contains(&percentile) {
         return None;

@@ -112,6 +112,9 @@ fn parse_value(s: &str) -> Option<Value> {
         Some(rest) => (true, rest.trim_start()),
         None => (false, s.strip_prefix('+').unwrap_or(s).trim_start()),
     };
+    if body.starts_with(['-', '+']) {
+        return None; // "--3", "+-3": not a number
+    }
     for cmd in ["\\frac", "\\dfrac", "\\tfrac"] {
         if let Some(rest) = body.strip_prefix(cmd) {
             let (a, rest) = braced(rest.trim_start())?;
@@ -440,8 +443,25 @@ mod tests {
         assert_eq!(num("1e99999999999999999999"), "1e99999999999999999999");
         assert_eq!(num(""), "");
         assert_eq!(num("-"), "-");
+        assert_eq!(num("--3"), "--3");
+        assert_eq!(num("+-3"), "+-3");
         assert_eq!(num("."), "");
         assert_eq!(num("$"), "$");
+    }
+
+    proptest::proptest! {
+        /// `key` is total, and a key is its own key (for both equivalences).
+        #[test]
+        fn key_is_total_and_idempotent(s in proptest::prop_oneof![
+            proptest::prelude::any::<String>(),
+            "[-+$ ]{0,2}[0-9,]{0,12}([.][0-9]{0,6})?([eE][-+]?[0-9]{1,3})?(/[-0-9]{1,4})?[%. ]{0,2}",
+            "-?\\\\[dt]?frac[{][0-9]{1,3}[}][{]-?[0-9]{1,3}[}]",
+        ]) {
+            for eq in [Equivalence::Exact, Equivalence::Numeric] {
+                let k = eq.key(&s);
+                proptest::prop_assert_eq!(eq.key(&k), k.clone(), "{:?} {:?}", eq, s);
+            }
+        }
     }
 
     #[test]

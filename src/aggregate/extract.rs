@@ -62,7 +62,7 @@ impl PartialEq for Extractor {
 impl Eq for Extractor {}
 
 impl Extractor {
-    /// "boxed" | "last_number" | "final_line" | "regex:<pattern>". The error
+    /// `"boxed" | "last_number" | "final_line" | "regex:<pattern>"`. The error
     /// is a message fit for a 400 response.
     pub fn parse(spec: &str) -> Result<Extractor, String> {
         match spec {

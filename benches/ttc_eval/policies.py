@@ -1,0 +1,109 @@
+"""The policies under test and the request body each one sends.
+
+Edit the tables below to change what is measured. A policy is a name plus the `ttc`
+object of POST /v1/chat/completions; fixed-N policies launch exactly N samples
+(min_samples = n = N), adaptive ones may stop early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from problems import Problem
+
+# Answer extraction and equivalence the server uses for every policy.
+COMMON_TTC = {
+    "extract": "last_number",
+    "equivalence": "numeric",
+}
+
+# Sampling parameters of every request (the per-problem `seed` is added per request).
+SAMPLING = {
+    "temperature": 0.8,
+    "top_p": 0.95,
+    "max_completion_tokens": 96,
+}
+
+FIXED_N = (1, 2, 4, 8, 16)
+
+# The reference policy for "tokens relative to" and the verdict.
+REFERENCE = "fixed-8"
+
+ADAPTIVE = {
+    # Early-stopping self-consistency: stop once the last 4 completed samples agree.
+    "esc": {
+        "strategy": "self_consistency",
+        "n": 16,
+        "min_samples": 4,
+        "esc_window": 4,
+        "aggregation": "majority",
+    },
+    # Stop once the leading answer holds >= 75% of the votes (after >= 4 samples).
+    "consensus": {
+        "strategy": "self_consistency",
+        "n": 16,
+        "min_samples": 4,
+        "consensus": 0.75,
+        "aggregation": "majority",
+    },
+    # DeepConf-style: the first wave sets a confidence threshold (10th percentile of
+    # the lowest 16-token window mean logprob); later samples falling below it stop.
+    "deepconf": {
+        "strategy": "self_consistency",
+        "n": 16,
+        "min_samples": 4,
+        "consensus": 0.75,
+        "confidence_gate": {"window": 16, "percentile": 10},
+        "aggregation": "confidence_weighted",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    kind: str  # "fixed" | "adaptive"
+    ttc: dict = field(hash=False)
+
+
+def all_policies() -> list[Policy]:
+    """Fixed-N (ascending N), then the adaptive table in its order."""
+    fixed = [
+        Policy(
+            f"fixed-{n}",
+            "fixed",
+            {
+                "strategy": "self_consistency",
+                "n": n,
+                "min_samples": n,
+                "aggregation": "majority",
+                **COMMON_TTC,
+            },
+        )
+        for n in FIXED_N
+    ]
+    adaptive = [Policy(name, "adaptive", {**ttc, **COMMON_TTC}) for name, ttc in ADAPTIVE.items()]
+    return fixed + adaptive
+
+
+def select(policies: list[Policy], names: str | None) -> list[Policy]:
+    """The policies named in a comma list (all when `names` is empty), in table order."""
+    if not names:
+        return policies
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {p.name for p in policies}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ValueError(f"unknown policies {unknown}; known: {sorted(known)}")
+    return [p for p in policies if p.name in wanted]
+
+
+def request_body(model: str, problem: Problem, policy: Policy, sampling: dict | None = None) -> dict:
+    """The JSON body of POST /v1/chat/completions for one (problem, policy)."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": problem.prompt}],
+        **(SAMPLING if sampling is None else sampling),
+        "seed": problem.seed,
+        "ttc": policy.ttc,
+    }
