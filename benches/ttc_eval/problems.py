@@ -19,10 +19,12 @@ from dataclasses import asdict, dataclass
 
 LEVELS = (1, 2, 3, 4)
 
-# The chat message. Tuned on SmolLM2-135M-Instruct (T=0.8, top_p=0.95): with this
-# wording it usually ends with "The answer is N" / "... = N"; asking for a placeholder
-# ("end with 'The answer is N.'") made it echo the letter N.
-PROMPT_TEMPLATE = 'Solve: {question} End with "The answer is" followed by the result.'
+# The chat message. Tuned on SmolLM2-135M-Instruct: asked "What is 7 + 5?" it writes its
+# working ("7 + 5 = 12"), which it needs; asking it to end with "The answer is ..." made it
+# answer at once without working (worse), and a placeholder ("The answer is N.") made it
+# echo the letter N. Requests stop at the first blank line (SAMPLING["stop"]), where the
+# model starts rambling and quoting the question's numbers again.
+PROMPT_TEMPLATE = "{question}"
 
 NAMES = ("Tom", "Anna", "Ben", "Mia", "Sam", "Lily", "Omar", "Zoe")
 
@@ -78,20 +80,20 @@ class Problem:
 def _level1(rng: random.Random) -> tuple[str, str, int]:
     a, b = rng.randint(1, 12), rng.randint(1, 12)
     if rng.random() < 0.5:
-        return f"{a} + {b}.", f"{a} + {b}", a + b
+        return f"What is {a} + {b}?", f"{a} + {b}", a + b
     a, b = max(a, b), min(a, b)
-    return f"{a} - {b}.", f"{a} - {b}", a - b
+    return f"What is {a} - {b}?", f"{a} - {b}", a - b
 
 
 def _level2(rng: random.Random) -> tuple[str, str, int]:
     a, b = rng.randint(2, 20), rng.randint(2, 20)
     c = rng.randint(1, a + b)
-    return f"{a} + {b} - {c}.", f"{a} + {b} - {c}", a + b - c
+    return f"What is {a} + {b} - {c}?", f"{a} + {b} - {c}", a + b - c
 
 
 def _level3(rng: random.Random) -> tuple[str, str, int]:
     a, b, c = rng.randint(2, 12), rng.randint(2, 12), rng.randint(1, 20)
-    return f"{a} * {b} + {c}.", f"{a} * {b} + {c}", a * b + c
+    return f"What is {a} * {b} + {c}?", f"{a} * {b} + {c}", a * b + c
 
 
 def _level4(rng: random.Random) -> tuple[str, str, int]:

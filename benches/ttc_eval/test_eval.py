@@ -61,7 +61,7 @@ def test_every_answer_recomputes():
         assert safe_eval(p.expr) == p.answer, p
         numbers_in_expr = re.findall(r"\d+", p.expr)
         if p.level <= 3:
-            assert p.question == p.expr + ".", p
+            assert p.question == "What is " + p.expr + "?", p
         else:
             assert re.findall(r"\d+", p.question) == numbers_in_expr, p
             assert p.question.endswith("?"), p
@@ -70,8 +70,7 @@ def test_every_answer_recomputes():
         assert len(ops) == expected_ops, p
         if p.level == 3:
             assert ops == ["*", "+"], p
-        assert p.prompt.startswith("Solve: " + p.question), p
-        assert p.prompt.endswith('End with "The answer is" followed by the result.'), p
+        assert p.prompt == p.question, p
         assert 0 <= p.seed < 2**31
 
 
@@ -108,21 +107,22 @@ def test_policy_table_and_request_body():
     ps = pol.all_policies()
     names = [p.name for p in ps]
     assert names == ["fixed-1", "fixed-2", "fixed-4", "fixed-8", "fixed-16",
-                     "esc", "consensus", "deepconf"]
+                     "esc-2", "esc-2-gate", "esc", "consensus", "deepconf"]
     problem = prob.generate(4, seed=0)[0]
     body = pol.request_body("smol", problem, ps[3])
     assert body == {
         "model": "smol",
         "messages": [{"role": "user", "content": problem.prompt}],
-        "temperature": 0.8,
+        "temperature": 0.4,
         "top_p": 0.95,
         "max_completion_tokens": 96,
+        "stop": ["\n\n"],
         "seed": problem.seed,
         "ttc": {"strategy": "self_consistency", "n": 8, "min_samples": 8,
                 "aggregation": "majority", "extract": "last_number",
                 "equivalence": "numeric"},
     }
-    esc = pol.request_body("smol", problem, ps[5])["ttc"]
+    esc = pol.request_body("smol", problem, ps[7])["ttc"]
     assert esc["esc_window"] == 4 and esc["min_samples"] == 4 and esc["n"] == 16
     assert [p.name for p in pol.select(ps, "deepconf, fixed-1")] == ["fixed-1", "deepconf"]
     with pytest.raises(ValueError, match="unknown policies"):
@@ -267,7 +267,7 @@ def test_report_only_round_trip(tmp_path):
 def test_dry_run_prints_problems_and_bodies(capsys):
     assert ttc_eval.main(["--dry-run", "--problems", "8", "--policies", "fixed-1,esc"]) == 0
     out = capsys.readouterr().out
-    assert "L1 #0: 'Solve: " in out and "L4 #3: " in out
+    assert "L1 #0: 'What is " in out and "L4 #3: " in out
     lines = [ln for ln in out.splitlines() if ln.startswith(("fixed-1: ", "esc: "))]
     assert len(lines) == 2
     body = json.loads(lines[1].split(": ", 1)[1])

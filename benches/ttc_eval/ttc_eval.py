@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def sampling_of(args: argparse.Namespace) -> dict:
     return {"temperature": args.temperature, "top_p": args.top_p,
-            "max_completion_tokens": args.max_tokens}
+            "max_completion_tokens": args.max_tokens, "stop": pol.SAMPLING["stop"]}
 
 
 def dry_run(args: argparse.Namespace, policies: list[pol.Policy], out=None) -> None:
