@@ -51,6 +51,17 @@ ADAPTIVE = {
         "confidence_gate": {"window": 8, "percentile": 50},
         "aggregation": "majority",
     },
+    # esc-2 plus DeepConf-low's aggressive gate (keep the most confident ~10%): later samples
+    # stop once their 8-token window mean logprob falls below the 90th percentile of the
+    # first wave's lowest window means.
+    "esc-2-deepconf-low": {
+        "strategy": "self_consistency",
+        "n": 8,
+        "min_samples": 2,
+        "esc_window": 2,
+        "confidence_gate": {"window": 8, "percentile": 90},
+        "aggregation": "majority",
+    },
     # Early-stopping self-consistency: stop once the last 4 completed samples agree.
     "esc": {
         "strategy": "self_consistency",

@@ -107,7 +107,7 @@ def test_policy_table_and_request_body():
     ps = pol.all_policies()
     names = [p.name for p in ps]
     assert names == ["fixed-1", "fixed-2", "fixed-4", "fixed-8", "fixed-16",
-                     "esc-2", "esc-2-gate", "esc", "consensus", "deepconf"]
+                     "esc-2", "esc-2-gate", "esc-2-deepconf-low", "esc", "consensus", "deepconf"]
     problem = prob.generate(4, seed=0)[0]
     body = pol.request_body("smol", problem, ps[3])
     assert body == {
@@ -122,7 +122,7 @@ def test_policy_table_and_request_body():
                 "aggregation": "majority", "extract": "last_number",
                 "equivalence": "numeric"},
     }
-    esc = pol.request_body("smol", problem, ps[7])["ttc"]
+    esc = pol.request_body("smol", problem, ps[8])["ttc"]
     assert esc["esc_window"] == 4 and esc["min_samples"] == 4 and esc["n"] == 16
     assert [p.name for p in pol.select(ps, "deepconf, fixed-1")] == ["fixed-1", "deepconf"]
     with pytest.raises(ValueError, match="unknown policies"):
