@@ -427,6 +427,9 @@ mod tests {
             "GGUF metadata: tensor `w` with dims [2147483648, 2147483648] has more bytes than fit in 64 bits"
         );
         let g = GgufFile::parse(one_tensor(&[4, 4])).unwrap();
-        assert_eq!((g.tensors[0].len, g.tensor_bytes(&g.tensors[0]).len()), (64, 64));
+        assert_eq!(
+            (g.tensors[0].len, g.tensor_bytes(&g.tensors[0]).len()),
+            (64, 64)
+        );
     }
 }
