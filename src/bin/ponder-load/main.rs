@@ -269,14 +269,18 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn engine_state(addr: SocketAddr) -> anyhow::Result<(f64, f64, f64)> {
+/// (running, waiting, KV usage) from /metrics, and the cumulative preemptions.
+async fn engine_state(addr: SocketAddr) -> anyhow::Result<((f64, f64, f64), f64)> {
     let (status, text) = http::get_text(addr, "/metrics").await?;
     anyhow::ensure!(status == 200, "/metrics answered {status}");
     let get = |n: &str| metric(&text, n).ok_or_else(|| anyhow::anyhow!("{n} not in /metrics"));
     Ok((
-        get("ponder:num_requests_running")?,
-        get("ponder:num_requests_waiting")?,
-        get("ponder:kv_cache_usage_perc")?,
+        (
+            get("ponder:num_requests_running")?,
+            get("ponder:num_requests_waiting")?,
+            get("ponder:kv_cache_usage_perc")?,
+        ),
+        get("ponder:num_preemptions_total")?,
     ))
 }
 
@@ -315,7 +319,7 @@ async fn run(a: Args) -> anyhow::Result<bool> {
     );
     let (status, _) = http::get_text(addr, "/ready").await?;
     anyhow::ensure!(status == 200, "{}/ready answered {status}", a.url);
-    let before = engine_state(addr).await?;
+    let (before, preempt_before) = engine_state(addr).await?;
     let rss_start = rss_mib(a.pid);
     let ctx = Arc::new(Ctx {
         addr,
@@ -416,12 +420,12 @@ async fn run(a: Args) -> anyhow::Result<bool> {
 
     // Drain: the engine must be empty and the KV cache free.
     let t0 = Instant::now();
-    let mut after = engine_state(addr).await?;
+    let (mut after, mut preempt_after) = engine_state(addr).await?;
     while (after.0 != 0.0 || after.1 != 0.0 || after.2 != 0.0)
         && t0.elapsed().as_secs_f64() < a.drain_timeout
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        after = engine_state(addr).await?;
+        (after, preempt_after) = engine_state(addr).await?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_end = rss_mib(a.pid);
@@ -490,8 +494,9 @@ async fn run(a: Args) -> anyhow::Result<bool> {
         mib(rss_end),
         mib(rss_limit)
     );
+    let preemptions = preempt_after - preempt_before;
     println!(
-        "engine before: running {} waiting {} kv {}; after drain: running {} waiting {} kv {}",
+        "engine before: running {} waiting {} kv {}; after drain: running {} waiting {} kv {}; preemptions during the run: {preemptions}",
         before.0, before.1, before.2, after.0, after.1, after.2
     );
     if let Some(path) = &a.json {
@@ -505,6 +510,7 @@ async fn run(a: Args) -> anyhow::Result<bool> {
             "rss_mib": {"start": rss_start, "warm": rss_warm, "steady_end": rss_steady_end,
                         "peak": rss_peak, "end": rss_end, "limit": rss_limit},
             "engine_after": {"running": after.0, "waiting": after.1, "kv_cache_usage_perc": after.2},
+            "preemptions": preemptions,
             "failures": failures,
         });
         std::fs::write(path, serde_json::to_string_pretty(&j)? + "\n")?;
