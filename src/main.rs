@@ -52,6 +52,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Exit 0 when `GET <path>` on a running server answers 200 (the container HEALTHCHECK).
+    Healthcheck {
+        /// The server's listen address (a wildcard address is probed on loopback).
+        #[arg(long, env = "PONDER_HOST", default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, env = "PONDER_PORT", default_value_t = 8000)]
+        port: u16,
+        #[arg(long, default_value = "/health")]
+        path: String,
+        /// Bound on connecting, sending and reading, e.g. 3s, 500ms.
+        #[arg(long, default_value = "3s")]
+        timeout: ponder::config::Seconds,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +80,16 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(cfg) => return serve(*cfg),
+        Cmd::Healthcheck {
+            host,
+            port,
+            path,
+            timeout,
+        } => {
+            let status = ponder::api::probe(&host, port, &path, timeout.0)?;
+            anyhow::ensure!(status == 200, "GET {path} answered {status}");
+            println!("ok: GET {path} answered 200");
+        }
         Cmd::Generate {
             model,
             prompt,

@@ -244,6 +244,10 @@ async fn not_ready_is_503() {
         call(&state, post("/v1/completions", r#"{"prompt":"x"}"#)).await,
         (503, not_ready)
     );
+    // Starting or draining: the client is told when to retry (a load balancer may route the
+    // retry to another replica).
+    let resp = send(&state, post(CHAT, chat(""))).await;
+    assert_eq!(resp.headers()["retry-after"], "1");
     // Liveness is separate from readiness.
     assert_eq!(
         call(&state, get("/health")).await,

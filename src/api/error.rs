@@ -10,7 +10,7 @@
 //! | wrong method                  | 405    | invalid_request_error  | method_not_allowed      |
 //! | body over --max-body-bytes    | 413    | invalid_request_error  | payload_too_large       |
 //! | waiting queue full            | 429    | rate_limit_error       | queue_full (+Retry-After) |
-//! | not ready / engine dead       | 503    | service_unavailable    | not_ready / engine_dead |
+//! | not ready / engine dead       | 503    | service_unavailable    | not_ready (+Retry-After) / engine_dead |
 //! | engine error, internal error  | 500    | server_error           | internal_error          |
 //!
 //! Internal errors are logged with the request id; the client sees only the id.
@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 use crate::engine::SubmitError;
 use crate::validate::ValidateError;
 
-/// Seconds a client is told to wait after a 429.
+/// Seconds a client is told to wait after a 429 or a `not_ready` 503 (starting or draining:
+/// a retry, possibly on another replica, will be answered).
 pub const RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,7 +177,7 @@ impl IntoResponse for ApiError {
         let mut resp = (status, axum::Json(self.envelope())).into_response();
         let headers = resp.headers_mut();
         match &self {
-            Self::QueueFull { .. } => {
+            Self::QueueFull { .. } | Self::NotReady => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             Self::MethodNotAllowed { allowed, .. } => {

@@ -29,7 +29,7 @@ use axum::response::Response;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
-pub use server::{serve, serve_on, shutdown_signal};
+pub use server::{probe, serve, serve_on, shutdown_signal};
 
 use crate::budget::BudgetConfig;
 use crate::config::HttpLimits;

@@ -4,6 +4,9 @@
 //! bind -> ready=true -> serve ... SIGTERM/Ctrl-C -> ready=false, stop accepting
 //!      -> in-flight requests finish (up to --shutdown-timeout) -> return Ok (exit 0)
 //! ```
+//!
+//! Also the client side of a health check (`probe`, for `ponder healthcheck`): the container
+//! image has no curl, so its HEALTHCHECK asks the binary itself.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,6 +84,46 @@ pub async fn serve_on(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// `GET path` on `host:port` (plain HTTP/1.1, `Connection: close`), every step bounded by
+/// `timeout`; returns the response's status code. A wildcard listen address (`0.0.0.0`, `::`)
+/// is probed on loopback.
+pub fn probe(host: &str, port: u16, path: &str, timeout: Duration) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let host = match host {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "::" | "[::]" => "::1",
+        h => h,
+    };
+    let addr = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}:{port}"))?
+        .next()
+        .with_context(|| format!("{host}:{port} resolves to no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    // The status line fits in the first bytes: "HTTP/1.1 200 OK".
+    let mut head = [0u8; 64];
+    let mut got = 0;
+    while got < 12 {
+        match s.read(&mut head[got..])? {
+            0 => break,
+            k => got += k,
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..got]);
+    line.strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("{addr}{path}: not an HTTP response: {line:?}"))
 }
 
 /// A future that resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when

@@ -341,7 +341,15 @@ impl GgufFile {
                     ty.block_elems()
                 )));
             }
-            let nbytes = n / ty.block_elems() as u64 * ty.block_bytes() as u64;
+            // Checked: a hostile `dims` can make the byte count overflow u64 (found by
+            // fuzz/fuzz_targets/gguf.rs); wrapped, it would pass the bounds check below.
+            let nbytes = (n / ty.block_elems() as u64)
+                .checked_mul(ty.block_bytes() as u64)
+                .ok_or_else(|| {
+                    GgufError::Invalid(format!(
+                        "tensor `{name}` with dims {dims:?} has more bytes than fit in 64 bits"
+                    ))
+                })?;
             let start = data_start.checked_add(offset);
             match start.and_then(|s| s.checked_add(nbytes).map(|e| (s, e))) {
                 Some((s, e)) if e <= file_len => tensors.push(TensorInfo {
@@ -383,5 +391,45 @@ impl GgufFile {
 
     pub fn map(&self) -> &Arc<Mmap> {
         &self.map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF v3 file with no metadata and one F32 tensor of `dims` at offset 0.
+    fn one_tensor(dims: &[u64]) -> Arc<Mmap> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes()); // tensors
+        b.extend(0u64.to_le_bytes()); // metadata keys
+        b.extend(1u64.to_le_bytes());
+        b.push(b'w');
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(0u32.to_le_bytes()); // F32
+        b.extend(0u64.to_le_bytes()); // offset
+        b.resize(b.len().div_ceil(32) * 32 + 64, 0);
+        let mut m = memmap2::MmapMut::map_anon(b.len()).unwrap();
+        m.copy_from_slice(&b);
+        Arc::new(m.make_read_only().unwrap())
+    }
+
+    #[test]
+    fn tensor_byte_count_overflow_is_an_error_not_a_wrap() {
+        // 2^62 f32 elements = 2^64 bytes: wraps to 0 without the checked multiply.
+        let e = GgufFile::parse(one_tensor(&[1 << 31, 1 << 31])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "GGUF metadata: tensor `w` with dims [2147483648, 2147483648] has more bytes than fit in 64 bits"
+        );
+        let g = GgufFile::parse(one_tensor(&[4, 4])).unwrap();
+        assert_eq!(
+            (g.tensors[0].len, g.tensor_bytes(&g.tensors[0]).len()),
+            (64, 64)
+        );
     }
 }

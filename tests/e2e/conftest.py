@@ -18,31 +18,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server():
-    port = free_port()
-    log = open(os.path.join(ROOT, "target", "e2e-server.log"), "w")
-    proc = subprocess.Popen(
-        [BIN, "serve", "--host", "127.0.0.1", "--port", str(port), "--max-waiting", "64"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
+def wait_ready(proc, base, log_path, timeout=180):
+    """Polls /ready until 200; fails when the process exits first or the deadline passes."""
+    deadline = time.time() + timeout
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited early with {proc.returncode}; see target/e2e-server.log")
+            raise RuntimeError(f"server exited early with {proc.returncode}; see {log_path}")
         try:
             with urllib.request.urlopen(base + "/ready", timeout=2) as r:
                 if r.status == 200:
-                    break
+                    return
         except Exception:
             pass
         if time.time() > deadline:
             proc.kill()
-            raise RuntimeError("server not ready within 180 s")
+            raise RuntimeError(f"server not ready within {timeout} s; see {log_path}")
         time.sleep(0.5)
+
+
+def spawn_server(args, log_name, env=None, bin_path=None):
+    """Starts `ponder serve` on a free loopback port with extra `args`; returns (proc, base
+    URL, log path) once /ready answers 200. The caller stops it."""
+    port = free_port()
+    log_path = os.path.join(ROOT, "target", log_name)
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [bin_path or BIN, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(proc, base, log_path)
+    return proc, base, log_path
+
+
+@pytest.fixture(scope="session")
+def server():
+    proc, base, _ = spawn_server(["--max-waiting", "64"], "e2e-server.log")
     yield base
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0, "graceful shutdown must exit 0"
