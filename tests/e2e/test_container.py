@@ -128,3 +128,23 @@ def test_cuda_image_entrypoint_without_a_gpu_fails_clearly():
         f"{RELEASE} was not built with `--features cuda` (the Dockerfile's build command)")
     assert r.returncode == 1
     assert last.startswith("error: --device cuda: no usable CUDA device: "), last
+
+
+def test_model_stage_runs_in_the_image_layout(tmp_path):
+    """The model-fetched stage, replayed in an empty directory: only what its COPY lines bring
+    from the build context, then its RUN, from its WORKDIR. The model must come out whole."""
+    instrs = stages()["model-fetched"]
+    workdir = tmp_path / one(instrs, "WORKDIR").lstrip("/")
+    workdir.mkdir(parents=True)
+    for kw, args in instrs:
+        if kw == "COPY":
+            src, dst = args.split()
+            target = workdir / dst
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(open(os.path.join(ROOT, src), "rb").read())
+            os.chmod(target, 0o755)
+    r = subprocess.run(one(instrs, "RUN"), shell=True, cwd=workdir, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = workdir / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert model.stat().st_size == 98362432
