@@ -133,7 +133,10 @@ async fn consensus_stops_live_samples_and_counts_them_as_wasted() {
         "ponder:ttc_tokens_saved_total 16381",
         "ponder:reasoning_tokens_total 0",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in\n{text}"
+        );
     }
 }
 

@@ -83,34 +83,18 @@ async fn run(
         },
         _ => ApiError::BadBody(e.body_text()),
     })?;
-    let raw = match kind {
-        Kind::Chat => request::parse_chat(&body)?,
-        Kind::Completion => request::parse_completion(&body)?,
-    };
-    let m = &s.model;
-    let view = ModelView {
-        tokenizer: &m.tokenizer,
-        template: &m.template,
-        served_name: &s.served_name,
-        context_length: m.model.cfg.max_position,
-        vocab_size: m.model.cfg.vocab_size,
-        reasoning: m.reasoning.as_ref(),
-    };
-    let stats = s.engine.stats();
-    let env = BudgetEnv {
-        config: &s.budget,
-        load: LoadSnapshot {
-            num_waiting: stats.num_waiting,
-            kv_usage: stats.kv_cache_usage,
-        },
-    };
-    let valid = validate(raw, &view, &s.limits, &env).map_err(|e| match e {
-        ValidateError::Internal(detail) => ApiError::Internal {
+    // Parsing a body of up to --max-body-bytes and tokenizing its prompt are CPU work
+    // (seconds for megabytes): they run on the blocking pool so the async workers keep
+    // answering /health, /metrics and streams meanwhile.
+    let st = s.clone();
+    let rid = id.clone();
+    let valid = tokio::task::spawn_blocking(move || check_request(&st, kind, &body, rid))
+        .await
+        .map_err(|e| ApiError::Internal {
             request_id: id.clone(),
-            detail,
-        },
-        e => ApiError::Validate(e),
-    })?;
+            detail: format!("the validation task failed: {e}"),
+        })??;
+    let m = &s.model;
     let gen = valid.generate_request();
     // Aggregated requests buffer up to `ttc.n` samples; plain ones have `n` choices.
     let samples = gen.n;
@@ -153,6 +137,43 @@ async fn run(
     )
     .await?;
     Ok(Json(body).into_response())
+}
+
+/// Body -> `ValidRequest` (wire parse, template, tokenizer, ranges, budget plan).
+fn check_request(
+    s: &AppState,
+    kind: Kind,
+    body: &[u8],
+    id: String,
+) -> Result<crate::validate::ValidRequest, ApiError> {
+    let raw = match kind {
+        Kind::Chat => request::parse_chat(body)?,
+        Kind::Completion => request::parse_completion(body)?,
+    };
+    let m = &s.model;
+    let view = ModelView {
+        tokenizer: &m.tokenizer,
+        template: &m.template,
+        served_name: &s.served_name,
+        context_length: m.model.cfg.max_position,
+        vocab_size: m.model.cfg.vocab_size,
+        reasoning: m.reasoning.as_ref(),
+    };
+    let stats = s.engine.stats();
+    let env = BudgetEnv {
+        config: &s.budget,
+        load: LoadSnapshot {
+            num_waiting: stats.num_waiting,
+            kv_usage: stats.kv_cache_usage,
+        },
+    };
+    validate(raw, &view, &s.limits, &env).map_err(|e| match e {
+        ValidateError::Internal(detail) => ApiError::Internal {
+            request_id: id,
+            detail,
+        },
+        e => ApiError::Validate(e),
+    })
 }
 
 pub async fn models(State(s): State<AppState>) -> Response {
