@@ -261,13 +261,14 @@ impl State {
 /// The SSE response for `req`.
 pub fn sse_response(req: SseRequest) -> Response {
     let n = req.n;
+    let aggregated = req.meta.aggregated;
     let mut st = State {
         req,
         pending: VecDeque::new(),
         offsets: vec![0; n],
         finished: vec![false; n],
         totals: Totals::default(),
-        buffered: vec![Choice::default(); n],
+        buffered: vec![Choice::default(); if aggregated { n } else { 0 }],
         closed: false,
     };
     st.start();

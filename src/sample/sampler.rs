@@ -211,22 +211,7 @@ impl Sampler {
         } else {
             self.draw(params, &dist, uniform(seq_seed, step))
         };
-        let logprob = dist.logprob(self.x[token as usize]);
-        let n_top = params.num_top_logprobs().min(self.vocab);
-        let top_logprobs = if n_top > 0 {
-            if sorted < n_top {
-                top_m(&self.x, n_top, &mut self.cand);
-            }
-            let top = self.cand[..n_top].iter();
-            top.map(|&(v, t)| (t, dist.logprob(v))).collect()
-        } else {
-            Vec::new()
-        };
-        Ok(SampledToken {
-            token,
-            logprob,
-            top_logprobs,
-        })
+        Ok(self.scored(token, &dist, params, sorted))
     }
 
     /// Scores a `token` chosen by the engine rather than drawn (thinking-budget forcing, s1
@@ -239,23 +224,37 @@ impl Sampler {
         token: u32,
     ) -> Result<SampledToken, SampleError> {
         let dist = self.prepare(logits, params, history)?;
-        let logprob = match self.x.get(token as usize) {
-            Some(&v) => dist.logprob(v),
-            None => f32::NEG_INFINITY,
-        };
+        Ok(self.scored(token, &dist, params, 0))
+    }
+
+    /// `token` with its logprob and the requested top logprobs under `dist`; `cand[..sorted]`
+    /// already holds the global top-`sorted` (reused when long enough).
+    fn scored(
+        &mut self,
+        token: u32,
+        dist: &Dist,
+        params: &SamplingParams,
+        sorted: usize,
+    ) -> SampledToken {
+        let logprob = self
+            .x
+            .get(token as usize)
+            .map_or(f32::NEG_INFINITY, |&v| dist.logprob(v));
         let n_top = params.num_top_logprobs().min(self.vocab);
         let top_logprobs = if n_top > 0 {
-            top_m(&self.x, n_top, &mut self.cand);
+            if sorted < n_top {
+                top_m(&self.x, n_top, &mut self.cand);
+            }
             let top = self.cand[..n_top].iter();
             top.map(|&(v, t)| (t, dist.logprob(v))).collect()
         } else {
             Vec::new()
         };
-        Ok(SampledToken {
+        SampledToken {
             token,
             logprob,
             top_logprobs,
-        })
+        }
     }
 
     /// Copy, penalize, mask, scale; then the softmax summary. Three O(vocab)
