@@ -15,7 +15,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::budget::TtcReport;
+use crate::budget::{EarlyStop, TtcReport};
 use crate::engine::EngineStats;
 
 pub const NUM_REQUESTS_RUNNING: &str = "ponder:num_requests_running";
@@ -225,6 +225,13 @@ impl Metrics {
                     .with_label_values(&[reason.as_str()])
                     .inc_by(k as u64);
             }
+        }
+        // A low-agreement stop ends a request between waves and stops no sample: count the
+        // request once.
+        if r.stop_reason == Some(EarlyStop::LowAgreement) {
+            self.ttc_early_stops
+                .with_label_values(&[EarlyStop::LowAgreement.as_str()])
+                .inc();
         }
         for (kind, k) in [
             ("thinking", r.tokens_thinking),

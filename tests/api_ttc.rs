@@ -141,6 +141,30 @@ async fn consensus_stops_live_samples_and_counts_them_as_wasted() {
 }
 
 #[tokio::test]
+async fn low_agreement_ends_between_waves_and_is_counted_once() {
+    let state = app(FakeEngine::new(texts(&["7", "8", "9", "7", "5", "6"])));
+    let ttc = json!({"n": 6, "min_samples": 2, "min_agreement": {"after": 4, "share": 0.6}});
+    let (status, v) = call(&state, post("/v1/chat/completions", body(ttc, false))).await;
+    assert_eq!(status, 200, "{v}");
+    let r = &v["ttc"];
+    // After two waves "7" holds 2 of 4 = 0.5 < 0.6: the third wave never starts.
+    assert_eq!(r["stop_reason"], "low_agreement");
+    assert_eq!(r["stop_reasons"], json!({}));
+    assert_eq!(
+        (r["samples_launched"].clone(), r["samples_stopped"].clone()),
+        (json!(4), json!(0))
+    );
+    assert_eq!(r["answer"], "7");
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+    let text = body_text(send(&state, get("/metrics")).await).await;
+    let line = "ponder:ttc_early_stops_total{reason=\"low_agreement\"} 1";
+    assert!(
+        text.lines().any(|l| l == line),
+        "missing `{line}` in\n{text}"
+    );
+}
+
+#[tokio::test]
 async fn load_shrinks_samples_and_the_report_says_so() {
     let engine = FakeEngine::new(texts(ANSWERS));
     engine.stats.lock().unwrap().num_waiting = 16;
@@ -178,7 +202,7 @@ async fn invalid_budgets_are_400_with_the_field() {
     let cases = [
         (
             json!({"ttc": {"n": 4, "consensus_threshold": 0.8}}),
-            "`ttc.consensus_threshold` is not a known field; allowed: strategy, n, min_samples, extract, equivalence, aggregation, consensus, esc_window, confidence_gate, total_token_budget, deadline_ms",
+            "`ttc.consensus_threshold` is not a known field; allowed: strategy, n, min_samples, extract, equivalence, aggregation, consensus, esc_window, confidence_gate, min_agreement, total_token_budget, deadline_ms",
             "ttc.consensus_threshold",
         ),
         (json!({"ttc": [1]}), "`ttc` must be an object, given [1]", "ttc"),
@@ -196,6 +220,16 @@ async fn invalid_budgets_are_400_with_the_field() {
             json!({"ttc": {"n": 4, "confidence_gate": {"window": 8, "percentil": 10}}}),
             "`ttc.confidence_gate.percentil` is not a known field; allowed: window, percentile",
             "ttc.confidence_gate.percentil",
+        ),
+        (
+            json!({"ttc": {"n": 4, "min_samples": 2, "min_agreement": {"after": 2, "min_share": 0.5}}}),
+            "`ttc.min_agreement.min_share` is not a known field; allowed: after, share",
+            "ttc.min_agreement.min_share",
+        ),
+        (
+            json!({"ttc": {"n": 4, "min_samples": 2, "min_agreement": 0.5}}),
+            "`ttc.min_agreement` must be an object {after, share}, given 0.5",
+            "ttc.min_agreement",
         ),
         (
             json!({"ttc": {"extract": "regex:("}}),

@@ -115,8 +115,12 @@ fn first_step_logits_match_reference_values() {
             let id = pair[0].as_u64().unwrap() as usize;
             let want = pair[1].as_f64().unwrap();
             let got = logits[id] as f64;
+            // The reference multiplies f32 activations; ponder's integer GEMM quantizes them
+            // to int16 per 32-value block (backend/cpu/matmul_q8.rs), which moves these
+            // logits by up to ~3e-3 (it was < 2e-3 with f32 activations). The greedy ids
+            // above stay exact.
             assert!(
-                (got - want).abs() < 2e-3,
+                (got - want).abs() < 1e-2,
                 "{}: logit[{id}] = {got}, reference {want}",
                 c["name"]
             );

@@ -62,6 +62,27 @@ ADAPTIVE = {
         "confidence_gate": {"window": 8, "percentile": 90},
         "aggregation": "majority",
     },
+    # esc-2 plus difficulty-adaptive stopping: after two waves (4 answers), end the request
+    # when the leading answer holds less than 60% of them; scattered answers mean the
+    # problem is beyond the model and more votes rarely change the winner.
+    "esc-2-agree": {
+        "strategy": "self_consistency",
+        "n": 8,
+        "min_samples": 2,
+        "esc_window": 2,
+        "min_agreement": {"after": 4, "share": 0.6},
+        "aggregation": "majority",
+    },
+    # esc-2-agree plus the DeepConf-low gate of esc-2-deepconf-low.
+    "esc-2-agree-deepconf-low": {
+        "strategy": "self_consistency",
+        "n": 8,
+        "min_samples": 2,
+        "esc_window": 2,
+        "min_agreement": {"after": 4, "share": 0.6},
+        "confidence_gate": {"window": 8, "percentile": 90},
+        "aggregation": "majority",
+    },
     # Early-stopping self-consistency: stop once the last 4 completed samples agree.
     "esc": {
         "strategy": "self_consistency",

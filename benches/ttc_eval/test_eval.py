@@ -107,7 +107,8 @@ def test_policy_table_and_request_body():
     ps = pol.all_policies()
     names = [p.name for p in ps]
     assert names == ["fixed-1", "fixed-2", "fixed-4", "fixed-8", "fixed-16",
-                     "esc-2", "esc-2-gate", "esc-2-deepconf-low", "esc", "consensus", "deepconf"]
+                     "esc-2", "esc-2-gate", "esc-2-deepconf-low", "esc-2-agree",
+                     "esc-2-agree-deepconf-low", "esc", "consensus", "deepconf"]
     problem = prob.generate(4, seed=0)[0]
     body = pol.request_body("smol", problem, ps[3])
     assert body == {

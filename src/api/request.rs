@@ -12,7 +12,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::budget::{RawBudget, RawGate, RawTtc};
+use crate::budget::{RawBudget, RawGate, RawMinAgreement, RawTtc};
 use crate::model::template::ChatMessage;
 use crate::validate::{PromptInput, RawRequest, ValidateError};
 
@@ -189,6 +189,7 @@ const TTC_FIELDS: &[&str] = &[
     "consensus",
     "esc_window",
     "confidence_gate",
+    "min_agreement",
     "total_token_budget",
     "deadline_ms",
 ];
@@ -250,6 +251,24 @@ fn ttc(v: &Value) -> Result<RawTtc, ValidateError> {
             ))
         }
     };
+    let min_agreement = match f.get("min_agreement") {
+        None => None,
+        Some(Value::Object(m)) => {
+            known_fields("ttc.min_agreement", m, &["after", "share"])?;
+            let mf = Fields(m);
+            Some(RawMinAgreement {
+                after: mf
+                    .get("after")
+                    .map(|v| as_int("ttc.min_agreement.after", v))
+                    .transpose()?,
+                share: mf
+                    .get("share")
+                    .map(|v| number("ttc.min_agreement.share", v))
+                    .transpose()?,
+            })
+        }
+        Some(v) => return Err(wrong("ttc.min_agreement", "an object {after, share}", v)),
+    };
     Ok(RawTtc {
         strategy: string("strategy")?,
         n: int("n")?,
@@ -263,6 +282,7 @@ fn ttc(v: &Value) -> Result<RawTtc, ValidateError> {
             .transpose()?,
         esc_window: int("esc_window")?,
         confidence_gate,
+        min_agreement,
         total_token_budget: int("total_token_budget")?,
         deadline_ms: int("deadline_ms")?,
     })

@@ -9,7 +9,10 @@
 //!  on_finished(s, t)  -> extract + key the answer; first wave complete: set the gate threshold
 //!                        last esc_window answers agree : Stop the rest, Finish
 //!                        leading weight >= consensus * (answered weight + live samples) : same
-//!  no live samples    -> Launch next wave (min_samples, up to n) while budget remains, else Finish
+//!  no live samples    -> >= min_agreement.after completed and the winner's share of them
+//!                        < min_agreement.share : Finish (low_agreement)
+//!                        else Launch next wave (min_samples, up to n) while budget remains,
+//!                        else Finish
 //!  on_deadline()      -> Stop every live sample, Finish
 //! ```
 //!
@@ -244,6 +247,19 @@ impl Controller {
         acts
     }
 
+    /// The share of completed samples whose answer is the current winner (0 when none has one).
+    fn agreement(&self) -> f64 {
+        let cands = self.candidates();
+        let Some(winner) = vote(&self.plan.aggregation, &cands).winner else {
+            return 0.0;
+        };
+        let agree = cands
+            .iter()
+            .filter(|c| c.key.as_deref() == Some(winner.as_str()))
+            .count();
+        agree as f64 / cands.len().max(1) as f64
+    }
+
     /// When nothing is live: the next wave, or the end.
     fn advance(&mut self) -> Vec<Action> {
         if self.finished || !self.live().is_empty() {
@@ -255,6 +271,13 @@ impl Controller {
             .total_token_budget
             .is_none_or(|b| self.total_tokens < b);
         if left > 0 && budget_left {
+            if let Some(m) = self.plan.min_agreement {
+                if self.order.len() >= m.after && self.agreement() < m.share {
+                    self.stop_reason = Some(EarlyStop::LowAgreement);
+                    self.finished = true;
+                    return vec![Action::Finish];
+                }
+            }
             return self.launch(self.plan.min_samples.min(left));
         }
         self.finished = true;

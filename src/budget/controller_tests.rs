@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::aggregate::{Aggregation, Equivalence, Extractor};
-use crate::budget::plan::{Gate, Strategy};
+use crate::budget::plan::{Gate, MinAgreement, Strategy};
 use crate::budget::report::Grant;
 
 fn plan(n: usize, min_samples: usize) -> TtcPlan {
@@ -16,6 +16,7 @@ fn plan(n: usize, min_samples: usize) -> TtcPlan {
         consensus: None,
         esc_window: None,
         gate: None,
+        min_agreement: None,
         total_token_budget: None,
         deadline: None,
         grant: Grant::default(),
@@ -111,6 +112,61 @@ fn esc_agreement_stops_the_live_rest_of_a_wave() {
     let r = c.report();
     assert_eq!((r.completed(), r.stopped(), r.tokens_wasted), (2, 2, 5));
     assert_eq!(r.total_tokens(), 7);
+}
+
+#[test]
+fn min_agreement_ends_between_waves_when_answers_scatter() {
+    let mut p = plan(8, 2);
+    p.esc_window = Some(2);
+    p.min_agreement = Some(MinAgreement {
+        after: 4,
+        share: 0.6,
+    });
+    let mut c = Controller::new(p);
+    assert_eq!(c.start(), vec![launch(0, 2)]);
+    tokens(&mut c, 0, 3, -0.1);
+    tokens(&mut c, 1, 4, -0.2);
+    assert_eq!(c.on_finished(0, "12", 0), vec![]);
+    // Two answers, below `after`: the next wave goes out even though they disagree.
+    assert_eq!(c.on_finished(1, "13", 0), vec![launch(2, 2)]);
+    tokens(&mut c, 2, 2, -0.1);
+    tokens(&mut c, 3, 5, -0.1);
+    assert_eq!(c.on_finished(2, "12", 0), vec![]);
+    // Winner "12" holds 2 of 4 = 0.5 < 0.6: no third wave; no sample was stopped.
+    assert_eq!(c.on_finished(3, "14", 0), vec![Action::Finish]);
+    let r = c.report();
+    assert_eq!(r.stop_reason, Some(EarlyStop::LowAgreement));
+    assert_eq!((r.launched(), r.completed(), r.stopped()), (4, 4, 0));
+    assert_eq!(r.answer.as_deref(), Some("12"));
+    assert_eq!((r.tokens_answer, r.tokens_wasted), (14, 0));
+}
+
+#[test]
+fn min_agreement_lets_a_forming_majority_continue() {
+    let mut p = plan(6, 2);
+    p.min_agreement = Some(MinAgreement {
+        after: 2,
+        share: 0.6,
+    });
+    let mut c = Controller::new(p);
+    assert_eq!(c.start(), vec![launch(0, 2)]);
+    assert_eq!(c.on_finished(0, "5", 0), vec![]);
+    // 2 of 2 agree (1.0 >= 0.6): the next wave runs (no esc_window or consensus here).
+    assert_eq!(c.on_finished(1, "5", 0), vec![launch(2, 2)]);
+    assert_eq!(c.on_finished(2, "6", 0), vec![]);
+    // "5" holds 2 of the 4 completed (one had no answer): 0.5 < 0.6.
+    assert_eq!(c.on_finished(3, "no idea", 0), vec![Action::Finish]);
+    assert_eq!(c.report().stop_reason, Some(EarlyStop::LowAgreement));
+    // Without any answer at all the share is 0.
+    let mut p = plan(4, 2);
+    p.min_agreement = Some(MinAgreement {
+        after: 2,
+        share: 0.1,
+    });
+    let mut c = Controller::new(p);
+    c.start();
+    assert_eq!(c.on_finished(0, "none", 0), vec![]);
+    assert_eq!(c.on_finished(1, "nothing", 0), vec![Action::Finish]);
 }
 
 #[test]

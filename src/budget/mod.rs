@@ -21,6 +21,9 @@ mod presets;
 mod report;
 
 pub use controller::{Action, Controller};
-pub use plan::{build, Budget, BudgetContext, RawBudget, RawGate, RawTtc, Strategy, TtcPlan};
+pub use plan::{
+    build, Budget, BudgetContext, MinAgreement, RawBudget, RawGate, RawMinAgreement, RawTtc,
+    Strategy, TtcPlan,
+};
 pub use presets::{BudgetConfig, Effort, LoadRule, LoadSnapshot, Preset};
 pub use report::{EarlyStop, Grant, SampleSummary, TtcReport};

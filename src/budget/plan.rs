@@ -41,6 +41,12 @@ pub struct RawGate {
     pub percentile: Option<f64>,
 }
 
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawMinAgreement {
+    pub after: Option<i64>,
+    pub share: Option<f64>,
+}
+
 /// The `ttc` object, types checked (api/request.rs), ranges not.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RawTtc {
@@ -53,6 +59,7 @@ pub struct RawTtc {
     pub consensus: Option<f64>,
     pub esc_window: Option<i64>,
     pub confidence_gate: Option<RawGate>,
+    pub min_agreement: Option<RawMinAgreement>,
     pub total_token_budget: Option<i64>,
     pub deadline_ms: Option<i64>,
 }
@@ -73,6 +80,16 @@ pub struct Gate {
     pub percentile: f64,
 }
 
+/// Difficulty-adaptive stop: at a wave boundary, once at least `after` samples completed, end
+/// the request when the current winner holds less than `share` of the completed samples.
+/// Samples that scatter this widely say the problem is beyond the model; more votes rarely
+/// change that (Snell et al. 2024, compute-optimal test-time scaling), so the budget is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinAgreement {
+    pub after: usize,
+    pub share: f64,
+}
+
 /// A checked aggregation plan (with the load rule applied).
 #[derive(Debug, Clone)]
 pub struct TtcPlan {
@@ -87,6 +104,7 @@ pub struct TtcPlan {
     pub consensus: Option<f64>,
     pub esc_window: Option<usize>,
     pub gate: Option<Gate>,
+    pub min_agreement: Option<MinAgreement>,
     pub total_token_budget: Option<usize>,
     pub deadline: Option<Duration>,
     pub grant: Grant,
@@ -316,11 +334,37 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
             Some(Gate { window, percentile })
         }
     };
+    let min_agreement = match &t.min_agreement {
+        None => None,
+        Some(m) => {
+            let after = range(
+                "ttc.min_agreement.after",
+                m.after.unwrap_or((2 * min_samples).min(n) as i64),
+                1,
+                n as i64,
+            )? as usize;
+            let share = m.share.unwrap_or(0.5);
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(bad(
+                    "ttc.min_agreement.share",
+                    format!("`ttc.min_agreement.share` must be in (0, 1], given {share}"),
+                ));
+            }
+            if min_samples >= n {
+                return Err(bad(
+                    "ttc.min_agreement",
+                    format!("`ttc.min_agreement` decides between waves and needs `ttc.min_samples` below `ttc.n`, given min_samples {min_samples} and n {n}"),
+                ));
+            }
+            Some(MinAgreement { after, share })
+        }
+    };
     if strategy == Strategy::BestOfN {
-        if consensus.is_some() || esc_window.is_some() || gate.is_some() {
+        if consensus.is_some() || esc_window.is_some() || gate.is_some() || min_agreement.is_some()
+        {
             return Err(bad(
                 "ttc.strategy",
-                "`ttc.strategy` best_of_n scores every sample; consensus, esc_window and confidence_gate need self_consistency".to_string(),
+                "`ttc.strategy` best_of_n scores every sample; consensus, esc_window, confidence_gate and min_agreement need self_consistency".to_string(),
             ));
         }
         if !matches!(aggregation, Aggregation::BestLogprob) {
@@ -360,6 +404,7 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
             consensus,
             esc_window,
             gate,
+            min_agreement,
             total_token_budget,
             deadline,
             grant: grant.clone(),

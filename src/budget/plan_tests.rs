@@ -163,6 +163,24 @@ fn load_levels_shrink_samples_and_thinking() {
 }
 
 #[test]
+fn min_agreement_defaults_to_two_waves_and_half() {
+    let c = BudgetConfig::default();
+    let raw = ttc(|t| {
+        t.n = Some(8);
+        t.min_samples = Some(3);
+        t.min_agreement = Some(RawMinAgreement::default());
+    });
+    let plan = build(&raw, &cx(&c, false)).unwrap().ttc.unwrap();
+    assert_eq!(
+        plan.min_agreement,
+        Some(MinAgreement {
+            after: 6,
+            share: 0.5
+        })
+    );
+}
+
+#[test]
 fn invalid_combinations_are_named() {
     let c = BudgetConfig::default();
     let k = cx(&c, true);
@@ -224,7 +242,36 @@ fn invalid_combinations_are_named() {
                 t.n = Some(4);
                 t.consensus = Some(0.8)
             }),
-            msg("ttc.strategy", "`ttc.strategy` best_of_n scores every sample; consensus, esc_window and confidence_gate need self_consistency"),
+            msg("ttc.strategy", "`ttc.strategy` best_of_n scores every sample; consensus, esc_window, confidence_gate and min_agreement need self_consistency"),
+        ),
+        (
+            ttc(|t| {
+                t.n = Some(8);
+                t.min_samples = Some(2);
+                t.min_agreement = Some(RawMinAgreement {
+                    after: Some(9),
+                    share: None,
+                })
+            }),
+            msg("ttc.min_agreement.after", "`ttc.min_agreement.after` must be in [1, 8], given 9"),
+        ),
+        (
+            ttc(|t| {
+                t.n = Some(8);
+                t.min_samples = Some(2);
+                t.min_agreement = Some(RawMinAgreement {
+                    after: None,
+                    share: Some(0.0),
+                })
+            }),
+            msg("ttc.min_agreement.share", "`ttc.min_agreement.share` must be in (0, 1], given 0"),
+        ),
+        (
+            ttc(|t| {
+                t.n = Some(4);
+                t.min_agreement = Some(RawMinAgreement::default())
+            }),
+            msg("ttc.min_agreement", "`ttc.min_agreement` decides between waves and needs `ttc.min_samples` below `ttc.n`, given min_samples 4 and n 4"),
         ),
         (
             ttc(|t| {

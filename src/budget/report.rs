@@ -21,15 +21,19 @@ pub enum EarlyStop {
     TokenBudget,
     /// `deadline_ms` passed.
     Deadline,
+    /// Between waves: the completed samples scattered below `min_agreement.share`; no further
+    /// wave was launched (no sample is stopped for this reason).
+    LowAgreement,
 }
 
 impl EarlyStop {
-    pub const ALL: [EarlyStop; 5] = [
+    pub const ALL: [EarlyStop; 6] = [
         EarlyStop::Consensus,
         EarlyStop::WindowAgreement,
         EarlyStop::LowConfidence,
         EarlyStop::TokenBudget,
         EarlyStop::Deadline,
+        EarlyStop::LowAgreement,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +43,7 @@ impl EarlyStop {
             EarlyStop::LowConfidence => "low_confidence",
             EarlyStop::TokenBudget => "token_budget",
             EarlyStop::Deadline => "deadline",
+            EarlyStop::LowAgreement => "low_agreement",
         }
     }
 }

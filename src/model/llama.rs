@@ -99,6 +99,19 @@ impl LlamaModel {
 
     /// Runs the batch, writing its K/V into `kv`; returns logits `[logits_rows.len(), vocab]`.
     pub fn forward(&self, b: &BatchInput, kv: &mut CpuKvCache) -> Vec<f32> {
+        // Run the whole step on a rayon worker. Called from outside the pool, each of the
+        // ~120 parallel regions of a step would wake the pool from a blocked caller, and the
+        // serial work between regions would compete for the cores with the pool's spinning
+        // workers (on 2 cores, perf showed ~25% of decode time in sched_yield/switches).
+        // On a worker, the caller's thread sleeps once per step and the worker running the
+        // step takes its share of every parallel region itself.
+        if rayon::current_thread_index().is_none() {
+            return rayon::scope(|_| self.forward_in_pool(b, kv));
+        }
+        self.forward_in_pool(b, kv)
+    }
+
+    fn forward_in_pool(&self, b: &BatchInput, kv: &mut CpuKvCache) -> Vec<f32> {
         let c = &self.cfg;
         let t = b.token_ids.len();
         let (h, hd) = (c.hidden_size, c.head_dim);

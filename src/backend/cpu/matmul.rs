@@ -69,6 +69,23 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
     };
     let chunk = n.div_ceil(tasks);
     let out = OutPtr(y.as_mut_ptr());
+    if q8::supported(w) {
+        return with_scratch(|acts| {
+            q8::quantize(x, k, acts);
+            let acts = &*acts;
+            let run = |c: usize| {
+                let r0 = c * chunk;
+                let r1 = (r0 + chunk).min(n);
+                // SAFETY: as below: chunk c owns columns r0..r1 of y; acts.k == w.cols.
+                unsafe { q8_rows(acts, w, bias, out, r0, r1) }
+            };
+            if tasks == 1 {
+                run(0);
+            } else {
+                (0..tasks).into_par_iter().for_each(run);
+            }
+        });
+    }
     let run = |c: usize| {
         let r0 = c * chunk;
         let r1 = (r0 + chunk).min(n);
@@ -81,6 +98,41 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
     } else {
         (0..tasks).into_par_iter().for_each(run);
     }
+}
+
+thread_local! {
+    /// Int8 activations of the last integer-path call on this thread (see matmul_q8.rs for
+    /// its size: 1.25 bytes per activation of the largest batch seen).
+    static SCRATCH: std::cell::RefCell<q8::QActs> = std::cell::RefCell::default();
+}
+
+/// Runs `f` on this thread's activation scratch (a fresh one if it is already in use).
+fn with_scratch<T>(f: impl FnOnce(&mut q8::QActs) -> T) -> T {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut acts) => f(&mut acts),
+        Err(_) => f(&mut q8::QActs::default()),
+    })
+}
+
+/// # Safety
+/// `out` points at `acts.m * w.rows` floats, no other thread writes columns `r0..r1`, and
+/// `acts` holds the activations quantized for `w` (`acts.k == w.cols`).
+unsafe fn q8_rows(
+    acts: &q8::QActs,
+    w: &QMatrix,
+    bias: Option<&[f32]>,
+    out: OutPtr,
+    r0: usize,
+    r1: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if q8::vnni::available() {
+        // SAFETY: the CPU has AVX-512 VNNI (checked above); forwarded contract.
+        unsafe { q8::vnni::rows(acts, w, bias, out.0, r0, r1) };
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { q8::portable_rows(acts, w, bias, out.0, r0, r1) }
 }
 
 /// # Safety
@@ -413,6 +465,9 @@ mod avx2 {
 #[path = "matmul_avx512.rs"]
 mod avx512;
 
+#[path = "matmul_q8.rs"]
+pub mod q8;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,7 +527,15 @@ mod tests {
             GgmlType::F16,
             GgmlType::BF16,
         ] {
-            for &(m, n, k) in &[(1, 5, 64), (3, 37, 96), (9, 64, 256), (17, 33, 64)] {
+            for &(m, n, k) in &[
+                (1, 5, 64),
+                (3, 37, 96),
+                (9, 64, 256),
+                (17, 33, 64),
+                (1, 39, 128),
+                (5, 7, 192),
+                (2, 3, 64),
+            ] {
                 let w = random_matrix(ty, n, k, 7 + m as u64);
                 let mut r = rng(99);
                 let x: Vec<f32> = (0..m * k)
@@ -482,10 +545,20 @@ mod tests {
                 let mut y = vec![f32::NAN; m * n];
                 linear(&x, &w, Some(&bias), &mut y);
                 let wf = w.to_f32();
+                // The integer path multiplies int8-quantized activations: its reference is
+                // the f64 dot with those (dequantized) values.
+                let int_path = q8::supported(&w);
+                let mut acts = q8::QActs::default();
+                let xr = if int_path {
+                    q8::quantize(&x, k, &mut acts);
+                    acts.dequantize()
+                } else {
+                    x.clone()
+                };
                 for i in 0..m {
                     for j in 0..n {
                         let want: f64 = (0..k)
-                            .map(|t| x[i * k + t] as f64 * wf[j * k + t] as f64)
+                            .map(|t| xr[i * k + t] as f64 * wf[j * k + t] as f64)
                             .sum::<f64>()
                             + bias[j] as f64;
                         let got = y[i * n + j] as f64;
@@ -494,6 +567,19 @@ mod tests {
                             "{ty:?} m={m} n={n} k={k} at ({i},{j}): {got} vs {want}"
                         );
                     }
+                }
+                if int_path {
+                    // The portable integer path agrees with the dispatched (VNNI) one.
+                    let mut y2 = vec![f32::NAN; m * n];
+                    // SAFETY: single thread writes all columns of y2, which has m*n floats.
+                    unsafe { q8::portable_rows(&acts, &w, Some(&bias), y2.as_mut_ptr(), 0, n) };
+                    for (a, b) in y.iter().zip(&y2) {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                            "{ty:?}: {a} vs {b}"
+                        );
+                    }
+                    continue;
                 }
                 #[cfg(target_arch = "x86_64")]
                 if avx2::available() {
@@ -533,10 +619,13 @@ mod tests {
         let mut y = vec![f32::NAN; m * n];
         linear(&x, &w, None, &mut y);
         let wf = w.to_f32();
+        let mut acts = q8::QActs::default();
+        q8::quantize(&x, k, &mut acts);
+        let xq = acts.dequantize();
         for (idx, got) in y.iter().enumerate() {
             let (i, j) = (idx / n, idx % n);
             let want: f64 = (0..k)
-                .map(|t| x[i * k + t] as f64 * wf[j * k + t] as f64)
+                .map(|t| xq[i * k + t] as f64 * wf[j * k + t] as f64)
                 .sum();
             assert!((*got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()));
         }

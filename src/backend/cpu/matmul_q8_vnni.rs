@@ -1,0 +1,285 @@
+//! AVX-512 VNNI kernel of the integer GEMM (`matmul_q8.rs`). Per pair of weight blocks: two
+//! 512-bit vectors of 16-bit weights `[lo0 | lo1]` and `[hi0 | hi1]` (nibbles or int8 widened
+//! once per weight row), then per activation row two chained `vpdpwssd` (lanes 0-7 end up
+//! holding block 0's partial sums, lanes 8-15 block 1's), one int->float conversion and one FMA
+//! with the per-lane scale `dw * d`; the offset terms `mw * d * s` (Q4_1) accumulate in a
+//! 4-lane vector beside it.
+//!
+//! Exactness: a lane sums 4 products of at most 128 * 32767, below 2^24, so both the i32 sum
+//! and its f32 conversion are exact. The summation order of one output is fixed (pairs in
+//! order, lanes reduced at the end) and does not depend on the tile shape: batch composition
+//! never changes a result.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::QActs;
+use crate::backend::dtype::GgmlType;
+use crate::backend::tensor::QMatrix;
+
+pub fn available() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("f16c")
+            && is_x86_feature_detected!("fma")
+    })
+}
+
+/// A weight format as pairs of 32-element blocks.
+trait Pair {
+    /// Bytes per block.
+    const BYTES: usize;
+    /// `([lo0 | lo1], [hi0 | hi1], [dw0, mw0, dw1, mw1])` of the blocks at `p` and
+    /// `p + BYTES`, weights as i16 (`lo` = elements 0..16 of a block, `hi` = 16..32).
+    ///
+    /// # Safety
+    /// `2 * BYTES` readable bytes at `p`; the caller's target features are enabled.
+    unsafe fn load(p: *const u8) -> (__m512i, __m512i, __m128);
+}
+
+/// `[d0, 0, d1, 0]` from the f16 scales at `p0` and `p1`.
+#[inline(always)]
+unsafe fn d_pair(p0: *const u8, p1: *const u8) -> __m128 {
+    // SAFETY: 2 readable bytes at p0 and at p1 (caller).
+    unsafe {
+        let d0 = (p0 as *const u16).read_unaligned();
+        let d1 = (p1 as *const u16).read_unaligned();
+        _mm_cvtph_ps(_mm_cvtsi64_si128(i64::from(d0) | i64::from(d1) << 32))
+    }
+}
+
+/// Nibbles of the 16 bytes at `q0` and at `q1` as i16 `([lo0 | lo1], [hi0 | hi1])`.
+#[inline(always)]
+unsafe fn nibble_pair(q0: *const u8, q1: *const u8) -> (__m512i, __m512i) {
+    // SAFETY: 16 readable bytes at q0 and at q1 (caller).
+    unsafe {
+        let v = _mm256_loadu2_m128i(q1 as *const __m128i, q0 as *const __m128i);
+        let mask = _mm256_set1_epi8(15);
+        let lo = _mm256_and_si256(v, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        (_mm512_cvtepu8_epi16(lo), _mm512_cvtepu8_epi16(hi))
+    }
+}
+
+struct Q41;
+impl Pair for Q41 {
+    const BYTES: usize = 20;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> (__m512i, __m512i, __m128) {
+        // SAFETY: 40 readable bytes at p.
+        unsafe {
+            let (lo, hi) = nibble_pair(p.add(4), p.add(24));
+            // [d0 m0 | d1 m1] as four f16 -> [dw0, mw0, dw1, mw1].
+            let a = _mm_cvtsi32_si128((p as *const i32).read_unaligned());
+            let b = _mm_cvtsi32_si128((p.add(20) as *const i32).read_unaligned());
+            (lo, hi, _mm_cvtph_ps(_mm_unpacklo_epi32(a, b)))
+        }
+    }
+}
+
+struct Q40;
+impl Pair for Q40 {
+    const BYTES: usize = 18;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> (__m512i, __m512i, __m128) {
+        // SAFETY: 36 readable bytes at p.
+        unsafe {
+            let (lo, hi) = nibble_pair(p.add(2), p.add(20));
+            let eight = _mm512_set1_epi16(8);
+            (
+                _mm512_sub_epi16(lo, eight),
+                _mm512_sub_epi16(hi, eight),
+                d_pair(p, p.add(18)),
+            )
+        }
+    }
+}
+
+struct Q80;
+impl Pair for Q80 {
+    const BYTES: usize = 34;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> (__m512i, __m512i, __m128) {
+        // SAFETY: 68 readable bytes at p: block 0's int8 at p + 2, block 1's at p + 36.
+        unsafe {
+            let (q0, q1) = (p.add(2), p.add(36));
+            let lo = _mm256_loadu2_m128i(q1 as *const __m128i, q0 as *const __m128i);
+            let hi =
+                _mm256_loadu2_m128i(q1.add(16) as *const __m128i, q0.add(16) as *const __m128i);
+            (
+                _mm512_cvtepi8_epi16(lo),
+                _mm512_cvtepi8_epi16(hi),
+                d_pair(p, p.add(34)),
+            )
+        }
+    }
+}
+
+/// One row of `quantize` (same arithmetic as the scalar `quantize_row`: `amax / 32767`, its
+/// reciprocal, products rounded to nearest-even by `vcvtps2dq`).
+///
+/// # Safety
+/// [`available`] is true; `x.len() == q.len() == 16 * a.len()`, a multiple of 64.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn quantize_row(x: &[f32], q: &mut [i16], a: &mut [f32]) {
+    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+    for p in 0..x.len() / 64 {
+        for blk in 0..2 {
+            // SAFETY: p * 64 + blk * 32 + 32 <= x.len(); the pair's 64 slots of q and 4 of a
+            // are in bounds.
+            unsafe {
+                let xp = x.as_ptr().add(p * 64 + blk * 32);
+                let v0 = _mm512_loadu_ps(xp);
+                let v1 = _mm512_loadu_ps(xp.add(16));
+                let abs = |v: __m512| {
+                    _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask))
+                };
+                let amax = _mm512_reduce_max_ps(_mm512_max_ps(abs(v0), abs(v1)));
+                let d = amax / 32767.0;
+                let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+                let idv = _mm512_set1_ps(id);
+                let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));
+                let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
+                let s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+                // Elements 0..16 of the block go to slot blk * 16, 16..32 to 32 + blk * 16.
+                let qp = q.as_mut_ptr().add(p * 64 + blk * 16);
+                _mm256_storeu_si256(qp as *mut __m256i, _mm512_cvtsepi32_epi16(q0));
+                _mm256_storeu_si256(qp.add(32) as *mut __m256i, _mm512_cvtsepi32_epi16(q1));
+                *a.get_unchecked_mut(p * 4 + blk * 2) = d;
+                *a.get_unchecked_mut(p * 4 + blk * 2 + 1) = d * s as f32;
+            }
+        }
+    }
+}
+
+/// `R` weight rows against `T` activation rows (see the module header for the order).
+#[inline(always)]
+unsafe fn tile<P: Pair, const R: usize, const T: usize>(
+    w0: *const u8,
+    rb: usize,
+    pairs: usize,
+    q0: *const i16,
+    a0: *const f32,
+    k: usize,
+) -> [[f32; T]; R] {
+    // SAFETY (whole body): R rows of rb bytes (2 * pairs blocks) at w0; T activation rows of
+    // k int16 at q0 and k / 16 floats at a0, k == 64 * pairs.
+    unsafe {
+        // Lanes 0-7 hold block 0, lanes 8-15 block 1: scales are lanes 0 and 2 of
+        // [dw0 d0, mw0 d0 s0, dw1 d1, mw1 d1 s1].
+        let idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+        let zero = _mm512_setzero_si512();
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        let mut off = [[_mm_setzero_ps(); T]; R];
+        for p in 0..pairs {
+            for (r, (ar, or)) in acc.iter_mut().zip(off.iter_mut()).enumerate() {
+                let wp = w0.add(r * rb + p * 2 * P::BYTES);
+                // The same spot in the next tile's rows (R * rb bytes ahead): hides the miss
+                // latency that the hardware prefetcher leaves at row-tile boundaries.
+                _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(R * rb) as *const i8);
+                let (lo, hi, dm) = P::load(wp);
+                for (t, (a, o)) in ar.iter_mut().zip(or.iter_mut()).enumerate() {
+                    let xq = q0.add(t * k + p * 64);
+                    let xlo = _mm512_loadu_si512(xq as *const __m512i);
+                    let xhi = _mm512_loadu_si512(xq.add(32) as *const __m512i);
+                    let s = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(zero, lo, xlo), hi, xhi);
+                    let prod = _mm_mul_ps(dm, _mm_loadu_ps(a0.add(t * k / 16 + p * 4)));
+                    let scale = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(prod));
+                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *a);
+                    *o = _mm_add_ps(*o, prod);
+                }
+            }
+        }
+        let mut out = [[0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                let mut o = [0f32; 4];
+                _mm_storeu_ps(o.as_mut_ptr(), off[r][t]);
+                out[r][t] = _mm512_reduce_add_ps(acc[r][t]) + (o[1] + o[3]);
+            }
+        }
+        out
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
+unsafe fn rows_impl<P: Pair>(
+    acts: &QActs,
+    w: &QMatrix,
+    bias: Option<&[f32]>,
+    y: *mut f32,
+    r0: usize,
+    r1: usize,
+) {
+    let (n, k, m) = (w.rows, acts.k, acts.m);
+    let pairs = k / 64;
+    let rb = w.row_bytes();
+    let base = w.data.bytes().as_ptr();
+    // 4 activation rows x 2 weight rows: 8 zmm accumulators + 8 xmm offsets + 4 weight
+    // vectors; 1 activation row x 4 weight rows for decode.
+    const T_MAX: usize = 4;
+    let mut i = 0;
+    while i < m {
+        let t = (m - i).min(T_MAX);
+        let mut r = r0;
+        while r < r1 {
+            // SAFETY: rows r..r+R are < r1 <= n, activation rows i..i+t exist, and columns
+            // r..r+R of y are the caller's.
+            unsafe {
+                let wr = base.add(r * rb);
+                let q0 = acts.q.as_ptr().add(i * k);
+                let a0 = acts.a.as_ptr().add(i * k / 16);
+                macro_rules! go {
+                    ($R:literal, $T:literal) => {{
+                        let v = tile::<P, $R, $T>(wr, rb, pairs, q0, a0, k);
+                        for (rr, row) in v.iter().enumerate() {
+                            let b = bias.map_or(0.0, |b| b[r + rr]);
+                            for (tt, s) in row.iter().enumerate() {
+                                *y.add((i + tt) * n + r + rr) = s + b;
+                            }
+                        }
+                        r += $R;
+                    }};
+                }
+                let left = r1 - r;
+                match (t, left >= 4, left >= 2) {
+                    (1, true, _) => go!(4, 1),
+                    (2, _, true) => go!(2, 2),
+                    (3, _, true) => go!(2, 3),
+                    (4, _, true) => go!(2, 4),
+                    (4, _, _) => go!(1, 4),
+                    (3, _, _) => go!(1, 3),
+                    (2, _, _) => go!(1, 2),
+                    _ => go!(1, 1),
+                }
+            }
+        }
+        i += t;
+    }
+}
+
+/// # Safety
+/// [`available`] is true; `w` is supported (`super::supported`) and `acts.k == w.cols`; `y`
+/// has `acts.m * w.rows` floats and columns `r0..r1` are the caller's.
+pub unsafe fn rows(
+    acts: &QActs,
+    w: &QMatrix,
+    bias: Option<&[f32]>,
+    y: *mut f32,
+    r0: usize,
+    r1: usize,
+) {
+    // SAFETY: forwarded contract; the pair type matches the storage type.
+    unsafe {
+        match w.ty {
+            GgmlType::Q4_1 => rows_impl::<Q41>(acts, w, bias, y, r0, r1),
+            GgmlType::Q4_0 => rows_impl::<Q40>(acts, w, bias, y, r0, r1),
+            GgmlType::Q8_0 => rows_impl::<Q80>(acts, w, bias, y, r0, r1),
+            other => unreachable!("vnni::rows: {other:?} is not an integer-path type"),
+        }
+    }
+}
