@@ -23,16 +23,19 @@
 //! ```
 //!
 //! Layout of the quantized activations, per pair of blocks (64 values `x[0..64]`), chosen so
-//! one 512-bit load lines up with the two weight blocks' nibbles `[lo0 | lo1 | hi0 | hi1]`:
+//! two 512-bit loads line up with the two weight blocks' unpacked halves `[lo0 | lo1]` and
+//! `[hi0 | hi1]` (`lo` = a block's elements 0..16, `hi` = 16..32):
 //!
 //! ```text
 //!  q    [m, k] i16  per pair: x[0..16] x[32..48] x[16..32] x[48..64]
-//!  a    [m, k/64, 4] f32   per pair: [d0, d0*s0, d1, d1*s1]
+//!  a    [m, k/64, 32] f32  per pair: [d0 x8, d1 x8, d0*s0/8 x8, d1*s1/8 x8]
 //! ```
 //!
-//! Cost: 2.25 bytes per activation (2k + k/4 bytes per row), i.e. 3.4 MiB for a 2,048-token
-//! prefill chunk at k = 768 and 87 MiB at k = 18,944 (Qwen2-7B's FFN), held in a per-thread
-//! scratch that is reused across calls. Needs k % 64 == 0 (every
+//! `a` is stored as the lane patterns the kernel multiplies (its 512-bit sums hold block 0 in
+//! lanes 0-7 and block 1 in lanes 8-15), so a row of a batch costs no shuffles. Cost: 4 bytes
+//! per activation (2k + 2k bytes per row), i.e. 6 MiB for a 2,048-token prefill chunk at
+//! k = 768 and 155 MiB at k = 18,944 (Qwen2-7B's FFN; its Q4 weights are ~4 GiB), held in a
+//! per-thread scratch that is reused across calls. Needs k % 64 == 0 (every
 //! Llama/Qwen2 width); other shapes use the f32 path.
 
 use crate::backend::dtype::GgmlType;
@@ -45,8 +48,18 @@ pub struct QActs {
     pub k: usize,
     /// `[m, k]` int16 in pair-interleaved order.
     pub q: Vec<i16>,
-    /// `[m, k / 64, 4]`: `d0, d0 * s0, d1, d1 * s1` per pair of blocks.
+    /// `[m, k / 64, 32]`: per pair of blocks `d0 x8, d1 x8, d0 s0 / 8 x8, d1 s1 / 8 x8`.
     pub a: Vec<f32>,
+}
+
+/// Floats of `QActs::a` per pair of blocks.
+pub const A_PER_PAIR: usize = 32;
+
+/// Writes one block's `d` and `d * s` into a pair's lane patterns.
+#[inline(always)]
+fn set_scales(ap: &mut [f32], blk: usize, d: f32, ds: f32) {
+    ap[blk * 8..blk * 8 + 8].fill(d);
+    ap[16 + blk * 8..16 + blk * 8 + 8].fill(ds / 8.0);
 }
 
 /// Whether `w` runs on the integer path.
@@ -73,16 +86,16 @@ pub fn quantize(x: &[f32], k: usize, out: &mut QActs) {
     out.q.clear();
     out.q.resize(m * k, 0);
     out.a.clear();
-    out.a.resize(m * k / 16, 0.0);
+    out.a.resize(m * k / 64 * A_PER_PAIR, 0.0);
     let rows = out
         .q
         .chunks_exact_mut(k)
-        .zip(out.a.chunks_exact_mut(k / 16))
+        .zip(out.a.chunks_exact_mut(k / 64 * A_PER_PAIR))
         .zip(x.chunks_exact(k));
     for ((q, a), x) in rows {
         #[cfg(target_arch = "x86_64")]
         if vnni::available() {
-            // SAFETY: AVX-512 present (checked); q has k values, a has k / 16, x has k.
+            // SAFETY: AVX-512 present (checked); q and x have k values, a has k / 2.
             unsafe { vnni::quantize_row(x, q, a) };
             continue;
         }
@@ -96,7 +109,7 @@ fn quantize_row(x: &[f32], q: &mut [i16], a: &mut [f32]) {
     {
         for (p, (qp, ap)) in q
             .chunks_exact_mut(64)
-            .zip(a.chunks_exact_mut(4))
+            .zip(a.chunks_exact_mut(A_PER_PAIR))
             .enumerate()
         {
             let xp = &x[p * 64..p * 64 + 64];
@@ -111,21 +124,26 @@ fn quantize_row(x: &[f32], q: &mut [i16], a: &mut [f32]) {
                     s += i32::from(qv);
                     qp[pair_pos(blk * 32 + e)] = qv;
                 }
-                ap[blk * 2] = d;
-                ap[blk * 2 + 1] = d * s as f32;
+                set_scales(ap, blk, d, d * s as f32);
             }
         }
     }
 }
 
 impl QActs {
+    /// `(d, d * s)` of block `b` of row `i`.
+    pub fn block_scales(&self, i: usize, b: usize) -> (f32, f32) {
+        let ap = &self.a[(i * self.k / 64 + b / 2) * A_PER_PAIR..];
+        (ap[(b % 2) * 8], ap[16 + (b % 2) * 8] * 8.0)
+    }
+
     /// The values the integer path multiplies: `q * d`, `[m, k]` in natural order.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.m * self.k];
         for (i, row) in out.chunks_exact_mut(self.k.max(1)).enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
                 let (p, jj) = (j / 64, j % 64);
-                let d = self.a[i * self.k / 16 + p * 4 + (jj / 32) * 2];
+                let d = self.block_scales(i, j / 32).0;
                 *v = f32::from(self.q[i * self.k + p * 64 + pair_pos(jj)]) * d;
             }
         }
@@ -186,14 +204,14 @@ pub unsafe fn portable_rows(
             (0..k / 32).map(|b| decode_block(w.ty, row, b)).collect();
         for i in 0..acts.m {
             let q = &acts.q[i * k..(i + 1) * k];
-            let a = &acts.a[i * k / 16..(i + 1) * k / 16];
             let mut s = 0f32;
             for (b, (u, dw, mw)) in blocks.iter().enumerate() {
                 let (p, blk) = (b / 2, b % 2);
                 let dot: i32 = (0..32)
                     .map(|e| u[e] * i32::from(q[p * 64 + pair_pos(blk * 32 + e)]))
                     .sum();
-                s += dw * a[p * 4 + blk * 2] * dot as f32 + mw * a[p * 4 + blk * 2 + 1];
+                let (d, ds) = acts.block_scales(i, b);
+                s += dw * d * dot as f32 + mw * ds;
             }
             // SAFETY: i < m and r < n; the caller owns column r.
             unsafe { *y.add(i * n + r) = s + bias.map_or(0.0, |b| b[r]) };
@@ -225,9 +243,10 @@ mod tests {
         quantize(&x, 64, &mut a);
         let q = |j: usize| a.q[pair_pos(j)];
         assert_eq!((q(0), q(1), q(2), q(3), q(17)), (32767, -32767, 2, 2, -6));
-        assert_eq!(a.a[0], step);
-        assert_eq!(a.a[1], -2.0 * step);
-        assert_eq!((a.a[2], a.a[3]), (0.0, 0.0));
+        assert_eq!(a.block_scales(0, 0), (step, -2.0 * step));
+        assert_eq!(a.block_scales(0, 1), (0.0, 0.0));
+        assert_eq!(&a.a[..8], &[step; 8]);
+        assert_eq!(&a.a[16..24], &[-2.0 * step / 8.0; 8]);
         assert!((32..64).all(|j| q(j) == 0));
         // Every value is within half a step of what the integer path multiplies.
         let x: Vec<f32> = (0..3 * 128)
@@ -236,7 +255,7 @@ mod tests {
         quantize(&x, 128, &mut a);
         let back = a.dequantize();
         for (i, (v, b)) in x.iter().zip(&back).enumerate() {
-            let d = a.a[(i / 128) * 8 + (i % 128) / 64 * 4 + (i % 64) / 32 * 2];
+            let d = a.block_scales(i / 128, (i % 128) / 32).0;
             assert!(
                 (v - b).abs() <= d / 2.0 + v.abs() * 1e-6,
                 "{i}: {v} vs {b} (d {d})"
@@ -256,8 +275,8 @@ mod tests {
             .collect();
         x[40] = 1e6; // an outlier block
         x[64..128].fill(0.0); // an all-zero pair
-        let (mut q1, mut a1) = (vec![0i16; k], vec![0f32; k / 16]);
-        let (mut q2, mut a2) = (vec![0i16; k], vec![0f32; k / 16]);
+        let (mut q1, mut a1) = (vec![0i16; k], vec![0f32; k / 2]);
+        let (mut q2, mut a2) = (vec![0i16; k], vec![0f32; k / 2]);
         quantize_row(&x, &mut q1, &mut a1);
         // SAFETY: AVX-512 present; buffer sizes as required.
         unsafe { vnni::quantize_row(&x, &mut q2, &mut a2) };
