@@ -131,6 +131,12 @@ unsafe fn q8_rows(
         unsafe { q8::vnni::rows(acts, w, bias, out.0, r0, r1) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if q8::avx2::available() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above); forwarded contract.
+        unsafe { q8::avx2::rows(acts, w, bias, out.0, r0, r1) };
+        return;
+    }
     // SAFETY: forwarded contract.
     unsafe { q8::portable_rows(acts, w, bias, out.0, r0, r1) }
 }

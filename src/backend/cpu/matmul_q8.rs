@@ -99,6 +99,12 @@ pub fn quantize(x: &[f32], k: usize, out: &mut QActs) {
             unsafe { vnni::quantize_row(x, q, a) };
             continue;
         }
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            // SAFETY: AVX2 present (checked); sizes as above.
+            unsafe { avx2::quantize_row(x, q, a) };
+            continue;
+        }
         quantize_row(x, q, a);
     }
 }
@@ -223,6 +229,10 @@ pub unsafe fn portable_rows(
 #[path = "matmul_q8_vnni.rs"]
 pub mod vnni;
 
+#[cfg(target_arch = "x86_64")]
+#[path = "matmul_q8_avx2.rs"]
+pub mod avx2;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,10 +275,7 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn simd_quantizer_matches_the_scalar_definition() {
-        if !vnni::available() {
-            return;
-        }
+    fn simd_quantizers_match_the_scalar_definition() {
         let k = 256;
         let mut x: Vec<f32> = (0..k)
             .map(|i| ((i * 7919) % 1013) as f32 / 37.0 - 13.0)
@@ -278,10 +285,18 @@ mod tests {
         let (mut q1, mut a1) = (vec![0i16; k], vec![0f32; k / 2]);
         let (mut q2, mut a2) = (vec![0i16; k], vec![0f32; k / 2]);
         quantize_row(&x, &mut q1, &mut a1);
-        // SAFETY: AVX-512 present; buffer sizes as required.
-        unsafe { vnni::quantize_row(&x, &mut q2, &mut a2) };
-        assert_eq!(q1, q2);
-        assert_eq!(a1, a2);
+        if vnni::available() {
+            // SAFETY: AVX-512 present; buffer sizes as required.
+            unsafe { vnni::quantize_row(&x, &mut q2, &mut a2) };
+            assert_eq!((&q1, &a1), (&q2, &a2));
+        }
+        if avx2::available() {
+            q2.fill(0);
+            a2.fill(0.0);
+            // SAFETY: AVX2 present; buffer sizes as required.
+            unsafe { avx2::quantize_row(&x, &mut q2, &mut a2) };
+            assert_eq!((&q1, &a1), (&q2, &a2));
+        }
     }
 
     /// One Q8_0 row of 64 weights with the extremes -128 and 127 against known activations.
@@ -320,6 +335,63 @@ mod tests {
             // SAFETY: VNNI present; one output column, written by this thread only.
             unsafe { vnni::rows(&acts, &w, None, y2.as_mut_ptr(), 0, 1) };
             assert!((y2[0] - y[0]).abs() < 1e-5, "{} vs {}", y2[0], y[0]);
+        }
+    }
+
+    /// The AVX2 kernel agrees with the portable definition on every type and tile shape, and
+    /// a row's result does not depend on its batch (bitwise).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernel_matches_portable_and_is_batch_invariant() {
+        if !avx2::available() {
+            return;
+        }
+        let mut s = 777u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+            for &(m, n, k) in &[(1, 9, 64), (5, 7, 192), (9, 4, 128), (2, 3, 64)] {
+                let mut bytes: Vec<u8> = (0..ty.row_bytes(k) * n).map(|_| next() as u8).collect();
+                for blk in bytes.chunks_exact_mut(ty.block_bytes()) {
+                    blk[..2].copy_from_slice(&half::f16::from_f32(0.02).to_le_bytes());
+                    if ty == GgmlType::Q4_1 {
+                        blk[2..4].copy_from_slice(&half::f16::from_f32(-0.1).to_le_bytes());
+                    }
+                }
+                let w = QMatrix::new(ty, n, k, Storage::Owned(Arc::new(bytes))).unwrap();
+                let x: Vec<f32> = (0..m * k)
+                    .map(|_| (next() % 2000) as f32 / 1000.0 - 1.0)
+                    .collect();
+                let mut acts = QActs::default();
+                quantize(&x, k, &mut acts);
+                let bias: Vec<f32> = (0..n).map(|i| i as f32).collect();
+                let (mut y1, mut y2) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                // SAFETY: AVX2 present; this thread writes every column of y1 and y2.
+                unsafe {
+                    avx2::rows(&acts, &w, Some(&bias), y1.as_mut_ptr(), 0, n);
+                    portable_rows(&acts, &w, Some(&bias), y2.as_mut_ptr(), 0, n);
+                }
+                for (a, b) in y1.iter().zip(&y2) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{ty:?} {m}x{n}x{k}: {a} vs {b}"
+                    );
+                }
+                let mut one = QActs::default();
+                quantize(&x[(m - 1) * k..], k, &mut one);
+                let mut y3 = vec![f32::NAN; n];
+                // SAFETY: as above.
+                unsafe { avx2::rows(&one, &w, Some(&bias), y3.as_mut_ptr(), 0, n) };
+                assert_eq!(
+                    &y1[(m - 1) * n..],
+                    &y3[..],
+                    "{ty:?} {m}x{n}x{k} last row alone"
+                );
+            }
         }
     }
 

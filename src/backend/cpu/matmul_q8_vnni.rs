@@ -17,10 +17,13 @@ use super::{QActs, A_PER_PAIR};
 use crate::backend::dtype::GgmlType;
 use crate::backend::tensor::QMatrix;
 
+/// Whether this kernel runs: the CPU has the features, and `PONDER_CPU_ISA` is not `avx2`
+/// (which selects the AVX2 kernel on an AVX-512 machine, to measure or test it).
 pub fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx512f")
+        std::env::var("PONDER_CPU_ISA").map_or(true, |v| v != "avx2")
+            && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
