@@ -223,9 +223,15 @@ pub fn paged_attention(
             }
         }
     }
+    // Items per task: 4 keeps short contexts from paying a task per item; when one item reads
+    // many K/V rows (one long sequence decoding has only n_kv_heads items), each item is its
+    // own task so both cores share it.
+    let rows: usize = seqs.iter().map(|s| s.context_len * s.query_len).sum();
+    let per_item = rows * group * hd / items.len().max(1);
+    let min_len = if per_item >= 1 << 15 { 1 } else { 4 };
     let outs: Vec<(usize, Vec<f32>)> = items
         .par_iter()
-        .with_min_len(4)
+        .with_min_len(min_len)
         .map(|&(si, i, kvh)| {
             let s = &seqs[si];
             let t = s.query_start + i;
