@@ -6,7 +6,8 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{GgmlType, QMatrix, ROW_TILE};
+use super::tiles::{walk, Tiles};
+use super::{GgmlType, QMatrix};
 
 pub fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -169,6 +170,34 @@ unsafe fn tile<B: Block, const R: usize, const T: usize>(
     }
 }
 
+/// The f32 kernel bound to its operands: weight storage and `x`.
+struct F32Tiles<B> {
+    base: *const u8,
+    rb: usize,
+    nblocks: usize,
+    x: *const f32,
+    k: usize,
+    _block: std::marker::PhantomData<B>,
+}
+
+impl<B: Block> Tiles for F32Tiles<B> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, i: usize, r: usize) -> [[f32; T]; R] {
+        // SAFETY: forwarded contract (rows r..r+R of the weights, i..i+T of x).
+        unsafe {
+            tile::<B, R, T>(
+                self.base.add(r * self.rb),
+                self.rb,
+                self.nblocks,
+                self.x.add(i * self.k),
+                self.k,
+            )
+        }
+    }
+}
+
+// Activation rows per pass: 4 rows x 2 weight rows x 2 accumulators = 16 zmm, and each
+// activation load feeds two weight rows (`tiles::walk`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
 unsafe fn rows_impl<B: Block>(
     x: &[f32],
@@ -179,52 +208,16 @@ unsafe fn rows_impl<B: Block>(
     r0: usize,
     r1: usize,
 ) {
-    let (n, k) = (w.rows, w.cols);
-    let nblocks = k / 32;
-    let rb = w.row_bytes();
-    let base = w.data.bytes().as_ptr();
-    let xp = x.as_ptr();
-    // Activation rows per pass: 4 rows x 2 weight rows x 2 accumulators = 16 zmm, and each
-    // activation load feeds two weight rows. (`ROW_TILE` bounds the AVX2 path.)
-    const T_MAX: usize = 4;
-    let _ = ROW_TILE;
-    let mut i = 0;
-    while i < m {
-        let t = (m - i).min(T_MAX);
-        let mut r = r0;
-        while r < r1 {
-            // SAFETY: rows r..r+R are < r1 <= n, rows i..i+t exist in x, and columns r..r+R
-            // of y are the caller's.
-            unsafe {
-                let wr = base.add(r * rb);
-                let x0 = xp.add(i * k);
-                macro_rules! go {
-                    ($R:literal, $T:literal) => {{
-                        let v = tile::<B, $R, $T>(wr, rb, nblocks, x0, k);
-                        for (rr, row) in v.iter().enumerate() {
-                            let b = bias.map_or(0.0, |b| b[r + rr]);
-                            for (tt, s) in row.iter().enumerate() {
-                                *y.add((i + tt) * n + r + rr) = s + b;
-                            }
-                        }
-                        r += $R;
-                    }};
-                }
-                let left = r1 - r;
-                match (t, left >= 4, left >= 2) {
-                    (1, true, _) => go!(4, 1),
-                    (2, _, true) => go!(2, 2),
-                    (3, _, true) => go!(2, 3),
-                    (4, _, true) => go!(2, 4),
-                    (4, _, _) => go!(1, 4),
-                    (3, _, _) => go!(1, 3),
-                    (2, _, _) => go!(1, 2),
-                    _ => go!(1, 1),
-                }
-            }
-        }
-        i += t;
-    }
+    let kernel = F32Tiles::<B> {
+        base: w.data.bytes().as_ptr(),
+        rb: w.row_bytes(),
+        nblocks: w.cols / 32,
+        x: x.as_ptr(),
+        k: w.cols,
+        _block: std::marker::PhantomData,
+    };
+    // SAFETY: x has m rows of w.cols; forwarded contract for y and r0..r1.
+    unsafe { walk(&kernel, m, w.rows, bias, y, r0, r1) }
 }
 
 /// # Safety

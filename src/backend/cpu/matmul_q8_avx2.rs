@@ -9,6 +9,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::super::tiles::{walk, Tiles};
 use super::{QActs, A_PER_PAIR};
 use crate::backend::dtype::GgmlType;
 use crate::backend::tensor::QMatrix;
@@ -158,6 +159,32 @@ unsafe fn tile<B: Block, const R: usize, const T: usize>(
     }
 }
 
+/// The kernel bound to its operands: weight storage and the quantized activations.
+struct IntTiles<'a, B> {
+    base: *const u8,
+    rb: usize,
+    acts: &'a QActs,
+    _format: std::marker::PhantomData<B>,
+}
+
+impl<B: Block> Tiles for IntTiles<'_, B> {
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize>(&self, i: usize, r: usize) -> [[f32; T]; R] {
+        let k = self.acts.k;
+        // SAFETY: forwarded contract (weight rows r..r+R, activation rows i..i+T).
+        unsafe {
+            tile::<B, R, T>(
+                self.base.add(r * self.rb),
+                self.rb,
+                k / 64,
+                self.acts.q.as_ptr().add(i * k),
+                self.acts.a.as_ptr().add(i * (k / 2)),
+                k,
+            )
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_impl<B: Block>(
     acts: &QActs,
@@ -167,50 +194,14 @@ unsafe fn rows_impl<B: Block>(
     r0: usize,
     r1: usize,
 ) {
-    let (n, k, m) = (w.rows, acts.k, acts.m);
-    let pairs = k / 64;
-    let rb = w.row_bytes();
-    let base = w.data.bytes().as_ptr();
-    // 16 ymm registers: up to 8 accumulators (2 x 4 or 4 x 1) + weights and scales.
-    const T_MAX: usize = 4;
-    let mut i = 0;
-    while i < m {
-        let t = (m - i).min(T_MAX);
-        let mut r = r0;
-        while r < r1 {
-            // SAFETY: rows r..r+R are < r1 <= n, activation rows i..i+t exist, and columns
-            // r..r+R of y are the caller's.
-            unsafe {
-                let wr = base.add(r * rb);
-                let q0 = acts.q.as_ptr().add(i * k);
-                let a0 = acts.a.as_ptr().add(i * (k / 2));
-                macro_rules! go {
-                    ($R:literal, $T:literal) => {{
-                        let v = tile::<B, $R, $T>(wr, rb, pairs, q0, a0, k);
-                        for (rr, row) in v.iter().enumerate() {
-                            let b = bias.map_or(0.0, |b| b[r + rr]);
-                            for (tt, s) in row.iter().enumerate() {
-                                *y.add((i + tt) * n + r + rr) = s + b;
-                            }
-                        }
-                        r += $R;
-                    }};
-                }
-                let left = r1 - r;
-                match (t, left >= 4, left >= 2) {
-                    (1, true, _) => go!(4, 1),
-                    (2, _, true) => go!(2, 2),
-                    (3, _, true) => go!(2, 3),
-                    (4, _, true) => go!(2, 4),
-                    (4, _, _) => go!(1, 4),
-                    (3, _, _) => go!(1, 3),
-                    (2, _, _) => go!(1, 2),
-                    _ => go!(1, 1),
-                }
-            }
-        }
-        i += t;
-    }
+    let kernel = IntTiles::<B> {
+        base: w.data.bytes().as_ptr(),
+        rb: w.row_bytes(),
+        acts,
+        _format: std::marker::PhantomData,
+    };
+    // SAFETY: acts has acts.m rows of w.cols; forwarded contract for y and r0..r1.
+    unsafe { walk(&kernel, acts.m, w.rows, bias, y, r0, r1) }
 }
 
 /// One row of `quantize` with AVX2 (same arithmetic as the scalar definition).
