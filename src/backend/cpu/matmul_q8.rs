@@ -204,10 +204,12 @@ pub unsafe fn portable_rows(
     r1: usize,
 ) {
     let (n, k) = (w.rows, acts.k);
+    // One decoded weight row, reused across rows: k / 32 blocks of 136 bytes.
+    let mut blocks: Vec<([i32; 32], f32, f32)> = Vec::with_capacity(k / 32);
     for r in r0..r1 {
         let row = w.row(r);
-        let blocks: Vec<([i32; 32], f32, f32)> =
-            (0..k / 32).map(|b| decode_block(w.ty, row, b)).collect();
+        blocks.clear();
+        blocks.extend((0..k / 32).map(|b| decode_block(w.ty, row, b)));
         for i in 0..acts.m {
             let q = &acts.q[i * k..(i + 1) * k];
             let mut s = 0f32;
