@@ -5,4 +5,5 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod dtype;
+pub mod packed;
 pub mod tensor;

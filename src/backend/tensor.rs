@@ -1,16 +1,24 @@
 //! Host-side weight matrices in their storage format (f32, f16, bf16 or a ggml block
 //! quantization), either borrowed zero-copy from a memory-mapped checkpoint or owned.
 //!
-//! A [`QMatrix`] is `rows x cols` row-major: row `r` is `ty.row_bytes(cols)` bytes starting
-//! at `r * ty.row_bytes(cols)`. Linear layers store `W[out, in]` and compute `y = x W^T`,
-//! so `rows = out_features`, `cols = in_features` (the GGUF/PyTorch convention).
+//! A [`QMatrix`] is `rows x cols`, in one of two layouts:
+//! - [`Layout::RowMajor`] (as checkpoints store it): row `r` is `ty.row_bytes(cols)` bytes
+//!   starting at `r * ty.row_bytes(cols)`;
+//! - [`Layout::Cg16`] (Q4_0/Q4_1/Q8_0 only, what the CPU GEMM reads): column groups of 16
+//!   rows, see `backend::packed`; the same bytes reordered, plus zero rows up to a multiple
+//!   of 16.
+//!
+//! Linear layers store `W[out, in]` and compute `y = x W^T`, so `rows = out_features`,
+//! `cols = in_features` (the GGUF/PyTorch convention).
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
 use memmap2::Mmap;
 
 use super::dtype::{dequantize_row, GgmlType};
+use super::packed;
 
 /// Bytes of a tensor: a range of a shared memory map, or an owned buffer.
 #[derive(Clone)]
@@ -28,17 +36,29 @@ impl Storage {
     }
 }
 
+/// How a matrix's bytes are ordered (module header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    RowMajor,
+    Cg16,
+}
+
 #[derive(Clone)]
 pub struct QMatrix {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub data: Storage,
+    pub layout: Layout,
 }
 
 impl std::fmt::Debug for QMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "QMatrix({:?}, {}x{})", self.ty, self.rows, self.cols)
+        write!(
+            f,
+            "QMatrix({:?}, {}x{}, {:?})",
+            self.ty, self.rows, self.cols, self.layout
+        )
     }
 }
 
@@ -63,7 +83,37 @@ impl QMatrix {
             rows,
             cols,
             data,
+            layout: Layout::RowMajor,
         })
+    }
+
+    /// This matrix in the CPU GEMM's Cg16 layout (an owned copy of the same size), or a
+    /// clone when the type has no such layout or it is already packed.
+    pub fn to_cg16(&self) -> QMatrix {
+        if self.layout == Layout::Cg16 || packed::group_block_bytes(self.ty).is_none() {
+            return self.clone();
+        }
+        let bytes = packed::pack(self.ty, self.rows, self.cols, self.data.bytes());
+        QMatrix {
+            data: Storage::Owned(Arc::new(bytes)),
+            layout: Layout::Cg16,
+            ..self.clone()
+        }
+    }
+
+    /// The row-major (checkpoint) bytes: borrowed, or rebuilt from the Cg16 layout.
+    pub fn row_major_bytes(&self) -> Cow<'_, [u8]> {
+        match self.layout {
+            Layout::RowMajor => Cow::Borrowed(self.data.bytes()),
+            Layout::Cg16 => {
+                let rb = self.row_bytes();
+                let mut out = vec![0u8; rb * self.rows];
+                for (r, o) in out.chunks_exact_mut(rb).enumerate() {
+                    packed::unpack_row(self.ty, self.cols, self.data.bytes(), r, o);
+                }
+                Cow::Owned(out)
+            }
+        }
     }
 
     pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Self {
@@ -74,6 +124,7 @@ impl QMatrix {
             rows,
             cols,
             data: Storage::Owned(Arc::new(bytes)),
+            layout: Layout::RowMajor,
         }
     }
 
@@ -81,18 +132,34 @@ impl QMatrix {
         self.ty.row_bytes(self.cols)
     }
 
+    /// Row `r`'s bytes; row-major matrices only (a Cg16 row is not contiguous: use
+    /// [`QMatrix::dequantize_row_into`] or [`QMatrix::row_major_bytes`]).
     pub fn row(&self, r: usize) -> &[u8] {
+        assert_eq!(
+            self.layout,
+            Layout::RowMajor,
+            "QMatrix::row on a Cg16 matrix"
+        );
         let rb = self.row_bytes();
         &self.data.bytes()[r * rb..(r + 1) * rb]
     }
 
+    /// Bytes in memory (for Cg16, including the padding rows).
     pub fn size_bytes(&self) -> usize {
-        self.row_bytes() * self.rows
+        self.data.bytes().len()
     }
 
     /// Decode row `r` into `out` (`out.len() == cols`).
     pub fn dequantize_row_into(&self, r: usize, out: &mut [f32]) {
-        dequantize_row(self.ty, self.row(r), out);
+        match self.layout {
+            Layout::RowMajor => dequantize_row(self.ty, self.row(r), out),
+            Layout::Cg16 => {
+                // One row's ggml bytes, rebuilt (<= 34 bytes per 32 weights).
+                let mut row = vec![0u8; self.row_bytes()];
+                packed::unpack_row(self.ty, self.cols, self.data.bytes(), r, &mut row);
+                dequantize_row(self.ty, &row, out);
+            }
+        }
     }
 
     /// Decode the whole matrix (tests and the CUDA upload path).

@@ -3,8 +3,10 @@
 //!
 //! Canonical names are GGUF's (`blk.3.attn_q.weight`); Hugging Face names are mapped onto
 //! them. Q/K/V and gate/up projections are fused into one matrix each at load when their
-//! storage types match (one GEMM instead of three/two per layer); the fused copy is owned,
-//! the rest stays zero-copy in the memory map.
+//! storage types match (one GEMM instead of three/two per layer). Block-quantized matrices
+//! (Q4_0/Q4_1/Q8_0) are repacked into the CPU GEMM's Cg16 layout (`backend::packed`): one
+//! owned copy of the same size, after which the mapped bytes are no longer read (the fused
+//! matrices are packed straight from the parts). Float matrices stay zero-copy in the map.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -195,10 +197,12 @@ impl LlamaWeights {
         let qd = cfg.num_heads * cfg.head_dim;
         let kvd = cfg.num_kv_heads * cfg.head_dim;
         let f = cfg.intermediate_size;
-        let embed = matrix(src, "token_embd.weight", cfg.vocab_size, h)?;
-        let lm_head = match src.tensor("output.weight") {
-            Some(_) => matrix(src, "output.weight", cfg.vocab_size, h)?,
-            None => embed.clone(),
+        // Tied: one packed table serves the lookup (row by row) and the LM head.
+        let embed = matrix(src, "token_embd.weight", cfg.vocab_size, h)?.to_cg16();
+        let lm_head = if src.tensor("output.weight").is_none() {
+            embed.clone()
+        } else {
+            matrix(src, "output.weight", cfg.vocab_size, h)?.to_cg16()
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
@@ -223,7 +227,7 @@ impl LlamaWeights {
                     bias: qkv_bias,
                 },
                 wo: Linear {
-                    w: matrix(src, &n("attn_output.weight"), h, qd)?,
+                    w: matrix(src, &n("attn_output.weight"), h, qd)?.to_cg16(),
                     bias: None,
                 },
                 ffn_norm: vector(src, &n("ffn_norm.weight"), h)?,
@@ -232,7 +236,7 @@ impl LlamaWeights {
                     bias: None,
                 },
                 down: Linear {
-                    w: matrix(src, &n("ffn_down.weight"), h, f)?,
+                    w: matrix(src, &n("ffn_down.weight"), h, f)?.to_cg16(),
                     bias: None,
                 },
             });
@@ -287,8 +291,9 @@ fn vector(src: &dyn TensorSource, name: &str, len: usize) -> Result<Vec<f32>, Mo
     Ok(m.to_f32())
 }
 
-/// Stack matrices with equal column counts row-wise. With one storage type the rows are
-/// copied as bytes; mixed types are decoded to f32 first (correct, larger).
+/// Stack matrices with equal column counts row-wise, packed (Cg16) when the type has that
+/// layout. With one storage type the rows are copied as bytes (the row-major concatenation
+/// is dropped once packed); mixed types are decoded to f32 first (correct, larger).
 fn concat_rows(parts: &[&QMatrix]) -> Result<QMatrix, ModelError> {
     let cols = parts[0].cols;
     let rows: usize = parts.iter().map(|p| p.rows).sum();
@@ -298,6 +303,7 @@ fn concat_rows(parts: &[&QMatrix]) -> Result<QMatrix, ModelError> {
             bytes.extend_from_slice(p.data.bytes());
         }
         QMatrix::new(parts[0].ty, rows, cols, Storage::Owned(Arc::new(bytes)))
+            .map(|m| m.to_cg16())
             .map_err(ModelError::Format)
     } else {
         let vals: Vec<f32> = parts.iter().flat_map(|p| p.to_f32()).collect();

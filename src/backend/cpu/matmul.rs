@@ -24,7 +24,8 @@
 use rayon::prelude::*;
 
 use crate::backend::dtype::GgmlType;
-use crate::backend::tensor::QMatrix;
+use crate::backend::packed;
+use crate::backend::tensor::{Layout, QMatrix};
 
 /// Activation rows handled per pass over a weight row; 8 accumulators + 4 decoded vectors fit
 /// in the 16 ymm registers.
@@ -70,17 +71,31 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
     } else {
         (threads * 4).min(n.div_ceil(8))
     };
-    let chunk = n.div_ceil(tasks);
     let out = OutPtr(y.as_mut_ptr());
     if q8::supported(w) {
+        // Matrices loaded by the model are packed at load; others (tests, one-off callers)
+        // are packed here, a copy of the weights for this call.
+        let packed_here;
+        let w = if w.layout == Layout::Cg16 {
+            w
+        } else {
+            packed_here = w.to_cg16();
+            &packed_here
+        };
+        let groups = packed::groups(n);
+        let tasks = tasks.min(groups);
+        let chunk = groups.div_ceil(tasks);
         return with_scratch(|acts| {
             q8::quantize(x, k, acts);
             let acts = &*acts;
             let run = |c: usize| {
-                let r0 = c * chunk;
-                let r1 = (r0 + chunk).min(n);
-                // SAFETY: as below: chunk c owns columns r0..r1 of y; acts.k == w.cols.
-                unsafe { q8_rows(acts, w, bias, out, r0, r1) }
+                let g0 = (c * chunk).min(groups);
+                let g1 = (g0 + chunk).min(groups);
+                let o = out;
+                let y = q8::Out { y: o.0, n };
+                // SAFETY: task c owns the columns of groups g0..g1 of every row of y (the
+                // ranges of different tasks are disjoint); acts.k == w.cols; w is Cg16.
+                unsafe { q8::rows(acts, w, bias, y, g0, g1) }
             };
             if tasks == 1 {
                 run(0);
@@ -89,6 +104,7 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
             }
         });
     }
+    let chunk = n.div_ceil(tasks);
     let run = |c: usize| {
         let r0 = c * chunk;
         let r1 = (r0 + chunk).min(n);
@@ -104,8 +120,8 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
 }
 
 thread_local! {
-    /// Int8 activations of the last integer-path call on this thread (see matmul_q8.rs for
-    /// its size: 1.25 bytes per activation of the largest batch seen).
+    /// Quantized activations of the last integer-path call on this thread (see
+    /// matmul_q8.rs for its size: ~2.4 bytes per activation of the largest batch seen).
     static SCRATCH: std::cell::RefCell<q8::QActs> = std::cell::RefCell::default();
 }
 
@@ -115,33 +131,6 @@ fn with_scratch<T>(f: impl FnOnce(&mut q8::QActs) -> T) -> T {
         Ok(mut acts) => f(&mut acts),
         Err(_) => f(&mut q8::QActs::default()),
     })
-}
-
-/// # Safety
-/// `out` points at `acts.m * w.rows` floats, no other thread writes columns `r0..r1`, and
-/// `acts` holds the activations quantized for `w` (`acts.k == w.cols`).
-unsafe fn q8_rows(
-    acts: &q8::QActs,
-    w: &QMatrix,
-    bias: Option<&[f32]>,
-    out: OutPtr,
-    r0: usize,
-    r1: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if q8::vnni::available() {
-        // SAFETY: the CPU has AVX-512 VNNI (checked above); forwarded contract.
-        unsafe { q8::vnni::rows(acts, w, bias, out.0, r0, r1) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if q8::avx2::available() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above); forwarded contract.
-        unsafe { q8::avx2::rows(acts, w, bias, out.0, r0, r1) };
-        return;
-    }
-    // SAFETY: forwarded contract.
-    unsafe { q8::portable_rows(acts, w, bias, out.0, r0, r1) }
 }
 
 /// # Safety
@@ -321,16 +310,22 @@ mod tests {
                     }
                 }
                 if int_path {
-                    // The portable integer path agrees with the dispatched (VNNI) one.
+                    // The portable integer path is the definition: the dispatched kernel
+                    // (AMX, VNNI or AVX2) must give the same bits.
                     let mut y2 = vec![f32::NAN; m * n];
+                    let wp = w.to_cg16();
+                    let out = q8::Out {
+                        y: y2.as_mut_ptr(),
+                        n,
+                    };
+                    let groups = crate::backend::packed::groups(n);
                     // SAFETY: single thread writes all columns of y2, which has m*n floats.
-                    unsafe { q8::portable_rows(&acts, &w, Some(&bias), y2.as_mut_ptr(), 0, n) };
-                    for (a, b) in y.iter().zip(&y2) {
-                        assert!(
-                            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                            "{ty:?}: {a} vs {b}"
-                        );
-                    }
+                    unsafe { q8::portable_rows(&acts, &wp, Some(&bias), out, 0, groups) };
+                    assert_eq!(
+                        y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        y2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{ty:?} m={m} n={n} k={k}: dispatched vs portable"
+                    );
                     continue;
                 }
                 #[cfg(target_arch = "x86_64")]

@@ -1,17 +1,21 @@
 //! AVX2 kernel of the integer GEMM (`matmul_q8.rs`) for CPUs without AVX-512 VNNI (Zen 2/3,
-//! most Intel client parts). Same numerics as the VNNI kernel: per block, `vpmaddwd` (16
-//! s16 x s16 products summed in pairs into 8 i32 lanes, exact) over its two halves, one
-//! int->float conversion, one FMA with `dw * d`, and (Q4_1) one FMA adding `mw * d * s / 8`
-//! per lane. The lane grouping differs from the 512-bit kernel, so the two agree to float
-//! rounding, not bitwise; within this kernel the order of one output is fixed, whatever the
-//! batch.
+//! most Intel client parts). A Cg16 group is two halves of 8 columns (one 256-bit vector
+//! each). Per quad `vpmaddubsw` multiplies 4 unsigned weight bytes by the 4 broadcast
+//! activation bytes of each plane into pairs of i16; for nibble weights (0..15) eight quads'
+//! pairs sum to at most 8 * 2 * 15 * 128 = 30,720, so they are added in i16 and widened once
+//! (`vpmaddwd` by 1) per block. The integers are exact, so results are bitwise those of the
+//! other kernels.
+//!
+//! Q8_0 bytes (-128..127) would saturate `vpmaddubsw`'s pairs, so each is split into nibbles,
+//! `c = 16 (ch + 8) + cl - 128` with `ch + 8` and `cl` in 0..15: two nibble passes, and
+//! `S = 256 (16 A_hi + B_hi) + 16 A_lo + B_lo - 128 s`.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::super::tiles::{walk, Tiles};
-use super::{QActs, A_PER_PAIR};
+use super::{Out, QActs, RowOut, QMAX};
 use crate::backend::dtype::GgmlType;
+use crate::backend::packed::{self, GROUP};
 use crate::backend::tensor::QMatrix;
 
 pub fn available() -> bool {
@@ -23,252 +27,234 @@ pub fn available() -> bool {
     })
 }
 
-/// One 32-element weight block as i16 halves.
-trait Block {
-    const BYTES: usize;
-    const HAS_MIN: bool;
-    /// `(elements 0..16, elements 16..32, dw, mw)`.
-    ///
-    /// # Safety
-    /// `BYTES` readable bytes at `p`; AVX2 and F16C enabled by the caller.
-    unsafe fn load(p: *const u8) -> (__m256i, __m256i, f32, f32);
-}
+/// Half of a group-block's quads: eight vectors of 8 columns x 4 bytes.
+type Quads = [__m256i; 8];
 
+/// Nibble chunks of half `h` at `q` as quads 0..8.
 #[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    // SAFETY: 2 readable bytes at p (caller); F16C enabled by the caller.
+unsafe fn nibbles(q: *const u8, h: usize) -> Quads {
+    // SAFETY: 4 x 64 readable bytes at q (caller).
     unsafe {
-        let bits = (p as *const u16).read_unaligned();
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+        let mask = _mm256_set1_epi8(15);
+        let mut w = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let v = _mm256_loadu_si256(q.add(c * 64 + h * 32) as *const __m256i);
+            w[c] = _mm256_and_si256(v, mask);
+            w[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        }
+        w
     }
 }
 
-/// The 16 nibble bytes at `q` as i16 `(low nibbles, high nibbles)`.
+/// Q8_0 quads of half `h` at `q` split into `(ch + 8, cl)` nibbles.
 #[inline(always)]
-unsafe fn nibbles(q: *const u8) -> (__m256i, __m256i) {
-    // SAFETY: 16 readable bytes at q (caller).
+unsafe fn split_bytes(q: *const u8, h: usize) -> (Quads, Quads) {
+    // SAFETY: 8 x 64 readable bytes at q (caller).
     unsafe {
-        let v = _mm_loadu_si128(q as *const __m128i);
-        let mask = _mm_set1_epi8(15);
-        let lo = _mm_and_si128(v, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), mask);
-        (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi))
-    }
-}
-
-struct Q41;
-impl Block for Q41 {
-    const BYTES: usize = 20;
-    const HAS_MIN: bool = true;
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> (__m256i, __m256i, f32, f32) {
-        // SAFETY: 20 readable bytes at p.
-        unsafe {
-            let (lo, hi) = nibbles(p.add(4));
-            (lo, hi, f16_at(p), f16_at(p.add(2)))
+        let (mask, eight) = (_mm256_set1_epi8(15), _mm256_set1_epi8(8));
+        let (mut wh, mut wl) = ([_mm256_setzero_si256(); 8], [_mm256_setzero_si256(); 8]);
+        for j in 0..8 {
+            let v = _mm256_loadu_si256(q.add(j * 64 + h * 32) as *const __m256i);
+            wl[j] = _mm256_and_si256(v, mask);
+            let u = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            wh[j] = _mm256_xor_si256(u, eight);
         }
+        (wh, wl)
     }
 }
 
-struct Q40;
-impl Block for Q40 {
-    const BYTES: usize = 18;
-    const HAS_MIN: bool = false;
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> (__m256i, __m256i, f32, f32) {
-        // SAFETY: 18 readable bytes at p.
-        unsafe {
-            let (lo, hi) = nibbles(p.add(2));
-            let eight = _mm256_set1_epi16(8);
-            (
-                _mm256_sub_epi16(lo, eight),
-                _mm256_sub_epi16(hi, eight),
-                f16_at(p),
-                0.0,
-            )
-        }
-    }
-}
-
-struct Q80;
-impl Block for Q80 {
-    const BYTES: usize = 34;
-    const HAS_MIN: bool = false;
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> (__m256i, __m256i, f32, f32) {
-        // SAFETY: 34 readable bytes at p.
-        unsafe {
-            let lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(2) as *const __m128i));
-            let hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(18) as *const __m128i));
-            (lo, hi, f16_at(p), 0.0)
-        }
-    }
-}
-
-/// `R` weight rows against `T` activation rows.
+/// `sum_j sum_e w_j[col][e] * x[4j + e]` per column (8 x i32): nibble weights only.
 #[inline(always)]
-unsafe fn tile<B: Block, const R: usize, const T: usize>(
-    w0: *const u8,
-    rb: usize,
-    pairs: usize,
-    q0: *const i16,
-    a0: *const f32,
-    k: usize,
-) -> [[f32; T]; R] {
-    // SAFETY (whole body): R rows of rb bytes (2 * pairs blocks) at w0; T activation rows of
-    // k int16 at q0 and k / 2 floats at a0, k == 64 * pairs.
+unsafe fn quad_dot(w: &Quads, x: *const i8) -> __m256i {
+    // SAFETY: 32 readable bytes at x (caller).
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); T]; R];
-        for p in 0..pairs {
-            for blk in 0..2 {
-                for (r, ar) in acc.iter_mut().enumerate() {
-                    let wp = w0.add(r * rb + (2 * p + blk) * B::BYTES);
-                    _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(4 * R * rb) as *const i8);
-                    let (lo, hi, dw, mw) = B::load(wp);
-                    let (dwv, mwv) = (_mm256_set1_ps(dw), _mm256_set1_ps(mw));
-                    for (t, a) in ar.iter_mut().enumerate() {
-                        // Pair layout: [b0 0..16, b1 0..16, b0 16..32, b1 16..32].
-                        let xq = q0.add(t * k + p * 64 + blk * 16);
-                        let xlo = _mm256_loadu_si256(xq as *const __m256i);
-                        let xhi = _mm256_loadu_si256(xq.add(32) as *const __m256i);
-                        let s = _mm256_add_epi32(
-                            _mm256_madd_epi16(lo, xlo),
-                            _mm256_madd_epi16(hi, xhi),
+        let x = x as *const i32;
+        let mut s = _mm256_setzero_si256();
+        for (j, wj) in w.iter().enumerate() {
+            let xb = _mm256_set1_epi32(x.add(j).read_unaligned());
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(*wj, xb));
+        }
+        _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+    }
+}
+
+/// One half-group of `T` rows from `i`: all blocks folded, then stored.
+#[inline(always)]
+unsafe fn half_tile<const T: usize>(
+    ty: GgmlType,
+    gw: *const u8,
+    gbytes: usize,
+    acts: &QActs,
+    i: usize,
+    h: usize,
+) -> [__m256; T] {
+    let (k, nb) = (acts.k, acts.k / 32);
+    let qo = packed::quants_offset(ty);
+    // SAFETY (whole body): nb group-blocks at gw; rows i..i+T of acts exist.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let p = gw.add(b * gbytes);
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(h * 16) as *const __m128i));
+            let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(32 + h * 16) as *const __m128i));
+            let (wa, wb) = match ty {
+                GgmlType::Q8_0 => split_bytes(p.add(qo), h),
+                _ => {
+                    let w = nibbles(p.add(qo), h);
+                    (w, w)
+                }
+            };
+            for (t, a) in acc.iter_mut().enumerate() {
+                let row = i + t;
+                let xh = acts.hi.as_ptr().add(row * k + b * 32);
+                let xl = acts.lo.as_ptr().add(row * k + b * 32);
+                let blk = row * nb + b;
+                let sv = acts.s[blk];
+                let s = match ty {
+                    GgmlType::Q8_0 => {
+                        let hi = _mm256_add_epi32(
+                            _mm256_slli_epi32(quad_dot(&wa, xh), 4),
+                            quad_dot(&wb, xh),
                         );
-                        let ap = a0.add(t * (k / 2) + p * A_PER_PAIR + blk * 8);
-                        let scale = _mm256_mul_ps(dwv, _mm256_loadu_ps(ap));
-                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *a);
-                        if B::HAS_MIN {
-                            *a = _mm256_fmadd_ps(mwv, _mm256_loadu_ps(ap.add(16)), *a);
+                        let lo = _mm256_add_epi32(
+                            _mm256_slli_epi32(quad_dot(&wa, xl), 4),
+                            quad_dot(&wb, xl),
+                        );
+                        let s = _mm256_add_epi32(_mm256_slli_epi32(hi, 8), lo);
+                        _mm256_sub_epi32(s, _mm256_set1_epi32(sv << 7))
+                    }
+                    _ => {
+                        let s = _mm256_add_epi32(
+                            _mm256_slli_epi32(quad_dot(&wa, xh), 8),
+                            quad_dot(&wa, xl),
+                        );
+                        if ty == GgmlType::Q4_0 {
+                            _mm256_sub_epi32(s, _mm256_set1_epi32(sv << 3))
+                        } else {
+                            s
                         }
                     }
+                };
+                let sc = _mm256_mul_ps(dw, _mm256_set1_ps(acts.d[blk]));
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, *a);
+                if ty == GgmlType::Q4_1 {
+                    *a = _mm256_fmadd_ps(mw, _mm256_set1_ps(acts.ds[blk]), *a);
                 }
             }
         }
-        let mut out = [[0f32; T]; R];
-        for r in 0..R {
-            for t in 0..T {
-                let v = acc[r][t];
-                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-                out[r][t] = _mm_cvtss_f32(s);
-            }
-        }
-        out
-    }
-}
-
-/// The kernel bound to its operands: weight storage and the quantized activations.
-struct IntTiles<'a, B> {
-    base: *const u8,
-    rb: usize,
-    acts: &'a QActs,
-    _format: std::marker::PhantomData<B>,
-}
-
-impl<B: Block> Tiles for IntTiles<'_, B> {
-    #[inline(always)]
-    unsafe fn tile<const R: usize, const T: usize>(&self, i: usize, r: usize) -> [[f32; T]; R] {
-        let k = self.acts.k;
-        // SAFETY: forwarded contract (weight rows r..r+R, activation rows i..i+T).
-        unsafe {
-            tile::<B, R, T>(
-                self.base.add(r * self.rb),
-                self.rb,
-                k / 64,
-                self.acts.q.as_ptr().add(i * k),
-                self.acts.a.as_ptr().add(i * (k / 2)),
-                k,
-            )
-        }
+        acc
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_impl<B: Block>(
+unsafe fn rows_impl<const TY: u8>(
     acts: &QActs,
     w: &QMatrix,
     bias: Option<&[f32]>,
-    y: *mut f32,
-    r0: usize,
-    r1: usize,
+    y: Out,
+    g0: usize,
+    g1: usize,
 ) {
-    let kernel = IntTiles::<B> {
-        base: w.data.bytes().as_ptr(),
-        rb: w.row_bytes(),
-        acts,
-        _format: std::marker::PhantomData,
+    let ty = match TY {
+        0 => GgmlType::Q4_1,
+        1 => GgmlType::Q4_0,
+        _ => GgmlType::Q8_0,
     };
-    // SAFETY: acts has acts.m rows of w.cols; forwarded contract for y and r0..r1.
-    unsafe { walk(&kernel, acts.m, w.rows, bias, y, r0, r1) }
+    let nb = acts.k / 32;
+    let gbytes = packed::group_block_bytes(ty).unwrap_or(0);
+    let base = w.data.bytes().as_ptr();
+    for g in g0..g1 {
+        // SAFETY: group g has nb group-blocks.
+        let gw = unsafe { base.add(g * nb * gbytes) };
+        let mut i = 0;
+        while i < acts.m {
+            let t = (acts.m - i).min(2);
+            let mut out = [[0f32; GROUP]; 2];
+            for h in 0..2 {
+                // SAFETY: rows i..i+t exist.
+                unsafe {
+                    if t == 2 {
+                        let a = half_tile::<2>(ty, gw, gbytes, acts, i, h);
+                        _mm256_storeu_ps(out[0].as_mut_ptr().add(h * 8), a[0]);
+                        _mm256_storeu_ps(out[1].as_mut_ptr().add(h * 8), a[1]);
+                    } else {
+                        let a = half_tile::<1>(ty, gw, gbytes, acts, i, h);
+                        _mm256_storeu_ps(out[0].as_mut_ptr().add(h * 8), a[0]);
+                    }
+                }
+            }
+            for (r, o) in out.iter().enumerate().take(t) {
+                // SAFETY: the caller owns the columns of group g; row i + r exists.
+                unsafe { y.put(i + r, g, o, bias) };
+            }
+            i += t;
+        }
+    }
 }
 
-/// One row of `quantize` with AVX2 (same arithmetic as the scalar definition).
+/// One row of `quantize` (the scalar `quantize_row`'s arithmetic).
 ///
 /// # Safety
-/// [`available`] is true; `x.len() == q.len() == 2 * a.len()`, a multiple of 64.
+/// [`available`] is true; the planes have `x.len()` bytes, the scale slices `x.len() / 32`.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn quantize_row(x: &[f32], q: &mut [i16], a: &mut [f32]) {
+pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    for p in 0..x.len() / 64 {
-        for blk in 0..2 {
-            // SAFETY: p * 64 + blk * 32 + 32 <= x.len(); the pair's 64 slots of q and 32 of
-            // a are in bounds.
-            unsafe {
-                let xp = x.as_ptr().add(p * 64 + blk * 32);
-                let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(xp.add(o)));
-                let m = v.iter().fold(_mm256_setzero_ps(), |m, &x| {
-                    _mm256_max_ps(m, _mm256_and_ps(x, abs_mask))
-                });
-                let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-                let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-                let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
-                let d = amax / 32767.0;
-                let id = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
-                let qi = v.map(|x| _mm256_cvtps_epi32(_mm256_mul_ps(x, id)));
-                let sum = _mm256_add_epi32(
-                    _mm256_add_epi32(qi[0], qi[1]),
-                    _mm256_add_epi32(qi[2], qi[3]),
-                );
-                let s4 = _mm_add_epi32(
-                    _mm256_castsi256_si128(sum),
-                    _mm256_extracti128_si256(sum, 1),
-                );
-                let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
-                let s = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b10_11_00_01)));
-                // Saturating packs work per 128-bit lane: fix the order with a permute.
-                let pack = |a: __m256i, b: __m256i| {
-                    _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0b11_01_10_00)
-                };
-                let qp = q.as_mut_ptr().add(p * 64 + blk * 16);
-                _mm256_storeu_si256(qp as *mut __m256i, pack(qi[0], qi[1]));
-                _mm256_storeu_si256(qp.add(32) as *mut __m256i, pack(qi[2], qi[3]));
-                let ap = a.as_mut_ptr().add(p * A_PER_PAIR + blk * 8);
-                _mm256_storeu_ps(ap, _mm256_set1_ps(d));
-                _mm256_storeu_ps(ap.add(16), _mm256_set1_ps(d * s as f32 / 8.0));
-            }
+    let (qmax, qmin) = (_mm256_set1_epi32(QMAX), _mm256_set1_epi32(-QMAX));
+    let c128 = _mm256_set1_epi32(128);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for b in 0..x.len() / 32 {
+        // SAFETY: b * 32 + 32 <= x.len() and the planes' lengths; b < the scale slices.
+        unsafe {
+            let xp = x.as_ptr().add(b * 32);
+            let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(xp.add(o)));
+            let m = v.iter().fold(_mm256_setzero_ps(), |m, &x| {
+                _mm256_max_ps(m, _mm256_and_ps(x, abs_mask))
+            });
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+            let d = amax / QMAX as f32;
+            let id = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+            let q = v.map(|x| {
+                let p = _mm256_mul_ps(x, id);
+                let ordered = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(p, p));
+                let q = _mm256_and_si256(_mm256_cvtps_epi32(p), ordered);
+                _mm256_min_epi32(_mm256_max_epi32(q, qmin), qmax)
+            });
+            let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let s4 = _mm_add_epi32(
+                _mm256_castsi256_si128(sum),
+                _mm256_extracti128_si256(sum, 1),
+            );
+            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+            let s = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b10_11_00_01)));
+            let hi = q.map(|q| _mm256_srai_epi32(_mm256_add_epi32(q, c128), 8));
+            let lo = [0, 1, 2, 3].map(|j| _mm256_sub_epi32(q[j], _mm256_slli_epi32(hi[j], 8)));
+            // Saturating packs work per 128-bit lane: restore element order with a permute.
+            let bytes = |a: [__m256i; 4]| {
+                let p01 = _mm256_packs_epi32(a[0], a[1]);
+                let p23 = _mm256_packs_epi32(a[2], a[3]);
+                _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), order)
+            };
+            let at = b * 32;
+            _mm256_storeu_si256(r.hi.as_mut_ptr().add(at) as *mut __m256i, bytes(hi));
+            _mm256_storeu_si256(r.lo.as_mut_ptr().add(at) as *mut __m256i, bytes(lo));
+            r.d[b] = d;
+            r.s[b] = s;
+            r.ds[b] = d * s as f32;
         }
     }
 }
 
 /// # Safety
-/// [`available`] is true; `w` is supported (`super::supported`) and `acts.k == w.cols`; `y`
-/// has `acts.m * w.rows` floats and columns `r0..r1` are the caller's.
-pub unsafe fn rows(
-    acts: &QActs,
-    w: &QMatrix,
-    bias: Option<&[f32]>,
-    y: *mut f32,
-    r0: usize,
-    r1: usize,
-) {
-    // SAFETY: forwarded contract; the block type matches the storage type.
+/// [`available`] is true; otherwise as `super::portable_rows`.
+pub unsafe fn rows(acts: &QActs, w: &QMatrix, bias: Option<&[f32]>, y: Out, g0: usize, g1: usize) {
+    // SAFETY: forwarded contract; the format matches the storage type.
     unsafe {
         match w.ty {
-            GgmlType::Q4_1 => rows_impl::<Q41>(acts, w, bias, y, r0, r1),
-            GgmlType::Q4_0 => rows_impl::<Q40>(acts, w, bias, y, r0, r1),
-            GgmlType::Q8_0 => rows_impl::<Q80>(acts, w, bias, y, r0, r1),
+            GgmlType::Q4_1 => rows_impl::<0>(acts, w, bias, y, g0, g1),
+            GgmlType::Q4_0 => rows_impl::<1>(acts, w, bias, y, g0, g1),
+            GgmlType::Q8_0 => rows_impl::<2>(acts, w, bias, y, g0, g1),
             other => unreachable!("avx2::rows: {other:?} is not an integer-path type"),
         }
     }

@@ -1,29 +1,28 @@
-//! AVX-512 VNNI kernel of the integer GEMM (`matmul_q8.rs`). Per pair of weight blocks: two
-//! 512-bit vectors of 16-bit weights `[lo0 | lo1]` and `[hi0 | hi1]` (nibbles or int8 widened
-//! once per weight row), then per activation row two chained `vpdpwssd` (lanes 0-7 end up
-//! holding block 0's partial sums, lanes 8-15 block 1's), one int->float conversion and one FMA
-//! with the per-lane scale `dw * d`, plus (Q4_1) one FMA adding the offset terms `mw * d * s`
-//! into the same lanes.
+//! AVX-512 VNNI kernel of the integer GEMM (`matmul_q8.rs`): one 512-bit vector is the 16
+//! columns of a Cg16 group. Per group-block the weights become eight vectors of unsigned
+//! bytes `W_j` (quad j = elements 4j..4j+4 of each column: a nibble mask or shift, no
+//! widening), then per activation row sixteen `vpdpbusd` against the broadcast quads of the
+//! two activation planes give the exact integers `R_hi`, `R_lo`; `S = 256 R_hi + R_lo` (minus
+//! the offset correction), one int->float conversion, one multiply for `dw * d` and one FMA
+//! (two for Q4_1) fold the block in the header's order. No horizontal sums anywhere: the
+//! 16 lanes are the 16 outputs.
 //!
-//! Exactness: a lane sums 4 products of at most 128 * 32767, below 2^24, so both the i32 sum
-//! and its f32 conversion are exact. The summation order of one output is fixed (pairs in
-//! order, lanes reduced at the end) and does not depend on the tile shape: batch composition
-//! never changes a result.
+//! Offsets: `vpdpbusd` multiplies unsigned by signed bytes. Nibbles are unsigned already
+//! (Q4_0's -8 becomes `- 8 s`); Q8_0 bytes are flipped to `c + 128` (`- 128 s`).
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::super::tiles::{walk, Tiles};
-use super::{QActs, A_PER_PAIR};
+use super::{Out, QActs, RowOut, QMAX};
 use crate::backend::dtype::GgmlType;
+use crate::backend::packed::{self, GROUP};
 use crate::backend::tensor::QMatrix;
 
-/// Whether this kernel runs: the CPU has the features, and `PONDER_CPU_ISA` is not `avx2`
-/// (which selects the AVX2 kernel on an AVX-512 machine, to measure or test it).
+/// Whether this kernel runs: the CPU has the features, and `PONDER_CPU_ISA` is not `avx2`.
 pub fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
-        std::env::var("PONDER_CPU_ISA").map_or(true, |v| v != "avx2")
+        super::isa_override().is_none_or(|v| v != "avx2")
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
@@ -33,256 +32,245 @@ pub fn available() -> bool {
     })
 }
 
-/// A weight format as pairs of 32-element blocks.
-trait Pair {
-    /// Bytes per block.
-    const BYTES: usize;
+/// A weight format in the Cg16 layout.
+pub(super) trait Fmt {
+    const TY: GgmlType;
     /// The format has a per-block minimum (`mw != 0`).
     const HAS_MIN: bool;
-    /// `([lo0 | lo1], [hi0 | hi1], [dw0, mw0, dw1, mw1])` of the blocks at `p` and
-    /// `p + BYTES`, weights as i16 (`lo` = elements 0..16 of a block, `hi` = 16..32).
+    /// `S = 256 R_hi + R_lo - (s << SHIFT)` (0: no correction).
+    const SHIFT: u32;
+    /// The eight unsigned-byte vectors `W_0..W_7` of the group-block at `p`.
     ///
     /// # Safety
-    /// `2 * BYTES` readable bytes at `p`; the caller's target features are enabled.
-    unsafe fn load(p: *const u8) -> (__m512i, __m512i, __m128);
+    /// A whole group-block is readable at `p`; AVX-512F/BW enabled by the caller.
+    unsafe fn weights(p: *const u8) -> [__m512i; 8];
 }
 
-/// `[d0, 0, d1, 0]` from the f16 scales at `p0` and `p1`.
+/// Nibble chunks at `q` (4 x 64 bytes) as quads 0..8.
 #[inline(always)]
-unsafe fn d_pair(p0: *const u8, p1: *const u8) -> __m128 {
-    // SAFETY: 2 readable bytes at p0 and at p1 (caller).
+unsafe fn nibbles(q: *const u8) -> [__m512i; 8] {
+    // SAFETY: 256 readable bytes at q (caller).
     unsafe {
-        let d0 = (p0 as *const u16).read_unaligned();
-        let d1 = (p1 as *const u16).read_unaligned();
-        _mm_cvtph_ps(_mm_cvtsi64_si128(i64::from(d0) | i64::from(d1) << 32))
+        let mask = _mm512_set1_epi8(15);
+        let mut w = [_mm512_setzero_si512(); 8];
+        for c in 0..4 {
+            let v = _mm512_loadu_si512(q.add(c * 64) as *const __m512i);
+            w[c] = _mm512_and_si512(v, mask);
+            w[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+        }
+        w
     }
 }
 
-/// Nibbles of the 16 bytes at `q0` and at `q1` as i16 `([lo0 | lo1], [hi0 | hi1])`.
-#[inline(always)]
-unsafe fn nibble_pair(q0: *const u8, q1: *const u8) -> (__m512i, __m512i) {
-    // SAFETY: 16 readable bytes at q0 and at q1 (caller).
-    unsafe {
-        let v = _mm256_loadu2_m128i(q1 as *const __m128i, q0 as *const __m128i);
-        let mask = _mm256_set1_epi8(15);
-        let lo = _mm256_and_si256(v, mask);
-        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-        (_mm512_cvtepu8_epi16(lo), _mm512_cvtepu8_epi16(hi))
-    }
-}
-
-struct Q41;
-impl Pair for Q41 {
-    const BYTES: usize = 20;
+pub(super) struct Q41;
+impl Fmt for Q41 {
+    const TY: GgmlType = GgmlType::Q4_1;
     const HAS_MIN: bool = true;
+    const SHIFT: u32 = 0;
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> (__m512i, __m512i, __m128) {
-        // SAFETY: 40 readable bytes at p.
-        unsafe {
-            let (lo, hi) = nibble_pair(p.add(4), p.add(24));
-            // [d0 m0 | d1 m1] as four f16 -> [dw0, mw0, dw1, mw1].
-            let a = _mm_cvtsi32_si128((p as *const i32).read_unaligned());
-            let b = _mm_cvtsi32_si128((p.add(20) as *const i32).read_unaligned());
-            (lo, hi, _mm_cvtph_ps(_mm_unpacklo_epi32(a, b)))
-        }
+    unsafe fn weights(p: *const u8) -> [__m512i; 8] {
+        // SAFETY: the nibbles start 64 bytes into a Q4_1 group-block.
+        unsafe { nibbles(p.add(64)) }
     }
 }
 
-struct Q40;
-impl Pair for Q40 {
-    const BYTES: usize = 18;
+pub(super) struct Q40;
+impl Fmt for Q40 {
+    const TY: GgmlType = GgmlType::Q4_0;
     const HAS_MIN: bool = false;
+    const SHIFT: u32 = 3;
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> (__m512i, __m512i, __m128) {
-        // SAFETY: 36 readable bytes at p.
-        unsafe {
-            let (lo, hi) = nibble_pair(p.add(2), p.add(20));
-            let eight = _mm512_set1_epi16(8);
-            (
-                _mm512_sub_epi16(lo, eight),
-                _mm512_sub_epi16(hi, eight),
-                d_pair(p, p.add(18)),
-            )
-        }
+    unsafe fn weights(p: *const u8) -> [__m512i; 8] {
+        // SAFETY: the nibbles start 32 bytes into a Q4_0 group-block.
+        unsafe { nibbles(p.add(32)) }
     }
 }
 
-struct Q80;
-impl Pair for Q80 {
-    const BYTES: usize = 34;
+pub(super) struct Q80;
+impl Fmt for Q80 {
+    const TY: GgmlType = GgmlType::Q8_0;
     const HAS_MIN: bool = false;
+    const SHIFT: u32 = 7;
     #[inline(always)]
-    unsafe fn load(p: *const u8) -> (__m512i, __m512i, __m128) {
-        // SAFETY: 68 readable bytes at p: block 0's int8 at p + 2, block 1's at p + 36.
+    unsafe fn weights(p: *const u8) -> [__m512i; 8] {
+        // SAFETY: 8 x 64 int8 start 32 bytes into a Q8_0 group-block.
         unsafe {
-            let (q0, q1) = (p.add(2), p.add(36));
-            let lo = _mm256_loadu2_m128i(q1 as *const __m128i, q0 as *const __m128i);
-            let hi =
-                _mm256_loadu2_m128i(q1.add(16) as *const __m128i, q0.add(16) as *const __m128i);
-            (
-                _mm512_cvtepi8_epi16(lo),
-                _mm512_cvtepi8_epi16(hi),
-                d_pair(p, p.add(34)),
-            )
+            let flip = _mm512_set1_epi8(-128);
+            let mut w = [_mm512_setzero_si512(); 8];
+            for (j, v) in w.iter_mut().enumerate() {
+                let q = _mm512_loadu_si512(p.add(32 + j * 64) as *const __m512i);
+                *v = _mm512_xor_si512(q, flip);
+            }
+            w
         }
     }
 }
 
-/// One row of `quantize` (same arithmetic as the scalar `quantize_row`: `amax / 32767`, its
-/// reciprocal, products rounded to nearest-even by `vcvtps2dq`).
+/// One row of `quantize`: the scalar `quantize_row`'s arithmetic (`amax / 32512`, its
+/// reciprocal, products rounded to nearest-even by `vcvtps2dq`, NaN products to 0).
 ///
 /// # Safety
-/// [`available`] is true; `x.len() == q.len() == 2 * a.len()`, a multiple of 64.
+/// [`available`] is true; the planes have `x.len()` bytes, the scale slices `x.len() / 32`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub unsafe fn quantize_row(x: &[f32], q: &mut [i16], a: &mut [f32]) {
+pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
-    for p in 0..x.len() / 64 {
-        for blk in 0..2 {
-            // SAFETY: p * 64 + blk * 32 + 32 <= x.len(); the pair's 64 slots of q and 4 of a
-            // are in bounds.
-            unsafe {
-                let xp = x.as_ptr().add(p * 64 + blk * 32);
-                let v0 = _mm512_loadu_ps(xp);
-                let v1 = _mm512_loadu_ps(xp.add(16));
-                let abs = |v: __m512| {
-                    _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask))
-                };
-                let amax = _mm512_reduce_max_ps(_mm512_max_ps(abs(v0), abs(v1)));
-                let d = amax / 32767.0;
-                let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-                let idv = _mm512_set1_ps(id);
-                let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));
-                let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
-                let s = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-                // Elements 0..16 of the block go to slot blk * 16, 16..32 to 32 + blk * 16.
-                let qp = q.as_mut_ptr().add(p * 64 + blk * 16);
-                _mm256_storeu_si256(qp as *mut __m256i, _mm512_cvtsepi32_epi16(q0));
-                _mm256_storeu_si256(qp.add(32) as *mut __m256i, _mm512_cvtsepi32_epi16(q1));
-                let ap = a.as_mut_ptr().add(p * A_PER_PAIR + blk * 8);
-                _mm256_storeu_ps(ap, _mm256_set1_ps(d));
-                _mm256_storeu_ps(ap.add(16), _mm256_set1_ps(d * s as f32 / 8.0));
+    let (qmax, qmin) = (_mm512_set1_epi32(QMAX), _mm512_set1_epi32(-QMAX));
+    let c128 = _mm512_set1_epi32(128);
+    for b in 0..x.len() / 32 {
+        // SAFETY: b * 32 + 32 <= x.len() and the planes' lengths; b < the scale slices.
+        unsafe {
+            let xp = x.as_ptr().add(b * 32);
+            let v = [_mm512_loadu_ps(xp), _mm512_loadu_ps(xp.add(16))];
+            let abs =
+                |v: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
+            let amax = _mm512_reduce_max_ps(_mm512_max_ps(abs(v[0]), abs(v[1])));
+            let d = amax / QMAX as f32;
+            let id = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+            let mut s = _mm512_setzero_si512();
+            for (h, &vh) in v.iter().enumerate() {
+                let p = _mm512_mul_ps(vh, id);
+                let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
+                let q = _mm512_maskz_cvtps_epi32(ordered, p);
+                let q = _mm512_min_epi32(_mm512_max_epi32(q, qmin), qmax);
+                s = _mm512_add_epi32(s, q);
+                let hi = _mm512_srai_epi32(_mm512_add_epi32(q, c128), 8);
+                let lo = _mm512_sub_epi32(q, _mm512_slli_epi32(hi, 8));
+                let at = b * 32 + h * 16;
+                _mm_storeu_si128(
+                    r.hi.as_mut_ptr().add(at) as *mut __m128i,
+                    _mm512_cvtepi32_epi8(hi),
+                );
+                _mm_storeu_si128(
+                    r.lo.as_mut_ptr().add(at) as *mut __m128i,
+                    _mm512_cvtepi32_epi8(lo),
+                );
             }
+            let s = _mm512_reduce_add_epi32(s);
+            r.d[b] = d;
+            r.s[b] = s;
+            r.ds[b] = d * s as f32;
         }
     }
 }
 
-/// `R` weight rows against `T` activation rows (see the module header for the order).
+/// `T` activation rows from `i` against group-block row `gw` (all `nb` blocks) -> the 16
+/// column sums per row, in the header's order.
 #[inline(always)]
-unsafe fn tile<P: Pair, const R: usize, const T: usize>(
-    w0: *const u8,
-    rb: usize,
-    pairs: usize,
-    q0: *const i16,
-    a0: *const f32,
-    k: usize,
-) -> [[f32; T]; R] {
-    // SAFETY (whole body): R rows of rb bytes (2 * pairs blocks) at w0; T activation rows of
-    // k int16 at q0 and k / 2 floats at a0, k == 64 * pairs.
+unsafe fn tile<F: Fmt, const T: usize>(
+    gw: *const u8,
+    gbytes: usize,
+    acts: &QActs,
+    i: usize,
+) -> [__m512; T] {
+    let (k, nb) = (acts.k, acts.k / 32);
+    // SAFETY (whole body): nb group-blocks at gw; rows i..i+T of acts exist.
     unsafe {
-        // Lanes 0-7 hold block 0, lanes 8-15 block 1: [dw0 x8, dw1 x8] and [mw0 x8, mw1 x8]
-        // from [dw0, mw0, dw1, mw1].
-        let idx_d = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
-        let idx_m = _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3);
-        let zero = _mm512_setzero_si512();
-        let mut acc = [[_mm512_setzero_ps(); T]; R];
-        for p in 0..pairs {
-            for (r, ar) in acc.iter_mut().enumerate() {
-                let wp = w0.add(r * rb + p * 2 * P::BYTES);
-                // The same spot four tiles ahead (4 * R * rb bytes, 6-15 KiB for SmolLM2's
-                // rows): the hardware prefetcher alone left decode waiting on weight loads
-                // (5.3 ms/token without, 4.0 ms one tile ahead, 3.4-3.6 ms four ahead).
-                _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(4 * R * rb) as *const i8);
-                let (lo, hi, dm) = P::load(wp);
-                let dm = _mm512_castps128_ps512(dm);
-                let dpat = _mm512_permutexvar_ps(idx_d, dm);
-                let mpat = _mm512_permutexvar_ps(idx_m, dm);
-                for (t, a) in ar.iter_mut().enumerate() {
-                    let xq = q0.add(t * k + p * 64);
-                    let xlo = _mm512_loadu_si512(xq as *const __m512i);
-                    let xhi = _mm512_loadu_si512(xq.add(32) as *const __m512i);
-                    let s = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(zero, lo, xlo), hi, xhi);
-                    let ap = a0.add(t * (k / 2) + p * A_PER_PAIR);
-                    let scale = _mm512_mul_ps(dpat, _mm512_loadu_ps(ap));
-                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *a);
-                    if P::HAS_MIN {
-                        // + mw * d * s, spread as d * s / 8 over the block's 8 lanes.
-                        *a = _mm512_fmadd_ps(mpat, _mm512_loadu_ps(ap.add(16)), *a);
-                    }
+        let mut acc = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let p = gw.add(b * gbytes);
+            let wv = F::weights(p);
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+            let mw = if F::HAS_MIN {
+                _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i))
+            } else {
+                _mm512_setzero_ps()
+            };
+            for (t, a) in acc.iter_mut().enumerate() {
+                let row = i + t;
+                let xh = acts.hi.as_ptr().add(row * k + b * 32) as *const i32;
+                let xl = acts.lo.as_ptr().add(row * k + b * 32) as *const i32;
+                let (mut rh, mut rl) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for (j, w) in wv.iter().enumerate() {
+                    rh = _mm512_dpbusd_epi32(rh, *w, _mm512_set1_epi32(xh.add(j).read_unaligned()));
+                    rl = _mm512_dpbusd_epi32(rl, *w, _mm512_set1_epi32(xl.add(j).read_unaligned()));
+                }
+                let mut s = _mm512_add_epi32(_mm512_slli_epi32(rh, 8), rl);
+                let blk = row * nb + b;
+                if F::SHIFT > 0 {
+                    s = _mm512_sub_epi32(s, _mm512_set1_epi32(acts.s[blk] << F::SHIFT));
+                }
+                let sc = _mm512_mul_ps(dw, _mm512_set1_ps(acts.d[blk]));
+                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, *a);
+                if F::HAS_MIN {
+                    *a = _mm512_fmadd_ps(mw, _mm512_set1_ps(acts.ds[blk]), *a);
                 }
             }
         }
-        let mut out = [[0f32; T]; R];
-        for r in 0..R {
-            for t in 0..T {
-                out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
-            }
-        }
-        out
+        acc
     }
 }
 
-/// The kernel bound to its operands: weight storage and the quantized activations.
-struct IntTiles<'a, P> {
-    base: *const u8,
-    rb: usize,
-    acts: &'a QActs,
-    _format: std::marker::PhantomData<P>,
-}
-
-impl<P: Pair> Tiles for IntTiles<'_, P> {
-    #[inline(always)]
-    unsafe fn tile<const R: usize, const T: usize>(&self, i: usize, r: usize) -> [[f32; T]; R] {
-        let k = self.acts.k;
-        // SAFETY: forwarded contract (weight rows r..r+R, activation rows i..i+T).
-        unsafe {
-            tile::<P, R, T>(
-                self.base.add(r * self.rb),
-                self.rb,
-                k / 64,
-                self.acts.q.as_ptr().add(i * k),
-                self.acts.a.as_ptr().add(i * (k / 2)),
-                k,
-            )
+/// Stores row `i`'s 16 sums of group `g` (+ bias).
+///
+/// # Safety
+/// As [`Out::put`]; AVX-512F enabled by the caller.
+#[inline(always)]
+pub(super) unsafe fn store(y: Out, i: usize, g: usize, acc: __m512, bias: Option<&[f32]>) {
+    let col = g * GROUP;
+    // SAFETY: the caller owns columns col..col+16 of row i; a full group is in bounds.
+    unsafe {
+        if col + GROUP <= y.n {
+            let v = match bias {
+                Some(b) => _mm512_add_ps(acc, _mm512_loadu_ps(b.as_ptr().add(col))),
+                None => acc,
+            };
+            _mm512_storeu_ps(y.y.add(i * y.n + col), v);
+        } else {
+            let mut a = [0f32; GROUP];
+            _mm512_storeu_ps(a.as_mut_ptr(), acc);
+            y.put(i, g, &a, bias);
         }
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
-unsafe fn rows_impl<P: Pair>(
+unsafe fn rows_impl<F: Fmt>(
     acts: &QActs,
     w: &QMatrix,
     bias: Option<&[f32]>,
-    y: *mut f32,
-    r0: usize,
-    r1: usize,
+    y: Out,
+    g0: usize,
+    g1: usize,
 ) {
-    let kernel = IntTiles::<P> {
-        base: w.data.bytes().as_ptr(),
-        rb: w.row_bytes(),
-        acts,
-        _format: std::marker::PhantomData,
-    };
-    // SAFETY: acts has acts.m rows of w.cols; forwarded contract for y and r0..r1.
-    unsafe { walk(&kernel, acts.m, w.rows, bias, y, r0, r1) }
+    let nb = acts.k / 32;
+    let gbytes = packed::group_block_bytes(F::TY).unwrap_or(0);
+    let base = w.data.bytes().as_ptr();
+    for g in g0..g1 {
+        // SAFETY: group g < groups(w.rows) has nb group-blocks; rows of acts as below.
+        let gw = unsafe { base.add(g * nb * gbytes) };
+        let mut i = 0;
+        while i < acts.m {
+            macro_rules! go {
+                ($T:literal) => {{
+                    // SAFETY: rows i..i+$T < m; columns of group g are the caller's.
+                    unsafe {
+                        let acc = tile::<F, $T>(gw, gbytes, acts, i);
+                        for (t, a) in acc.into_iter().enumerate() {
+                            store(y, i + t, g, a, bias);
+                        }
+                    }
+                    i += $T;
+                }};
+            }
+            match acts.m - i {
+                1 => go!(1),
+                2 => go!(2),
+                3 => go!(3),
+                _ => go!(4),
+            }
+        }
+    }
 }
 
 /// # Safety
-/// [`available`] is true; `w` is supported (`super::supported`) and `acts.k == w.cols`; `y`
-/// has `acts.m * w.rows` floats and columns `r0..r1` are the caller's.
-pub unsafe fn rows(
-    acts: &QActs,
-    w: &QMatrix,
-    bias: Option<&[f32]>,
-    y: *mut f32,
-    r0: usize,
-    r1: usize,
-) {
-    // SAFETY: forwarded contract; the pair type matches the storage type.
+/// [`available`] is true; otherwise as `super::portable_rows`.
+pub unsafe fn rows(acts: &QActs, w: &QMatrix, bias: Option<&[f32]>, y: Out, g0: usize, g1: usize) {
+    // SAFETY: forwarded contract; the format matches the storage type.
     unsafe {
         match w.ty {
-            GgmlType::Q4_1 => rows_impl::<Q41>(acts, w, bias, y, r0, r1),
-            GgmlType::Q4_0 => rows_impl::<Q40>(acts, w, bias, y, r0, r1),
-            GgmlType::Q8_0 => rows_impl::<Q80>(acts, w, bias, y, r0, r1),
+            GgmlType::Q4_1 => rows_impl::<Q41>(acts, w, bias, y, g0, g1),
+            GgmlType::Q4_0 => rows_impl::<Q40>(acts, w, bias, y, g0, g1),
+            GgmlType::Q8_0 => rows_impl::<Q80>(acts, w, bias, y, g0, g1),
             other => unreachable!("vnni::rows: {other:?} is not an integer-path type"),
         }
     }

@@ -50,7 +50,10 @@ pub struct GpuWeights {
 /// and are dequantized by a kernel.
 pub fn upload_matrix(dev: &GpuDevice, m: &QMatrix) -> Result<CudaSlice<bf16>> {
     let n = m.rows * m.cols;
-    let bytes = m.data.bytes();
+    // The GPU kernels read checkpoint (row-major) order; the CPU's Cg16 copy is unpacked
+    // on the host for the upload (a transient buffer of the matrix's size).
+    let bytes = m.row_major_bytes();
+    let bytes = &bytes[..];
     if m.ty == GgmlType::BF16 {
         let host: Vec<bf16> = bytes
             .chunks_exact(2)

@@ -1,0 +1,266 @@
+//! Tests of the integer GEMM: the quantizer's exact values, the portable definition against
+//! an f64 reference, and every SIMD kernel bitwise against the definition on every type,
+//! tile shape and batch composition.
+
+use super::*;
+use crate::backend::tensor::Storage;
+use std::sync::Arc;
+
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    }
+}
+
+/// A random row-major matrix with modest scales (`rows x cols`).
+fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QMatrix {
+    let mut next = xorshift(seed);
+    let mut bytes: Vec<u8> = (0..ty.row_bytes(cols) * rows)
+        .map(|_| next() as u8)
+        .collect();
+    for blk in bytes.chunks_exact_mut(ty.block_bytes()) {
+        let d = 0.005 + (next() % 100) as f32 * 1e-4;
+        blk[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        if ty == GgmlType::Q4_1 {
+            let m = -0.1 + (next() % 100) as f32 * 1e-3;
+            blk[2..4].copy_from_slice(&half::f16::from_f32(m).to_le_bytes());
+        }
+    }
+    QMatrix::new(ty, rows, cols, Storage::Owned(Arc::new(bytes))).unwrap()
+}
+
+fn activations(m: usize, k: usize, seed: u64) -> Vec<f32> {
+    let mut next = xorshift(seed);
+    let mut x: Vec<f32> = (0..m * k)
+        .map(|_| (next() % 20000) as f32 / 10000.0 - 1.0)
+        .collect();
+    if x.len() > 40 {
+        x[40] = 37.5; // an outlier channel
+    }
+    if x.len() >= 96 {
+        x[64..96].fill(0.0); // an all-zero block
+    }
+    x
+}
+
+type Kernel = unsafe fn(&QActs, &QMatrix, Option<&[f32]>, Out, usize, usize);
+
+fn run(kernel: Kernel, acts: &QActs, w: &QMatrix, bias: Option<&[f32]>) -> Vec<u32> {
+    let n = w.rows;
+    let mut y = vec![f32::NAN; acts.m * n];
+    let out = Out {
+        y: y.as_mut_ptr(),
+        n,
+    };
+    // SAFETY: w is Cg16 (callers pack it) with w.cols == acts.k; this thread writes every
+    // column of y, which has m * n floats.
+    unsafe { kernel(acts, w, bias, out, 0, packed::groups(n)) };
+    y.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn quantization_values_are_exact() {
+    // Block 0: amax 32512 / 1024 -> d = 2^-10 exactly; block 1: all zero -> d = 0, q = 0.
+    let step = 1.0 / 1024.0;
+    let mut x = vec![0f32; 64];
+    x[0] = 32512.0 * step;
+    x[1] = -32512.0 * step;
+    x[2] = 1.5 * step; // ties to even: 2
+    x[3] = 2.5 * step; // 2
+    x[4] = 128.0 * step; // hi 1, lo -128
+    x[5] = -129.0 * step; // hi -1, lo 127
+    x[17] = -5.5 * step; // -6
+    let mut a = QActs::default();
+    quantize(&x, 64, &mut a);
+    let q: Vec<i32> = [0, 1, 2, 3, 4, 5, 17].iter().map(|&j| a.q(0, j)).collect();
+    assert_eq!(q, vec![32512, -32512, 2, 2, 128, -129, -6]);
+    assert_eq!((a.hi[0], a.lo[0], a.hi[1], a.lo[1]), (127, 0, -127, 0));
+    assert_eq!((a.hi[4], a.lo[4], a.hi[5], a.lo[5]), (1, -128, -1, 127));
+    assert_eq!(
+        (a.d[0], a.s[0]),
+        (step, 32512 - 32512 + 2 + 2 + 128 - 129 - 6)
+    );
+    assert_eq!(a.ds[0], step * -3.0);
+    assert_eq!((a.d[1], a.s[1], a.ds[1]), (0.0, 0, 0.0));
+    assert!((32..64).all(|j| a.q(0, j) == 0));
+    // NaN products quantize to 0 (an infinite input makes d infinite and every product NaN
+    // or 0); the SIMD quantizers agree (next test).
+    let mut x = vec![1.0f32; 32];
+    x[3] = f32::INFINITY;
+    quantize(&x, 32, &mut a);
+    assert!((0..32).all(|j| a.q(0, j) == 0));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_quantizers_match_the_scalar_definition() {
+    let k = 256;
+    let mut x = activations(1, k, 5);
+    x[100] = 1e6;
+    x[200] = f32::NAN;
+    let quant = |f: &dyn Fn(&[f32], RowOut<'_>)| {
+        let (mut hi, mut lo) = (vec![0i8; k], vec![0i8; k]);
+        let (mut d, mut ds, mut s) = (vec![0f32; k / 32], vec![0f32; k / 32], vec![0i32; k / 32]);
+        f(
+            &x,
+            RowOut {
+                hi: &mut hi,
+                lo: &mut lo,
+                d: &mut d,
+                ds: &mut ds,
+                s: &mut s,
+            },
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        (hi, lo, bits(&d), bits(&ds), s)
+    };
+    let want = quant(&|x, r| quantize_row(x, r));
+    if vnni::available() {
+        // SAFETY: AVX-512 present; buffer sizes as required.
+        assert_eq!(want, quant(&|x, r| unsafe { vnni::quantize_row(x, r) }));
+    }
+    if avx2::available() {
+        // SAFETY: AVX2 present; buffer sizes as required.
+        assert_eq!(want, quant(&|x, r| unsafe { avx2::quantize_row(x, r) }));
+    }
+}
+
+/// The definition against an f64 dot of the dequantized operands.
+#[test]
+fn portable_definition_matches_f64_reference() {
+    for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+        let (m, n, k) = (3, 21, 96);
+        let w = matrix(ty, n, k, 11);
+        let x = activations(m, k, 12);
+        let mut acts = QActs::default();
+        quantize(&x, k, &mut acts);
+        let got = run(portable_rows, &acts, &w.to_cg16(), None);
+        let (xq, wf) = (acts.dequantize(), w.to_f32());
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|t| f64::from(xq[i * k + t]) * f64::from(wf[j * k + t]))
+                    .sum();
+                let g = f64::from(f32::from_bits(got[i * n + j]));
+                assert!(
+                    (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{ty:?} ({i},{j}): {g} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+/// Q8_0 with the extremes -128 and 127 and activations at +-32512 (the largest |S|).
+#[test]
+fn q8_0_extremes_are_exact_in_every_kernel() {
+    let mut row = Vec::new();
+    for blk in 0..2 {
+        row.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+        for j in 0..32u8 {
+            let v: i8 = match (blk, j % 2) {
+                (0, 0) => -128,
+                (0, _) => 127,
+                _ => -128,
+            };
+            row.push(v as u8);
+        }
+    }
+    let w = QMatrix::new(GgmlType::Q8_0, 1, 64, Storage::Owned(Arc::new(row))).unwrap();
+    let wp = w.to_cg16();
+    // x = -1.27 / 1.27 alternating in block 0 (q = -32512 / 32512), -1.27 in block 1.
+    let x: Vec<f32> = (0..64)
+        .map(|j| if j < 32 && j % 2 == 1 { 1.27 } else { -1.27 })
+        .collect();
+    let mut acts = QActs::default();
+    quantize(&x, 64, &mut acts);
+    // S0 = 16 * (128 + 127) * 32512, S1 = 32 * 128 * 32512; both exact in i32.
+    let d = 1.27f32 / 32512.0;
+    let s0 = (16 * 255 * 32512) as f32;
+    let s1 = (32 * 128 * 32512) as f32;
+    let want = s1.mul_add(0.5 * d, s0.mul_add(0.5 * d, 0.0));
+    let got = run(portable_rows, &acts, &wp, None);
+    assert_eq!(f32::from_bits(got[0]), want);
+    #[cfg(target_arch = "x86_64")]
+    for (name, kernel, ok) in simd_kernels() {
+        if ok {
+            assert_eq!(run(kernel, &acts, &wp, None), got, "{name}");
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd_kernels() -> [(&'static str, Kernel, bool); 3] {
+    [
+        ("vnni", vnni::rows as Kernel, vnni::available()),
+        ("avx2", avx2::rows as Kernel, avx2::available()),
+        ("amx", amx::rows as Kernel, amx::available()),
+    ]
+}
+
+/// Every SIMD kernel gives the definition's bits on every type and tile shape (AMX: full
+/// and partial 16-row tiles, several row blocks), with and without bias and with a partial
+/// last column group; and a row's result does not depend on its batch.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_kernels_are_bitwise_the_definition() {
+    for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+        for &(m, n, k) in &[
+            (1, 16, 32),
+            (5, 7, 192),
+            (9, 40, 128),
+            (2, 33, 64),
+            (17, 16, 96),
+            (33, 18, 64),
+        ] {
+            let w = matrix(ty, n, k, 1000 + m as u64).to_cg16();
+            let x = activations(m, k, 77);
+            let mut acts = QActs::default();
+            quantize(&x, k, &mut acts);
+            let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.25).collect();
+            for b in [None, Some(&bias[..])] {
+                let want = run(portable_rows, &acts, &w, b);
+                for (name, kernel, ok) in simd_kernels() {
+                    if ok {
+                        assert_eq!(run(kernel, &acts, &w, b), want, "{name} {ty:?} {m}x{n}x{k}");
+                    }
+                }
+            }
+            let mut one = QActs::default();
+            quantize(&x[(m - 1) * k..], k, &mut one);
+            let alone = run(rows, &one, &w, None);
+            let batch = run(rows, &acts, &w, None);
+            assert_eq!(
+                &batch[(m - 1) * n..],
+                &alone[..],
+                "{ty:?} {m}x{n}x{k} last row alone"
+            );
+        }
+    }
+}
+
+/// Enough rows for AMX's 256-row blocks: a 300-row batch, bitwise the definition.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_row_blocks_are_bitwise_the_definition() {
+    if !amx::available() {
+        eprintln!("SKIPPED: no AMX on this CPU");
+        return;
+    }
+    let (m, n, k) = (300, 32, 64);
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+        let w = matrix(ty, n, k, 5).to_cg16();
+        let x = activations(m, k, 6);
+        let mut acts = QActs::default();
+        quantize(&x, k, &mut acts);
+        assert_eq!(
+            run(amx::rows, &acts, &w, None),
+            run(portable_rows, &acts, &w, None),
+            "{ty:?}"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The CPU's layout of block-quantized weights (Q4_0, Q4_1, Q8_0): **column groups of 16**
+//! (`Cg16`). The integer GEMM (`backend::cpu::matmul_q8`) computes 16 output columns per
+//! SIMD vector, so it wants the same block of 16 consecutive weight rows side by side; the
+//! AMX kernel reads the unpacked bytes as a tile directly.
+//!
+//! ```text
+//!  group g = weight rows 16g..16g+16 (rows past `rows` are zero padding), blocks b = 0..cols/32,
+//!  group-block (g, b) at byte (g * nb + b) * GB:
+//!    Q4_1 (GB 320):  d[16] f16 | m[16] f16 | nib[4][16][4]
+//!    Q4_0 (GB 288):  d[16] f16 |            nib[4][16][4]
+//!    Q8_0 (GB 544):  d[16] f16 |            q[8][16][4]
+//!  nib[c][n][e] = byte 4c+e of row n's ggml block: low nibble = element 4c+e, high nibble =
+//!                 element 16+4c+e (so chunk c holds the 4-element "quads" c and c+4)
+//!  q[j][n][e]   = element 4j+e of row n's block (int8)
+//! ```
+//!
+//! A 64-byte chunk is one 512-bit vector: 16 columns x 4 consecutive elements, the operand
+//! shape of `vpdpbusd` (4 products per 32-bit lane) and the row shape of an AMX B tile. The
+//! layout has exactly the bytes of the ggml rows (plus padding to a multiple of 16 rows), so
+//! packing costs no memory beyond the copy; the row-major bytes can be rebuilt exactly
+//! ([`unpack_row`]) for the embedding lookup and the CUDA upload.
+
+use super::dtype::GgmlType;
+
+/// Columns (weight rows) per group.
+pub const GROUP: usize = 16;
+
+/// Bytes of one group-block, or `None` for types without this layout.
+pub fn group_block_bytes(ty: GgmlType) -> Option<usize> {
+    match ty {
+        GgmlType::Q4_1 => Some(320),
+        GgmlType::Q4_0 => Some(288),
+        GgmlType::Q8_0 => Some(544),
+        _ => None,
+    }
+}
+
+/// Offset of the weight bytes (nibbles or int8) in a group-block.
+pub fn quants_offset(ty: GgmlType) -> usize {
+    if ty == GgmlType::Q4_1 {
+        64
+    } else {
+        32
+    }
+}
+
+/// Groups covering `rows`.
+pub fn groups(rows: usize) -> usize {
+    rows.div_ceil(GROUP)
+}
+
+/// Packs row-major ggml rows (`rows x cols`, `bytes.len() == rows * ty.row_bytes(cols)`)
+/// into the Cg16 layout. Panics on a type without the layout (callers check
+/// [`group_block_bytes`]).
+pub fn pack(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Vec<u8> {
+    let gb = group_block_bytes(ty).expect("pack: type has no Cg16 layout");
+    let (nb, bb, rb) = (cols / 32, ty.block_bytes(), ty.row_bytes(cols));
+    assert_eq!(bytes.len(), rows * rb, "pack: byte count");
+    let qo = quants_offset(ty);
+    let mut out = vec![0u8; groups(rows) * nb * gb];
+    for (r, row) in bytes.chunks_exact(rb).enumerate() {
+        let (g, n) = (r / GROUP, r % GROUP);
+        for (b, blk) in row.chunks_exact(bb).enumerate() {
+            let o = &mut out[(g * nb + b) * gb..(g * nb + b + 1) * gb];
+            o[2 * n..2 * n + 2].copy_from_slice(&blk[..2]);
+            let q = match ty {
+                GgmlType::Q4_1 => {
+                    o[32 + 2 * n..34 + 2 * n].copy_from_slice(&blk[2..4]);
+                    &blk[4..]
+                }
+                _ => &blk[2..],
+            };
+            // Both layouts: chunk c = bytes 4c..4c+4 of every row, rows side by side.
+            for (c, quad) in q.chunks_exact(4).enumerate() {
+                let at = qo + c * 64 + n * 4;
+                o[at..at + 4].copy_from_slice(quad);
+            }
+        }
+    }
+    out
+}
+
+/// Rebuilds the ggml bytes of row `r` (`out.len() == ty.row_bytes(cols)`).
+pub fn unpack_row(ty: GgmlType, cols: usize, packed: &[u8], r: usize, out: &mut [u8]) {
+    let gb = group_block_bytes(ty).expect("unpack_row: type has no Cg16 layout");
+    let (nb, bb) = (cols / 32, ty.block_bytes());
+    let qo = quants_offset(ty);
+    let (g, n) = (r / GROUP, r % GROUP);
+    for (b, blk) in out.chunks_exact_mut(bb).enumerate() {
+        let o = &packed[(g * nb + b) * gb..(g * nb + b + 1) * gb];
+        blk[..2].copy_from_slice(&o[2 * n..2 * n + 2]);
+        let q = match ty {
+            GgmlType::Q4_1 => {
+                blk[2..4].copy_from_slice(&o[32 + 2 * n..34 + 2 * n]);
+                &mut blk[4..]
+            }
+            _ => &mut blk[2..],
+        };
+        for (c, quad) in q.chunks_exact_mut(4).enumerate() {
+            let at = qo + c * 64 + n * 4;
+            quad.copy_from_slice(&o[at..at + 4]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_positions_are_exact() {
+        // Two Q4_1 rows of one block: row n has d = n + 1, m = 10 + n, byte j = 16n + j.
+        let mut bytes = Vec::new();
+        for n in 0..2u8 {
+            bytes.extend_from_slice(&[n + 1, 0, 10 + n, 0]);
+            bytes.extend((0..16u8).map(|j| 16 * n + j));
+        }
+        let p = pack(GgmlType::Q4_1, 2, 32, &bytes);
+        assert_eq!(p.len(), 320);
+        assert_eq!(&p[0..4], &[1, 0, 2, 0]); // d of rows 0 and 1
+        assert_eq!(&p[32..36], &[10, 0, 11, 0]); // m of rows 0 and 1
+        assert_eq!(&p[64..72], &[0, 1, 2, 3, 16, 17, 18, 19]); // chunk 0: bytes 0..4 per row
+        assert_eq!(&p[64 + 64..64 + 68], &[4, 5, 6, 7]); // chunk 1, row 0
+        assert_eq!(&p[64 + 3 * 64 + 4..64 + 3 * 64 + 8], &[28, 29, 30, 31]); // chunk 3, row 1
+        assert!(
+            p[72..128].iter().all(|&v| v == 0),
+            "rows 2..16 are zero padding"
+        );
+    }
+
+    #[test]
+    fn rows_round_trip_for_every_type() {
+        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+            let (rows, cols) = (37, 96);
+            let rb = ty.row_bytes(cols);
+            let bytes: Vec<u8> = (0..rows * rb).map(|i| (i * 7919 % 251) as u8).collect();
+            let p = pack(ty, rows, cols, &bytes);
+            assert_eq!(p.len(), 3 * 3 * group_block_bytes(ty).unwrap());
+            let mut row = vec![0u8; rb];
+            for r in 0..rows {
+                unpack_row(ty, cols, &p, r, &mut row);
+                assert_eq!(&row[..], &bytes[r * rb..(r + 1) * rb], "{ty:?} row {r}");
+            }
+        }
+    }
+}
