@@ -20,11 +20,13 @@ use memmap2::Mmap;
 use super::dtype::{dequantize_row, GgmlType};
 use super::packed;
 
-/// Bytes of a tensor: a range of a shared memory map, or an owned buffer.
+/// Bytes of a tensor: a range of a shared memory map, or an owned buffer (64-byte aligned
+/// when the CPU kernels read it with full-line loads).
 #[derive(Clone)]
 pub enum Storage {
     Mapped(Arc<Mmap>, Range<usize>),
     Owned(Arc<Vec<u8>>),
+    Aligned(Arc<AlignedBytes>),
 }
 
 impl Storage {
@@ -32,7 +34,76 @@ impl Storage {
         match self {
             Storage::Mapped(m, r) => &m[r.clone()],
             Storage::Owned(v) => v,
+            Storage::Aligned(a) => a.as_slice(),
         }
+    }
+}
+
+/// One cache line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u8; 64]);
+
+/// A heap buffer whose first byte is on a cache line (64-byte aligned): the operand buffers
+/// of the CPU kernels, where a 512-bit load or an AMX tile row that straddles two lines
+/// costs two. Rounds its allocation up to whole lines (< 64 bytes of slack).
+#[derive(Clone, Default)]
+pub struct AlignedBytes {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl std::fmt::Debug for AlignedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBytes({} bytes)", self.len)
+    }
+}
+
+impl AlignedBytes {
+    /// `len` zero bytes.
+    pub fn zeroed(len: usize) -> Self {
+        AlignedBytes {
+            lines: vec![Line([0; 64]); len.div_ceil(64)],
+            len,
+        }
+    }
+
+    /// Resizes to `len` bytes, all zero, reusing the allocation when it is large enough.
+    pub fn reset(&mut self, len: usize) {
+        self.lines.clear();
+        self.lines.resize(len.div_ceil(64), Line([0; 64]));
+        self.len = len;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `lines` holds `lines.len() * 64 >= len` initialized bytes (Line is plain
+        // bytes with no padding); the slice borrows self.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, borrowed mutably from self.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut u8, self.len) }
+    }
+
+    /// The bytes as `i8` (same size and alignment).
+    pub fn as_i8(&self) -> &[i8] {
+        // SAFETY: u8 and i8 have the same size, alignment and validity (every bit pattern).
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const i8, self.len) }
+    }
+
+    /// The bytes as `i8`, mutably.
+    pub fn as_i8_mut(&mut self) -> &mut [i8] {
+        // SAFETY: as in `as_i8`.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut i8, self.len) }
     }
 }
 
@@ -90,12 +161,19 @@ impl QMatrix {
     /// This matrix in the CPU GEMM's Cg16 layout (an owned copy of the same size), or a
     /// clone when the type has no such layout or it is already packed.
     pub fn to_cg16(&self) -> QMatrix {
-        if self.layout == Layout::Cg16 || packed::group_block_bytes(self.ty).is_none() {
+        if self.layout == Layout::Cg16 || packed::block_bytes(self.ty).is_none() {
             return self.clone();
         }
-        let bytes = packed::pack(self.ty, self.rows, self.cols, self.data.bytes());
+        let mut bytes = AlignedBytes::zeroed(packed::packed_bytes(self.ty, self.rows, self.cols));
+        packed::pack(
+            self.ty,
+            self.rows,
+            self.cols,
+            self.data.bytes(),
+            bytes.as_mut_slice(),
+        );
         QMatrix {
-            data: Storage::Owned(Arc::new(bytes)),
+            data: Storage::Aligned(Arc::new(bytes)),
             layout: Layout::Cg16,
             ..self.clone()
         }

@@ -30,13 +30,14 @@
 //! S = 256 * sum(c * hi) + sum(c * lo), with the kernels' offset corrections (Q4_0's -8,
 //! the VNNI kernel's +128 on Q8_0 bytes) applied as multiples of `s`.
 //!
-//! Buffers (`QActs`, one per thread, reused): 2 bytes per activation (the planes) plus 12
-//! bytes per block (d, ds, s): 2.4 MiB for a 2,048-token prefill chunk at k = 576, 80 MiB at
-//! k = 18,944 x 2,048 rows (Qwen2-7B's FFN, whose Q4 weights are ~4 GiB).
+//! Buffers (`QActs`, one per thread, reused): 2 bytes per activation (the planes, in AMX
+//! tile order: 16 rows x 32 bytes contiguous per block) plus 12 bytes per block (d, ds, s),
+//! rows padded to a multiple of 16: 2.4 MiB for a 2,048-token prefill chunk at k = 576,
+//! 80 MiB at k = 18,944 x 2,048 rows (Qwen2-7B's FFN, whose Q4 weights are ~4 GiB).
 
 use crate::backend::dtype::GgmlType;
-use crate::backend::packed::{self, GROUP};
-use crate::backend::tensor::{Layout, QMatrix};
+use crate::backend::packed::{self, GroupLayout, GROUP};
+use crate::backend::tensor::{AlignedBytes, Layout, QMatrix};
 
 /// Largest |q|: 127 * 256, so `hi` fits a signed byte.
 pub const QMAX: i32 = 32512;
@@ -46,32 +47,46 @@ pub const QMAX: i32 = 32512;
 pub struct QActs {
     pub m: usize,
     pub k: usize,
-    /// `[m, k]` high bytes of q.
-    pub hi: Vec<i8>,
-    /// `[m, k]` low bytes of q (signed: q = 256 hi + lo).
-    pub lo: Vec<i8>,
-    /// `[m, k / 32]` block scale d.
+    /// High bytes of q (i8) of row i, block b at [`QActs::plane_at`]: `[ceil(m / 16), k /
+    /// 32, 16, 32]`, i.e. one AMX A tile (16 rows x 32 bytes) per 512 contiguous bytes;
+    /// 64-byte aligned, padding rows 0.
+    pub hi: AlignedBytes,
+    /// Low bytes of q (i8; signed: q = 256 hi + lo), same layout.
+    pub lo: AlignedBytes,
+    /// Block scale d of row i, block b at [`QActs::at`]: `[ceil(m / 16), k / 32, 16]`, so
+    /// the 16 rows of an AMX tile share one cache line per block (padding rows are 0).
     pub d: Vec<f32>,
-    /// `[m, k / 32]` d * f32(s).
+    /// d * f32(s), same layout.
     pub ds: Vec<f32>,
-    /// `[m, k / 32]` s = sum of the block's q.
+    /// s = sum of the block's q, same layout.
     pub s: Vec<i32>,
 }
 
 impl QActs {
+    /// Index of row `i`, block `b` in `d`, `ds` and `s`.
+    #[inline(always)]
+    pub fn at(&self, i: usize, b: usize) -> usize {
+        ((i / 16) * (self.k / 32) + b) * 16 + i % 16
+    }
+
+    /// Offset of row `i`, block `b`'s 32 bytes in `hi` and `lo`.
+    #[inline(always)]
+    pub fn plane_at(&self, i: usize, b: usize) -> usize {
+        ((i / 16) * (self.k / 32) + b) * 512 + (i % 16) * 32
+    }
+
     /// q of element `j` of row `i`.
     pub fn q(&self, i: usize, j: usize) -> i32 {
-        let at = i * self.k + j;
-        256 * i32::from(self.hi[at]) + i32::from(self.lo[at])
+        let at = self.plane_at(i, j / 32) + j % 32;
+        256 * i32::from(self.hi.as_i8()[at]) + i32::from(self.lo.as_i8()[at])
     }
 
     /// The values the integer path multiplies: `q * d`, `[m, k]`.
     pub fn dequantize(&self) -> Vec<f32> {
-        let nb = self.k / 32;
         (0..self.m * self.k)
             .map(|at| {
                 let (i, j) = (at / self.k, at % self.k);
-                self.q(i, j) as f32 * self.d[i * nb + j / 32]
+                self.q(i, j) as f32 * self.d[self.at(i, j / 32)]
             })
             .collect()
     }
@@ -79,7 +94,7 @@ impl QActs {
 
 /// Whether `w` runs on the integer path (any Q4_0/Q4_1/Q8_0 matrix: rows are whole blocks).
 pub fn supported(w: &QMatrix) -> bool {
-    packed::group_block_bytes(w.ty).is_some()
+    packed::block_bytes(w.ty).is_some()
 }
 
 /// Quantizes `x` (`[m, k]`, k % 32 == 0) into `out`, reusing its buffers.
@@ -92,40 +107,54 @@ pub fn quantize(x: &[f32], k: usize, out: &mut QActs) {
     let nb = k / 32;
     out.m = m;
     out.k = k;
-    for v in [&mut out.hi, &mut out.lo] {
-        v.clear();
-        v.resize(m * k, 0);
-    }
+    out.hi.reset(m.div_ceil(16) * 16 * k);
+    out.lo.reset(m.div_ceil(16) * 16 * k);
+    let tiled = m.div_ceil(16) * 16 * nb;
     for v in [&mut out.d, &mut out.ds] {
         v.clear();
-        v.resize(m * nb, 0.0);
+        v.resize(tiled, 0.0);
     }
     out.s.clear();
-    out.s.resize(m * nb, 0);
-    let rows = x
-        .chunks_exact(k)
-        .zip(out.hi.chunks_exact_mut(k))
-        .zip(out.lo.chunks_exact_mut(k))
-        .zip(out.d.chunks_exact_mut(nb))
-        .zip(out.ds.chunks_exact_mut(nb))
-        .zip(out.s.chunks_exact_mut(nb));
-    for (((((x, hi), lo), d), ds), s) in rows {
-        let row = RowOut { hi, lo, d, ds, s };
-        #[cfg(target_arch = "x86_64")]
-        if vnni::available() {
-            // SAFETY: AVX-512F/BW present (checked); the planes have x.len() bytes and the
-            // scale slices x.len() / 32 entries.
-            unsafe { vnni::quantize_row(x, row) };
-            continue;
+    out.s.resize(tiled, 0);
+    // One row quantized contiguously, then scattered into the tiled layouts (2k bytes and
+    // 3 x nb entries of scratch).
+    let (mut hi, mut lo) = (vec![0i8; k], vec![0i8; k]);
+    let (mut d, mut ds, mut s) = (vec![0f32; nb], vec![0f32; nb], vec![0i32; nb]);
+    for (i, x) in x.chunks_exact(k).enumerate() {
+        let row = RowOut {
+            hi: &mut hi,
+            lo: &mut lo,
+            d: &mut d,
+            ds: &mut ds,
+            s: &mut s,
+        };
+        quantize_row_best(x, row);
+        for b in 0..nb {
+            let j = out.at(i, b);
+            (out.d[j], out.ds[j], out.s[j]) = (d[b], ds[b], s[b]);
+            let p = out.plane_at(i, b);
+            out.hi.as_i8_mut()[p..p + 32].copy_from_slice(&hi[b * 32..b * 32 + 32]);
+            out.lo.as_i8_mut()[p..p + 32].copy_from_slice(&lo[b * 32..b * 32 + 32]);
         }
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available() {
-            // SAFETY: AVX2 present (checked); sizes as above.
-            unsafe { avx2::quantize_row(x, row) };
-            continue;
-        }
-        quantize_row(x, row);
     }
+}
+
+/// One row with the fastest quantizer this CPU has (all give the same values).
+fn quantize_row_best(x: &[f32], row: RowOut<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if vnni::available() {
+        // SAFETY: AVX-512F/BW present (checked); RowOut's planes have x.len() bytes and its
+        // scale slices x.len() / 32 entries (built so by `quantize`).
+        unsafe { vnni::quantize_row(x, row) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 present (checked); sizes as above.
+        unsafe { avx2::quantize_row(x, row) };
+        return;
+    }
+    quantize_row(x, row);
 }
 
 /// One row's slices of [`QActs`].
@@ -169,23 +198,28 @@ pub fn quantize_row(x: &[f32], r: RowOut<'_>) {
     }
 }
 
-/// Weight integers of group-block `gb` (`c[n][e]` for the 16 columns) and `(dw, mw)`.
-fn decode_group_block(ty: GgmlType, gb: &[u8]) -> ([[i32; 32]; GROUP], [f32; GROUP], [f32; GROUP]) {
-    let f16 = |o: usize| half::f16::from_le_bytes([gb[o], gb[o + 1]]).to_f32();
-    let qo = packed::quants_offset(ty);
+/// Weight integers of block `b` of a group (`c[n][e]` for the 16 columns) and `(dw, mw)`.
+fn decode_group_block(
+    ty: GgmlType,
+    gl: &GroupLayout,
+    group: &[u8],
+    b: usize,
+) -> ([[i32; 32]; GROUP], [f32; GROUP], [f32; GROUP]) {
+    let (sc, qo) = (gl.scales(b), gl.quants(b));
+    let f16 = |o: usize| half::f16::from_le_bytes([group[o], group[o + 1]]).to_f32();
     let mut c = [[0i32; 32]; GROUP];
     let (mut dw, mut mw) = ([0f32; GROUP], [0f32; GROUP]);
     for n in 0..GROUP {
-        dw[n] = f16(2 * n);
+        dw[n] = f16(sc + 2 * n);
         if ty == GgmlType::Q4_1 {
-            mw[n] = f16(32 + 2 * n);
+            mw[n] = f16(sc + 32 + 2 * n);
         }
         for quad in 0..8 {
             for e in 0..4 {
                 c[n][quad * 4 + e] = match ty {
-                    GgmlType::Q8_0 => i32::from(gb[qo + quad * 64 + n * 4 + e] as i8),
+                    GgmlType::Q8_0 => i32::from(group[qo + quad * 64 + n * 4 + e] as i8),
                     _ => {
-                        let byte = gb[qo + (quad % 4) * 64 + n * 4 + e];
+                        let byte = group[qo + (quad % 4) * 64 + n * 4 + e];
                         let nib = i32::from(if quad < 4 { byte & 15 } else { byte >> 4 });
                         if ty == GgmlType::Q4_0 {
                             nib - 8
@@ -239,21 +273,18 @@ pub unsafe fn portable_rows(
     g0: usize,
     g1: usize,
 ) {
-    let nb = acts.k / 32;
-    let gbytes = packed::group_block_bytes(w.ty).expect("integer-path type");
+    let gl = GroupLayout::new(w.ty, w.cols);
     let data = w.data.bytes();
     for g in g0..g1 {
+        let group = &data[g * gl.group_bytes()..(g + 1) * gl.group_bytes()];
         // One group's decoded blocks: nb x 2.1 KiB.
-        let blocks: Vec<_> = (0..nb)
-            .map(|b| {
-                let at = (g * nb + b) * gbytes;
-                decode_group_block(w.ty, &data[at..at + gbytes])
-            })
+        let blocks: Vec<_> = (0..gl.nb)
+            .map(|b| decode_group_block(w.ty, &gl, group, b))
             .collect();
         for i in 0..acts.m {
             let mut acc = [0f32; GROUP];
             for (b, (c, dw, mw)) in blocks.iter().enumerate() {
-                let (d, ds) = (acts.d[i * nb + b], acts.ds[i * nb + b]);
+                let (d, ds) = (acts.d[acts.at(i, b)], acts.ds[acts.at(i, b)]);
                 for n in 0..GROUP {
                     let s: i32 = (0..32).map(|e| c[n][e] * acts.q(i, b * 32 + e)).sum();
                     acc[n] = (s as f32).mul_add(dw[n] * d, acc[n]);

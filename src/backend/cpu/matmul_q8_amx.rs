@@ -11,10 +11,11 @@
 //! ```
 //!
 //! The integers are the same as the VNNI kernel's, and the fold is the same, so results are
-//! bitwise equal to it (tested). Q8_0 bytes are the B tile as stored; Q4 nibbles are
-//! unpacked once per group into `nb x 512` bytes of scratch (24 KiB at k = 1536), reused by
-//! every row tile. Rows are walked in blocks of 256 so one block's planes (2 x 256 x k
-//! bytes) stay in L2 while all column groups pass over them.
+//! bitwise equal to it (tested). Each group's quants are unpacked (Q4) or copied (Q8_0)
+//! once into `nb x 512` bytes of aligned scratch (24 KiB at k = 1536), reused by every row
+//! tile: tile loads of rows that straddle cache lines ran 1.7x slower. Rows are walked in
+//! blocks of 256 so one block's planes (2 x 256 x k bytes) stay in L2 while all column
+//! groups pass over them.
 //!
 //! The instructions are written as inline assembly (the AMX intrinsics are not stable Rust).
 //! Using AMX needs the kernel's permission once per process (`arch_prctl`); tiles are
@@ -25,11 +26,11 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::vnni::{self, store, Fmt, Q40, Q41, Q80};
+use super::vnni::{self, scales, store, Fmt, Q40, Q41, Q80};
 use super::{Out, QActs};
 use crate::backend::dtype::GgmlType;
-use crate::backend::packed::{self, GROUP};
-use crate::backend::tensor::QMatrix;
+use crate::backend::packed::{GroupLayout, GROUP};
+use crate::backend::tensor::{AlignedBytes, QMatrix};
 
 /// Rows per tile (AMX's maximum).
 const TILE_ROWS: usize = 16;
@@ -95,8 +96,18 @@ impl TileConfig {
     fn new(t: usize) -> Self {
         let mut c = [0u8; 64];
         c[0] = 1;
-        // (tile, rows, bytes per row): C_hi, C_lo, A_hi, A_lo, B.
-        for (tmm, rows, colsb) in [(0, t, 64), (1, t, 64), (2, t, 32), (3, t, 32), (4, 8, 64)] {
+        // (tile, rows, bytes per row): C_hi, C_lo of the even blocks, A_hi, A_lo, B, C_hi,
+        // C_lo of the odd blocks.
+        let tiles = [
+            (0, t, 64),
+            (1, t, 64),
+            (2, t, 32),
+            (3, t, 32),
+            (4, 8, 64),
+            (5, t, 64),
+            (6, t, 64),
+        ];
+        for (tmm, rows, colsb) in tiles {
             c[16 + 2 * tmm..18 + 2 * tmm].copy_from_slice(&(colsb as u16).to_le_bytes());
             c[48 + tmm] = rows as u8;
         }
@@ -104,55 +115,102 @@ impl TileConfig {
     }
 }
 
-/// The two 16 x 16 i32 results of one block, as tile stores leave them.
+/// The two 16 x 16 i32 results of one block, as tile stores leave them (C_hi rows, then
+/// C_lo rows).
 #[repr(C, align(64))]
 struct Sums([[i32; GROUP]; 2 * TILE_ROWS]);
 
-/// `S` of block `b` for activation rows `i..i+t` into `sums` (rows 0..t: C_hi, 16..16+t: C_lo).
+/// Starts block `b`'s products into tile set `SET` (0: tmm0/tmm1, 1: tmm5/tmm6). Two sets
+/// let one block's products run on the tile unit while the previous block is folded.
 ///
 /// # Safety
-/// Tiles are configured for `t` rows; `a_hi`/`a_lo` point at row `i`'s block `b` in planes
-/// of stride `k`; `bt` at 512 bytes of B tile.
+/// Tiles are configured; `a_hi`/`a_lo` point at the block's A tiles (16 x 32 bytes, see
+/// `QActs::plane_at`); `bt` at 512 bytes of B tile.
 #[inline(always)]
-unsafe fn block_sums(a_hi: *const i8, a_lo: *const i8, k: usize, bt: *const u8, sums: &mut Sums) {
-    let out = sums.0.as_mut_ptr() as *mut u8;
-    // SAFETY: the loads read t rows of 32 bytes at stride k and 8 rows of 64 bytes; the
-    // stores write t rows of 64 bytes into each half of `sums` (caller's contract).
+unsafe fn products<const SET: usize>(a_hi: *const i8, a_lo: *const i8, bt: *const u8) {
+    // SAFETY: the loads read t rows of 32 bytes at stride 32 and 8 rows of 64 bytes.
     unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tileloadd tmm2, [{ahi} + {k} * 1]",
-            "tileloadd tmm3, [{alo} + {k} * 1]",
-            "tileloadd tmm4, [{bt} + {s64} * 1]",
-            "tdpbssd tmm0, tmm2, tmm4",
-            "tdpbssd tmm1, tmm3, tmm4",
-            "tilestored [{out} + {s64} * 1], tmm0",
-            "tilestored [{out2} + {s64} * 1], tmm1",
-            ahi = in(reg) a_hi,
-            alo = in(reg) a_lo,
-            k = in(reg) k,
-            bt = in(reg) bt,
-            s64 = in(reg) 64usize,
-            out = in(reg) out,
-            out2 = in(reg) out.add(TILE_ROWS * 64),
-            options(nostack),
-        );
+        macro_rules! go {
+            ($c0:literal, $c1:literal) => {
+                asm!(
+                    concat!("tilezero ", $c0),
+                    concat!("tilezero ", $c1),
+                    "tileloadd tmm2, [{ahi} + {s32} * 1]",
+                    "tileloadd tmm3, [{alo} + {s32} * 1]",
+                    "tileloadd tmm4, [{bt} + {s64} * 1]",
+                    concat!("tdpbssd ", $c0, ", tmm2, tmm4"),
+                    concat!("tdpbssd ", $c1, ", tmm3, tmm4"),
+                    ahi = in(reg) a_hi,
+                    alo = in(reg) a_lo,
+                    s32 = in(reg) 32usize,
+                    bt = in(reg) bt,
+                    s64 = in(reg) 64usize,
+                    options(nostack, readonly),
+                )
+            };
+        }
+        if SET == 0 {
+            go!("tmm0", "tmm1")
+        } else {
+            go!("tmm5", "tmm6")
+        }
     }
 }
 
-/// Q4 nibbles of group-block `p` as a B tile (8 rows x 64 bytes) at `dst`.
+/// Stores tile set `SET`'s results into `sums`.
 ///
 /// # Safety
-/// A group-block of `F` at `p`, 512 writable bytes at `dst`; AVX-512 enabled by the caller.
+/// Tiles are configured and set `SET` holds a block's products.
 #[inline(always)]
-unsafe fn unpack_b<F: Fmt>(p: *const u8, dst: *mut u8) {
-    // SAFETY: caller's contract.
+unsafe fn store_sums<const SET: usize>(sums: &mut Sums) {
+    let out = sums.0.as_mut_ptr() as *mut u8;
+    // SAFETY: writes t rows of 64 bytes into each half of `sums`.
     unsafe {
-        for (j, v) in F::weights(p).iter().enumerate() {
-            _mm512_storeu_si512(dst.add(j * 64) as *mut __m512i, *v);
+        macro_rules! go {
+            ($c0:literal, $c1:literal) => {
+                asm!(
+                    concat!("tilestored [{out} + {s64} * 1], ", $c0),
+                    concat!("tilestored [{out2} + {s64} * 1], ", $c1),
+                    out = in(reg) out,
+                    out2 = in(reg) out.add(TILE_ROWS * 64),
+                    s64 = in(reg) 64usize,
+                    options(nostack),
+                )
+            };
+        }
+        if SET == 0 {
+            go!("tmm0", "tmm1")
+        } else {
+            go!("tmm5", "tmm6")
         }
     }
+}
+
+/// Block `b`'s quants of the group at `gw` as a B tile (8 rows x 64 bytes) at `dst`: Q4
+/// nibbles unpacked to bytes, Q8_0 bytes copied (to an aligned buffer).
+///
+/// # Safety
+/// A whole group at `gw`, 512 writable bytes at `dst`; AVX-512 enabled by the caller.
+#[inline(always)]
+unsafe fn unpack_b<F: Fmt>(q: *const u8, dst: *mut u8) {
+    // SAFETY: caller's contract.
+    unsafe {
+        if F::TY == GgmlType::Q8_0 {
+            for j in 0..8 {
+                let v = _mm512_loadu_si512(q.add(j * 64) as *const __m512i);
+                _mm512_store_si512(dst.add(j * 64) as *mut __m512i, v);
+            }
+        } else {
+            for (j, v) in F::weights(q).iter().enumerate() {
+                _mm512_store_si512(dst.add(j * 64) as *mut __m512i, *v);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// B tiles of the group being computed: nb x 512 bytes (24 KiB at k = 1536), reused.
+    static BTILES: std::cell::RefCell<AlignedBytes> = std::cell::RefCell::default();
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
@@ -164,27 +222,24 @@ unsafe fn rows_impl<F: Fmt>(
     g0: usize,
     g1: usize,
 ) {
-    let nb = acts.k / 32;
-    let gbytes = packed::group_block_bytes(F::TY).unwrap_or(0);
+    let gl = GroupLayout::new(F::TY, w.cols);
     let base = w.data.bytes().as_ptr();
-    // B tiles of one group: nb x 512 bytes (Q4 only; Q8_0 bytes are used in place).
-    let mut btiles = if F::TY == GgmlType::Q8_0 {
-        Vec::new()
-    } else {
-        vec![0u8; nb * 512]
-    };
-    let mut sums = Sums([[0; GROUP]; 2 * TILE_ROWS]);
+    let mut bt_buf = BTILES.with(|b| b.take());
+    bt_buf.reset(gl.nb * 512);
+    let btiles = bt_buf.as_mut_slice().as_mut_ptr();
+    let mut sums = [
+        Sums([[0; GROUP]; 2 * TILE_ROWS]),
+        Sums([[0; GROUP]; 2 * TILE_ROWS]),
+    ];
     let mut config_rows = 0;
     for i0 in (0..acts.m).step_by(ROW_BLOCK) {
         let i1 = (i0 + ROW_BLOCK).min(acts.m);
         for g in g0..g1 {
-            // SAFETY: group g has nb group-blocks.
-            let gw = unsafe { base.add(g * nb * gbytes) };
-            if F::TY != GgmlType::Q8_0 {
-                for b in 0..nb {
-                    // SAFETY: block b of group g; btiles has nb * 512 bytes.
-                    unsafe { unpack_b::<F>(gw.add(b * gbytes), btiles.as_mut_ptr().add(b * 512)) };
-                }
+            // SAFETY: group g is in the buffer.
+            let gw = unsafe { base.add(g * gl.group_bytes()) };
+            for b in 0..gl.nb {
+                // SAFETY: block b of group g; btiles has nb * 512 bytes, 64-byte aligned.
+                unsafe { unpack_b::<F>(gw.add(gl.quants(b)), btiles.add(b * 512)) };
             }
             let mut i = i0;
             while i < i1 {
@@ -197,85 +252,139 @@ unsafe fn rows_impl<F: Fmt>(
                     };
                     config_rows = t;
                 }
-                // SAFETY: rows i..i+t exist; columns of group g are the caller's.
-                unsafe { row_tile::<F>(acts, gw, gbytes, &btiles, &mut sums, bias, y, g, i, t) };
+                let tile = Tile {
+                    gw,
+                    gl: &gl,
+                    btiles,
+                    g,
+                    i,
+                    t,
+                };
+                // SAFETY: rows i..i+t exist; columns of group g are the caller's; tiles are
+                // configured for t rows.
+                unsafe {
+                    match t {
+                        13.. => row_tile::<F, 16>(acts, &tile, &mut sums, bias, y),
+                        9..=12 => row_tile::<F, 12>(acts, &tile, &mut sums, bias, y),
+                        5..=8 => row_tile::<F, 8>(acts, &tile, &mut sums, bias, y),
+                        _ => row_tile::<F, 4>(acts, &tile, &mut sums, bias, y),
+                    }
+                }
                 i += t;
             }
         }
     }
+    BTILES.with(|b| b.replace(bt_buf));
     if config_rows != 0 {
         // SAFETY: releases this thread's tile state (configured above).
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 }
 
-/// One tile of `t` rows from `i` against group `g`: all blocks, then the stores.
-///
-/// # Safety
-/// Tiles configured for `t` rows; `gw` is group `g`'s first group-block; `btiles` holds
-/// its unpacked B tiles (Q4); rows `i..i+t` exist; the columns of group `g` are the caller's.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn row_tile<F: Fmt>(
-    acts: &QActs,
+/// Where one row tile's operands are.
+struct Tile<'a> {
+    /// The group's first byte.
     gw: *const u8,
-    gbytes: usize,
-    btiles: &[u8],
-    sums: &mut Sums,
-    bias: Option<&[f32]>,
-    y: Out,
+    gl: &'a GroupLayout,
+    /// The group's B tiles (nb x 512 bytes).
+    btiles: *const u8,
     g: usize,
+    /// First row and row count.
     i: usize,
     t: usize,
+}
+
+/// One tile of `t <= T` rows against a group: all blocks, then the stores. Block `b + 1`'s
+/// products run on the tile unit while block `b` is folded. The fold is unrolled over a
+/// constant `T` rows so the accumulators stay in registers; rows `t..T` are computed from
+/// zero padding and not stored.
+///
+/// # Safety
+/// Tiles configured for `t` rows; `tile` describes a real group and its B tiles; rows
+/// `i..i+t` exist; the columns of group `g` are the caller's.
+#[inline(always)]
+unsafe fn row_tile<F: Fmt, const T: usize>(
+    acts: &QActs,
+    tile: &Tile<'_>,
+    sums: &mut [Sums; 2],
+    bias: Option<&[f32]>,
+    y: Out,
 ) {
-    let (k, nb) = (acts.k, acts.k / 32);
+    let (nb, i, t) = (tile.gl.nb, tile.i, tile.t);
+    let (hi, lo) = (acts.hi.as_i8().as_ptr(), acts.lo.as_i8().as_ptr());
     // SAFETY (whole body): as the caller's contract; block offsets stay within the group.
     unsafe {
-        let mut acc = [_mm512_setzero_ps(); TILE_ROWS];
-        for b in 0..nb {
-            let p = gw.add(b * gbytes);
-            let bt = if F::TY == GgmlType::Q8_0 {
-                p.add(32)
+        let start = |b: usize| {
+            let a = acts.plane_at(i, b);
+            let bt = tile.btiles.add(b * 512);
+            if b.is_multiple_of(2) {
+                products::<0>(hi.add(a), lo.add(a), bt);
             } else {
-                btiles.as_ptr().add(b * 512)
-            };
-            let a = i * k + b * 32;
-            block_sums(
-                acts.hi.as_ptr().add(a),
-                acts.lo.as_ptr().add(a),
-                k,
-                bt,
-                sums,
-            );
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
-            let mw = if F::HAS_MIN {
-                _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i))
-            } else {
-                _mm512_setzero_ps()
-            };
-            for (r, a) in acc.iter_mut().enumerate() {
-                if r >= t {
-                    break;
-                }
-                let hi = _mm512_load_si512(sums.0[r].as_ptr() as *const __m512i);
-                let lo = _mm512_load_si512(sums.0[TILE_ROWS + r].as_ptr() as *const __m512i);
-                let mut s = _mm512_add_epi32(_mm512_slli_epi32(hi, 8), lo);
-                let blk = (i + r) * nb + b;
-                // The B tile is signed: only Q4_0's nibble offset needs correcting.
-                if F::TY == GgmlType::Q4_0 {
-                    s = _mm512_sub_epi32(s, _mm512_set1_epi32(acts.s[blk] << 3));
-                }
-                let sc = _mm512_mul_ps(dw, _mm512_set1_ps(acts.d[blk]));
-                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, *a);
-                if F::HAS_MIN {
-                    *a = _mm512_fmadd_ps(mw, _mm512_set1_ps(acts.ds[blk]), *a);
-                }
+                products::<1>(hi.add(a), lo.add(a), bt);
             }
+        };
+        let mut acc = [_mm512_setzero_ps(); T];
+        start(0);
+        for b in 0..nb {
+            // Block b + 1's loads and products are issued before block b's results are
+            // stored and folded (measured: 34 against 37 ns per 16 x 16 x 32 tile the other
+            // way round).
+            if b + 1 < nb {
+                start(b + 1);
+            }
+            if b.is_multiple_of(2) {
+                store_sums::<0>(&mut sums[0]);
+            } else {
+                store_sums::<1>(&mut sums[1]);
+            }
+            let (dw, mw) = scales::<F>(tile.gw.add(tile.gl.scales(b)));
+            fold::<F, T>(&mut acc, &sums[b % 2], acts, acts.at(i, b), dw, mw);
         }
         for (r, a) in acc.iter().enumerate().take(t) {
-            store(y, i + r, g, *a, bias);
+            store(y, i + r, tile.g, *a, bias);
         }
     }
+}
+
+/// Folds one block's sums into the accumulators (the header's order), rows unrolled. Tile
+/// row r's scales are at `at + r` (`at` = [`QActs::at`] of the tile's first row, a multiple
+/// of 16: rows past the tile's `t` read the zero padding and are never stored).
+///
+/// # Safety
+/// `at..at + 16` is in the scale arrays; AVX-512 enabled by the caller.
+#[inline(always)]
+unsafe fn fold<F: Fmt, const T: usize>(
+    acc: &mut [__m512; T],
+    sums: &Sums,
+    acts: &QActs,
+    at: usize,
+    dw: __m512,
+    mw: __m512,
+) {
+    macro_rules! row {
+        ($($r:literal)*) => {$(
+            if $r < T {
+                // SAFETY: sums rows are 64-byte aligned; blk indexes the scale arrays.
+                unsafe {
+                    let hi = _mm512_load_si512(sums.0[$r].as_ptr() as *const __m512i);
+                    let lo = _mm512_load_si512(sums.0[TILE_ROWS + $r].as_ptr() as *const __m512i);
+                    let mut s = _mm512_add_epi32(_mm512_slli_epi32(hi, 8), lo);
+                    let blk = at + $r;
+                    // The B tile is signed: only Q4_0's nibble offset needs correcting.
+                    if F::TY == GgmlType::Q4_0 {
+                        s = _mm512_sub_epi32(s, _mm512_set1_epi32(*acts.s.get_unchecked(blk) << 3));
+                    }
+                    let sc = _mm512_mul_ps(dw, _mm512_set1_ps(*acts.d.get_unchecked(blk)));
+                    acc[$r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[$r]);
+                    if F::HAS_MIN {
+                        let ds = _mm512_set1_ps(*acts.ds.get_unchecked(blk));
+                        acc[$r] = _mm512_fmadd_ps(mw, ds, acc[$r]);
+                    }
+                }
+            }
+        )*};
+    }
+    row!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
 }
 
 /// # Safety

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use super::{Out, QActs, RowOut, QMAX};
 use crate::backend::dtype::GgmlType;
-use crate::backend::packed::{self, GROUP};
+use crate::backend::packed::{GroupLayout, GROUP};
 use crate::backend::tensor::QMatrix;
 
 pub fn available() -> bool {
@@ -83,32 +83,37 @@ unsafe fn quad_dot(w: &Quads, x: *const i8) -> __m256i {
 unsafe fn half_tile<const T: usize>(
     ty: GgmlType,
     gw: *const u8,
-    gbytes: usize,
+    gl: &GroupLayout,
     acts: &QActs,
     i: usize,
     h: usize,
 ) -> [__m256; T] {
-    let (k, nb) = (acts.k, acts.k / 32);
-    let qo = packed::quants_offset(ty);
-    // SAFETY (whole body): nb group-blocks at gw; rows i..i+T of acts exist.
+    let nb = gl.nb;
+    let (hi, lo) = (acts.hi.as_i8().as_ptr(), acts.lo.as_i8().as_ptr());
+    // SAFETY (whole body): a whole group at gw; rows i..i+T of acts exist.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); T];
         for b in 0..nb {
-            let p = gw.add(b * gbytes);
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(h * 16) as *const __m128i));
-            let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(32 + h * 16) as *const __m128i));
+            let sp = gw.add(gl.scales(b));
+            let qp = gw.add(gl.quants(b));
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(h * 16) as *const __m128i));
+            let mw = if ty == GgmlType::Q4_1 {
+                _mm256_cvtph_ps(_mm_loadu_si128(sp.add(32 + h * 16) as *const __m128i))
+            } else {
+                _mm256_setzero_ps()
+            };
             let (wa, wb) = match ty {
-                GgmlType::Q8_0 => split_bytes(p.add(qo), h),
+                GgmlType::Q8_0 => split_bytes(qp, h),
                 _ => {
-                    let w = nibbles(p.add(qo), h);
+                    let w = nibbles(qp, h);
                     (w, w)
                 }
             };
             for (t, a) in acc.iter_mut().enumerate() {
                 let row = i + t;
-                let xh = acts.hi.as_ptr().add(row * k + b * 32);
-                let xl = acts.lo.as_ptr().add(row * k + b * 32);
-                let blk = row * nb + b;
+                let xh = hi.add(acts.plane_at(row, b));
+                let xl = lo.add(acts.plane_at(row, b));
+                let blk = acts.at(row, b);
                 let sv = acts.s[blk];
                 let s = match ty {
                     GgmlType::Q8_0 => {
@@ -160,12 +165,11 @@ unsafe fn rows_impl<const TY: u8>(
         1 => GgmlType::Q4_0,
         _ => GgmlType::Q8_0,
     };
-    let nb = acts.k / 32;
-    let gbytes = packed::group_block_bytes(ty).unwrap_or(0);
+    let gl = GroupLayout::new(ty, w.cols);
     let base = w.data.bytes().as_ptr();
     for g in g0..g1 {
-        // SAFETY: group g has nb group-blocks.
-        let gw = unsafe { base.add(g * nb * gbytes) };
+        // SAFETY: group g is in the buffer.
+        let gw = unsafe { base.add(g * gl.group_bytes()) };
         let mut i = 0;
         while i < acts.m {
             let t = (acts.m - i).min(2);
@@ -174,11 +178,11 @@ unsafe fn rows_impl<const TY: u8>(
                 // SAFETY: rows i..i+t exist.
                 unsafe {
                     if t == 2 {
-                        let a = half_tile::<2>(ty, gw, gbytes, acts, i, h);
+                        let a = half_tile::<2>(ty, gw, &gl, acts, i, h);
                         _mm256_storeu_ps(out[0].as_mut_ptr().add(h * 8), a[0]);
                         _mm256_storeu_ps(out[1].as_mut_ptr().add(h * 8), a[1]);
                     } else {
-                        let a = half_tile::<1>(ty, gw, gbytes, acts, i, h);
+                        let a = half_tile::<1>(ty, gw, &gl, acts, i, h);
                         _mm256_storeu_ps(out[0].as_mut_ptr().add(h * 8), a[0]);
                     }
                 }

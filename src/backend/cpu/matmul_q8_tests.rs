@@ -78,14 +78,17 @@ fn quantization_values_are_exact() {
     quantize(&x, 64, &mut a);
     let q: Vec<i32> = [0, 1, 2, 3, 4, 5, 17].iter().map(|&j| a.q(0, j)).collect();
     assert_eq!(q, vec![32512, -32512, 2, 2, 128, -129, -6]);
-    assert_eq!((a.hi[0], a.lo[0], a.hi[1], a.lo[1]), (127, 0, -127, 0));
-    assert_eq!((a.hi[4], a.lo[4], a.hi[5], a.lo[5]), (1, -128, -1, 127));
+    let (hi, lo) = (a.hi.as_i8(), a.lo.as_i8());
+    assert_eq!((hi[0], lo[0], hi[1], lo[1]), (127, 0, -127, 0));
+    assert_eq!((hi[4], lo[4], hi[5], lo[5]), (1, -128, -1, 127));
     assert_eq!(
         (a.d[0], a.s[0]),
-        (step, 32512 - 32512 + 2 + 2 + 128 - 129 - 6)
+        (step, 2 + 2 + 128 - 129 - 6) // +-32512 cancel
     );
     assert_eq!(a.ds[0], step * -3.0);
-    assert_eq!((a.d[1], a.s[1], a.ds[1]), (0.0, 0, 0.0));
+    let b1 = a.at(0, 1);
+    assert_eq!(b1, 16, "scales are [row tile, block, 16 rows]");
+    assert_eq!((a.d[b1], a.s[b1], a.ds[b1]), (0.0, 0, 0.0));
     assert!((32..64).all(|j| a.q(0, j) == 0));
     // NaN products quantize to 0 (an infinite input makes d infinite and every product NaN
     // or 0); the SIMD quantizers agree (next test).

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use super::{Out, QActs, RowOut, QMAX};
 use crate::backend::dtype::GgmlType;
-use crate::backend::packed::{self, GROUP};
+use crate::backend::packed::{GroupLayout, GROUP};
 use crate::backend::tensor::QMatrix;
 
 /// Whether this kernel runs: the CPU has the features, and `PONDER_CPU_ISA` is not `avx2`.
@@ -39,11 +39,11 @@ pub(super) trait Fmt {
     const HAS_MIN: bool;
     /// `S = 256 R_hi + R_lo - (s << SHIFT)` (0: no correction).
     const SHIFT: u32;
-    /// The eight unsigned-byte vectors `W_0..W_7` of the group-block at `p`.
+    /// The eight unsigned-byte vectors `W_0..W_7` of the block quants at `q`.
     ///
     /// # Safety
-    /// A whole group-block is readable at `p`; AVX-512F/BW enabled by the caller.
-    unsafe fn weights(p: *const u8) -> [__m512i; 8];
+    /// A block's quants (`QB` bytes) are readable at `q`; AVX-512F/BW enabled by the caller.
+    unsafe fn weights(q: *const u8) -> [__m512i; 8];
 }
 
 /// Nibble chunks at `q` (4 x 64 bytes) as quads 0..8.
@@ -68,9 +68,9 @@ impl Fmt for Q41 {
     const HAS_MIN: bool = true;
     const SHIFT: u32 = 0;
     #[inline(always)]
-    unsafe fn weights(p: *const u8) -> [__m512i; 8] {
-        // SAFETY: the nibbles start 64 bytes into a Q4_1 group-block.
-        unsafe { nibbles(p.add(64)) }
+    unsafe fn weights(q: *const u8) -> [__m512i; 8] {
+        // SAFETY: 256 bytes of nibbles at q (caller).
+        unsafe { nibbles(q) }
     }
 }
 
@@ -80,9 +80,9 @@ impl Fmt for Q40 {
     const HAS_MIN: bool = false;
     const SHIFT: u32 = 3;
     #[inline(always)]
-    unsafe fn weights(p: *const u8) -> [__m512i; 8] {
-        // SAFETY: the nibbles start 32 bytes into a Q4_0 group-block.
-        unsafe { nibbles(p.add(32)) }
+    unsafe fn weights(q: *const u8) -> [__m512i; 8] {
+        // SAFETY: 256 bytes of nibbles at q (caller).
+        unsafe { nibbles(q) }
     }
 }
 
@@ -92,13 +92,13 @@ impl Fmt for Q80 {
     const HAS_MIN: bool = false;
     const SHIFT: u32 = 7;
     #[inline(always)]
-    unsafe fn weights(p: *const u8) -> [__m512i; 8] {
-        // SAFETY: 8 x 64 int8 start 32 bytes into a Q8_0 group-block.
+    unsafe fn weights(q: *const u8) -> [__m512i; 8] {
+        // SAFETY: 8 x 64 int8 at q (caller).
         unsafe {
             let flip = _mm512_set1_epi8(-128);
             let mut w = [_mm512_setzero_si512(); 8];
             for (j, v) in w.iter_mut().enumerate() {
-                let q = _mm512_loadu_si512(p.add(32 + j * 64) as *const __m512i);
+                let q = _mm512_loadu_si512(q.add(j * 64) as *const __m512i);
                 *v = _mm512_xor_si512(q, flip);
             }
             w
@@ -153,39 +153,52 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
     }
 }
 
-/// `T` activation rows from `i` against group-block row `gw` (all `nb` blocks) -> the 16
+/// `(dw, mw)` of the block scales at `sp` (mw = 0 without a minimum).
+///
+/// # Safety
+/// A block's scales are readable at `sp`; AVX-512F enabled by the caller.
+#[inline(always)]
+pub(super) unsafe fn scales<F: Fmt>(sp: *const u8) -> (__m512, __m512) {
+    // SAFETY: 32 (64 with a minimum) readable bytes at sp (caller).
+    unsafe {
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sp as *const __m256i));
+        let mw = if F::HAS_MIN {
+            _mm512_cvtph_ps(_mm256_loadu_si256(sp.add(32) as *const __m256i))
+        } else {
+            _mm512_setzero_ps()
+        };
+        (dw, mw)
+    }
+}
+
+/// `T` activation rows from `i` against the group at `gw` (all its blocks) -> the 16
 /// column sums per row, in the header's order.
 #[inline(always)]
 unsafe fn tile<F: Fmt, const T: usize>(
     gw: *const u8,
-    gbytes: usize,
+    gl: &GroupLayout,
     acts: &QActs,
     i: usize,
 ) -> [__m512; T] {
-    let (k, nb) = (acts.k, acts.k / 32);
-    // SAFETY (whole body): nb group-blocks at gw; rows i..i+T of acts exist.
+    let nb = gl.nb;
+    let (hi, lo) = (acts.hi.as_i8().as_ptr(), acts.lo.as_i8().as_ptr());
+    // SAFETY (whole body): a whole group at gw; rows i..i+T of acts exist.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); T];
         for b in 0..nb {
-            let p = gw.add(b * gbytes);
-            let wv = F::weights(p);
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
-            let mw = if F::HAS_MIN {
-                _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i))
-            } else {
-                _mm512_setzero_ps()
-            };
+            let wv = F::weights(gw.add(gl.quants(b)));
+            let (dw, mw) = scales::<F>(gw.add(gl.scales(b)));
             for (t, a) in acc.iter_mut().enumerate() {
                 let row = i + t;
-                let xh = acts.hi.as_ptr().add(row * k + b * 32) as *const i32;
-                let xl = acts.lo.as_ptr().add(row * k + b * 32) as *const i32;
+                let xh = hi.add(acts.plane_at(row, b)) as *const i32;
+                let xl = lo.add(acts.plane_at(row, b)) as *const i32;
                 let (mut rh, mut rl) = (_mm512_setzero_si512(), _mm512_setzero_si512());
                 for (j, w) in wv.iter().enumerate() {
                     rh = _mm512_dpbusd_epi32(rh, *w, _mm512_set1_epi32(xh.add(j).read_unaligned()));
                     rl = _mm512_dpbusd_epi32(rl, *w, _mm512_set1_epi32(xl.add(j).read_unaligned()));
                 }
                 let mut s = _mm512_add_epi32(_mm512_slli_epi32(rh, 8), rl);
-                let blk = row * nb + b;
+                let blk = acts.at(row, b);
                 if F::SHIFT > 0 {
                     s = _mm512_sub_epi32(s, _mm512_set1_epi32(acts.s[blk] << F::SHIFT));
                 }
@@ -232,19 +245,18 @@ unsafe fn rows_impl<F: Fmt>(
     g0: usize,
     g1: usize,
 ) {
-    let nb = acts.k / 32;
-    let gbytes = packed::group_block_bytes(F::TY).unwrap_or(0);
+    let gl = GroupLayout::new(F::TY, w.cols);
     let base = w.data.bytes().as_ptr();
     for g in g0..g1 {
-        // SAFETY: group g < groups(w.rows) has nb group-blocks; rows of acts as below.
-        let gw = unsafe { base.add(g * nb * gbytes) };
+        // SAFETY: group g < groups(w.rows) is in the buffer; rows of acts as below.
+        let gw = unsafe { base.add(g * gl.group_bytes()) };
         let mut i = 0;
         while i < acts.m {
             macro_rules! go {
                 ($T:literal) => {{
                     // SAFETY: rows i..i+$T < m; columns of group g are the caller's.
                     unsafe {
-                        let acc = tile::<F, $T>(gw, gbytes, acts, i);
+                        let acc = tile::<F, $T>(gw, &gl, acts, i);
                         for (t, a) in acc.into_iter().enumerate() {
                             store(y, i + t, g, a, bias);
                         }
