@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::backend::cpu::attention::KvDtype;
 use crate::budget::{BudgetConfig, LoadRule};
 use crate::engine::EngineConfig;
 use crate::reasoning::ReasoningParser;
@@ -132,6 +133,11 @@ pub struct ServeConfig {
     /// Memory for the KV cache (e.g. 512MiB, 4GiB); the block count is derived from it.
     #[arg(long, env = "PONDER_KV_CACHE_MEMORY", default_value = "512MiB")]
     pub kv_cache_memory: ByteSize,
+
+    /// Element type of the CPU KV cache: f16 (half the memory and the bytes attention
+    /// reads) or f32 (K/V kept exactly as computed). The CUDA cache is always bf16.
+    #[arg(long, env = "PONDER_KV_CACHE_DTYPE", default_value = "f16", value_parser = KvDtype::parse)]
+    pub kv_cache_dtype: KvDtype,
 
     /// Tokens per KV block (a power of two).
     #[arg(long, env = "PONDER_BLOCK_SIZE", default_value_t = 16)]
@@ -349,6 +355,7 @@ impl ServeConfig {
             },
             block_size: self.block_size,
             kv_cache_bytes: usize::try_from(self.kv_cache_memory.0).unwrap_or(usize::MAX),
+            kv_cache_dtype: self.kv_cache_dtype,
             enable_prefix_caching: true,
         }
     }

@@ -11,7 +11,9 @@
 use cudarc::driver::CudaSlice;
 use half::bf16;
 
-use ponder::backend::cpu::attention::{paged_attention as cpu_attention, AttnSeq, CpuKvCache};
+use ponder::backend::cpu::attention::{
+    paged_attention as cpu_attention, AttnSeq, CpuKvCache, KvDtype,
+};
 use ponder::backend::cpu::matmul::linear as cpu_linear;
 use ponder::backend::cpu::ops::{self as cpu, Rope, RopeStyle};
 use ponder::backend::cuda::attention::{paged_attention, AttnBatch, AttnKernel, AttnSeqDesc};

@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
+use ponder::backend::cpu::attention::{CpuKvCache, KvDtype};
 use ponder::engine::core::{EngineCore, Submission};
 use ponder::engine::{cpu_core, EngineConfig, EngineEvent, GenerateRequest, RequestStream};
 use ponder::model::template::ChatMessage;
@@ -18,11 +19,14 @@ fn model() -> Arc<LoadedModel> {
 
 fn core(m: &Arc<LoadedModel>, kv_blocks: usize) -> EngineCore {
     let c = &m.model.cfg;
-    let per_block = 2 * c.num_layers * 16 * c.num_kv_heads * c.head_dim * 4;
+    let dtype = KvDtype::default();
+    let per_block =
+        CpuKvCache::bytes_per_block(c.num_layers, 16, c.num_kv_heads, c.head_dim, dtype);
     let cfg = EngineConfig {
         sched: SchedConfig::default(),
         block_size: 16,
         kv_cache_bytes: kv_blocks * per_block,
+        kv_cache_dtype: dtype,
         enable_prefix_caching: true,
     };
     cpu_core(m.clone(), &cfg).unwrap()

@@ -4,6 +4,7 @@
 
 mod common;
 
+use ponder::backend::cpu::attention::KvDtype;
 use ponder::model::template::ChatMessage;
 use ponder::model::{load_model, LoadedModel};
 use ponder::sample::RawSamplingParams;
@@ -103,28 +104,35 @@ fn greedy_generation_matches_reference() {
 #[test]
 fn first_step_logits_match_reference_values() {
     let m = model();
-    for c in &golden("greedy.json") {
-        let prompt = ids(&c["prompt_token_ids"]);
-        let table: Vec<u32> = (1..=8).collect();
-        let mut kv = m.model.new_kv_cache(9, 16);
-        let logits = m.model.forward(
-            &ponder::model::BatchInput::single(&prompt, 0, &table, 16),
-            &mut kv,
-        );
-        for pair in c["first_step_top5"].as_array().unwrap() {
-            let id = pair[0].as_u64().unwrap() as usize;
-            let want = pair[1].as_f64().unwrap();
-            let got = logits[id] as f64;
-            // The reference multiplies f32 activations; ponder's integer GEMM quantizes them
-            // to int16 per 32-value block (backend/cpu/matmul_q8.rs), which moves these
-            // logits by up to ~3e-3 (it was < 2e-3 with f32 activations). The greedy ids
-            // above stay exact.
-            assert!(
-                (got - want).abs() < 1e-2,
-                "{}: logit[{id}] = {got}, reference {want}",
-                c["name"]
+    // (KV cache type, tolerance). The reference multiplies f32 activations; ponder's integer
+    // GEMM quantizes them to int16 per 32-value block (backend/cpu/matmul_q8.rs), which moves
+    // these logits by up to ~3e-3 (< 2e-3 with f32 activations): the f32 cache is held to
+    // 1e-2. The default f16 cache rounds every K/V value once (relative error <= 2^-11),
+    // which moves them by up to 0.020 on these prompts: held to 4e-2. The greedy ids of
+    // `greedy_generation_matches_reference` (default cache) stay exact.
+    for (dtype, tol) in [(KvDtype::F32, 1e-2), (KvDtype::F16, 4e-2)] {
+        let mut worst = 0f64;
+        for c in &golden("greedy.json") {
+            let prompt = ids(&c["prompt_token_ids"]);
+            let table: Vec<u32> = (1..=8).collect();
+            let mut kv = m.model.new_kv_cache_dtype(9, 16, dtype);
+            let logits = m.model.forward(
+                &ponder::model::BatchInput::single(&prompt, 0, &table, 16),
+                &mut kv,
             );
+            for pair in c["first_step_top5"].as_array().unwrap() {
+                let id = pair[0].as_u64().unwrap() as usize;
+                let want = pair[1].as_f64().unwrap();
+                let got = logits[id] as f64;
+                worst = worst.max((got - want).abs());
+                assert!(
+                    (got - want).abs() < tol,
+                    "{dtype} cache, {}: logit[{id}] = {got}, reference {want}",
+                    c["name"]
+                );
+            }
         }
+        eprintln!("{dtype} KV cache: largest first-step logit error {worst:.5}");
     }
 }
 

@@ -22,7 +22,7 @@ pub use types::{
     TokenLogprob,
 };
 
-use crate::backend::cpu::attention::CpuKvCache;
+use crate::backend::cpu::attention::{CpuKvCache, KvDtype};
 use crate::kv::KvConfig;
 use crate::model::LoadedModel;
 use crate::sched::{SchedConfig, Scheduler};
@@ -34,6 +34,8 @@ pub struct EngineConfig {
     pub block_size: usize,
     /// Bytes of KV cache; the block count is derived from it.
     pub kv_cache_bytes: usize,
+    /// Element type of the CPU KV cache (the CUDA cache is bf16).
+    pub kv_cache_dtype: KvDtype,
     pub enable_prefix_caching: bool,
 }
 
@@ -43,6 +45,7 @@ impl Default for EngineConfig {
             sched: SchedConfig::default(),
             block_size: 16,
             kv_cache_bytes: 512 << 20,
+            kv_cache_dtype: KvDtype::default(),
             enable_prefix_caching: true,
         }
     }
@@ -51,8 +54,13 @@ impl Default for EngineConfig {
 /// Builds the CPU engine core for `model`: sizes the KV cache from the memory budget (logged).
 pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::EngineCore, String> {
     let c = &model.model.cfg;
-    let per_block =
-        CpuKvCache::bytes_per_block(c.num_layers, cfg.block_size, c.num_kv_heads, c.head_dim);
+    let per_block = CpuKvCache::bytes_per_block(
+        c.num_layers,
+        cfg.block_size,
+        c.num_kv_heads,
+        c.head_dim,
+        cfg.kv_cache_dtype,
+    );
     let num_blocks = cfg.kv_cache_bytes / per_block;
     if num_blocks < 2 {
         return Err(format!(
@@ -64,6 +72,7 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
         num_blocks,
         block_size = cfg.block_size,
         bytes_per_block = per_block,
+        dtype = %cfg.kv_cache_dtype,
         tokens = (num_blocks - 1) * cfg.block_size,
         "KV cache sized"
     );
@@ -73,7 +82,12 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
         enable_prefix_caching: cfg.enable_prefix_caching,
     };
     let sched = Scheduler::new(cfg.sched.clone(), &kv).map_err(|e| e.to_string())?;
-    let runner = runner::CpuRunner::new(model.clone(), num_blocks, cfg.block_size);
+    let runner = runner::CpuRunner::new(
+        model.clone(),
+        num_blocks,
+        cfg.block_size,
+        cfg.kv_cache_dtype,
+    );
     Ok(
         core::EngineCore::new(sched, Box::new(runner), model.tokenizer.clone())
             .with_reasoning(model.reasoning.clone()),

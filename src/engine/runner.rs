@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::cpu::attention::CpuKvCache;
+use crate::backend::cpu::attention::{CpuKvCache, KvDtype};
 use crate::model::{BatchInput, LoadedModel, SeqInput};
 use crate::sched::SchedulerOutput;
 
@@ -46,8 +46,15 @@ pub struct CpuRunner {
 
 impl CpuRunner {
     /// `num_blocks` KV blocks of `block_size` tokens (block 0 is the null block).
-    pub fn new(model: Arc<LoadedModel>, num_blocks: usize, block_size: usize) -> Self {
-        let kv = model.model.new_kv_cache(num_blocks, block_size);
+    pub fn new(
+        model: Arc<LoadedModel>,
+        num_blocks: usize,
+        block_size: usize,
+        dtype: KvDtype,
+    ) -> Self {
+        let kv = model
+            .model
+            .new_kv_cache_dtype(num_blocks, block_size, dtype);
         CpuRunner { model, kv }
     }
 }

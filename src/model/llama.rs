@@ -16,7 +16,7 @@
 
 use super::config::ModelConfig;
 use super::weights::LlamaWeights;
-use crate::backend::cpu::attention::{paged_attention, AttnSeq, CpuKvCache};
+use crate::backend::cpu::attention::{paged_attention, AttnSeq, CpuKvCache, KvDtype};
 use crate::backend::cpu::matmul::linear;
 use crate::backend::cpu::ops::{add_in_place, embedding, rmsnorm, silu_mul, Rope};
 
@@ -87,13 +87,24 @@ impl LlamaModel {
         LlamaModel { cfg, weights, rope }
     }
 
+    /// A KV cache of the default element type (f16).
     pub fn new_kv_cache(&self, num_blocks: usize, block_size: usize) -> CpuKvCache {
-        CpuKvCache::new(
+        self.new_kv_cache_dtype(num_blocks, block_size, KvDtype::default())
+    }
+
+    pub fn new_kv_cache_dtype(
+        &self,
+        num_blocks: usize,
+        block_size: usize,
+        dtype: KvDtype,
+    ) -> CpuKvCache {
+        CpuKvCache::with_dtype(
             self.cfg.num_layers,
             num_blocks,
             block_size,
             self.cfg.num_kv_heads,
             self.cfg.head_dim,
+            dtype,
         )
     }
 
@@ -143,6 +154,8 @@ impl LlamaModel {
             })
             .collect();
         let scale = 1.0 / (hd as f32).sqrt();
+        // [T, rot_dim / 2] (cos, sin), shared by all layers.
+        let rope_table = self.rope.table(&b.positions);
         for (l, lw) in w.layers.iter().enumerate() {
             rmsnorm(&x, &lw.attn_norm, c.rms_eps, &mut xn);
             linear(&xn, &lw.qkv.w, lw.qkv.bias.as_deref(), &mut qkv);
@@ -152,8 +165,8 @@ impl LlamaModel {
                 k[i * kvd..(i + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
                 v[i * kvd..(i + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
             }
-            self.rope.apply(&mut q, nh, &b.positions);
-            self.rope.apply(&mut k, nkv, &b.positions);
+            self.rope.apply_table(&mut q, nh, &rope_table);
+            self.rope.apply_table(&mut k, nkv, &rope_table);
             kv.reshape_and_cache(l, &k, &v, &b.slot_mapping);
             paged_attention(kv, l, &q, nh, &seqs, scale, &mut attn);
             linear(&attn, &lw.wo.w, lw.wo.bias.as_deref(), &mut proj);

@@ -92,8 +92,9 @@ struct Dist {
 }
 
 impl Dist {
+    /// `exp(x - max)` with the same arithmetic as the normalizer (`simd::sum_exp`).
     fn weight(&self, x: f32) -> f64 {
-        f64::from((x - self.max).exp())
+        f64::from(crate::backend::cpu::simd::exp(x - self.max))
     }
 
     fn logprob(&self, x: f32) -> f32 {
@@ -314,16 +315,8 @@ impl Sampler {
             sum: 0.0,
             ln_sum: 0.0,
         };
-        // Four f64 lanes: independent add chains, same result every call.
-        let mut lanes = [0.0f64; 4];
-        let chunks = x.chunks_exact(4);
-        let rest: f64 = chunks.remainder().iter().map(|&v| dist.weight(v)).sum();
-        for c in chunks {
-            for (lane, &v) in lanes.iter_mut().zip(c) {
-                *lane += dist.weight(v);
-            }
-        }
-        dist.sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + rest;
+        // Vectorized, with partial sums in fixed lanes: same result every call.
+        dist.sum = crate::backend::cpu::simd::sum_exp(x, max);
         dist.ln_sum = dist.sum.ln();
         Ok(dist)
     }

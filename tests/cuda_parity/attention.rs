@@ -25,7 +25,7 @@ fn run_case(
     label: &str,
 ) {
     let kv_row = nkv * hd;
-    let mut cpu_cache = CpuKvCache::new(1, NB, BS, nkv, hd);
+    let mut cpu_cache = CpuKvCache::with_dtype(1, NB, BS, nkv, hd, KvDtype::F32);
     let mut gpu_cache = GpuKvCache::new(dev, 1, NB, BS, nkv, hd).unwrap();
     // Scattered tables: sequence i uses blocks from a shuffled list, never block 0.
     let mut free: Vec<u32> = (1..NB as u32)
@@ -71,8 +71,8 @@ fn run_case(
             stride,
         )
         .unwrap();
-    let (ck, cv) = cpu_cache.layer(0);
-    let cpu_all: Vec<f32> = ck.iter().chain(cv).copied().collect();
+    let (ck, cv) = cpu_cache.slot_rows_f32(0);
+    let cpu_all: Vec<f32> = ck.iter().chain(&cv).copied().collect();
     check(
         &format!("{label}: reshape_and_cache"),
         &down_bf16(dev, gpu_cache.data()),
@@ -145,8 +145,8 @@ fn run_case(
         cpu_cache.copy_block(s, d);
     }
     gpu_cache.copy_blocks(dev, &pairs).unwrap();
-    let (ck, cv) = cpu_cache.layer(0);
-    let cpu_all: Vec<f32> = ck.iter().chain(cv).copied().collect();
+    let (ck, cv) = cpu_cache.slot_rows_f32(0);
+    let cpu_all: Vec<f32> = ck.iter().chain(&cv).copied().collect();
     check(
         &format!("{label}: copy_blocks"),
         &down_bf16(dev, gpu_cache.data()),

@@ -2,6 +2,7 @@
 //! weights) on the CPU and on the GPU: the first 32 generated tokens must be identical.
 
 use super::*;
+use ponder::backend::cpu::attention::KvDtype;
 use ponder::engine::cuda_runner::{CudaRunner, KvSizing};
 use ponder::model::config::Arch;
 use ponder::model::weights::{LayerWeights, Linear, LlamaWeights};
@@ -71,7 +72,8 @@ fn greedy_decode_32_tokens_identical() {
     let bs = 16;
     let table: Vec<u32> = (1..9).collect(); // 8 blocks: 128 positions
     let mut gpu = CudaRunner::with_model(&model, 0, KvSizing::Bytes(16 << 20), bs).unwrap();
-    let mut cpu_kv: CpuKvCache = model.new_kv_cache(16, bs);
+    // The CPU reference keeps K/V exactly (f32 cache).
+    let mut cpu_kv: CpuKvCache = model.new_kv_cache_dtype(16, bs, KvDtype::F32);
     let prompt: Vec<u32> = vec![1, 500, 77, 1999, 3, 3, 42, 1024, 9];
     let (mut cpu_toks, mut gpu_toks) = (prompt.clone(), prompt.clone());
     let (mut cpu_last, mut gpu_last) = (Vec::new(), Vec::new());

@@ -14,62 +14,47 @@
 //! them and the FMA chains interleave; the accumulators stay in registers.
 
 use std::arch::x86_64::*;
-use std::sync::OnceLock;
 
 use super::ItemCtx;
 
 /// Whether this kernel handles `hd` and block size `bs` on this CPU.
 pub fn supports(hd: usize, bs: usize) -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    let has = *HAS.get_or_init(|| {
-        std::env::var("PONDER_CPU_ISA").map_or(true, |v| v != "avx2")
-            && is_x86_feature_detected!("avx512f")
-    });
-    has && (hd == 64 || hd == 128) && bs.is_multiple_of(16)
+    super::super::simd::has_avx512()
+        && std::arch::is_x86_feature_detected!("f16c")
+        && (hd == 64 || hd == 128)
+        && bs.is_multiple_of(16)
 }
 
-/// `exp(x)` per lane: the scalar `simd::exp` (x = n ln2 + r, degree-7 polynomial of r, times
-/// 2^n; clamped to [-87, 88]).
-#[inline(always)]
-unsafe fn exp16(x: __m512) -> __m512 {
-    // SAFETY: AVX-512F enabled by the caller.
-    unsafe {
-        let x = _mm512_min_ps(
-            _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
-            _mm512_set1_ps(88.0),
-        );
-        let n =
-            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
-                x,
-                _mm512_set1_ps(std::f32::consts::LOG2_E),
-                _mm512_set1_ps(0.5),
-            ));
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-        let c = |v: f32| _mm512_set1_ps(v);
-        let mut p = c(1.0 / 5040.0);
-        for k in [
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ] {
-            p = _mm512_fmadd_ps(p, r, c(k));
-        }
-        let bits = _mm512_slli_epi32(
-            _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)),
-            23,
-        );
-        _mm512_mul_ps(p, _mm512_castsi512_ps(bits))
+/// 16 cache values at a pointer, as f32.
+pub trait Load16: Sized {
+    /// # Safety
+    /// 16 readable values at `p`; AVX-512F and F16C enabled by the caller.
+    unsafe fn load16(p: *const Self) -> __m512;
+}
+
+impl Load16 for f32 {
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> __m512 {
+        // SAFETY: caller's contract.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+}
+
+impl Load16 for half::f16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> __m512 {
+        // SAFETY: caller's contract (32 bytes).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
     }
 }
 
 /// `H` heads of `NV * 16` dims from `qh` -> `oh`, over all positions of `c`.
 #[inline(always)]
-unsafe fn heads<const NV: usize, const H: usize>(qh: *const f32, c: &ItemCtx<'_>, oh: *mut f32) {
+unsafe fn heads<T: Load16, const NV: usize, const H: usize>(
+    qh: *const f32,
+    c: &ItemCtx<'_, T>,
+    oh: *mut f32,
+) {
     let (hd, bs) = (c.hd, c.bs);
     // SAFETY (whole body): qh/oh hold H * hd floats; every position < n maps through the
     // table to a (block, KV head) tile of hd * bs floats inside kc and vc (caller).
@@ -82,6 +67,20 @@ unsafe fn heads<const NV: usize, const H: usize>(qh: *const f32, c: &ItemCtx<'_>
         while p0 < c.n {
             let tile = c.tile_at(p0);
             let off = p0 % bs;
+            // The next chunk's K and V (2 KiB each at hd 64, block 16) sit wherever the
+            // block table says, so the prefetchers would start cold on each: ask for them now.
+            if p0 + 16 < c.n {
+                let (nt, no) = (c.tile_at(p0 + 16), (p0 + 16) % bs);
+                let nk = c.kc.as_ptr().add(nt + no) as *const i8;
+                let nv = c.vc.as_ptr().add(nt + no * hd) as *const i8;
+                // K rows of the chunk span (hd - 1) * bs + 16 values; V rows 16 * hd.
+                for line in (0..((hd - 1) * bs + 16) * size_of::<T>()).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(nk.wrapping_add(line));
+                }
+                for line in (0..16 * hd * size_of::<T>()).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(nv.wrapping_add(line));
+                }
+            }
             let valid = (c.n - p0).min(16);
             let mask: __mmask16 = if valid == 16 {
                 0xffff
@@ -92,8 +91,8 @@ unsafe fn heads<const NV: usize, const H: usize>(qh: *const f32, c: &ItemCtx<'_>
             let kt = c.kc.as_ptr().add(tile + off);
             let mut s = [[_mm512_setzero_ps(); 2]; H];
             for d in (0..hd).step_by(2) {
-                let k0 = _mm512_loadu_ps(kt.add(d * bs));
-                let k1 = _mm512_loadu_ps(kt.add((d + 1) * bs));
+                let k0 = T::load16(kt.add(d * bs));
+                let k1 = T::load16(kt.add((d + 1) * bs));
                 for (j, sj) in s.iter_mut().enumerate() {
                     let q = qh.add(j * hd + d);
                     sj[0] = _mm512_fmadd_ps(_mm512_set1_ps(*q), k0, sj[0]);
@@ -105,7 +104,10 @@ unsafe fn heads<const NV: usize, const H: usize>(qh: *const f32, c: &ItemCtx<'_>
                 let sc = _mm512_mask_blend_ps(mask, _mm512_set1_ps(f32::NEG_INFINITY), sc);
                 let mn = m[j].max(_mm512_reduce_max_ps(sc));
                 let corr = super::super::simd::exp(m[j] - mn);
-                let p = _mm512_maskz_mov_ps(mask, exp16(_mm512_sub_ps(sc, _mm512_set1_ps(mn))));
+                let p = _mm512_maskz_mov_ps(
+                    mask,
+                    super::super::simd::exp16(_mm512_sub_ps(sc, _mm512_set1_ps(mn))),
+                );
                 l[j] = l[j] * corr + _mm512_reduce_add_ps(p);
                 m[j] = mn;
                 let cv = _mm512_set1_ps(corr);
@@ -117,7 +119,7 @@ unsafe fn heads<const NV: usize, const H: usize>(qh: *const f32, c: &ItemCtx<'_>
             let vt = c.vc.as_ptr().add(tile + off * hd);
             for t in 0..valid {
                 let vr = vt.add(t * hd);
-                let v: [__m512; NV] = std::array::from_fn(|i| _mm512_loadu_ps(vr.add(16 * i)));
+                let v: [__m512; NV] = std::array::from_fn(|i| T::load16(vr.add(16 * i)));
                 for (aj, pj) in acc.iter_mut().zip(&pbuf) {
                     let w = _mm512_set1_ps(pj[t]);
                     for (a, vi) in aj.iter_mut().zip(&v) {
@@ -136,8 +138,8 @@ unsafe fn heads<const NV: usize, const H: usize>(qh: *const f32, c: &ItemCtx<'_>
     }
 }
 
-#[target_feature(enable = "avx512f")]
-unsafe fn attend_nv<const NV: usize>(qg: &[f32], c: &ItemCtx<'_>, out: &mut [f32]) {
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn attend_nv<T: Load16, const NV: usize>(qg: &[f32], c: &ItemCtx<'_, T>, out: &mut [f32]) {
     let g = qg.len() / c.hd;
     let max_h = if NV == 4 { 4 } else { 2 };
     let mut j = 0;
@@ -147,10 +149,10 @@ unsafe fn attend_nv<const NV: usize>(qg: &[f32], c: &ItemCtx<'_>, out: &mut [f32
         // SAFETY: heads j..j+h exist in qg and out; forwarded contract for the cache.
         unsafe {
             match h {
-                1 => heads::<NV, 1>(qh, c, oh),
-                2 => heads::<NV, 2>(qh, c, oh),
-                3 => heads::<NV, 3>(qh, c, oh),
-                _ => heads::<NV, 4>(qh, c, oh),
+                1 => heads::<T, NV, 1>(qh, c, oh),
+                2 => heads::<T, NV, 2>(qh, c, oh),
+                3 => heads::<T, NV, 3>(qh, c, oh),
+                _ => heads::<T, NV, 4>(qh, c, oh),
             }
         }
         j += h;
@@ -160,13 +162,13 @@ unsafe fn attend_nv<const NV: usize>(qg: &[f32], c: &ItemCtx<'_>, out: &mut [f32
 /// # Safety
 /// [`supports`] is true for `c.hd`, `c.bs`; `qg` and `out` are `[g, hd]`; every position
 /// `< c.n` maps through `c.table` to a block inside `c.kc` / `c.vc`.
-pub unsafe fn attend(qg: &[f32], c: &ItemCtx<'_>, out: &mut [f32]) {
+pub unsafe fn attend<T: Load16>(qg: &[f32], c: &ItemCtx<'_, T>, out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe {
         if c.hd == 64 {
-            attend_nv::<4>(qg, c, out)
+            attend_nv::<T, 4>(qg, c, out)
         } else {
-            attend_nv::<8>(qg, c, out)
+            attend_nv::<T, 8>(qg, c, out)
         }
     }
 }

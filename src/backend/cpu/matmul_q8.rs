@@ -116,25 +116,67 @@ pub fn quantize(x: &[f32], k: usize, out: &mut QActs) {
     }
     out.s.clear();
     out.s.resize(tiled, 0);
-    // One row quantized contiguously, then scattered into the tiled layouts (2k bytes and
-    // 3 x nb entries of scratch).
-    let (mut hi, mut lo) = (vec![0i8; k], vec![0i8; k]);
-    let (mut d, mut ds, mut s) = (vec![0f32; nb], vec![0f32; nb], vec![0i32; nb]);
-    for (i, x) in x.chunks_exact(k).enumerate() {
-        let row = RowOut {
-            hi: &mut hi,
-            lo: &mut lo,
-            d: &mut d,
-            ds: &mut ds,
-            s: &mut s,
-        };
-        quantize_row_best(x, row);
-        for b in 0..nb {
-            let j = out.at(i, b);
-            (out.d[j], out.ds[j], out.s[j]) = (d[b], ds[b], s[b]);
-            let p = out.plane_at(i, b);
-            out.hi.as_i8_mut()[p..p + 32].copy_from_slice(&hi[b * 32..b * 32 + 32]);
-            out.lo.as_i8_mut()[p..p + 32].copy_from_slice(&lo[b * 32..b * 32 + 32]);
+    // Row tiles of 16 rows own disjoint parts of every buffer (planes: nb * 512 bytes each,
+    // scales: nb * 16 entries each), so they are quantized in parallel when there are several.
+    let tiles = x
+        .chunks(16 * k)
+        .zip(out.hi.as_i8_mut().chunks_exact_mut(nb * 512))
+        .zip(out.lo.as_i8_mut().chunks_exact_mut(nb * 512))
+        .zip(out.d.chunks_exact_mut(nb * 16))
+        .zip(out.ds.chunks_exact_mut(nb * 16))
+        .zip(out.s.chunks_exact_mut(nb * 16))
+        .map(|(((((x, hi), lo), d), ds), s)| TileOut {
+            x,
+            hi,
+            lo,
+            d,
+            ds,
+            s,
+        });
+    if m >= 32 {
+        use rayon::prelude::*;
+        tiles
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .for_each(|t| t.quantize(k));
+    } else {
+        tiles.for_each(|t| t.quantize(k));
+    }
+}
+
+/// One row tile's input rows and its parts of the [`QActs`] buffers.
+struct TileOut<'a> {
+    x: &'a [f32],
+    hi: &'a mut [i8],
+    lo: &'a mut [i8],
+    d: &'a mut [f32],
+    ds: &'a mut [f32],
+    s: &'a mut [i32],
+}
+
+impl TileOut<'_> {
+    /// Quantizes each row contiguously, then scatters it into the tile layouts (2k bytes
+    /// and 3 x nb entries of scratch).
+    fn quantize(self, k: usize) {
+        let nb = k / 32;
+        let (mut hi, mut lo) = (vec![0i8; k], vec![0i8; k]);
+        let (mut d, mut ds, mut s) = (vec![0f32; nb], vec![0f32; nb], vec![0i32; nb]);
+        for (r, x) in self.x.chunks_exact(k).enumerate() {
+            let row = RowOut {
+                hi: &mut hi,
+                lo: &mut lo,
+                d: &mut d,
+                ds: &mut ds,
+                s: &mut s,
+            };
+            quantize_row_best(x, row);
+            for b in 0..nb {
+                let j = b * 16 + r;
+                (self.d[j], self.ds[j], self.s[j]) = (d[b], ds[b], s[b]);
+                let p = b * 512 + r * 32;
+                self.hi[p..p + 32].copy_from_slice(&hi[b * 32..b * 32 + 32]);
+                self.lo[p..p + 32].copy_from_slice(&lo[b * 32..b * 32 + 32]);
+            }
         }
     }
 }

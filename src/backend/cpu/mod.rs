@@ -2,6 +2,7 @@
 //! paged attention over a host KV cache. Multi-threaded with rayon.
 
 pub mod attention;
+pub mod kv_cache;
 pub mod matmul;
 pub mod ops;
 pub mod simd;

@@ -16,11 +16,26 @@ pub fn embedding(table: &QMatrix, ids: &[u32], out: &mut [f32]) {
 }
 
 /// `out[t] = x[t] / rms(x[t]) * w`, over rows of `w.len()`; `x` and `out` are `[T, d]`.
-/// Sums in f64: the reference numerics, and d is small (<= 8192) so the cost is negligible.
+/// Sums of squares in f64 (the reference numerics) over 8 fixed lanes, so the adds
+/// vectorize instead of forming one serial chain (d <= 8192, so the cost is negligible).
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     for (xo, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let ss: f64 = xo.iter().map(|&v| v as f64 * v as f64).sum();
+        let mut lanes = [0f64; 8];
+        let chunks = xo.chunks_exact(8);
+        let rest: f64 = chunks
+            .remainder()
+            .iter()
+            .map(|&v| v as f64 * v as f64)
+            .sum();
+        for c in chunks {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l += v as f64 * v as f64;
+            }
+        }
+        let ss = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+            + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+            + rest;
         let scale = (1.0 / (ss / d as f64 + eps as f64).sqrt()) as f32;
         for ((o, &v), &g) in o.iter_mut().zip(xo).zip(w) {
             *o = v * scale * g;
@@ -46,18 +61,29 @@ pub struct Rope {
 }
 
 impl Rope {
-    /// Applies the rotation in place to `x [T, n_heads, head_dim]` at `positions [T]`.
-    pub fn apply(&self, x: &mut [f32], n_heads: usize, positions: &[usize]) {
+    /// `(cos, sin)` of every token's angles, `[T, rot_dim / 2]`, computed in f64 once per
+    /// batch and shared by every layer and head.
+    pub fn table(&self, positions: &[usize]) -> Vec<(f32, f32)> {
+        positions
+            .iter()
+            .flat_map(|&pos| {
+                self.inv_freq.iter().map(move |&f| {
+                    let a = pos as f64 * f;
+                    (a.cos() as f32, a.sin() as f32)
+                })
+            })
+            .collect()
+    }
+
+    /// Applies the rotation in place to `x [T, n_heads, head_dim]` with `table` from
+    /// [`Rope::table`] for the batch's positions.
+    pub fn apply_table(&self, x: &mut [f32], n_heads: usize, table: &[(f32, f32)]) {
         let hd = self.head_dim;
         let half = self.inv_freq.len();
-        // Per token: cos/sin table of `half` entries, shared by all heads.
-        let mut cs = vec![(0f32, 0f32); half];
-        for (t, &pos) in positions.iter().enumerate() {
-            for (c, &f) in cs.iter_mut().zip(&self.inv_freq) {
-                let a = pos as f64 * f;
-                *c = (a.cos() as f32, a.sin() as f32);
-            }
-            let row = &mut x[t * n_heads * hd..(t + 1) * n_heads * hd];
+        for (row, cs) in x
+            .chunks_exact_mut(n_heads * hd)
+            .zip(table.chunks_exact(half))
+        {
             for h in row.chunks_exact_mut(hd) {
                 for (i, &(c, s)) in cs.iter().enumerate() {
                     let (a, b) = match self.style {
@@ -71,11 +97,48 @@ impl Rope {
             }
         }
     }
+
+    /// Applies the rotation in place to `x [T, n_heads, head_dim]` at `positions [T]`.
+    pub fn apply(&self, x: &mut [f32], n_heads: usize, positions: &[usize]) {
+        self.apply_table(x, n_heads, &self.table(positions));
+    }
+}
+
+/// `out[i] = silu(g[i]) * u[i]` over one row: AVX-512 (16 lanes of `simd::exp16`) when
+/// available, else the portable loop.
+pub fn silu_mul_row(g: &[f32], u: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        // SAFETY: AVX-512F present (checked); the three slices are read/written in bounds
+        // (chunks of 16 and a scalar tail).
+        unsafe { silu_mul_avx512(g, u, out) };
+        return;
+    }
+    silu_mul_portable(g, u, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn silu_mul_avx512(g: &[f32], u: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = out.len().min(g.len()).min(u.len());
+    let full = n / 16 * 16;
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= n <= every slice's length.
+        unsafe {
+            let gv = _mm512_loadu_ps(g.as_ptr().add(i));
+            let uv = _mm512_loadu_ps(u.as_ptr().add(i));
+            let e = super::simd::exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+            let s = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0), e));
+            _mm512_storeu_ps(out.as_mut_ptr().add(i), _mm512_mul_ps(s, uv));
+        }
+    }
+    silu_mul_portable(&g[full..n], &u[full..n], &mut out[full..n]);
 }
 
 crate::multiversion! {
-    /// `out[i] = silu(g[i]) * u[i]` over one row.
-    pub fn silu_mul_row(g: &[f32], u: &[f32], out: &mut [f32]) {
+    /// `out[i] = silu(g[i]) * u[i]` over one row (the portable definition).
+    pub fn silu_mul_portable(g: &[f32], u: &[f32], out: &mut [f32]) {
         for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
             *o = g / (1.0 + super::simd::exp(-g)) * u;
         }

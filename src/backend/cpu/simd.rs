@@ -36,6 +36,112 @@ pub fn has_avx2() -> bool {
     }
 }
 
+/// True when AVX-512F can be used (checked once; `PONDER_CPU_ISA=avx2` says no, to measure
+/// or test the AVX2 paths on an AVX-512 machine).
+#[inline]
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::env::var("PONDER_CPU_ISA").map_or(true, |v| v != "avx2")
+                && is_x86_feature_detected!("avx512f")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`exp`] on 16 lanes (same reduction and polynomial, with FMAs).
+///
+/// # Safety
+/// AVX-512F enabled by the caller.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX-512F enabled by the caller.
+    unsafe {
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
+            _mm512_set1_ps(88.0),
+        );
+        let n =
+            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
+                x,
+                _mm512_set1_ps(std::f32::consts::LOG2_E),
+                _mm512_set1_ps(0.5),
+            ));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+        let mut p = _mm512_set1_ps(1.0 / 5040.0);
+        for k in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(k));
+        }
+        let e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+        _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(e, 23)))
+    }
+}
+
+/// `sum_i exp(x_i - max)` in f64, with [`exp`]'s arithmetic (16 lanes of [`exp16`] on
+/// AVX-512; partial sums in 8 f64 lanes, then a fixed tree: the same value every call).
+/// The softmax normalizer of the sampler: one pass over the vocabulary per token.
+pub fn sum_exp(x: &[f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F present (checked); reads stay inside x.
+        return unsafe { sum_exp_avx512(x, max) };
+    }
+    let mut lanes = [0f64; 4];
+    let chunks = x.chunks_exact(4);
+    let rest: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| f64::from(exp(v - max)))
+        .sum();
+    for c in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(c) {
+            *lane += f64::from(exp(v - max));
+        }
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + rest
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum_exp_avx512(x: &[f32], max: f32) -> f64 {
+    use std::arch::x86_64::*;
+    let full = x.len() / 16 * 16;
+    let m = _mm512_set1_ps(max);
+    let (mut a, mut b) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= x.len().
+        unsafe {
+            let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x.as_ptr().add(i)), m));
+            a = _mm512_add_pd(a, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e)));
+            b = _mm512_add_pd(b, _mm512_cvtps_pd(hi));
+        }
+    }
+    let rest: f64 = x[full..].iter().map(|&v| f64::from(exp(v - max))).sum();
+    let mut lanes = [0f64; 8];
+    // SAFETY: 8 doubles.
+    unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), _mm512_add_pd(a, b)) };
+    let l = |i: usize| lanes[i] + lanes[i + 4];
+    (l(0) + l(1)) + (l(2) + l(3)) + rest
+}
+
 /// Defines `pub fn $name(args)` that runs `$body` compiled for AVX2+FMA when available and
 /// for the baseline target otherwise. The body must be safe code.
 #[macro_export]
@@ -60,6 +166,30 @@ macro_rules! multiversion {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp16_is_accurate() {
+        use std::arch::x86_64::*;
+        if !super::has_avx512() {
+            eprintln!("SKIPPED: no AVX-512");
+            return;
+        }
+        let xs: Vec<f32> = (0..16 * 800).map(|i| -90.0 + i as f32 * 0.0141).collect();
+        let mut worst = 0f64;
+        for c in xs.chunks_exact(16) {
+            let mut out = [0f32; 16];
+            // SAFETY: AVX-512F present (checked); 16 floats in and out.
+            unsafe {
+                _mm512_storeu_ps(out.as_mut_ptr(), super::exp16(_mm512_loadu_ps(c.as_ptr())))
+            };
+            for (&x, &got) in c.iter().zip(&out) {
+                let want = f64::from(x.clamp(-87.0, 88.0)).exp();
+                worst = worst.max(((f64::from(got) - want) / want).abs());
+            }
+        }
+        assert!(worst < 3e-7, "max relative error {worst}");
+    }
+
     #[test]
     fn exp_is_accurate() {
         let mut worst = 0f64;

@@ -1,0 +1,253 @@
+//! The paged KV cache in host memory and `reshape_and_cache` (new K/V rows into their
+//! slots); attention over it is `attention.rs`.
+//!
+//! Element type (`--kv-cache-dtype`): **f16** by default (IEEE half, rounded to nearest-even
+//! once, when written; llama.cpp's default cache type, and the CUDA cache is bf16): half the
+//! memory of f32, so twice the sequences fit a budget, and half the bytes attention streams
+//! per token, which is what bounds it at batch (at 32 sequences of ~100 tokens an f32 cache
+//! is 155 MB read per decode step). **f32** keeps K/V exactly as computed (the golden
+//! logits tests run with it). Arithmetic is f32 either way.
+//!
+//! Layout of one layer's cache, block-major and head-major inside a block:
+//!
+//! ```text
+//!  K: [num_blocks, n_kv_heads, head_dim, block_size]   (transposed: a row of block_size
+//!                                                        positions per dimension, so q.K
+//!                                                        for 16 positions is 16-lane FMAs)
+//!  V: [num_blocks, n_kv_heads, block_size, head_dim]
+//!  token at position p of a sequence lives in block table[p / block_size], offset
+//!  p % block_size
+//! ```
+//!
+//! Memory: `2 * num_layers * num_blocks * block_size * n_kv_heads * head_dim * size(dtype)`
+//! bytes, fixed at construction from the KV memory budget; block 0 is the null block (never
+//! written by a valid batch, used as table padding).
+
+use half::{f16, slice::HalfFloatSliceExt};
+
+/// Element type of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvDtype {
+    #[default]
+    F16,
+    F32,
+}
+
+impl KvDtype {
+    pub fn size(self) -> usize {
+        match self {
+            KvDtype::F16 => 2,
+            KvDtype::F32 => 4,
+        }
+    }
+
+    /// `f16` / `f32` (the flag's values).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "f16" | "float16" | "fp16" => Ok(KvDtype::F16),
+            "f32" | "float32" | "fp32" => Ok(KvDtype::F32),
+            other => Err(format!(
+                "unknown KV cache dtype `{other}` (supported: f16, f32)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for KvDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KvDtype::F16 => "f16",
+            KvDtype::F32 => "f32",
+        })
+    }
+}
+
+/// A cache element: stored from f32, read back as f32.
+pub trait KvElem: Copy + Send + Sync + 'static {
+    const ZERO: Self;
+    fn to_f32(self) -> f32;
+    /// `dst[i] = src[i]` rounded to this type.
+    fn store(dst: &mut [Self], src: &[f32]);
+}
+
+impl KvElem for f32 {
+    const ZERO: Self = 0.0;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn store(dst: &mut [Self], src: &[f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl KvElem for f16 {
+    const ZERO: Self = f16::ZERO;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn store(dst: &mut [Self], src: &[f32]) {
+        dst.convert_from_f32_slice(src);
+    }
+}
+
+/// Per layer `(K, V)` in the header's layouts.
+pub(super) enum Layers {
+    F16(Vec<(Vec<f16>, Vec<f16>)>),
+    F32(Vec<(Vec<f32>, Vec<f32>)>),
+}
+
+/// Host KV cache for all layers.
+pub struct CpuKvCache {
+    pub block_size: usize,
+    pub num_blocks: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub dtype: KvDtype,
+    pub(super) layers: Layers,
+}
+
+impl CpuKvCache {
+    /// An f16 cache (the default type).
+    pub fn new(
+        num_layers: usize,
+        num_blocks: usize,
+        block_size: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Self {
+        Self::with_dtype(
+            num_layers,
+            num_blocks,
+            block_size,
+            n_kv_heads,
+            head_dim,
+            KvDtype::F16,
+        )
+    }
+
+    pub fn with_dtype(
+        num_layers: usize,
+        num_blocks: usize,
+        block_size: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        dtype: KvDtype,
+    ) -> Self {
+        let n = num_blocks * block_size * n_kv_heads * head_dim;
+        fn make<T: KvElem>(layers: usize, n: usize) -> Vec<(Vec<T>, Vec<T>)> {
+            (0..layers)
+                .map(|_| (vec![T::ZERO; n], vec![T::ZERO; n]))
+                .collect()
+        }
+        let layers = match dtype {
+            KvDtype::F16 => Layers::F16(make(num_layers, n)),
+            KvDtype::F32 => Layers::F32(make(num_layers, n)),
+        };
+        CpuKvCache {
+            block_size,
+            num_blocks,
+            n_kv_heads,
+            head_dim,
+            dtype,
+            layers,
+        }
+    }
+
+    /// Bytes one block costs across all layers (K and V).
+    pub fn bytes_per_block(
+        num_layers: usize,
+        block_size: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        dtype: KvDtype,
+    ) -> usize {
+        2 * num_layers * block_size * n_kv_heads * head_dim * dtype.size()
+    }
+
+    /// Layer `l`'s `(K, V)` in the header's layouts, as f32 (a copy; for tests and
+    /// debugging).
+    pub fn layer_f32(&self, l: usize) -> (Vec<f32>, Vec<f32>) {
+        fn conv<T: KvElem>(v: &[T]) -> Vec<f32> {
+            v.iter().map(|x| x.to_f32()).collect()
+        }
+        match &self.layers {
+            Layers::F16(ls) => (conv(&ls[l].0), conv(&ls[l].1)),
+            Layers::F32(ls) => (conv(&ls[l].0), conv(&ls[l].1)),
+        }
+    }
+
+    /// Layer `l`'s K and V as f32 in slot order, `[num_blocks * block_size, n_kv_heads,
+    /// head_dim]` each (the layout of the CUDA cache: what parity tests compare against).
+    pub fn slot_rows_f32(&self, l: usize) -> (Vec<f32>, Vec<f32>) {
+        let (k, v) = self.layer_f32(l);
+        let (bs, hd, nkv) = (self.block_size, self.head_dim, self.n_kv_heads);
+        let (mut ko, mut vo) = (vec![0f32; k.len()], vec![0f32; v.len()]);
+        for slot in 0..self.num_blocks * bs {
+            let (blk, off) = (slot / bs, slot % bs);
+            for h in 0..nkv {
+                let tile = (blk * nkv + h) * hd * bs;
+                for d in 0..hd {
+                    let o = (slot * nkv + h) * hd + d;
+                    ko[o] = k[tile + d * bs + off];
+                    vo[o] = v[tile + off * hd + d];
+                }
+            }
+        }
+        (ko, vo)
+    }
+
+    /// Copy block `src` to block `dst` in every layer (copy-on-write of a shared block).
+    pub fn copy_block(&mut self, src: u32, dst: u32) {
+        let bl = self.block_size * self.n_kv_heads * self.head_dim;
+        let (s, d) = (src as usize * bl, dst as usize * bl);
+        fn copy<T: KvElem>(ls: &mut [(Vec<T>, Vec<T>)], s: usize, d: usize, bl: usize) {
+            for (k, v) in ls {
+                k.copy_within(s..s + bl, d);
+                v.copy_within(s..s + bl, d);
+            }
+        }
+        match &mut self.layers {
+            Layers::F16(ls) => copy(ls, s, d, bl),
+            Layers::F32(ls) => copy(ls, s, d, bl),
+        }
+    }
+
+    /// Write `k, v [T, n_kv_heads, head_dim]` of layer `l` into `slots [T]`
+    /// (slot = block * block_size + offset), rounded to the cache's type.
+    pub fn reshape_and_cache(&mut self, l: usize, k: &[f32], v: &[f32], slots: &[usize]) {
+        let shape = (self.block_size, self.head_dim, self.n_kv_heads);
+        match &mut self.layers {
+            Layers::F16(ls) => write(&mut ls[l], shape, k, v, slots),
+            Layers::F32(ls) => write(&mut ls[l], shape, k, v, slots),
+        }
+    }
+}
+
+fn write<T: KvElem>(
+    (kc, vc): &mut (Vec<T>, Vec<T>),
+    (bs, hd, nkv): (usize, usize, usize),
+    k: &[f32],
+    v: &[f32],
+    slots: &[usize],
+) {
+    let tile = hd * bs;
+    // One head's K row in the cache type, then scattered down its tile's column.
+    let mut krow = vec![T::ZERO; hd];
+    for (t, &s) in slots.iter().enumerate() {
+        let (blk, off) = (s / bs, s % bs);
+        for h in 0..nkv {
+            let base = (blk * nkv + h) * tile;
+            let src = (t * nkv + h) * hd;
+            T::store(&mut krow, &k[src..src + hd]);
+            for (d, &x) in krow.iter().enumerate() {
+                kc[base + d * bs + off] = x;
+            }
+            T::store(
+                &mut vc[base + off * hd..base + (off + 1) * hd],
+                &v[src..src + hd],
+            );
+        }
+    }
+}
