@@ -1,9 +1,10 @@
 //! The integer GEMM alone, on the default model's real matrices: one pass = every linear
-//! layer of all 30 layers plus the LM head (a token's worth of weights, 96 MB, far beyond
-//! the caches, as in decode), for M = 1..256 activation rows. Prints ms per pass, the weight
+//! layer of all 30 layers plus the LM head (a token's worth of weights, 96 MB, streamed as
+//! decode streams them), for M = 1..256 activation rows. Prints ms per pass, the weight
 //! bytes per second (what bounds M = 1) and the multiply-accumulates per second (what bounds
 //! large M). The kernel is the best this CPU has; `PONDER_CPU_ISA=avx512` (no AMX) or `avx2`
-//! select lower ones, to compare them in one session; `GEMM_ROWS=1,32` runs only those M.
+//! select lower ones, to compare them in one session; `GEMM_ROWS=1,32` runs only those M and
+//! `GEMM_REPS=100` repeats each pass that often (for profiling).
 //!
 //! Run: `cargo bench --bench gemm` (needs `scripts/fetch-model`).
 
@@ -58,7 +59,10 @@ fn main() {
             })
         };
         pass();
-        let reps = (200 / rows).clamp(3, 50);
+        let reps = std::env::var("GEMM_REPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or((200 / rows).clamp(3, 50));
         let mut t: Vec<f64> = (0..reps)
             .map(|_| {
                 let s = Instant::now();

@@ -75,6 +75,16 @@ impl AlignedBytes {
         self.len = len;
     }
 
+    /// Resizes to `len` bytes without clearing: bytes kept from earlier use hold their old
+    /// values, new ones are zero (for scratch that the caller overwrites).
+    pub fn resize_keep(&mut self, len: usize) {
+        let lines = len.div_ceil(64);
+        if self.lines.len() < lines {
+            self.lines.resize(lines, Line([0; 64]));
+        }
+        self.len = len;
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -31,6 +31,40 @@ use crate::reasoning::ReasoningFormat;
 use crate::sample::{fresh_seed, sample_seed, FinishReason, SampledToken, Sampler};
 use crate::sched::{SchedError, Scheduler, SeqGroupRequest, SeqId};
 
+/// Rows sampled in parallel from this many up (below, the engine thread samples them
+/// itself: a parallel region costs about what sampling one row does, ~30 us).
+const PARALLEL_SAMPLING_ROWS: usize = 4;
+
+/// One logits row to sample: its sample and the token forced on it, if any.
+struct Job {
+    row: usize,
+    seq: SeqId,
+    rid: u64,
+    si: usize,
+    forced: Option<u32>,
+}
+
+thread_local! {
+    /// A sampler per worker thread (its scratch: 12 bytes per vocabulary entry), made from
+    /// the engine's on first use and kept.
+    static THREAD_SAMPLER: std::cell::RefCell<Option<Sampler>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's sampler (configured as `proto`).
+fn with_thread_sampler<R>(proto: &Sampler, f: impl FnOnce(&mut Sampler) -> R) -> R {
+    THREAD_SAMPLER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let fits = slot.as_ref().is_some_and(|s| {
+            s.vocab_size() == proto.vocab_size() && s.eos_token_ids() == proto.eos_token_ids()
+        });
+        if !fits {
+            *slot = Some(Sampler::new(proto.vocab_size(), proto.eos_token_ids()));
+        }
+        f(slot.as_mut().expect("sampler set above"))
+    })
+}
+
 /// A new request as handed to the loop.
 pub struct Submission {
     pub req: GenerateRequest,
@@ -295,8 +329,10 @@ impl EngineCore {
         let mut events: Vec<(SeqId, u32, f32, Option<TokenLogprob>)> = Vec::new();
         let mut failed: Vec<(u64, String)> = Vec::new();
         let fmt = self.reasoning.as_ref();
+        // 1. Which sample each logits row feeds, and the tokens the thinking budget forces
+        //    (the think state changes here, in row order).
+        let mut jobs: Vec<Job> = Vec::new();
         for (row, seqs) in layout.sample_for.iter().enumerate() {
-            let lg = &logits[row * vocab..(row + 1) * vocab];
             for &seq in seqs {
                 let Some(&(rid, si)) = self.seq_owner.get(&seq) else {
                     continue;
@@ -304,39 +340,72 @@ impl EngineCore {
                 let Some(req) = self.requests.get_mut(&rid) else {
                     continue;
                 };
-                let s = &mut req.samples[si];
-                let step = s.output.len() as u32;
-                let drawn = match s.think.forced_token(fmt, &req.think) {
-                    Some(t) => self.sampler.score(lg, &req.params, &s.history, t),
-                    None => self
-                        .sampler
-                        .sample(lg, &req.params, &s.history, s.seed, step)
-                        .and_then(|t| {
-                            let eos = self.sampler.eos_token_ids();
-                            let f = s.think.filter(t.token, fmt, &req.think, eos);
-                            if f == t.token {
-                                Ok(t)
-                            } else {
-                                self.sampler.score(lg, &req.params, &s.history, f)
-                            }
-                        }),
-                };
-                match drawn {
-                    Ok(SampledToken {
+                let forced = req.samples[si].think.forced_token(fmt, &req.think);
+                jobs.push(Job {
+                    row,
+                    seq,
+                    rid,
+                    si,
+                    forced,
+                });
+            }
+        }
+        // 2. Draw (or score) every row: a pure function of the logits, the parameters, the
+        //    history and (seed, step), so the rows are independent and run in parallel.
+        let requests = &self.requests;
+        let draw = |sampler: &mut Sampler, j: &Job| {
+            let req = &requests[&j.rid];
+            let s = &req.samples[j.si];
+            let lg = &logits[j.row * vocab..(j.row + 1) * vocab];
+            match j.forced {
+                Some(t) => sampler.score(lg, &req.params, &s.history, t),
+                None => sampler.sample(lg, &req.params, &s.history, s.seed, s.output.len() as u32),
+            }
+        };
+        let draws: Vec<_> = if jobs.len() >= PARALLEL_SAMPLING_ROWS {
+            use rayon::prelude::*;
+            let proto = &self.sampler;
+            jobs.par_iter()
+                .map(|j| with_thread_sampler(proto, |sm| draw(sm, j)))
+                .collect()
+        } else {
+            jobs.iter().map(|j| draw(&mut self.sampler, j)).collect()
+        };
+        // 3. s1 "Wait" forcing may replace a freely drawn token (rare: rescored here).
+        for (j, drawn) in jobs.iter().zip(draws) {
+            let (seq, rid) = (j.seq, j.rid);
+            let Some(req) = self.requests.get_mut(&rid) else {
+                continue;
+            };
+            let s = &mut req.samples[j.si];
+            let drawn = match (j.forced, drawn) {
+                (None, Ok(t)) => {
+                    let eos = self.sampler.eos_token_ids();
+                    let f = s.think.filter(t.token, fmt, &req.think, eos);
+                    if f == t.token {
+                        Ok(t)
+                    } else {
+                        let lg = &logits[j.row * vocab..(j.row + 1) * vocab];
+                        self.sampler.score(lg, &req.params, &s.history, f)
+                    }
+                }
+                (_, d) => d,
+            };
+            match drawn {
+                Ok(SampledToken {
+                    token,
+                    logprob,
+                    top_logprobs,
+                }) => {
+                    sampled.push((seq, token));
+                    let lp = req.params.logprobs.then_some(TokenLogprob {
                         token,
                         logprob,
-                        top_logprobs,
-                    }) => {
-                        sampled.push((seq, token));
-                        let lp = req.params.logprobs.then_some(TokenLogprob {
-                            token,
-                            logprob,
-                            top: top_logprobs,
-                        });
-                        events.push((seq, token, logprob, lp));
-                    }
-                    Err(e) => failed.push((rid, format!("sampling failed: {e}"))),
+                        top: top_logprobs,
+                    });
+                    events.push((seq, token, logprob, lp));
                 }
+                Err(e) => failed.push((rid, format!("sampling failed: {e}"))),
             }
         }
         self.sched.update_from_output(&out, &sampled);

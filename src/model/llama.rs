@@ -18,7 +18,9 @@ use super::config::ModelConfig;
 use super::weights::LlamaWeights;
 use crate::backend::cpu::attention::{paged_attention, AttnSeq, CpuKvCache, KvDtype};
 use crate::backend::cpu::matmul::linear;
-use crate::backend::cpu::ops::{add_in_place, embedding, rmsnorm, silu_mul, Rope};
+use crate::backend::cpu::ops::{
+    add_in_place, add_rmsnorm, embedding, rmsnorm, silu_mul, split_qkv_rope, Rope,
+};
 
 /// One sequence's slice of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,27 +158,32 @@ impl LlamaModel {
         let scale = 1.0 / (hd as f32).sqrt();
         // [T, rot_dim / 2] (cos, sin), shared by all layers.
         let rope_table = self.rope.table(&b.positions);
+        rmsnorm(&x, &w.layers[0].attn_norm, c.rms_eps, &mut xn);
         for (l, lw) in w.layers.iter().enumerate() {
-            rmsnorm(&x, &lw.attn_norm, c.rms_eps, &mut xn);
             linear(&xn, &lw.qkv.w, lw.qkv.bias.as_deref(), &mut qkv);
-            for i in 0..t {
-                let row = &qkv[i * (qd + 2 * kvd)..(i + 1) * (qd + 2 * kvd)];
-                q[i * qd..(i + 1) * qd].copy_from_slice(&row[..qd]);
-                k[i * kvd..(i + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
-                v[i * kvd..(i + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
-            }
-            self.rope.apply_table(&mut q, nh, &rope_table);
-            self.rope.apply_table(&mut k, nkv, &rope_table);
+            split_qkv_rope(
+                &self.rope,
+                &rope_table,
+                &qkv,
+                (nh, nkv),
+                &mut q,
+                &mut k,
+                &mut v,
+            );
             kv.reshape_and_cache(l, &k, &v, &b.slot_mapping);
             paged_attention(kv, l, &q, nh, &seqs, scale, &mut attn);
             linear(&attn, &lw.wo.w, lw.wo.bias.as_deref(), &mut proj);
-            add_in_place(&mut x, &proj);
+            add_rmsnorm(&mut x, &proj, &lw.ffn_norm, c.rms_eps, &mut xn);
 
-            rmsnorm(&x, &lw.ffn_norm, c.rms_eps, &mut xn);
             linear(&xn, &lw.gate_up.w, None, &mut gu);
             silu_mul(&gu, f, &mut act);
             linear(&act, &lw.down.w, None, &mut proj);
-            add_in_place(&mut x, &proj);
+            // The residual add, fused with the next layer's input norm (the last layer's
+            // residual is added alone: the final norm reads only the sampled rows).
+            match w.layers.get(l + 1) {
+                Some(next) => add_rmsnorm(&mut x, &proj, &next.attn_norm, c.rms_eps, &mut xn),
+                None => add_in_place(&mut x, &proj),
+            }
         }
 
         let r = b.logits_rows.len();

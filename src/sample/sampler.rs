@@ -291,13 +291,8 @@ impl Sampler {
             let t = params.temperature;
             x.iter_mut().for_each(|v| *v /= t);
         }
-        let (mut max, mut argmax, mut bad) = (f32::NEG_INFINITY, 0u32, false);
-        for (i, &v) in x.iter().enumerate() {
-            bad |= v.is_nan() || v == f32::INFINITY;
-            if v > max {
-                (max, argmax) = (v, i as u32);
-            }
-        }
+        let (max, argmax, bad) = crate::backend::cpu::simd::max_argmax(x);
+        let argmax = argmax as u32;
         if bad {
             let i = x.iter().position(|v| v.is_nan() || *v == f32::INFINITY);
             let i = i.unwrap_or(0);

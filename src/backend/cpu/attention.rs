@@ -7,10 +7,11 @@
 //! independent and each is computed the same way whatever else is in the batch, so batching
 //! never changes a result.
 
-use half::f16;
-use rayon::prelude::*;
+use half::{f16, slice::HalfBitsSliceExt};
 
 use super::kv_cache::Layers;
+use rayon::prelude::*;
+
 pub use super::kv_cache::{CpuKvCache, KvDtype, KvElem};
 
 /// One sequence's part of a batch, as seen by attention.
@@ -157,14 +158,20 @@ pub fn paged_attention(
 ) {
     assert_eq!(out.len(), q.len(), "paged_attention: out and q shapes");
     match &cache.layers {
-        Layers::F16(ls) => run(cache, &ls[l], q, n_heads, seqs, scale, out),
-        Layers::F32(ls) => run(cache, &ls[l], q, n_heads, seqs, scale, out),
+        Layers::F16(ls) => {
+            let kv = (
+                ls[l].0.reinterpret_cast::<f16>(),
+                ls[l].1.reinterpret_cast::<f16>(),
+            );
+            run(cache, kv, q, n_heads, seqs, scale, out)
+        }
+        Layers::F32(ls) => run(cache, (&ls[l].0, &ls[l].1), q, n_heads, seqs, scale, out),
     }
 }
 
 fn run<T: Elem>(
     cache: &CpuKvCache,
-    (kc, vc): &(Vec<T>, Vec<T>),
+    (kc, vc): (&[T], &[T]),
     q: &[f32],
     n_heads: usize,
     seqs: &[AttnSeq<'_>],

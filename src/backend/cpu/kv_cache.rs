@@ -23,7 +23,10 @@
 //! bytes, fixed at construction from the KV memory budget; block 0 is the null block (never
 //! written by a valid batch, used as table padding).
 
-use half::{f16, slice::HalfFloatSliceExt};
+use half::{
+    f16,
+    slice::{HalfBitsSliceExt, HalfFloatSliceExt},
+};
 
 /// Element type of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,10 +95,29 @@ impl KvElem for f16 {
     }
 }
 
-/// Per layer `(K, V)` in the header's layouts.
+/// Per layer `(K, V)` in the header's layouts. f16 values are kept as their bits so the
+/// buffers come from zeroed pages (`vec![0u16; n]`): the cache costs no RSS until written.
 pub(super) enum Layers {
-    F16(Vec<(Vec<f16>, Vec<f16>)>),
+    F16(Vec<(Vec<u16>, Vec<u16>)>),
     F32(Vec<(Vec<f32>, Vec<f32>)>),
+}
+
+impl Layers {
+    /// Layer `l` as `(K, V)` slices of the element type, for `f`.
+    pub(super) fn with<R>(
+        &self,
+        l: usize,
+        f16s: impl FnOnce(&[f16], &[f16]) -> R,
+        f32s: impl FnOnce(&[f32], &[f32]) -> R,
+    ) -> R {
+        match self {
+            Layers::F16(ls) => f16s(
+                ls[l].0.reinterpret_cast::<f16>(),
+                ls[l].1.reinterpret_cast::<f16>(),
+            ),
+            Layers::F32(ls) => f32s(&ls[l].0, &ls[l].1),
+        }
+    }
 }
 
 /// Host KV cache for all layers.
@@ -136,14 +158,17 @@ impl CpuKvCache {
         dtype: KvDtype,
     ) -> Self {
         let n = num_blocks * block_size * n_kv_heads * head_dim;
-        fn make<T: KvElem>(layers: usize, n: usize) -> Vec<(Vec<T>, Vec<T>)> {
-            (0..layers)
-                .map(|_| (vec![T::ZERO; n], vec![T::ZERO; n]))
-                .collect()
-        }
         let layers = match dtype {
-            KvDtype::F16 => Layers::F16(make(num_layers, n)),
-            KvDtype::F32 => Layers::F32(make(num_layers, n)),
+            KvDtype::F16 => Layers::F16(
+                (0..num_layers)
+                    .map(|_| (vec![0u16; n], vec![0u16; n]))
+                    .collect(),
+            ),
+            KvDtype::F32 => Layers::F32(
+                (0..num_layers)
+                    .map(|_| (vec![0f32; n], vec![0f32; n]))
+                    .collect(),
+            ),
         };
         CpuKvCache {
             block_size,
@@ -172,10 +197,8 @@ impl CpuKvCache {
         fn conv<T: KvElem>(v: &[T]) -> Vec<f32> {
             v.iter().map(|x| x.to_f32()).collect()
         }
-        match &self.layers {
-            Layers::F16(ls) => (conv(&ls[l].0), conv(&ls[l].1)),
-            Layers::F32(ls) => (conv(&ls[l].0), conv(&ls[l].1)),
-        }
+        self.layers
+            .with(l, |k, v| (conv(k), conv(v)), |k, v| (conv(k), conv(v)))
     }
 
     /// Layer `l`'s K and V as f32 in slot order, `[num_blocks * block_size, n_kv_heads,
@@ -202,7 +225,7 @@ impl CpuKvCache {
     pub fn copy_block(&mut self, src: u32, dst: u32) {
         let bl = self.block_size * self.n_kv_heads * self.head_dim;
         let (s, d) = (src as usize * bl, dst as usize * bl);
-        fn copy<T: KvElem>(ls: &mut [(Vec<T>, Vec<T>)], s: usize, d: usize, bl: usize) {
+        fn copy<T: Copy>(ls: &mut [(Vec<T>, Vec<T>)], s: usize, d: usize, bl: usize) {
             for (k, v) in ls {
                 k.copy_within(s..s + bl, d);
                 v.copy_within(s..s + bl, d);
@@ -219,14 +242,24 @@ impl CpuKvCache {
     pub fn reshape_and_cache(&mut self, l: usize, k: &[f32], v: &[f32], slots: &[usize]) {
         let shape = (self.block_size, self.head_dim, self.n_kv_heads);
         match &mut self.layers {
-            Layers::F16(ls) => write(&mut ls[l], shape, k, v, slots),
-            Layers::F32(ls) => write(&mut ls[l], shape, k, v, slots),
+            Layers::F16(ls) => {
+                let (kc, vc) = &mut ls[l];
+                let kv = (
+                    kc.reinterpret_cast_mut::<f16>(),
+                    vc.reinterpret_cast_mut::<f16>(),
+                );
+                write(kv, shape, k, v, slots)
+            }
+            Layers::F32(ls) => {
+                let (kc, vc) = &mut ls[l];
+                write((kc, vc), shape, k, v, slots)
+            }
         }
     }
 }
 
 fn write<T: KvElem>(
-    (kc, vc): &mut (Vec<T>, Vec<T>),
+    (kc, vc): (&mut [T], &mut [T]),
     (bs, hd, nkv): (usize, usize, usize),
     k: &[f32],
     v: &[f32],

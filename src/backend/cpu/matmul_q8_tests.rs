@@ -132,6 +132,45 @@ fn simd_quantizers_match_the_scalar_definition() {
     }
 }
 
+/// `quantize` (16-row tiles, the AVX-512 tile quantizer for tiles of 8+ rows, in parallel
+/// from 32 rows) gives every row exactly what the scalar definition gives it alone.
+#[test]
+fn batched_quantization_equals_the_row_definition() {
+    let (m, k) = (45, 96);
+    let mut x = activations(m, k, 9);
+    x[5 * k + 3] = f32::NAN;
+    x[20 * k + 40] = f32::INFINITY;
+    x[33 * k..34 * k].fill(0.0);
+    x[40 * k + 7] = -1e30;
+    let mut a = QActs::default();
+    quantize(&x, k, &mut a);
+    for i in 0..m {
+        let nb = k / 32;
+        let (mut hi, mut lo) = (vec![0i8; k], vec![0i8; k]);
+        let (mut d, mut ds, mut s) = (vec![0f32; nb], vec![0f32; nb], vec![0i32; nb]);
+        let row = RowOut {
+            hi: &mut hi,
+            lo: &mut lo,
+            d: &mut d,
+            ds: &mut ds,
+            s: &mut s,
+        };
+        quantize_row(&x[i * k..(i + 1) * k], row);
+        for j in 0..k {
+            let want = 256 * i32::from(hi[j]) + i32::from(lo[j]);
+            assert_eq!(a.q(i, j), want, "row {i} element {j}");
+        }
+        for b in 0..nb {
+            let at = a.at(i, b);
+            assert_eq!(
+                (a.d[at].to_bits(), a.ds[at].to_bits(), a.s[at]),
+                (d[b].to_bits(), ds[b].to_bits(), s[b]),
+                "row {i} block {b} scales"
+            );
+        }
+    }
+}
+
 /// The definition against an f64 dot of the dequantized operands.
 #[test]
 fn portable_definition_matches_f64_reference() {

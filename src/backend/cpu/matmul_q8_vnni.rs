@@ -171,6 +171,163 @@ pub(super) unsafe fn scales<F: Fmt>(sp: *const u8) -> (__m512, __m512) {
     }
 }
 
+/// `out[i]` = the max over the 16 lanes of `v[i]`, for 16 vectors at once (a transpose
+/// tree: 46 shuffles and maxes for all 16, where one `reduce_max` is ~8 dependent steps).
+#[inline(always)]
+unsafe fn reduce16_max(v: [__m512; 16]) -> __m512 {
+    // SAFETY: register-only AVX-512F operations (enabled by the caller).
+    unsafe {
+        let t: [__m512; 8] = std::array::from_fn(|i| {
+            let (a, b) = (v[2 * i], v[2 * i + 1]);
+            _mm512_max_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+            )
+        });
+        let u: [__m512; 4] = std::array::from_fn(|j| {
+            let (c, d) = (t[2 * j], t[2 * j + 1]);
+            _mm512_max_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(c, d),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(c, d),
+            )
+        });
+        let w: [__m512; 2] = std::array::from_fn(|l| {
+            let (e, f) = (u[2 * l], u[2 * l + 1]);
+            _mm512_max_ps(
+                _mm512_shuffle_ps::<0b01_00_01_00>(e, f),
+                _mm512_shuffle_ps::<0b11_10_11_10>(e, f),
+            )
+        });
+        let z = _mm512_max_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(w[0], w[1]),
+            _mm512_shuffle_ps::<0b11_01_11_01>(w[0], w[1]),
+        );
+        // Lane 4r + c of z holds vector 4c + r.
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        _mm512_permutexvar_ps(idx, z)
+    }
+}
+
+/// `out[i]` = the sum of the 16 lanes of `v[i]` (i32, exact), for 16 vectors at once.
+#[inline(always)]
+unsafe fn reduce16_add(v: [__m512i; 16]) -> __m512i {
+    // SAFETY: register-only AVX-512F operations (enabled by the caller).
+    unsafe {
+        let ps = _mm512_castsi512_ps;
+        let si = _mm512_castps_si512;
+        let t: [__m512i; 8] = std::array::from_fn(|i| {
+            let (a, b) = (v[2 * i], v[2 * i + 1]);
+            _mm512_add_epi32(
+                _mm512_shuffle_i32x4::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_i32x4::<0b11_10_11_10>(a, b),
+            )
+        });
+        let u: [__m512i; 4] = std::array::from_fn(|j| {
+            let (c, d) = (t[2 * j], t[2 * j + 1]);
+            _mm512_add_epi32(
+                _mm512_shuffle_i32x4::<0b10_00_10_00>(c, d),
+                _mm512_shuffle_i32x4::<0b11_01_11_01>(c, d),
+            )
+        });
+        let w: [__m512i; 2] = std::array::from_fn(|l| {
+            let (e, f) = (ps(u[2 * l]), ps(u[2 * l + 1]));
+            _mm512_add_epi32(
+                si(_mm512_shuffle_ps::<0b01_00_01_00>(e, f)),
+                si(_mm512_shuffle_ps::<0b11_10_11_10>(e, f)),
+            )
+        });
+        let (g, h) = (ps(w[0]), ps(w[1]));
+        let z = _mm512_add_epi32(
+            si(_mm512_shuffle_ps::<0b10_00_10_00>(g, h)),
+            si(_mm512_shuffle_ps::<0b11_01_11_01>(g, h)),
+        );
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        _mm512_permutexvar_epi32(idx, z)
+    }
+}
+
+/// One row tile of `quantize`: rows `0..t` (`t <= 16`) of `x` (`[t, k]`) straight into the
+/// tile layouts (`hi`/`lo`: `nb * 512` bytes, `d`/`ds`/`s`: `nb * 16` entries; rows `t..16`
+/// get zeros). Per block the 16 rows are done together, so the per-row reductions (max |x|
+/// and the sum of q) and the two divisions are 16-lane operations. Same values as the
+/// scalar `quantize_row`.
+///
+/// # Safety
+/// [`available`] is true; `x.len() == t * k`, k % 32 == 0, the outputs have the sizes above.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn quantize_tile(
+    x: &[f32],
+    t: usize,
+    k: usize,
+    hi: &mut [i8],
+    lo: &mut [i8],
+    d: &mut [f32],
+    ds: &mut [f32],
+    s: &mut [i32],
+) {
+    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+    let (qmax, qmin) = (_mm512_set1_epi32(QMAX), _mm512_set1_epi32(-QMAX));
+    let c128 = _mm512_set1_epi32(128);
+    for b in 0..k / 32 {
+        // SAFETY (whole body): rows r < t read x[r * k + b * 32..][..32] < x.len(); the
+        // writes stay in block b's 512 plane bytes and 16 scale entries.
+        unsafe {
+            let v: [[__m512; 2]; 16] = std::array::from_fn(|r| {
+                if r < t {
+                    let p = x.as_ptr().add(r * k + b * 32);
+                    [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))]
+                } else {
+                    [_mm512_setzero_ps(); 2]
+                }
+            });
+            // |x| with NaN as 0 (f32::max in the definition skips NaN).
+            let clean = |x: __m512| {
+                let a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), abs_mask));
+                _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(x, x), a)
+            };
+            let amax = reduce16_max(std::array::from_fn(|r| {
+                _mm512_max_ps(clean(v[r][0]), clean(v[r][1]))
+            }));
+            let dv = _mm512_div_ps(amax, _mm512_set1_ps(QMAX as f32));
+            let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(dv, _mm512_setzero_ps());
+            let idv = _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0), dv);
+            let mut idr = [0f32; 16];
+            _mm512_storeu_ps(idr.as_mut_ptr(), idv);
+            let sums: [__m512i; 16] = std::array::from_fn(|r| {
+                let id = _mm512_set1_ps(idr[r]);
+                let mut acc = _mm512_setzero_si512();
+                for (h, &vh) in v[r].iter().enumerate() {
+                    let p = _mm512_mul_ps(vh, id);
+                    let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
+                    let q = _mm512_maskz_cvtps_epi32(ordered, p);
+                    let q = _mm512_min_epi32(_mm512_max_epi32(q, qmin), qmax);
+                    acc = _mm512_add_epi32(acc, q);
+                    let qh = _mm512_srai_epi32(_mm512_add_epi32(q, c128), 8);
+                    let ql = _mm512_sub_epi32(q, _mm512_slli_epi32(qh, 8));
+                    let at = b * 512 + r * 32 + h * 16;
+                    _mm_storeu_si128(
+                        hi.as_mut_ptr().add(at) as *mut __m128i,
+                        _mm512_cvtepi32_epi8(qh),
+                    );
+                    _mm_storeu_si128(
+                        lo.as_mut_ptr().add(at) as *mut __m128i,
+                        _mm512_cvtepi32_epi8(ql),
+                    );
+                }
+                acc
+            });
+            let sv = reduce16_add(sums);
+            _mm512_storeu_ps(d.as_mut_ptr().add(b * 16), dv);
+            _mm512_storeu_si512(s.as_mut_ptr().add(b * 16) as *mut __m512i, sv);
+            _mm512_storeu_ps(
+                ds.as_mut_ptr().add(b * 16),
+                _mm512_mul_ps(dv, _mm512_cvtepi32_ps(sv)),
+            );
+        }
+    }
+}
+
 /// `T` activation rows from `i` against the group at `gw` (all its blocks) -> the 16
 /// column sums per row, in the header's order.
 #[inline(always)]

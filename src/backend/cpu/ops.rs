@@ -15,31 +15,90 @@ pub fn embedding(table: &QMatrix, ids: &[u32], out: &mut [f32]) {
     }
 }
 
+/// Rows per parallel task of the element-wise ops: from 16 rows up the work is split in
+/// row chunks (a batched decode of 32 rows gives both cores a share, and the task runs right
+/// before or after a GEMM's parallel region, so no worker has to be woken for it).
+const ROWS_PER_TASK: usize = 8;
+
+/// Runs `f(row_index, chunk...)` over row chunks of the zipped slices, in parallel from 16
+/// rows.
+fn rows_par<A: Sync, B: Send>(
+    a: &[A],
+    a_row: usize,
+    b: &mut [B],
+    b_row: usize,
+    f: impl Fn(&[A], &mut [B]) + Sync + Send,
+) {
+    let rows = b.len() / b_row.max(1);
+    if rows >= 2 * ROWS_PER_TASK {
+        a.par_chunks(a_row * ROWS_PER_TASK)
+            .zip(b.par_chunks_mut(b_row * ROWS_PER_TASK))
+            .for_each(|(a, b)| f(a, b));
+    } else {
+        f(a, b);
+    }
+}
+
+/// One row of RMSNorm: sums of squares in f64 (the reference numerics) over 8 fixed lanes,
+/// so the adds vectorize instead of forming one serial chain.
+fn rmsnorm_row(xo: &[f32], w: &[f32], eps: f32, o: &mut [f32]) {
+    let d = w.len();
+    let mut lanes = [0f64; 8];
+    let chunks = xo.chunks_exact(8);
+    let rest: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| v as f64 * v as f64)
+        .sum();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v as f64 * v as f64;
+        }
+    }
+    let ss = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+        + rest;
+    let scale = (1.0 / (ss / d as f64 + eps as f64).sqrt()) as f32;
+    for ((o, &v), &g) in o.iter_mut().zip(xo).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
 /// `out[t] = x[t] / rms(x[t]) * w`, over rows of `w.len()`; `x` and `out` are `[T, d]`.
-/// Sums of squares in f64 (the reference numerics) over 8 fixed lanes, so the adds
-/// vectorize instead of forming one serial chain (d <= 8192, so the cost is negligible).
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
-    for (xo, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let mut lanes = [0f64; 8];
-        let chunks = xo.chunks_exact(8);
-        let rest: f64 = chunks
-            .remainder()
-            .iter()
-            .map(|&v| v as f64 * v as f64)
-            .sum();
-        for c in chunks {
-            for (l, &v) in lanes.iter_mut().zip(c) {
-                *l += v as f64 * v as f64;
+    rows_par(x, d, out, d, |x, out| {
+        for (xo, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            rmsnorm_row(xo, w, eps, o);
+        }
+    });
+}
+
+/// The residual step of a layer in one pass: `x += y`, then `out = rmsnorm(x) * w` (rows
+/// of `w.len()`; `x`, `y`, `out` are `[T, d]`).
+pub fn add_rmsnorm(x: &mut [f32], y: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    let run = |x: &mut [f32], y: &[f32], out: &mut [f32]| {
+        for ((xo, yo), o) in x
+            .chunks_exact_mut(d)
+            .zip(y.chunks_exact(d))
+            .zip(out.chunks_exact_mut(d))
+        {
+            for (a, &b) in xo.iter_mut().zip(yo) {
+                *a += b;
             }
+            rmsnorm_row(xo, w, eps, o);
         }
-        let ss = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-            + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
-            + rest;
-        let scale = (1.0 / (ss / d as f64 + eps as f64).sqrt()) as f32;
-        for ((o, &v), &g) in o.iter_mut().zip(xo).zip(w) {
-            *o = v * scale * g;
-        }
+    };
+    let rows = out.len() / d.max(1);
+    if rows >= 2 * ROWS_PER_TASK {
+        let n = d * ROWS_PER_TASK;
+        x.par_chunks_mut(n)
+            .zip(y.par_chunks(n))
+            .zip(out.par_chunks_mut(n))
+            .for_each(|((x, y), o)| run(x, y, o));
+    } else {
+        run(x, y, out);
     }
 }
 
@@ -147,20 +206,50 @@ crate::multiversion! {
 
 /// `out[t, i] = silu(gate_up[t, i]) * gate_up[t, f + i]` for a fused `[T, 2f]` input.
 pub fn silu_mul(gate_up: &[f32], f: usize, out: &mut [f32]) {
-    let run = |(gu, o): (&[f32], &mut [f32])| {
-        let (g, u) = gu.split_at(f);
-        silu_mul_row(g, u, o);
+    rows_par(gate_up, 2 * f, out, f, |gu, out| {
+        for (gu, o) in gu.chunks_exact(2 * f).zip(out.chunks_exact_mut(f)) {
+            let (g, u) = gu.split_at(f);
+            silu_mul_row(g, u, o);
+        }
+    });
+}
+
+/// Splits fused `qkv [T, qd + 2 kvd]` rows into `q [T, qd]`, `k`, `v [T, kvd]` and rotates
+/// q and k with `table` (from [`Rope::table`]), row chunks in parallel.
+#[allow(clippy::too_many_arguments)]
+pub fn split_qkv_rope(
+    rope: &Rope,
+    table: &[(f32, f32)],
+    qkv: &[f32],
+    (nh, nkv): (usize, usize),
+    q: &mut [f32],
+    k: &mut [f32],
+    v: &mut [f32],
+) {
+    let hd = rope.head_dim;
+    let (qd, kvd) = (nh * hd, nkv * hd);
+    let half = rope.inv_freq.len();
+    let row = qd + 2 * kvd;
+    let run = |qkv: &[f32], table: &[(f32, f32)], q: &mut [f32], k: &mut [f32], v: &mut [f32]| {
+        for (i, r) in qkv.chunks_exact(row).enumerate() {
+            q[i * qd..(i + 1) * qd].copy_from_slice(&r[..qd]);
+            k[i * kvd..(i + 1) * kvd].copy_from_slice(&r[qd..qd + kvd]);
+            v[i * kvd..(i + 1) * kvd].copy_from_slice(&r[qd + kvd..]);
+        }
+        rope.apply_table(q, nh, table);
+        rope.apply_table(k, nkv, table);
     };
-    if out.len() >= 1 << 15 {
-        gate_up
-            .par_chunks_exact(2 * f)
-            .zip(out.par_chunks_exact_mut(f))
-            .for_each(run);
+    let rows = qkv.len() / row.max(1);
+    if rows >= 2 * ROWS_PER_TASK {
+        let n = ROWS_PER_TASK;
+        qkv.par_chunks(row * n)
+            .zip(table.par_chunks(half * n))
+            .zip(q.par_chunks_mut(qd * n))
+            .zip(k.par_chunks_mut(kvd * n))
+            .zip(v.par_chunks_mut(kvd * n))
+            .for_each(|((((a, t), q), k), v)| run(a, t, q, k, v));
     } else {
-        gate_up
-            .chunks_exact(2 * f)
-            .zip(out.chunks_exact_mut(f))
-            .for_each(run);
+        run(qkv, table, q, k, v);
     }
 }
 

@@ -94,6 +94,63 @@ pub unsafe fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     }
 }
 
+/// `(max, first index of max, has NaN or +inf)` over `x` (the sampler's scan of the logits;
+/// `(-inf, 0, false)` for an empty or all -inf slice). AVX-512: one vector pass for the max
+/// and the bad values, one for the first index holding the max.
+pub fn max_argmax(x: &[f32]) -> (f32, usize, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F present (checked); reads stay inside x.
+        return unsafe { max_argmax_avx512(x) };
+    }
+    max_argmax_scalar(x)
+}
+
+fn max_argmax_scalar(x: &[f32]) -> (f32, usize, bool) {
+    let (mut max, mut arg, mut bad) = (f32::NEG_INFINITY, 0, false);
+    for (i, &v) in x.iter().enumerate() {
+        bad |= v.is_nan() || v == f32::INFINITY;
+        if v > max {
+            (max, arg) = (v, i);
+        }
+    }
+    (max, arg, bad)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_argmax_avx512(x: &[f32]) -> (f32, usize, bool) {
+    use std::arch::x86_64::*;
+    let full = x.len() / 16 * 16;
+    let inf = _mm512_set1_ps(f32::INFINITY);
+    let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut bad: __mmask16 = 0;
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= x.len().
+        let v = unsafe { _mm512_loadu_ps(x.as_ptr().add(i)) };
+        bad |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) | _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, inf);
+        m = _mm512_max_ps(m, v);
+    }
+    let (tmax, targ, tbad) = max_argmax_scalar(&x[full..]);
+    if bad != 0 || tbad {
+        return (f32::NAN, 0, true);
+    }
+    let max = _mm512_reduce_max_ps(m).max(tmax);
+    if max == f32::NEG_INFINITY {
+        return (max, 0, false);
+    }
+    let mv = _mm512_set1_ps(max);
+    for i in (0..full).step_by(16) {
+        // SAFETY: i + 16 <= x.len().
+        let v = unsafe { _mm512_loadu_ps(x.as_ptr().add(i)) };
+        let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, mv);
+        if hit != 0 {
+            return (max, i + hit.trailing_zeros() as usize, false);
+        }
+    }
+    (max, full + targ, false)
+}
+
 /// `sum_i exp(x_i - max)` in f64, with [`exp`]'s arithmetic (16 lanes of [`exp16`] on
 /// AVX-512; partial sums in 8 f64 lanes, then a fixed tree: the same value every call).
 /// The softmax normalizer of the sampler: one pass over the vocabulary per token.
@@ -188,6 +245,31 @@ mod tests {
             }
         }
         assert!(worst < 3e-7, "max relative error {worst}");
+    }
+
+    #[test]
+    fn max_argmax_finds_the_first_maximum_and_bad_values() {
+        let mut x: Vec<f32> = (0..1003)
+            .map(|i| ((i * 7919) % 1000) as f32 / 10.0 - 50.0)
+            .collect();
+        x[517] = 99.0;
+        x[900] = 99.0; // a tie later: the first index wins
+        assert_eq!(super::max_argmax(&x), (99.0, 517, false));
+        assert_eq!(super::max_argmax_scalar(&x), (99.0, 517, false));
+        x[1001] = 100.0; // in the 16-lane tail
+        assert_eq!(super::max_argmax(&x), (100.0, 1001, false));
+        let all_masked = vec![f32::NEG_INFINITY; 40];
+        assert_eq!(
+            super::max_argmax(&all_masked),
+            (f32::NEG_INFINITY, 0, false)
+        );
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut y = x.clone();
+            y[33] = bad;
+            assert!(super::max_argmax(&y).2, "{bad} flagged");
+            assert!(super::max_argmax_scalar(&y).2);
+        }
+        assert!(!super::max_argmax(&[f32::NEG_INFINITY, 1.0]).2);
     }
 
     #[test]
