@@ -2,10 +2,17 @@
 //! linear layer and the LM head.
 //!
 //! Weights stay quantized in memory (Q4_1 is 5 bits/weight against 32 for f32): decode reads
-//! each weight byte once per step, which is what bounds single-sequence decode speed. Each
-//! 32-element block is decoded in registers and multiplied against a tile of up to
-//! [`ROW_TILE`] activation rows, so for a batch of M rows the decode work is amortized over
-//! the tile and the kernel approaches FMA peak for prefill and batched decode.
+//! each weight byte once per step, which is what bounds single-sequence decode speed.
+//!
+//! Dispatch (CPU features checked once at run time):
+//! - Q4_0/Q4_1/Q8_0 weights take the integer path (`matmul_q8.rs`): the model packs them at
+//!   load into the Cg16 layout (`backend::packed`), activations are quantized to int16 per
+//!   32-value block, and AMX (batches of 8+ rows), AVX-512 VNNI, AVX2 or portable kernels
+//!   compute bitwise the same result. Tasks own whole 16-column groups of `y`.
+//! - Everything else (f32/f16/bf16 weights) takes the f32 path: each 32-element block is
+//!   decoded in registers and multiplied against a tile of up to [`ROW_TILE`] activation
+//!   rows (AVX-512, AVX2+FMA, or a portable path with the reference decoder), the kernels
+//!   sharing the tile walk of `matmul_tiles.rs`:
 //!
 //! ```text
 //!  x [m, k] (f32)            W [n, k] (blocks of 32)          y [m, n]
@@ -15,10 +22,6 @@
 //!                              y[m0+t, r] = hsum(acc[t]) (+ bias[r])
 //! ```
 //!
-//! Dispatch (CPU features checked once at run time): Q4_0/Q4_1/Q8_0 weights whose width is a
-//! multiple of 64 take the integer path (`matmul_q8.rs`: AVX-512 VNNI, AVX2 or portable);
-//! everything else the f32 path (AVX-512, AVX2+FMA, or a portable path that decodes a row
-//! with the reference decoder). The SIMD kernels share the tile walk of `matmul_tiles.rs`.
 //! All are tested against a plain f64 dot.
 
 use rayon::prelude::*;

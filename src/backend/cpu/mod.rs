@@ -1,5 +1,6 @@
-//! CPU backend: quantized GEMM/GEMV (AVX2+FMA with a portable fallback), per-token ops and
-//! paged attention over a host KV cache. Multi-threaded with rayon.
+//! CPU backend: quantized GEMM/GEMV (integer path on AMX / AVX-512 VNNI / AVX2 with a
+//! portable definition, f32 path for float weights), per-token ops, and paged attention over
+//! a host KV cache (f16 or f32). Multi-threaded with rayon.
 
 pub mod attention;
 pub mod kv_cache;
