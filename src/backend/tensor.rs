@@ -39,18 +39,23 @@ impl Storage {
     }
 }
 
-/// One cache line.
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([u8; 64]);
-
 /// A heap buffer whose first byte is on a cache line (64-byte aligned): the operand buffers
 /// of the CPU kernels, where a 512-bit load or an AMX tile row that straddles two lines
-/// costs two. Rounds its allocation up to whole lines (< 64 bytes of slack).
-#[derive(Clone, Default)]
+/// costs two. Allocated as fresh zero pages (calloc; < 64 bytes of slack), so a buffer costs
+/// no RSS until written.
+#[derive(Default)]
 pub struct AlignedBytes {
-    lines: Vec<Line>,
+    buf: Vec<u8>,
+    off: usize,
     len: usize,
+}
+
+impl Clone for AlignedBytes {
+    fn clone(&self) -> Self {
+        let mut c = AlignedBytes::zeroed(self.len);
+        c.as_mut_slice().copy_from_slice(self.as_slice());
+        c
+    }
 }
 
 impl std::fmt::Debug for AlignedBytes {
@@ -62,25 +67,22 @@ impl std::fmt::Debug for AlignedBytes {
 impl AlignedBytes {
     /// `len` zero bytes.
     pub fn zeroed(len: usize) -> Self {
-        AlignedBytes {
-            lines: vec![Line([0; 64]); len.div_ceil(64)],
-            len,
-        }
+        // vec![0; n] comes from calloc: untouched zero pages until written.
+        let buf = vec![0u8; len + 63];
+        let off = buf.as_ptr().align_offset(64);
+        AlignedBytes { buf, off, len }
     }
 
-    /// Resizes to `len` bytes, all zero, reusing the allocation when it is large enough.
+    /// Resizes to `len` bytes, all zero.
     pub fn reset(&mut self, len: usize) {
-        self.lines.clear();
-        self.lines.resize(len.div_ceil(64), Line([0; 64]));
-        self.len = len;
+        *self = AlignedBytes::zeroed(len);
     }
 
-    /// Resizes to `len` bytes without clearing: bytes kept from earlier use hold their old
-    /// values, new ones are zero (for scratch that the caller overwrites).
+    /// Resizes to `len` bytes without clearing when the allocation is large enough (bytes
+    /// keep their old values; a grown buffer is new and zero): scratch the caller overwrites.
     pub fn resize_keep(&mut self, len: usize) {
-        let lines = len.div_ceil(64);
-        if self.lines.len() < lines {
-            self.lines.resize(lines, Line([0; 64]));
+        if self.buf.len() < len + 63 {
+            *self = AlignedBytes::zeroed(len);
         }
         self.len = len;
     }
@@ -94,26 +96,26 @@ impl AlignedBytes {
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `lines` holds `lines.len() * 64 >= len` initialized bytes (Line is plain
-        // bytes with no padding); the slice borrows self.
-        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.len) }
+        &self.buf[self.off..self.off + self.len]
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, borrowed mutably from self.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut u8, self.len) }
+        &mut self.buf[self.off..self.off + self.len]
     }
 
     /// The bytes as `i8` (same size and alignment).
     pub fn as_i8(&self) -> &[i8] {
-        // SAFETY: u8 and i8 have the same size, alignment and validity (every bit pattern).
-        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const i8, self.len) }
+        let b = self.as_slice();
+        // SAFETY: u8 and i8 have the same size, alignment and validity (every bit pattern);
+        // the slice borrows self.
+        unsafe { std::slice::from_raw_parts(b.as_ptr() as *const i8, b.len()) }
     }
 
     /// The bytes as `i8`, mutably.
     pub fn as_i8_mut(&mut self) -> &mut [i8] {
-        // SAFETY: as in `as_i8`.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut i8, self.len) }
+        let b = self.as_mut_slice();
+        // SAFETY: as in `as_i8`, borrowed mutably from self.
+        unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut i8, b.len()) }
     }
 }
 

@@ -49,22 +49,33 @@ impl<T> ItemCtx<'_, T> {
 }
 
 /// The portable kernel: query heads `qg [g, hd]` of one KV head -> `out [g, hd]`, head by
-/// head, softmax(q.K^T * scale) V with a two-pass softmax. Scratch: `n` scores.
+/// head, softmax(q.K^T * scale) V with a two-pass softmax. Scores are computed for chunks of
+/// up to 16 positions of one block at a time, lane by lane over the transposed K tile, so the
+/// loops vectorize (AVX2 through `multiversion!`). Scratch: `n` scores, `hd + 16` floats.
 #[inline(always)]
 fn attend_portable<T: KvElem>(qg: &[f32], c: &ItemCtx<'_, T>, out: &mut [f32]) {
     let (hd, bs) = (c.hd, c.bs);
     let mut scores = vec![0f32; c.n];
+    let mut row = vec![0f32; hd];
+    let mut kb = [0f32; 16];
     for (qv, o) in qg.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-        let mut max = f32::NEG_INFINITY;
-        for (p, sc) in scores.iter_mut().enumerate() {
-            let kt = &c.kc[c.tile_at(p) + p % bs..];
-            let mut d = 0f32;
-            for (j, q) in qv.iter().enumerate() {
-                d += q * kt[j * bs].to_f32();
+        let mut p0 = 0;
+        while p0 < c.n {
+            let len = (c.n - p0).min(16).min(bs - p0 % bs);
+            let kt = c.tile_at(p0) + p0 % bs;
+            let mut s = [0f32; 16];
+            for (j, &q) in qv.iter().enumerate() {
+                T::load(&mut kb[..len], &c.kc[kt + j * bs..kt + j * bs + len]);
+                for (sl, &k) in s.iter_mut().zip(&kb[..len]) {
+                    *sl += q * k;
+                }
             }
-            *sc = d * c.scale;
-            max = max.max(*sc);
+            for (sc, &v) in scores[p0..p0 + len].iter_mut().zip(&s) {
+                *sc = v * c.scale;
+            }
+            p0 += len;
         }
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut denom = 0f32;
         for sc in scores.iter_mut() {
             *sc = super::simd::exp(*sc - max);
@@ -72,10 +83,11 @@ fn attend_portable<T: KvElem>(qg: &[f32], c: &ItemCtx<'_, T>, out: &mut [f32]) {
         }
         o.fill(0.0);
         for (p, &w) in scores.iter().enumerate() {
-            let vt = &c.vc[c.tile_at(p) + (p % bs) * hd..][..hd];
+            let at = c.tile_at(p) + (p % bs) * hd;
+            T::load(&mut row, &c.vc[at..at + hd]);
             let w = w / denom;
-            for (a, &b) in o.iter_mut().zip(vt) {
-                *a += w * b.to_f32();
+            for (a, &b) in o.iter_mut().zip(&row) {
+                *a += w * b;
             }
         }
     }

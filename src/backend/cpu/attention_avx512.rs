@@ -48,76 +48,107 @@ impl Load16 for half::f16 {
     }
 }
 
-/// `H` heads of `NV * 16` dims from `qh` -> `oh`, over all positions of `c`.
+/// Chunks prefetched ahead of the one being computed.
+const AHEAD: usize = 3;
+
+/// Prefetches the K and V rows of the 16-position chunk at `p` into L1.
+///
+/// # Safety
+/// SSE enabled (every x86-64 CPU); prefetches are hints and never fault, so any `p` whose
+/// block is in the table is fine.
+#[inline(always)]
+unsafe fn prefetch_chunk<T>(c: &ItemCtx<'_, T>, p: usize) {
+    let (hd, bs) = (c.hd, c.bs);
+    let (nt, no) = (c.tile_at(p), p % bs);
+    let nk = c.kc.as_ptr().wrapping_add(nt + no) as *const i8;
+    let nv = c.vc.as_ptr().wrapping_add(nt + no * hd) as *const i8;
+    // K rows of the chunk span (hd - 1) * bs + 16 values; V rows 16 * hd.
+    // SAFETY: prefetch hints (caller's contract).
+    unsafe {
+        for line in (0..((hd - 1) * bs + 16) * size_of::<T>()).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(nk.wrapping_add(line));
+        }
+        for line in (0..16 * hd * size_of::<T>()).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(nv.wrapping_add(line));
+        }
+    }
+}
+
+/// `H` heads of `NV * 16` dims from `qh` -> `oh`, over all positions of `c`, in two
+/// passes: scores of every 16-position chunk (kept in `scores`, a running max per lane), then
+/// `exp(score - max)` and the weighted sum of V rows. No per-chunk reductions or rescaling.
+///
+/// # Safety
+/// `qh`/`oh` hold `H * hd` floats; every position `< c.n` maps through the table to a tile
+/// inside `c.kc` / `c.vc`; `scores` holds `H * n.next_multiple_of(16)` floats; AVX-512F and
+/// F16C enabled by the caller.
 #[inline(always)]
 unsafe fn heads<T: Load16, const NV: usize, const H: usize>(
     qh: *const f32,
     c: &ItemCtx<'_, T>,
     oh: *mut f32,
+    scores: &mut [f32],
 ) {
     let (hd, bs) = (c.hd, c.bs);
-    // SAFETY (whole body): qh/oh hold H * hd floats; every position < n maps through the
-    // table to a (block, KV head) tile of hd * bs floats inside kc and vc (caller).
+    let np = c.n.next_multiple_of(16);
+    // SAFETY (whole body): as the contract above; chunk offsets stay inside their tiles.
     unsafe {
-        let mut acc = [[_mm512_setzero_ps(); NV]; H];
-        let mut m = [f32::NEG_INFINITY; H];
-        let mut l = [0f32; H];
-        let mut pbuf = [[0f32; 16]; H];
-        let mut p0 = 0;
-        while p0 < c.n {
-            let tile = c.tile_at(p0);
-            let off = p0 % bs;
-            // The next chunk's K and V (2 KiB each at hd 64, block 16) sit wherever the
-            // block table says, so the prefetchers would start cold on each: ask for them now.
-            if p0 + 16 < c.n {
-                let (nt, no) = (c.tile_at(p0 + 16), (p0 + 16) % bs);
-                let nk = c.kc.as_ptr().add(nt + no) as *const i8;
-                let nv = c.vc.as_ptr().add(nt + no * hd) as *const i8;
-                // K rows of the chunk span (hd - 1) * bs + 16 values; V rows 16 * hd.
-                for line in (0..((hd - 1) * bs + 16) * size_of::<T>()).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(nk.wrapping_add(line));
-                }
-                for line in (0..16 * hd * size_of::<T>()).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(nv.wrapping_add(line));
-                }
-            }
+        let mask_of = |p0: usize| -> __mmask16 {
             let valid = (c.n - p0).min(16);
-            let mask: __mmask16 = if valid == 16 {
+            if valid == 16 {
                 0xffff
             } else {
                 (1u16 << valid) - 1
-            };
-            // Scores: two partial sums per head (even / odd dims) for independent chains.
-            let kt = c.kc.as_ptr().add(tile + off);
-            let mut s = [[_mm512_setzero_ps(); 2]; H];
+            }
+        };
+        // Pass 1: scores (masked lanes -inf) and a running max per lane.
+        let mut mx = [_mm512_set1_ps(f32::NEG_INFINITY); H];
+        for p0 in (0..c.n).step_by(16) {
+            // K and V of the chunk AHEAD on sit wherever the block table says: prefetch them.
+            let first = if p0 == 0 { 1 } else { AHEAD };
+            for ahead in first..=AHEAD {
+                let pn = p0 + 16 * ahead;
+                if pn >= c.n {
+                    break;
+                }
+                prefetch_chunk(c, pn);
+            }
+            let kt = c.kc.as_ptr().add(c.tile_at(p0) + p0 % bs);
+            // Two partial sums per head (even / odd dims): independent FMA chains.
+            let mut sv = [[_mm512_setzero_ps(); 2]; H];
             for d in (0..hd).step_by(2) {
                 let k0 = T::load16(kt.add(d * bs));
                 let k1 = T::load16(kt.add((d + 1) * bs));
-                for (j, sj) in s.iter_mut().enumerate() {
+                for (j, sj) in sv.iter_mut().enumerate() {
                     let q = qh.add(j * hd + d);
                     sj[0] = _mm512_fmadd_ps(_mm512_set1_ps(*q), k0, sj[0]);
                     sj[1] = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(1)), k1, sj[1]);
                 }
             }
+            let mask = mask_of(p0);
             for j in 0..H {
-                let sc = _mm512_mul_ps(_mm512_add_ps(s[j][0], s[j][1]), _mm512_set1_ps(c.scale));
+                let sc = _mm512_mul_ps(_mm512_add_ps(sv[j][0], sv[j][1]), _mm512_set1_ps(c.scale));
                 let sc = _mm512_mask_blend_ps(mask, _mm512_set1_ps(f32::NEG_INFINITY), sc);
-                let mn = m[j].max(_mm512_reduce_max_ps(sc));
-                let corr = super::super::simd::exp(m[j] - mn);
-                let p = _mm512_maskz_mov_ps(
-                    mask,
-                    super::super::simd::exp16(_mm512_sub_ps(sc, _mm512_set1_ps(mn))),
-                );
-                l[j] = l[j] * corr + _mm512_reduce_add_ps(p);
-                m[j] = mn;
-                let cv = _mm512_set1_ps(corr);
-                for a in acc[j].iter_mut() {
-                    *a = _mm512_mul_ps(*a, cv);
-                }
+                mx[j] = _mm512_max_ps(mx[j], sc);
+                _mm512_storeu_ps(scores.as_mut_ptr().add(j * np + p0), sc);
+            }
+        }
+        let m: [__m512; H] = std::array::from_fn(|j| _mm512_set1_ps(_mm512_reduce_max_ps(mx[j])));
+        // Pass 2: weights exp(score - max) (0 past n) and the weighted sum of V rows.
+        let mut acc = [[_mm512_setzero_ps(); NV]; H];
+        let mut lsum = [_mm512_setzero_ps(); H];
+        let mut pbuf = [[0f32; 16]; H];
+        for p0 in (0..c.n).step_by(16) {
+            let mask = mask_of(p0);
+            for j in 0..H {
+                let sc = _mm512_loadu_ps(scores.as_ptr().add(j * np + p0));
+                let p =
+                    _mm512_maskz_mov_ps(mask, super::super::simd::exp16(_mm512_sub_ps(sc, m[j])));
+                lsum[j] = _mm512_add_ps(lsum[j], p);
                 _mm512_storeu_ps(pbuf[j].as_mut_ptr(), p);
             }
-            let vt = c.vc.as_ptr().add(tile + off * hd);
-            for t in 0..valid {
+            let vt = c.vc.as_ptr().add(c.tile_at(p0) + (p0 % bs) * hd);
+            for t in 0..(c.n - p0).min(16) {
                 let vr = vt.add(t * hd);
                 let v: [__m512; NV] = std::array::from_fn(|i| T::load16(vr.add(16 * i)));
                 for (aj, pj) in acc.iter_mut().zip(&pbuf) {
@@ -127,10 +158,9 @@ unsafe fn heads<T: Load16, const NV: usize, const H: usize>(
                     }
                 }
             }
-            p0 += valid;
         }
         for j in 0..H {
-            let inv = _mm512_set1_ps(1.0 / l[j]);
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(lsum[j]));
             for (i, a) in acc[j].iter().enumerate() {
                 _mm512_storeu_ps(oh.add(j * hd + 16 * i), _mm512_mul_ps(*a, inv));
             }
@@ -142,6 +172,8 @@ unsafe fn heads<T: Load16, const NV: usize, const H: usize>(
 unsafe fn attend_nv<T: Load16, const NV: usize>(qg: &[f32], c: &ItemCtx<'_, T>, out: &mut [f32]) {
     let g = qg.len() / c.hd;
     let max_h = if NV == 4 { 4 } else { 2 };
+    // Scores of up to max_h heads: 4 bytes per head and position (16 KiB at 1,024 positions).
+    let mut scores = vec![0f32; max_h * c.n.next_multiple_of(16)];
     let mut j = 0;
     while j < g {
         let h = (g - j).min(max_h);
@@ -149,10 +181,10 @@ unsafe fn attend_nv<T: Load16, const NV: usize>(qg: &[f32], c: &ItemCtx<'_, T>, 
         // SAFETY: heads j..j+h exist in qg and out; forwarded contract for the cache.
         unsafe {
             match h {
-                1 => heads::<T, NV, 1>(qh, c, oh),
-                2 => heads::<T, NV, 2>(qh, c, oh),
-                3 => heads::<T, NV, 3>(qh, c, oh),
-                _ => heads::<T, NV, 4>(qh, c, oh),
+                1 => heads::<T, NV, 1>(qh, c, oh, &mut scores),
+                2 => heads::<T, NV, 2>(qh, c, oh, &mut scores),
+                3 => heads::<T, NV, 3>(qh, c, oh, &mut scores),
+                _ => heads::<T, NV, 4>(qh, c, oh, &mut scores),
             }
         }
         j += h;

@@ -71,6 +71,8 @@ pub trait KvElem: Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     /// `dst[i] = src[i]` rounded to this type.
     fn store(dst: &mut [Self], src: &[f32]);
+    /// `dst[i] = src[i]` as f32 (exact).
+    fn load(dst: &mut [f32], src: &[Self]);
 }
 
 impl KvElem for f32 {
@@ -80,6 +82,9 @@ impl KvElem for f32 {
         self
     }
     fn store(dst: &mut [Self], src: &[f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn load(dst: &mut [f32], src: &[Self]) {
         dst.copy_from_slice(src);
     }
 }
@@ -92,6 +97,9 @@ impl KvElem for f16 {
     }
     fn store(dst: &mut [Self], src: &[f32]) {
         dst.convert_from_f32_slice(src);
+    }
+    fn load(dst: &mut [f32], src: &[Self]) {
+        src.convert_to_f32_slice(dst);
     }
 }
 
@@ -258,6 +266,8 @@ impl CpuKvCache {
     }
 }
 
+/// K and V of `slots` into their tiles; the two buffers are written in parallel for batches
+/// of 16+ tokens (a 1,500-token prefill writes ~270k values per layer).
 fn write<T: KvElem>(
     (kc, vc): (&mut [T], &mut [T]),
     (bs, hd, nkv): (usize, usize, usize),
@@ -266,21 +276,35 @@ fn write<T: KvElem>(
     slots: &[usize],
 ) {
     let tile = hd * bs;
-    // One head's K row in the cache type, then scattered down its tile's column.
-    let mut krow = vec![T::ZERO; hd];
-    for (t, &s) in slots.iter().enumerate() {
-        let (blk, off) = (s / bs, s % bs);
-        for h in 0..nkv {
-            let base = (blk * nkv + h) * tile;
-            let src = (t * nkv + h) * hd;
-            T::store(&mut krow, &k[src..src + hd]);
-            for (d, &x) in krow.iter().enumerate() {
-                kc[base + d * bs + off] = x;
+    let write_k = |kc: &mut [T]| {
+        // One head's K row in the cache type, then scattered down its tile's column.
+        let mut krow = vec![T::ZERO; hd];
+        for (t, &s) in slots.iter().enumerate() {
+            let (blk, off) = (s / bs, s % bs);
+            for h in 0..nkv {
+                let base = (blk * nkv + h) * tile;
+                let src = (t * nkv + h) * hd;
+                T::store(&mut krow, &k[src..src + hd]);
+                for (d, &x) in krow.iter().enumerate() {
+                    kc[base + d * bs + off] = x;
+                }
             }
-            T::store(
-                &mut vc[base + off * hd..base + (off + 1) * hd],
-                &v[src..src + hd],
-            );
         }
+    };
+    let write_v = |vc: &mut [T]| {
+        for (t, &s) in slots.iter().enumerate() {
+            let (blk, off) = (s / bs, s % bs);
+            for h in 0..nkv {
+                let base = (blk * nkv + h) * tile + off * hd;
+                let src = (t * nkv + h) * hd;
+                T::store(&mut vc[base..base + hd], &v[src..src + hd]);
+            }
+        }
+    };
+    if slots.len() >= 16 {
+        rayon::join(|| write_k(kc), || write_v(vc));
+    } else {
+        write_k(kc);
+        write_v(vc);
     }
 }

@@ -1,8 +1,8 @@
 //! AVX2 kernel of the integer GEMM (`matmul_q8.rs`) for CPUs without AVX-512 VNNI (Zen 2/3,
 //! most Intel client parts). A Cg16 group is two halves of 8 columns (one 256-bit vector
-//! each). Per quad `vpmaddubsw` multiplies 4 unsigned weight bytes by the 4 broadcast
-//! activation bytes of each plane into pairs of i16; for nibble weights (0..15) eight quads'
-//! pairs sum to at most 8 * 2 * 15 * 128 = 30,720, so they are added in i16 and widened once
+//! each), done back to back per block. Per quad `vpmaddubsw` multiplies 4 unsigned weight
+//! bytes by the 4 broadcast activation bytes of each plane into pairs of i16; for nibble
+//! weights (0..15) eight quads' pairs sum to at most 8 * 2 * 15 * 128 = 30,720, so they are added in i16 and widened once
 //! (`vpmaddwd` by 1) per block. The integers are exact, so results are bitwise those of the
 //! other kernels.
 //!
@@ -78,72 +78,81 @@ unsafe fn quad_dot(w: &Quads, x: *const i8) -> __m256i {
     }
 }
 
-/// One half-group of `T` rows from `i`: all blocks folded, then stored.
+/// Both halves of a group against `T` rows from `i`: all blocks folded (`acc[t][h]` holds
+/// columns `8h..8h+8` of row `i + t`). Each block's two halves are done back to back, so its
+/// cache lines are used whole while they are loaded.
 #[inline(always)]
-unsafe fn half_tile<const T: usize>(
+unsafe fn tile<const T: usize>(
     ty: GgmlType,
     gw: *const u8,
     gl: &GroupLayout,
     acts: &QActs,
     i: usize,
-    h: usize,
-) -> [__m256; T] {
+) -> [[__m256; 2]; T] {
     let nb = gl.nb;
     let (hi, lo) = (acts.hi.as_i8().as_ptr(), acts.lo.as_i8().as_ptr());
     // SAFETY (whole body): a whole group at gw; rows i..i+T of acts exist.
     unsafe {
-        let mut acc = [_mm256_setzero_ps(); T];
+        let mut acc = [[_mm256_setzero_ps(); 2]; T];
         for b in 0..nb {
             let sp = gw.add(gl.scales(b));
             let qp = gw.add(gl.quants(b));
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(h * 16) as *const __m128i));
-            let mw = if ty == GgmlType::Q4_1 {
-                _mm256_cvtph_ps(_mm_loadu_si128(sp.add(32 + h * 16) as *const __m128i))
-            } else {
-                _mm256_setzero_ps()
-            };
-            let (wa, wb) = match ty {
-                GgmlType::Q8_0 => split_bytes(qp, h),
-                _ => {
-                    let w = nibbles(qp, h);
-                    (w, w)
-                }
-            };
-            for (t, a) in acc.iter_mut().enumerate() {
-                let row = i + t;
-                let xh = hi.add(acts.plane_at(row, b));
-                let xl = lo.add(acts.plane_at(row, b));
-                let blk = acts.at(row, b);
-                let sv = acts.s[blk];
-                let s = match ty {
-                    GgmlType::Q8_0 => {
-                        let hi = _mm256_add_epi32(
-                            _mm256_slli_epi32(quad_dot(&wa, xh), 4),
-                            quad_dot(&wb, xh),
-                        );
-                        let lo = _mm256_add_epi32(
-                            _mm256_slli_epi32(quad_dot(&wa, xl), 4),
-                            quad_dot(&wb, xl),
-                        );
-                        let s = _mm256_add_epi32(_mm256_slli_epi32(hi, 8), lo);
-                        _mm256_sub_epi32(s, _mm256_set1_epi32(sv << 7))
-                    }
+            // Four blocks ahead (the weights stream from memory at decode).
+            let ahead = gw.wrapping_add(gl.quants(b + 4));
+            for line in (0..gl.qb).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
+            }
+            for h in 0..2 {
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(h * 16) as *const __m128i));
+                let mw = if ty == GgmlType::Q4_1 {
+                    _mm256_cvtph_ps(_mm_loadu_si128(sp.add(32 + h * 16) as *const __m128i))
+                } else {
+                    _mm256_setzero_ps()
+                };
+                let (wa, wb) = match ty {
+                    GgmlType::Q8_0 => split_bytes(qp, h),
                     _ => {
-                        let s = _mm256_add_epi32(
-                            _mm256_slli_epi32(quad_dot(&wa, xh), 8),
-                            quad_dot(&wa, xl),
-                        );
-                        if ty == GgmlType::Q4_0 {
-                            _mm256_sub_epi32(s, _mm256_set1_epi32(sv << 3))
-                        } else {
-                            s
-                        }
+                        let w = nibbles(qp, h);
+                        (w, w)
                     }
                 };
-                let sc = _mm256_mul_ps(dw, _mm256_set1_ps(acts.d[blk]));
-                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, *a);
-                if ty == GgmlType::Q4_1 {
-                    *a = _mm256_fmadd_ps(mw, _mm256_set1_ps(acts.ds[blk]), *a);
+                for (t, at) in acc.iter_mut().enumerate() {
+                    let a = &mut at[h];
+                    let row = i + t;
+                    let xh = hi.add(acts.plane_at(row, b));
+                    let xl = lo.add(acts.plane_at(row, b));
+                    let blk = acts.at(row, b);
+                    let sv = acts.s[blk];
+                    let s = match ty {
+                        GgmlType::Q8_0 => {
+                            let hi = _mm256_add_epi32(
+                                _mm256_slli_epi32(quad_dot(&wa, xh), 4),
+                                quad_dot(&wb, xh),
+                            );
+                            let lo = _mm256_add_epi32(
+                                _mm256_slli_epi32(quad_dot(&wa, xl), 4),
+                                quad_dot(&wb, xl),
+                            );
+                            let s = _mm256_add_epi32(_mm256_slli_epi32(hi, 8), lo);
+                            _mm256_sub_epi32(s, _mm256_set1_epi32(sv << 7))
+                        }
+                        _ => {
+                            let s = _mm256_add_epi32(
+                                _mm256_slli_epi32(quad_dot(&wa, xh), 8),
+                                quad_dot(&wa, xl),
+                            );
+                            if ty == GgmlType::Q4_0 {
+                                _mm256_sub_epi32(s, _mm256_set1_epi32(sv << 3))
+                            } else {
+                                s
+                            }
+                        }
+                    };
+                    let sc = _mm256_mul_ps(dw, _mm256_set1_ps(acts.d[blk]));
+                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, *a);
+                    if ty == GgmlType::Q4_1 {
+                        *a = _mm256_fmadd_ps(mw, _mm256_set1_ps(acts.ds[blk]), *a);
+                    }
                 }
             }
         }
@@ -174,17 +183,19 @@ unsafe fn rows_impl<const TY: u8>(
         while i < acts.m {
             let t = (acts.m - i).min(2);
             let mut out = [[0f32; GROUP]; 2];
-            for h in 0..2 {
-                // SAFETY: rows i..i+t exist.
-                unsafe {
-                    if t == 2 {
-                        let a = half_tile::<2>(ty, gw, &gl, acts, i, h);
-                        _mm256_storeu_ps(out[0].as_mut_ptr().add(h * 8), a[0]);
-                        _mm256_storeu_ps(out[1].as_mut_ptr().add(h * 8), a[1]);
-                    } else {
-                        let a = half_tile::<1>(ty, gw, &gl, acts, i, h);
-                        _mm256_storeu_ps(out[0].as_mut_ptr().add(h * 8), a[0]);
-                    }
+            // SAFETY: rows i..i+t exist.
+            unsafe {
+                let mut put = |r: usize, a: [__m256; 2]| {
+                    _mm256_storeu_ps(out[r].as_mut_ptr(), a[0]);
+                    _mm256_storeu_ps(out[r].as_mut_ptr().add(8), a[1]);
+                };
+                if t == 2 {
+                    let [a0, a1] = tile::<2>(ty, gw, &gl, acts, i);
+                    put(0, a0);
+                    put(1, a1);
+                } else {
+                    let [a0] = tile::<1>(ty, gw, &gl, acts, i);
+                    put(0, a0);
                 }
             }
             for (r, o) in out.iter().enumerate().take(t) {

@@ -343,6 +343,13 @@ unsafe fn tile<F: Fmt, const T: usize>(
     unsafe {
         let mut acc = [_mm512_setzero_ps(); T];
         for b in 0..nb {
+            // Four blocks ahead: at decode the weights stream from memory and the hardware
+            // prefetcher alone leaves the loads waiting (M=1 pass: 4.5 ms without, see
+            // docs/benchmarks.md).
+            let ahead = gw.wrapping_add(gl.quants(b + 4));
+            for line in (0..gl.qb).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
+            }
             let wv = F::weights(gw.add(gl.quants(b)));
             let (dw, mw) = scales::<F>(gw.add(gl.scales(b)));
             for (t, a) in acc.iter_mut().enumerate() {
