@@ -122,8 +122,9 @@ pub struct ServeConfig {
     #[arg(long, env = "PONDER_MAX_NUM_SEQS", default_value_t = 64)]
     pub max_num_seqs: usize,
 
-    /// Most tokens (prefill + decode) in one engine step.
-    #[arg(long, env = "PONDER_MAX_NUM_BATCHED_TOKENS", default_value_t = 2048)]
+    /// Most tokens (prefill + decode) in one engine step. Long prompts are prefilled in
+    /// chunks of this size, interleaved with the running sequences' decode steps.
+    #[arg(long, env = "PONDER_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
     pub max_num_batched_tokens: usize,
 
     /// Most requests waiting for admission; beyond it requests get 429 with Retry-After.
@@ -470,7 +471,7 @@ mod tests {
                 e.sched.max_num_seqs,
                 e.sched.max_num_batched_tokens
             ),
-            (16, 64, 2048)
+            (16, 64, 512)
         );
         // The 429 bound lives in the engine handle; the scheduler must never refuse.
         assert_eq!(e.sched.max_waiting, usize::MAX / 2);

@@ -105,12 +105,12 @@ fn greedy_generation_matches_reference() {
 fn first_step_logits_match_reference_values() {
     let m = model();
     // (KV cache type, tolerance). The reference multiplies f32 activations; ponder's integer
-    // GEMM quantizes them to int16 per 32-value block (backend/cpu/matmul_q8.rs), which moves
-    // these logits by up to ~3e-3 (< 2e-3 with f32 activations): the f32 cache is held to
-    // 1e-2. The default f16 cache rounds every K/V value once (relative error <= 2^-11),
-    // which moves them by up to 0.020 on these prompts: held to 4e-2. The greedy ids of
-    // `greedy_generation_matches_reference` (default cache) stay exact.
-    for (dtype, tol) in [(KvDtype::F32, 1e-2), (KvDtype::F16, 4e-2)] {
+    // GEMM quantizes them to 12-bit integers per 32-value block (backend/cpu/matmul_q8.rs),
+    // which moves these logits by up to 0.031 (16-bit blocks: 3e-3; f32 activations:
+    // < 2e-3): the f32 cache is held to 5e-2. The default f16 cache also rounds every K/V
+    // value once (relative error <= 2^-11): up to 0.043 on these prompts, held to 6e-2.
+    // The greedy ids of `greedy_generation_matches_reference` (default cache) stay exact.
+    for (dtype, tol) in [(KvDtype::F32, 5e-2), (KvDtype::F16, 6e-2)] {
         let mut worst = 0f64;
         for c in &golden("greedy.json") {
             let prompt = ids(&c["prompt_token_ids"]);

@@ -331,9 +331,10 @@ impl CudaRunner {
 }
 
 impl ModelRunner for CudaRunner {
-    fn execute(&mut self, out: &SchedulerOutput) -> Vec<f32> {
-        self.try_execute(out)
-            .unwrap_or_else(|e| panic!("CUDA step failed (device state is unrecoverable): {e}"))
+    fn execute(&mut self, out: &SchedulerOutput, logits: &mut Vec<f32>) {
+        *logits = self
+            .try_execute(out)
+            .unwrap_or_else(|e| panic!("CUDA step failed (device state is unrecoverable): {e}"));
     }
 
     fn vocab_size(&self) -> usize {

@@ -14,6 +14,9 @@
 //! Logits are computed only for `logits_rows` (the last token of each sequence that samples),
 //! so a 2,000-token prefill costs one LM-head row, not 2,000.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
 use super::config::ModelConfig;
 use super::weights::LlamaWeights;
 use crate::backend::cpu::attention::{paged_attention, AttnSeq, CpuKvCache, KvDtype};
@@ -21,6 +24,24 @@ use crate::backend::cpu::matmul::linear;
 use crate::backend::cpu::ops::{
     add_in_place, add_rmsnorm, embedding, rmsnorm, silu_mul, split_qkv_rope, Rope,
 };
+
+/// Most workers kept polling during a step (a bound on spinning threads on big machines).
+const MAX_KEEPERS: usize = 63;
+
+/// Runs the pool's pending jobs on this worker until `done` (set when the step's forward
+/// pass returns), spinning between them instead of sleeping. A keeper picked up by the
+/// step's own thread (`owner`, while it waits inside a join) returns at once: that thread
+/// has the step to finish.
+fn keep_awake(done: &AtomicBool, owner: Option<usize>) {
+    if rayon::current_thread_index() == owner {
+        return;
+    }
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
+        }
+    }
+}
 
 /// One sequence's slice of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +98,27 @@ pub struct LlamaModel {
     pub cfg: ModelConfig,
     pub weights: LlamaWeights,
     rope: Rope,
+    /// Activation buffers of the last step, reused by the next (taken for a step; a
+    /// concurrent caller allocates its own). Sized by the largest step so far, which the
+    /// scheduler bounds by `--max-num-batched-tokens` T: `T * (5 h + qd + 2 kvd + 3 f)`
+    /// floats, 72 MB for SmolLM2-135M at T = 2,048. Reusing them spares a long prefill
+    /// ~60 MB of fresh pages (15,000 page faults) per step.
+    scratch: Mutex<Option<Acts>>,
+}
+
+/// One step's activations, all f32 (see `forward_in_pool` for the shapes).
+#[derive(Default)]
+struct Acts {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gu: Vec<f32>,
+    act: Vec<f32>,
 }
 
 impl LlamaModel {
@@ -86,7 +128,12 @@ impl LlamaModel {
             head_dim: cfg.head_dim,
             inv_freq: cfg.rope_inv_freq(weights.rope_freqs.as_deref()),
         };
-        LlamaModel { cfg, weights, rope }
+        LlamaModel {
+            cfg,
+            weights,
+            rope,
+            scratch: Mutex::new(None),
+        }
     }
 
     /// A KV cache of the default element type (f16).
@@ -112,19 +159,42 @@ impl LlamaModel {
 
     /// Runs the batch, writing its K/V into `kv`; returns logits `[logits_rows.len(), vocab]`.
     pub fn forward(&self, b: &BatchInput, kv: &mut CpuKvCache) -> Vec<f32> {
+        let mut logits = Vec::new();
+        self.forward_into(b, kv, &mut logits);
+        logits
+    }
+
+    /// [`LlamaModel::forward`] into a reused buffer: `logits` is resized to
+    /// `[logits_rows.len(), vocab]` (kept capacity, no clearing: every value is written).
+    pub fn forward_into(&self, b: &BatchInput, kv: &mut CpuKvCache, logits: &mut Vec<f32>) {
         // Run the whole step on a rayon worker. Called from outside the pool, each of the
         // ~120 parallel regions of a step would wake the pool from a blocked caller, and the
         // serial work between regions would compete for the cores with the pool's spinning
         // workers (on 2 cores, perf showed ~25% of decode time in sched_yield/switches).
         // On a worker, the caller's thread sleeps once per step and the worker running the
         // step takes its share of every parallel region itself.
+        //
+        // The other workers are kept polling for jobs for the whole step (`keep_awake`):
+        // left to rayon, an idle worker sleeps after ~30 fruitless rounds, and waking it for
+        // the next of the step's ~360 parallel regions costs a futex wake and, on a VM, a
+        // halted vCPU's wake-up (perf at 32 sequences: ~8% of the time in futex and
+        // scheduler code, 10,000 context switches per run).
         if rayon::current_thread_index().is_none() {
-            return rayon::scope(|_| self.forward_in_pool(b, kv));
+            let done = AtomicBool::new(false);
+            return rayon::scope(|s| {
+                let owner = rayon::current_thread_index();
+                for _ in 1..rayon::current_num_threads().min(MAX_KEEPERS + 1) {
+                    let done = &done;
+                    s.spawn(move |_| keep_awake(done, owner));
+                }
+                self.forward_in_pool(b, kv, logits);
+                done.store(true, Ordering::Release);
+            });
         }
-        self.forward_in_pool(b, kv)
+        self.forward_in_pool(b, kv, logits)
     }
 
-    fn forward_in_pool(&self, b: &BatchInput, kv: &mut CpuKvCache) -> Vec<f32> {
+    fn forward_in_pool(&self, b: &BatchInput, kv: &mut CpuKvCache, logits: &mut Vec<f32>) {
         let c = &self.cfg;
         let t = b.token_ids.len();
         let (h, hd) = (c.hidden_size, c.head_dim);
@@ -132,17 +202,36 @@ impl LlamaModel {
         let (qd, kvd, f) = (nh * hd, nkv * hd, c.intermediate_size);
         let w = &self.weights;
 
-        // Activations, all f32, sized by T (bounded by the scheduler's token budget):
-        let mut x = vec![0f32; t * h]; // [T, h] residual stream
-        let mut xn = vec![0f32; t * h]; // [T, h] normed
-        let mut qkv = vec![0f32; t * (qd + 2 * kvd)]; // [T, qd + 2kvd]
-        let mut q = vec![0f32; t * qd]; // [T, nh, hd]
-        let mut k = vec![0f32; t * kvd]; // [T, nkv, hd]
-        let mut v = vec![0f32; t * kvd]; // [T, nkv, hd]
-        let mut attn = vec![0f32; t * qd]; // [T, qd]
-        let mut proj = vec![0f32; t * h]; // [T, h]
-        let mut gu = vec![0f32; t * 2 * f]; // [T, 2f]
-        let mut act = vec![0f32; t * f]; // [T, f]
+        // Activations, all f32, sized by T (bounded by the scheduler's token budget). Each
+        // is written in full before it is read, so the last step's values left in a reused
+        // buffer are never seen.
+        let Acts {
+            mut x,
+            mut xn,
+            mut qkv,
+            mut q,
+            mut k,
+            mut v,
+            mut attn,
+            mut proj,
+            mut gu,
+            mut act,
+        } = self
+            .scratch
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .unwrap_or_default();
+        x.resize(t * h, 0.0); // [T, h] residual stream
+        xn.resize(t * h, 0.0); // [T, h] normed
+        qkv.resize(t * (qd + 2 * kvd), 0.0); // [T, qd + 2kvd]
+        q.resize(t * qd, 0.0); // [T, nh, hd]
+        k.resize(t * kvd, 0.0); // [T, nkv, hd]
+        v.resize(t * kvd, 0.0); // [T, nkv, hd]
+        attn.resize(t * qd, 0.0); // [T, qd]
+        proj.resize(t * h, 0.0); // [T, h]
+        gu.resize(t * 2 * f, 0.0); // [T, 2f]
+        act.resize(t * f, 0.0); // [T, f]
 
         embedding(&w.embed, &b.token_ids, &mut x);
         let seqs: Vec<AttnSeq<'_>> = b
@@ -193,8 +282,21 @@ impl LlamaModel {
         }
         let mut normed = vec![0f32; r * h];
         rmsnorm(&last, &w.final_norm, c.rms_eps, &mut normed);
-        let mut logits = vec![0f32; r * c.vocab_size]; // [R, vocab]
-        linear(&normed, &w.lm_head, None, &mut logits);
-        logits
+        logits.resize(r * c.vocab_size, 0.0); // [R, vocab], every value written below
+        linear(&normed, &w.lm_head, None, logits);
+        if let Ok(mut s) = self.scratch.lock() {
+            *s = Some(Acts {
+                x,
+                xn,
+                qkv,
+                q,
+                k,
+                v,
+                attn,
+                proj,
+                gu,
+                act,
+            });
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! Causal paged attention over block tables — the CPU twin of the CUDA kernel — reading the
 //! paged KV cache of `kv_cache.rs` (f16 or f32 elements, K tiles transposed).
 //!
-//! One (sequence, query token, KV head) item walks the positions in chunks of 16 with an
-//! online softmax (running max and sum, the accumulators rescaled when the max grows), all
-//! query heads of the GQA group together so each K/V row is read once per group. Items are
+//! One (sequence, query token, KV head) item walks the positions in chunks of 16 in two
+//! passes (all scores and their max, then exp and the weighted sum of V rows), the query
+//! heads of the GQA group together so each K/V row is read once per group. Items are
 //! independent and each is computed the same way whatever else is in the batch, so batching
 //! never changes a result.
 

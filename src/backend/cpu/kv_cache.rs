@@ -96,11 +96,40 @@ impl KvElem for f16 {
         f16::to_f32(self)
     }
     fn store(dst: &mut [Self], src: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("f16c") {
+            // SAFETY: F16C (and so AVX) present (checked).
+            unsafe { store_f16c(dst, src) };
+            return;
+        }
         dst.convert_from_f32_slice(src);
     }
     fn load(dst: &mut [f32], src: &[Self]) {
         src.convert_to_f32_slice(dst);
     }
+}
+
+/// `dst[i] = src[i]` rounded to nearest-even, 8 at a time with F16C (the values `half`
+/// gives: it uses the same instruction, but through a call and copies per 8 values, which
+/// made K/V writes ~2 ns per value).
+///
+/// # Safety
+/// AVX and F16C are available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn store_f16c(dst: &mut [f16], src: &[f32]) {
+    use std::arch::x86_64::*;
+    assert_eq!(dst.len(), src.len(), "store_f16c: lengths");
+    let n8 = src.len() / 8 * 8;
+    for i in (0..n8).step_by(8) {
+        // SAFETY: i + 8 <= n8 <= both lengths.
+        unsafe {
+            let v = _mm256_loadu_ps(src.as_ptr().add(i));
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, h);
+        }
+    }
+    dst[n8..].convert_from_f32_slice(&src[n8..]);
 }
 
 /// Per layer `(K, V)` in the header's layouts. f16 values are kept as their bits so the
@@ -285,8 +314,9 @@ fn write<T: KvElem>(
                 let base = (blk * nkv + h) * tile;
                 let src = (t * nkv + h) * hd;
                 T::store(&mut krow, &k[src..src + hd]);
-                for (d, &x) in krow.iter().enumerate() {
-                    kc[base + d * bs + off] = x;
+                let col = &mut kc[base + off..base + tile];
+                for (c, &x) in col.iter_mut().step_by(bs).zip(&krow) {
+                    *c = x;
                 }
             }
         }

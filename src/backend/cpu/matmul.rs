@@ -87,13 +87,15 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
         };
         let groups = packed::groups(n);
         let tasks = tasks.min(groups);
-        let chunk = groups.div_ceil(tasks);
         return with_scratch(|acts| {
             q8::quantize(x, k, acts);
             let acts = &*acts;
+            // Task c takes groups g0..g1, the counts differing by at most one, so the halves
+            // rayon splits the tasks into carry equal work (36 groups as 5 x 7 + 1 gave one
+            // core 20 of them).
             let run = |c: usize| {
-                let g0 = (c * chunk).min(groups);
-                let g1 = (g0 + chunk).min(groups);
+                let g0 = c * groups / tasks;
+                let g1 = (c + 1) * groups / tasks;
                 let o = out;
                 let y = q8::Out { y: o.0, n };
                 // SAFETY: task c owns the columns of groups g0..g1 of every row of y (the

@@ -3,28 +3,32 @@
 //! activation rows and one Cg16 group (16 columns), for each block:
 //!
 //! ```text
-//!  tmm2 = hi tile of (rows, block b)      tmm3 = lo tile       (A: 16 x 32 bytes, stored
-//!                                                               contiguously by `quantize`)
-//!  tmm4 = block b's weight bytes as 8 rows x 64                 (B: quad j = row j)
-//!  set 0 (even b): tmm0 = tmm2 . tmm4, tmm1 = tmm3 . tmm4  (tdpbssd: exact i32 per row x col)
-//!  set 1 (odd b):  tmm5, tmm6 likewise
-//!  -> each set stored to its own 2 KiB; per row: S = 256 C_hi + C_lo (- 8 s for Q4_0), then
-//!     the header's float fold with AVX-512 (16 lanes = 16 columns), accumulators in
-//!     registers. Block b + 1's loads and products are issued before block b is stored and
-//!     folded, so the tile unit has work while the vector units fold.
+//!  Q4_0 / Q4_1 (fused, one product per block):
+//!  tmm2 = A: rows x 64 bytes (the block's 32 hi | 32 lo bytes, contiguous per row)
+//!  tmm4 = B: 16 rows x 64 (quad j = row j: rows 0..8 hold 16 c, rows 8..16 hold c)
+//!  set 0 (even b): tmm0 = tmm2 . tmm4 (tdpbsud: signed A, unsigned B, exact i32)
+//!  set 1 (odd b):  tmm5 likewise         -> C = sum(16 c hi + c lo) = S (- 8 s for Q4_0)
+//!  Q8_0 (c does not fit a byte times 16): A_hi, A_lo (tmm2, tmm3: 32 of the 64 bytes per
+//!  row), B 8 x 64 (tmm4), two tdpbssd per set (tmm0/tmm1, tmm5/tmm6) -> S = 16 C_hi + C_lo
+//!  -> each set stored to its own buffer; per row the header's float fold with AVX-512 (16
+//!     lanes = 16 columns), accumulators in registers. Block b + 1's loads and products are
+//!     issued before block b is stored and folded, so the tile unit has work while the
+//!     vector units fold.
 //! ```
 //!
-//! Measured on Xeon (AMX) at 2 cores: a 16x16x32 tile costs 35-45 ns (tile work ~17 ns and
-//! the fold ~20 ns add rather than overlap; a tile store costs ~4.4 ns whatever its row
-//! count): 2.1-2.3x the VNNI kernel with the weights in cache, 1.6x over a whole model pass
-//! at 32 rows (`benches/gemm.rs`).
+//! Measured on Xeon (AMX) at 2 cores: a 16x16x32 tile costs 35-45 ns (the fold, 4 vector
+//! operations per row for Q4_1, and the tile work add rather than overlap; a tile store
+//! costs ~4.4 ns whatever its row count): 2.1-2.3x the VNNI kernel with the weights in
+//! cache. The fused Q4 product (one `tdpbsud` and one store per block instead of two of
+//! each, and no hi/lo recombination in the fold) made a whole model pass 1.13-1.18x faster
+//! at 32 and 256 rows (`benches/gemm.rs`).
 //!
 //! The integers are the same as the VNNI kernel's, and the fold is the same, so results are
 //! bitwise equal to it (tested). Each group's quants are unpacked (Q4) or copied (Q8_0)
-//! once into `nb x 512` bytes of aligned scratch (24 KiB at k = 1536), reused by every row
-//! tile: tile loads of rows that straddle cache lines ran 1.7x slower. Rows are walked in
-//! blocks of 256 so one block's planes (2 x 256 x k bytes) stay in L2 while all column
-//! groups pass over them.
+//! once into `nb x 1024` (Q4) or `nb x 512` bytes of aligned scratch (48 KiB at k = 1536),
+//! reused by every row tile: tile loads of rows that straddle cache lines ran 1.7x slower.
+//! Rows are walked in blocks of 256 so one block's planes (2 x 256 x k bytes) stay in L2
+//! while all column groups pass over them.
 //!
 //! The instructions are written as inline assembly (the AMX intrinsics are not stable Rust).
 //! Using AMX needs the kernel's permission once per process (`arch_prctl`); tiles are
@@ -36,7 +40,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::vnni::{self, scales, store, Fmt, Q40, Q41, Q80};
-use super::{Out, QActs};
+use super::{Out, QActs, LO, LO_BITS};
 use crate::backend::dtype::GgmlType;
 use crate::backend::packed::{GroupLayout, GROUP};
 use crate::backend::tensor::{AlignedBytes, QMatrix};
@@ -102,21 +106,26 @@ fn request_permission() -> bool {
 struct TileConfig([u8; 64]);
 
 impl TileConfig {
-    fn new(t: usize) -> Self {
+    fn new(t: usize, fused: bool) -> Self {
         let mut c = [0u8; 64];
         c[0] = 1;
-        // (tile, rows, bytes per row): C_hi, C_lo of the even blocks, A_hi, A_lo, B, C_hi,
-        // C_lo of the odd blocks.
-        let tiles = [
-            (0, t, 64),
-            (1, t, 64),
-            (2, t, 32),
-            (3, t, 32),
-            (4, 8, 64),
-            (5, t, 64),
-            (6, t, 64),
-        ];
-        for (tmm, rows, colsb) in tiles {
+        // (tile, rows, bytes per row). Fused (Q4): C of the even blocks, A (hi | lo), B
+        // (16c | c), C of the odd blocks. Q8_0: C_hi, C_lo of the even blocks, A_hi, A_lo,
+        // B, C_hi, C_lo of the odd blocks.
+        let tiles: &[(usize, usize, usize)] = if fused {
+            &[(0, t, 64), (2, t, 64), (4, 16, 64), (5, t, 64)]
+        } else {
+            &[
+                (0, t, 64),
+                (1, t, 64),
+                (2, t, 32),
+                (3, t, 32),
+                (4, 8, 64),
+                (5, t, 64),
+                (6, t, 64),
+            ]
+        };
+        for &(tmm, rows, colsb) in tiles {
             c[16 + 2 * tmm..18 + 2 * tmm].copy_from_slice(&(colsb as u16).to_le_bytes());
             c[48 + tmm] = rows as u8;
         }
@@ -124,44 +133,78 @@ impl TileConfig {
     }
 }
 
-/// The two 16 x 16 i32 results of one block, as tile stores leave them (C_hi rows, then
-/// C_lo rows).
+/// The 16 x 16 i32 results of one block, as tile stores leave them: C rows (fused), or C_hi
+/// rows, then C_lo rows (Q8_0).
 #[repr(C, align(64))]
 struct Sums([[i32; GROUP]; 2 * TILE_ROWS]);
 
-/// Starts block `b`'s products into tile set `SET` (0: tmm0/tmm1, 1: tmm5/tmm6). Two sets
-/// let one block's products run on the tile unit while the previous block is folded.
+/// Whether format `F` multiplies both planes in one product: a Q4 weight c (0..15) times 16
+/// still fits a byte, so the B tile holds 16c against the high plane and c against the low
+/// plane (K = 64 bytes: 16 rows of quads), and one `tdpbsud` (signed A, unsigned B) gives
+/// S = sum(16 c hi + c lo) = sum(c q). Q8_0's c (-128..127) does not: two `tdpbssd`.
+#[inline(always)]
+fn fused<F: Fmt>() -> bool {
+    F::TY != GgmlType::Q8_0
+}
+
+/// Bytes of one block's B tile: 16 x 64 fused, 8 x 64 for Q8_0.
+#[inline(always)]
+fn b_bytes<F: Fmt>() -> usize {
+    if fused::<F>() {
+        1024
+    } else {
+        512
+    }
+}
+
+/// Starts block `b`'s products into tile set `SET` (0: tmm0 (+ tmm1), 1: tmm5 (+ tmm6)).
+/// Two sets let one block's products run on the tile unit while the previous block is
+/// folded.
 ///
 /// # Safety
-/// Tiles are configured; `a_hi`/`a_lo` point at the block's A tiles (16 x 32 bytes, see
-/// `QActs::plane_at`); `bt` at 512 bytes of B tile.
+/// Tiles are configured for `F`; `a` points at the block's A tile (t rows of hi | lo, 64
+/// bytes apart, see `QActs::plane_at`); `bt` at the block's B tile ([`b_bytes`]).
 #[inline(always)]
-unsafe fn products<const SET: usize>(a_hi: *const i8, a_lo: *const i8, bt: *const u8) {
-    // SAFETY: the loads read t rows of 32 bytes at stride 32 and 8 rows of 64 bytes.
+unsafe fn products<F: Fmt, const SET: usize>(a: *const i8, bt: *const u8) {
+    // SAFETY: the loads read t rows at stride 64 from a and the B tile's rows from bt.
     unsafe {
-        macro_rules! go {
-            ($c0:literal, $c1:literal) => {
+        macro_rules! fused {
+            ($c0:literal) => {
                 asm!(
                     concat!("tilezero ", $c0),
-                    concat!("tilezero ", $c1),
-                    "tileloadd tmm2, [{ahi} + {s32} * 1]",
-                    "tileloadd tmm3, [{alo} + {s32} * 1]",
+                    "tileloadd tmm2, [{a} + {s64} * 1]",
                     "tileloadd tmm4, [{bt} + {s64} * 1]",
-                    concat!("tdpbssd ", $c0, ", tmm2, tmm4"),
-                    concat!("tdpbssd ", $c1, ", tmm3, tmm4"),
-                    ahi = in(reg) a_hi,
-                    alo = in(reg) a_lo,
-                    s32 = in(reg) 32usize,
+                    concat!("tdpbsud ", $c0, ", tmm2, tmm4"),
+                    a = in(reg) a,
                     bt = in(reg) bt,
                     s64 = in(reg) 64usize,
                     options(nostack, readonly),
                 )
             };
         }
-        if SET == 0 {
-            go!("tmm0", "tmm1")
-        } else {
-            go!("tmm5", "tmm6")
+        macro_rules! split {
+            ($c0:literal, $c1:literal) => {
+                asm!(
+                    concat!("tilezero ", $c0),
+                    concat!("tilezero ", $c1),
+                    "tileloadd tmm2, [{ahi} + {s64} * 1]",
+                    "tileloadd tmm3, [{alo} + {s64} * 1]",
+                    "tileloadd tmm4, [{bt} + {s64} * 1]",
+                    concat!("tdpbssd ", $c0, ", tmm2, tmm4"),
+                    concat!("tdpbssd ", $c1, ", tmm3, tmm4"),
+                    ahi = in(reg) a,
+                    alo = in(reg) a.add(LO),
+                    bt = in(reg) bt,
+                    s64 = in(reg) 64usize,
+                    options(nostack, readonly),
+                )
+            };
+        }
+        match (fused::<F>(), SET) {
+            (true, 0) => fused!("tmm0"),
+            (true, _) => fused!("tmm5"),
+            (false, 0) => split!("tmm0", "tmm1"),
+            (false, _) => split!("tmm5", "tmm6"),
         }
     }
 }
@@ -169,13 +212,23 @@ unsafe fn products<const SET: usize>(a_hi: *const i8, a_lo: *const i8, bt: *cons
 /// Stores tile set `SET`'s results into `sums`.
 ///
 /// # Safety
-/// Tiles are configured and set `SET` holds a block's products.
+/// Tiles are configured for `F` and set `SET` holds a block's products.
 #[inline(always)]
-unsafe fn store_sums<const SET: usize>(sums: &mut Sums) {
+unsafe fn store_sums<F: Fmt, const SET: usize>(sums: &mut Sums) {
     let out = sums.0.as_mut_ptr() as *mut u8;
-    // SAFETY: writes t rows of 64 bytes into each half of `sums`.
+    // SAFETY: writes t rows of 64 bytes into the first (and second) half of `sums`.
     unsafe {
-        macro_rules! go {
+        macro_rules! one {
+            ($c0:literal) => {
+                asm!(
+                    concat!("tilestored [{out} + {s64} * 1], ", $c0),
+                    out = in(reg) out,
+                    s64 = in(reg) 64usize,
+                    options(nostack),
+                )
+            };
+        }
+        macro_rules! two {
             ($c0:literal, $c1:literal) => {
                 asm!(
                     concat!("tilestored [{out} + {s64} * 1], ", $c0),
@@ -187,19 +240,22 @@ unsafe fn store_sums<const SET: usize>(sums: &mut Sums) {
                 )
             };
         }
-        if SET == 0 {
-            go!("tmm0", "tmm1")
-        } else {
-            go!("tmm5", "tmm6")
+        match (fused::<F>(), SET) {
+            (true, 0) => one!("tmm0"),
+            (true, _) => one!("tmm5"),
+            (false, 0) => two!("tmm0", "tmm1"),
+            (false, _) => two!("tmm5", "tmm6"),
         }
     }
 }
 
-/// Block `b`'s quants of the group at `gw` as a B tile (8 rows x 64 bytes) at `dst`: Q4
-/// nibbles unpacked to bytes, Q8_0 bytes copied (to an aligned buffer).
+/// Block `b`'s quants of the group at `gw` as a B tile at `dst`: Q4 nibbles unpacked to
+/// bytes, times 16 in rows 0..8 (against the high plane) and as they are in rows 8..16;
+/// Q8_0 bytes copied (8 rows, to an aligned buffer).
 ///
 /// # Safety
-/// A whole group at `gw`, 512 writable bytes at `dst`; AVX-512 enabled by the caller.
+/// A whole group at `gw`, [`b_bytes`] writable bytes at `dst`; AVX-512 enabled by the
+/// caller.
 #[inline(always)]
 unsafe fn unpack_b<F: Fmt>(q: *const u8, dst: *mut u8) {
     // SAFETY: caller's contract.
@@ -211,14 +267,17 @@ unsafe fn unpack_b<F: Fmt>(q: *const u8, dst: *mut u8) {
             }
         } else {
             for (j, v) in F::weights(q).iter().enumerate() {
-                _mm512_store_si512(dst.add(j * 64) as *mut __m512i, *v);
+                // Bytes are 0..15, so a 16-bit shift moves each within its own byte.
+                _mm512_store_si512(dst.add(j * 64) as *mut __m512i, _mm512_slli_epi16(*v, 4));
+                _mm512_store_si512(dst.add(512 + j * 64) as *mut __m512i, *v);
             }
         }
     }
 }
 
 thread_local! {
-    /// B tiles of the group being computed: nb x 512 bytes (24 KiB at k = 1536), reused.
+    /// B tiles of the group being computed: nb x 1024 bytes for Q4 (48 KiB at k = 1536),
+    /// nb x 512 for Q8_0; reused.
     static BTILES: std::cell::RefCell<AlignedBytes> = std::cell::RefCell::default();
 }
 
@@ -234,7 +293,7 @@ unsafe fn rows_impl<F: Fmt>(
     let gl = GroupLayout::new(F::TY, w.cols);
     let base = w.data.bytes().as_ptr();
     let mut bt_buf = BTILES.with(|b| b.take());
-    bt_buf.resize_keep(gl.nb * 512);
+    bt_buf.resize_keep(gl.nb * b_bytes::<F>());
     let btiles = bt_buf.as_mut_slice().as_mut_ptr();
     let mut sums = [
         Sums([[0; GROUP]; 2 * TILE_ROWS]),
@@ -247,8 +306,8 @@ unsafe fn rows_impl<F: Fmt>(
             // SAFETY: group g is in the buffer.
             let gw = unsafe { base.add(g * gl.group_bytes()) };
             for b in 0..gl.nb {
-                // SAFETY: block b of group g; btiles has nb * 512 bytes, 64-byte aligned.
-                unsafe { unpack_b::<F>(gw.add(gl.quants(b)), btiles.add(b * 512)) };
+                // SAFETY: block b of group g; btiles has nb B tiles, 64-byte aligned.
+                unsafe { unpack_b::<F>(gw.add(gl.quants(b)), btiles.add(b * b_bytes::<F>())) };
             }
             // The next group's weights (5.8 KiB for Q4_1 at k = 576) into L2 while this one
             // computes: streamed from memory at decode, they otherwise arrive only when the
@@ -265,7 +324,7 @@ unsafe fn rows_impl<F: Fmt>(
             while i < i1 {
                 let t = (i1 - i).min(TILE_ROWS);
                 if t != config_rows {
-                    let cfg = TileConfig::new(t);
+                    let cfg = TileConfig::new(t, fused::<F>());
                     // SAFETY: a valid palette-1 configuration (rows <= 16, bytes <= 64).
                     unsafe {
                         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly))
@@ -306,7 +365,7 @@ struct Tile<'a> {
     /// The group's first byte.
     gw: *const u8,
     gl: &'a GroupLayout,
-    /// The group's B tiles (nb x 512 bytes).
+    /// The group's B tiles (nb x [`b_bytes`]).
     btiles: *const u8,
     g: usize,
     /// First row and row count.
@@ -331,16 +390,16 @@ unsafe fn row_tile<F: Fmt, const T: usize>(
     y: Out,
 ) {
     let (nb, i, t) = (tile.gl.nb, tile.i, tile.t);
-    let (hi, lo) = (acts.hi.as_i8().as_ptr(), acts.lo.as_i8().as_ptr());
+    let planes = acts.hi_ptr();
     // SAFETY (whole body): as the caller's contract; block offsets stay within the group.
     unsafe {
         let start = |b: usize| {
-            let a = acts.plane_at(i, b);
-            let bt = tile.btiles.add(b * 512);
+            let a = planes.add(acts.plane_at(i, b));
+            let bt = tile.btiles.add(b * b_bytes::<F>());
             if b.is_multiple_of(2) {
-                products::<0>(hi.add(a), lo.add(a), bt);
+                products::<F, 0>(a, bt);
             } else {
-                products::<1>(hi.add(a), lo.add(a), bt);
+                products::<F, 1>(a, bt);
             }
         };
         let mut acc = [_mm512_setzero_ps(); T];
@@ -348,14 +407,14 @@ unsafe fn row_tile<F: Fmt, const T: usize>(
         for b in 0..nb {
             // Block b + 1's loads and products are issued before block b's results are
             // stored and folded (measured: 34 against 37 ns per 16 x 16 x 32 tile the other
-            // way round).
+            // way round; folding block b - 1 after storing block b measured the same).
             if b + 1 < nb {
                 start(b + 1);
             }
             if b.is_multiple_of(2) {
-                store_sums::<0>(&mut sums[0]);
+                store_sums::<F, 0>(&mut sums[0]);
             } else {
-                store_sums::<1>(&mut sums[1]);
+                store_sums::<F, 1>(&mut sums[1]);
             }
             let (dw, mw) = scales::<F>(tile.gw.add(tile.gl.scales(b)));
             fold::<F, T>(&mut acc, &sums[b % 2], acts, acts.at(i, b), dw, mw);
@@ -386,9 +445,13 @@ unsafe fn fold<F: Fmt, const T: usize>(
             if $r < T {
                 // SAFETY: sums rows are 64-byte aligned; blk indexes the scale arrays.
                 unsafe {
-                    let hi = _mm512_load_si512(sums.0[$r].as_ptr() as *const __m512i);
-                    let lo = _mm512_load_si512(sums.0[TILE_ROWS + $r].as_ptr() as *const __m512i);
-                    let mut s = _mm512_add_epi32(_mm512_slli_epi32(hi, 8), lo);
+                    let c = _mm512_load_si512(sums.0[$r].as_ptr() as *const __m512i);
+                    let mut s = if fused::<F>() {
+                        c
+                    } else {
+                        let lo = _mm512_load_si512(sums.0[TILE_ROWS + $r].as_ptr() as *const __m512i);
+                        _mm512_add_epi32(_mm512_slli_epi32::<LO_BITS>(c), lo)
+                    };
                     let blk = at + $r;
                     // The B tile is signed: only Q4_0's nibble offset needs correcting.
                     if F::TY == GgmlType::Q4_0 {

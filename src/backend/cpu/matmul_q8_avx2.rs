@@ -8,7 +8,7 @@
 //!
 //! Q8_0 bytes (-128..127) would saturate `vpmaddubsw`'s pairs, so each is split into nibbles,
 //! `c = 16 (ch + 8) + cl - 128` with `ch + 8` and `cl` in 0..15: two nibble passes, and
-//! `S = 256 (16 A_hi + B_hi) + 16 A_lo + B_lo - 128 s`.
+//! `S = 16 (16 A_hi + B_hi) + 16 A_lo + B_lo - 128 s`.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -90,7 +90,7 @@ unsafe fn tile<const T: usize>(
     i: usize,
 ) -> [[__m256; 2]; T] {
     let nb = gl.nb;
-    let (hi, lo) = (acts.hi.as_i8().as_ptr(), acts.lo.as_i8().as_ptr());
+    let (hi, lo) = (acts.hi_ptr(), acts.lo_ptr());
     // SAFETY (whole body): a whole group at gw; rows i..i+T of acts exist.
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); 2]; T];
@@ -133,12 +133,12 @@ unsafe fn tile<const T: usize>(
                                 _mm256_slli_epi32(quad_dot(&wa, xl), 4),
                                 quad_dot(&wb, xl),
                             );
-                            let s = _mm256_add_epi32(_mm256_slli_epi32(hi, 8), lo);
+                            let s = _mm256_add_epi32(_mm256_slli_epi32(hi, 4), lo);
                             _mm256_sub_epi32(s, _mm256_set1_epi32(sv << 7))
                         }
                         _ => {
                             let s = _mm256_add_epi32(
-                                _mm256_slli_epi32(quad_dot(&wa, xh), 8),
+                                _mm256_slli_epi32(quad_dot(&wa, xh), 4),
                                 quad_dot(&wa, xl),
                             );
                             if ty == GgmlType::Q4_0 {
@@ -215,7 +215,7 @@ unsafe fn rows_impl<const TY: u8>(
 pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let (qmax, qmin) = (_mm256_set1_epi32(QMAX), _mm256_set1_epi32(-QMAX));
-    let c128 = _mm256_set1_epi32(128);
+    let c128 = _mm256_set1_epi32(8);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for b in 0..x.len() / 32 {
         // SAFETY: b * 32 + 32 <= x.len() and the planes' lengths; b < the scale slices.
@@ -243,8 +243,8 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
             );
             let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
             let s = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b10_11_00_01)));
-            let hi = q.map(|q| _mm256_srai_epi32(_mm256_add_epi32(q, c128), 8));
-            let lo = [0, 1, 2, 3].map(|j| _mm256_sub_epi32(q[j], _mm256_slli_epi32(hi[j], 8)));
+            let hi = q.map(|q| _mm256_srai_epi32(_mm256_add_epi32(q, c128), 4));
+            let lo = [0, 1, 2, 3].map(|j| _mm256_sub_epi32(q[j], _mm256_slli_epi32(hi[j], 4)));
             // Saturating packs work per 128-bit lane: restore element order with a permute.
             let bytes = |a: [__m256i; 4]| {
                 let p01 = _mm256_packs_epi32(a[0], a[1]);

@@ -64,26 +64,34 @@ fn run(kernel: Kernel, acts: &QActs, w: &QMatrix, bias: Option<&[f32]>) -> Vec<u
 
 #[test]
 fn quantization_values_are_exact() {
-    // Block 0: amax 32512 / 1024 -> d = 2^-10 exactly; block 1: all zero -> d = 0, q = 0.
+    // Block 0: amax 2032 / 1024 -> d = 2^-10 exactly; block 1: all zero -> d = 0, q = 0.
     let step = 1.0 / 1024.0;
     let mut x = vec![0f32; 64];
-    x[0] = 32512.0 * step;
-    x[1] = -32512.0 * step;
+    x[0] = 2032.0 * step;
+    x[1] = -2032.0 * step;
     x[2] = 1.5 * step; // ties to even: 2
     x[3] = 2.5 * step; // 2
-    x[4] = 128.0 * step; // hi 1, lo -128
-    x[5] = -129.0 * step; // hi -1, lo 127
+    x[4] = 8.0 * step; // hi 1, lo -8
+    x[5] = -9.0 * step; // hi -1, lo 7
     x[17] = -5.5 * step; // -6
     let mut a = QActs::default();
     quantize(&x, 64, &mut a);
     let q: Vec<i32> = [0, 1, 2, 3, 4, 5, 17].iter().map(|&j| a.q(0, j)).collect();
-    assert_eq!(q, vec![32512, -32512, 2, 2, 128, -129, -6]);
-    let (hi, lo) = (a.hi.as_i8(), a.lo.as_i8());
+    assert_eq!(q, vec![2032, -2032, 2, 2, 8, -9, -6]);
+    // Row 0, block 0: the 32 high bytes, then the 32 low bytes.
+    let p = a.planes.as_i8();
+    let (hi, lo) = (&p[..32], &p[LO..LO + 32]);
     assert_eq!((hi[0], lo[0], hi[1], lo[1]), (127, 0, -127, 0));
-    assert_eq!((hi[4], lo[4], hi[5], lo[5]), (1, -128, -1, 127));
+    assert_eq!((hi[4], lo[4], hi[5], lo[5]), (1, -8, -1, 7));
+    assert_eq!(a.plane_at(1, 0), 64, "row 1's planes follow row 0's");
+    assert_eq!(
+        a.plane_at(0, 1),
+        1024,
+        "a block's A tile is 16 rows x 64 bytes"
+    );
     assert_eq!(
         (a.d[0], a.s[0]),
-        (step, 2 + 2 + 128 - 129 - 6) // +-32512 cancel
+        (step, 2 + 2 + 8 - 9 - 6) // +-2032 cancel
     );
     assert_eq!(a.ds[0], step * -3.0);
     let b1 = a.at(0, 1);
@@ -157,7 +165,7 @@ fn batched_quantization_equals_the_row_definition() {
         };
         quantize_row(&x[i * k..(i + 1) * k], row);
         for j in 0..k {
-            let want = 256 * i32::from(hi[j]) + i32::from(lo[j]);
+            let want = 16 * i32::from(hi[j]) + i32::from(lo[j]);
             assert_eq!(a.q(i, j), want, "row {i} element {j}");
         }
         for b in 0..nb {
@@ -197,7 +205,7 @@ fn portable_definition_matches_f64_reference() {
     }
 }
 
-/// Q8_0 with the extremes -128 and 127 and activations at +-32512 (the largest |S|).
+/// Q8_0 with the extremes -128 and 127 and activations at +-2032 (the largest |S|).
 #[test]
 fn q8_0_extremes_are_exact_in_every_kernel() {
     let mut row = Vec::new();
@@ -214,16 +222,16 @@ fn q8_0_extremes_are_exact_in_every_kernel() {
     }
     let w = QMatrix::new(GgmlType::Q8_0, 1, 64, Storage::Owned(Arc::new(row))).unwrap();
     let wp = w.to_cg16();
-    // x = -1.27 / 1.27 alternating in block 0 (q = -32512 / 32512), -1.27 in block 1.
+    // x = -1.27 / 1.27 alternating in block 0 (q = -2032 / 2032), -1.27 in block 1.
     let x: Vec<f32> = (0..64)
         .map(|j| if j < 32 && j % 2 == 1 { 1.27 } else { -1.27 })
         .collect();
     let mut acts = QActs::default();
     quantize(&x, 64, &mut acts);
-    // S0 = 16 * (128 + 127) * 32512, S1 = 32 * 128 * 32512; both exact in i32.
-    let d = 1.27f32 / 32512.0;
-    let s0 = (16 * 255 * 32512) as f32;
-    let s1 = (32 * 128 * 32512) as f32;
+    // S0 = 16 * (128 + 127) * 2032, S1 = 32 * 128 * 2032; both exact in i32 and f32.
+    let d = 1.27f32 / 2032.0;
+    let s0 = (16 * 255 * 2032) as f32;
+    let s1 = (32 * 128 * 2032) as f32;
     let want = s1.mul_add(0.5 * d, s0.mul_add(0.5 * d, 0.0));
     let got = run(portable_rows, &acts, &wp, None);
     assert_eq!(f32::from_bits(got[0]), want);

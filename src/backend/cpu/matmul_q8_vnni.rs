@@ -2,7 +2,7 @@
 //! columns of a Cg16 group. Per group-block the weights become eight vectors of unsigned
 //! bytes `W_j` (quad j = elements 4j..4j+4 of each column: a nibble mask or shift, no
 //! widening), then per activation row sixteen `vpdpbusd` against the broadcast quads of the
-//! two activation planes give the exact integers `R_hi`, `R_lo`; `S = 256 R_hi + R_lo` (minus
+//! two activation planes give the exact integers `R_hi`, `R_lo`; `S = 16 R_hi + R_lo` (minus
 //! the offset correction), one int->float conversion, one multiply for `dw * d` and one FMA
 //! (two for Q4_1) fold the block in the header's order. No horizontal sums anywhere: the
 //! 16 lanes are the 16 outputs.
@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{Out, QActs, RowOut, QMAX};
+use super::{Out, QActs, RowOut, LO, QMAX};
 use crate::backend::dtype::GgmlType;
 use crate::backend::packed::{GroupLayout, GROUP};
 use crate::backend::tensor::QMatrix;
@@ -37,7 +37,7 @@ pub(super) trait Fmt {
     const TY: GgmlType;
     /// The format has a per-block minimum (`mw != 0`).
     const HAS_MIN: bool;
-    /// `S = 256 R_hi + R_lo - (s << SHIFT)` (0: no correction).
+    /// `S = 16 R_hi + R_lo - (s << SHIFT)` (0: no correction).
     const SHIFT: u32;
     /// The eight unsigned-byte vectors `W_0..W_7` of the block quants at `q`.
     ///
@@ -106,7 +106,7 @@ impl Fmt for Q80 {
     }
 }
 
-/// One row of `quantize`: the scalar `quantize_row`'s arithmetic (`amax / 32512`, its
+/// One row of `quantize`: the scalar `quantize_row`'s arithmetic (`amax / 2032`, its
 /// reciprocal, products rounded to nearest-even by `vcvtps2dq`, NaN products to 0).
 ///
 /// # Safety
@@ -115,7 +115,7 @@ impl Fmt for Q80 {
 pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
     let (qmax, qmin) = (_mm512_set1_epi32(QMAX), _mm512_set1_epi32(-QMAX));
-    let c128 = _mm512_set1_epi32(128);
+    let c128 = _mm512_set1_epi32(8);
     for b in 0..x.len() / 32 {
         // SAFETY: b * 32 + 32 <= x.len() and the planes' lengths; b < the scale slices.
         unsafe {
@@ -133,8 +133,8 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
                 let q = _mm512_maskz_cvtps_epi32(ordered, p);
                 let q = _mm512_min_epi32(_mm512_max_epi32(q, qmin), qmax);
                 s = _mm512_add_epi32(s, q);
-                let hi = _mm512_srai_epi32(_mm512_add_epi32(q, c128), 8);
-                let lo = _mm512_sub_epi32(q, _mm512_slli_epi32(hi, 8));
+                let hi = _mm512_srai_epi32(_mm512_add_epi32(q, c128), 4);
+                let lo = _mm512_sub_epi32(q, _mm512_slli_epi32(hi, 4));
                 let at = b * 32 + h * 16;
                 _mm_storeu_si128(
                     r.hi.as_mut_ptr().add(at) as *mut __m128i,
@@ -247,7 +247,7 @@ unsafe fn reduce16_add(v: [__m512i; 16]) -> __m512i {
 }
 
 /// One row tile of `quantize`: rows `0..t` (`t <= 16`) of `x` (`[t, k]`) straight into the
-/// tile layouts (`hi`/`lo`: `nb * 512` bytes, `d`/`ds`/`s`: `nb * 16` entries; rows `t..16`
+/// tile layouts (`planes`: `nb * 1024` bytes, `d`/`ds`/`s`: `nb * 16` entries; rows `t..16`
 /// get zeros). Per block the 16 rows are done together, so the per-row reductions (max |x|
 /// and the sum of q) and the two divisions are 16-lane operations. Same values as the
 /// scalar `quantize_row`.
@@ -260,18 +260,17 @@ pub unsafe fn quantize_tile(
     x: &[f32],
     t: usize,
     k: usize,
-    hi: &mut [i8],
-    lo: &mut [i8],
+    planes: &mut [i8],
     d: &mut [f32],
     ds: &mut [f32],
     s: &mut [i32],
 ) {
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
     let (qmax, qmin) = (_mm512_set1_epi32(QMAX), _mm512_set1_epi32(-QMAX));
-    let c128 = _mm512_set1_epi32(128);
+    let c128 = _mm512_set1_epi32(8);
     for b in 0..k / 32 {
         // SAFETY (whole body): rows r < t read x[r * k + b * 32..][..32] < x.len(); the
-        // writes stay in block b's 512 plane bytes and 16 scale entries.
+        // writes stay in block b's 1024 plane bytes and 16 scale entries.
         unsafe {
             let v: [[__m512; 2]; 16] = std::array::from_fn(|r| {
                 if r < t {
@@ -303,15 +302,15 @@ pub unsafe fn quantize_tile(
                     let q = _mm512_maskz_cvtps_epi32(ordered, p);
                     let q = _mm512_min_epi32(_mm512_max_epi32(q, qmin), qmax);
                     acc = _mm512_add_epi32(acc, q);
-                    let qh = _mm512_srai_epi32(_mm512_add_epi32(q, c128), 8);
-                    let ql = _mm512_sub_epi32(q, _mm512_slli_epi32(qh, 8));
-                    let at = b * 512 + r * 32 + h * 16;
+                    let qh = _mm512_srai_epi32(_mm512_add_epi32(q, c128), 4);
+                    let ql = _mm512_sub_epi32(q, _mm512_slli_epi32(qh, 4));
+                    let at = b * 1024 + r * 64 + h * 16;
                     _mm_storeu_si128(
-                        hi.as_mut_ptr().add(at) as *mut __m128i,
+                        planes.as_mut_ptr().add(at) as *mut __m128i,
                         _mm512_cvtepi32_epi8(qh),
                     );
                     _mm_storeu_si128(
-                        lo.as_mut_ptr().add(at) as *mut __m128i,
+                        planes.as_mut_ptr().add(at + LO) as *mut __m128i,
                         _mm512_cvtepi32_epi8(ql),
                     );
                 }
@@ -338,7 +337,7 @@ unsafe fn tile<F: Fmt, const T: usize>(
     i: usize,
 ) -> [__m512; T] {
     let nb = gl.nb;
-    let (hi, lo) = (acts.hi.as_i8().as_ptr(), acts.lo.as_i8().as_ptr());
+    let (hi, lo) = (acts.hi_ptr(), acts.lo_ptr());
     // SAFETY (whole body): a whole group at gw; rows i..i+T of acts exist.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); T];
@@ -361,7 +360,7 @@ unsafe fn tile<F: Fmt, const T: usize>(
                     rh = _mm512_dpbusd_epi32(rh, *w, _mm512_set1_epi32(xh.add(j).read_unaligned()));
                     rl = _mm512_dpbusd_epi32(rl, *w, _mm512_set1_epi32(xl.add(j).read_unaligned()));
                 }
-                let mut s = _mm512_add_epi32(_mm512_slli_epi32(rh, 8), rl);
+                let mut s = _mm512_add_epi32(_mm512_slli_epi32(rh, 4), rl);
                 let blk = acts.at(row, b);
                 if F::SHIFT > 0 {
                     s = _mm512_sub_epi32(s, _mm512_set1_epi32(acts.s[blk] << F::SHIFT));
