@@ -6,7 +6,8 @@
 //! over the rounds, so a burst of load on a shared host moves one sample, not the ratio.
 //!
 //! Run: `cargo bench --bench engine` (needs `scripts/fetch-model`); `ENGINE_ROUNDS=5` for
-//! more rounds (default 3), `ENGINE_KS=1,32` for other concurrencies.
+//! more rounds (default 3), `ENGINE_KS=1,32` for other concurrencies,
+//! `ENGINE_MAX_BATCHED_TOKENS=2048` for another step token budget (default: the server's).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,10 +21,16 @@ use ponder::sample::RawSamplingParams;
 const OUT_TOKENS: u32 = 64;
 
 fn run(m: &Arc<LoadedModel>, k: usize) -> (f64, usize) {
-    let cfg = EngineConfig {
+    let mut cfg = EngineConfig {
         kv_cache_bytes: 1 << 30,
         ..Default::default()
     };
+    if let Some(t) = std::env::var("ENGINE_MAX_BATCHED_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.sched.max_num_batched_tokens = t;
+    }
     let mut core: EngineCore = cpu_core(m.clone(), &cfg).expect("engine");
     let params = RawSamplingParams {
         max_tokens: OUT_TOKENS,
