@@ -185,3 +185,37 @@ fn preemption_loses_no_token() {
         assert_eq!(&together[i][0], a, "prompt {i} changed under preemption");
     }
 }
+
+/// Forward passes from several threads at once, some from inside the rayon pool, all finish
+/// (the step's keepers must not hold another pass's worker) and give bitwise the logits
+/// each gives alone.
+#[test]
+fn concurrent_forward_passes_finish_with_their_solo_logits() {
+    use ponder::model::BatchInput;
+    use rayon::prelude::*;
+    let m = model();
+    let ps = prompts(&m, 6);
+    let table: Vec<u32> = (1..=8).collect();
+    let solo = |p: &[u32]| {
+        let mut kv = m.model.new_kv_cache(9, 16);
+        m.model
+            .forward(&BatchInput::single(p, 0, &table, 16), &mut kv)
+    };
+    let want: Vec<Vec<f32>> = ps.iter().map(|p| solo(p)).collect();
+    for _ in 0..3 {
+        let got: Vec<Vec<f32>> = std::thread::scope(|s| {
+            let outside: Vec<_> = ps[..4].iter().map(|p| s.spawn(|| solo(p))).collect();
+            // Two more from inside the pool, concurrently with the four above.
+            let inside: Vec<Vec<f32>> = ps[4..].par_iter().map(|p| solo(p)).collect();
+            let mut all: Vec<Vec<f32>> = outside.into_iter().map(|h| h.join().unwrap()).collect();
+            all.extend(inside);
+            all
+        });
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "prompt {i}: logits differ from the pass alone"
+            );
+        }
+    }
+}

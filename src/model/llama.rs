@@ -14,7 +14,7 @@
 //! Logits are computed only for `logits_rows` (the last token of each sequence that samples),
 //! so a 2,000-token prefill costs one LM-head row, not 2,000.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::config::ModelConfig;
@@ -28,15 +28,30 @@ use crate::backend::cpu::ops::{
 /// Most workers kept polling during a step (a bound on spinning threads on big machines).
 const MAX_KEEPERS: usize = 63;
 
+/// Runs its closure when dropped (also while unwinding).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// Forward passes running in the process (any model), for `keep_awake`.
+static ACTIVE_FORWARDS: AtomicUsize = AtomicUsize::new(0);
+
 /// Runs the pool's pending jobs on this worker until `done` (set when the step's forward
 /// pass returns), spinning between them instead of sleeping. A keeper picked up by the
 /// step's own thread (`owner`, while it waits inside a join) returns at once: that thread
-/// has the step to finish.
+/// has the step to finish. Keepers run only while their forward pass is the only one in the
+/// process: a keeper stolen by a worker that waits inside *another* forward pass's join
+/// would hold that pass until its own finished, and two such keepers could each hold the
+/// other's pass forever.
 fn keep_awake(done: &AtomicBool, owner: Option<usize>) {
     if rayon::current_thread_index() == owner {
         return;
     }
-    while !done.load(Ordering::Acquire) {
+    while !done.load(Ordering::Acquire) && ACTIVE_FORWARDS.load(Ordering::Acquire) == 1 {
         if rayon::yield_now() != Some(rayon::Yield::Executed) {
             std::hint::spin_loop();
         }
@@ -179,17 +194,29 @@ impl LlamaModel {
         // the next of the step's ~360 parallel regions costs a futex wake and, on a VM, a
         // halted vCPU's wake-up (perf at 32 sequences: ~8% of the time in futex and
         // scheduler code, 10,000 context switches per run).
+        let alone = ACTIVE_FORWARDS.fetch_add(1, Ordering::AcqRel) == 0;
+        let _active = OnDrop(|| {
+            ACTIVE_FORWARDS.fetch_sub(1, Ordering::AcqRel);
+        });
         if rayon::current_thread_index().is_none() {
             let done = AtomicBool::new(false);
-            return rayon::scope(|s| {
+            rayon::scope(|s| {
                 let owner = rayon::current_thread_index();
-                for _ in 1..rayon::current_num_threads().min(MAX_KEEPERS + 1) {
+                let keepers = if alone {
+                    rayon::current_num_threads().min(MAX_KEEPERS + 1) - 1
+                } else {
+                    0
+                };
+                for _ in 0..keepers {
                     let done = &done;
                     s.spawn(move |_| keep_awake(done, owner));
                 }
+                // Set however the pass ends: a panic must release the keepers too, or the
+                // scope would wait for them forever instead of passing the panic on.
+                let _done = OnDrop(|| done.store(true, Ordering::Release));
                 self.forward_in_pool(b, kv, logits);
-                done.store(true, Ordering::Release);
             });
+            return;
         }
         self.forward_in_pool(b, kv, logits)
     }
