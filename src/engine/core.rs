@@ -59,9 +59,9 @@ fn with_thread_sampler<R>(proto: &Sampler, f: impl FnOnce(&mut Sampler) -> R) ->
             s.vocab_size() == proto.vocab_size() && s.eos_token_ids() == proto.eos_token_ids()
         });
         if !fits {
-            *slot = Some(Sampler::new(proto.vocab_size(), proto.eos_token_ids()));
+            *slot = None;
         }
-        f(slot.as_mut().expect("sampler set above"))
+        f(slot.get_or_insert_with(|| Sampler::new(proto.vocab_size(), proto.eos_token_ids())))
     })
 }
 

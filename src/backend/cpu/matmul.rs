@@ -6,7 +6,7 @@
 //!
 //! Dispatch (CPU features checked once at run time):
 //! - Q4_0/Q4_1/Q8_0 weights take the integer path (`matmul_q8.rs`): the model packs them at
-//!   load into the Cg16 layout (`backend::packed`), activations are quantized to int16 per
+//!   load into the Cg16 layout (`backend::packed`), activations are quantized to 12-bit integers per
 //!   32-value block, and AMX (batches of 8+ rows), AVX-512 VNNI, AVX2 or portable kernels
 //!   compute bitwise the same result. Tasks own whole 16-column groups of `y`.
 //! - Everything else (f32/f16/bf16 weights) takes the f32 path: each 32-element block is

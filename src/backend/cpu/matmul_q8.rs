@@ -191,17 +191,10 @@ impl TileOut<'_> {
             unsafe { vnni::quantize_tile(self.x, t, k, self.planes, self.d, self.ds, self.s) };
             return;
         }
-        let (mut hi, mut lo) = (vec![0i8; k], vec![0i8; k]);
-        let (mut d, mut ds, mut s) = (vec![0f32; nb], vec![0f32; nb], vec![0i32; nb]);
+        let mut buf = RowBuf::new(k);
         for (r, x) in self.x.chunks_exact(k).enumerate() {
-            let row = RowOut {
-                hi: &mut hi,
-                lo: &mut lo,
-                d: &mut d,
-                ds: &mut ds,
-                s: &mut s,
-            };
-            quantize_row_best(x, row);
+            quantize_row_best(x, buf.out());
+            let RowBuf { hi, lo, d, ds, s } = &buf;
             for b in 0..nb {
                 let j = b * 16 + r;
                 (self.d[j], self.ds[j], self.s[j]) = (d[b], ds[b], s[b]);
@@ -218,7 +211,7 @@ fn quantize_row_best(x: &[f32], row: RowOut<'_>) {
     #[cfg(target_arch = "x86_64")]
     if vnni::available() {
         // SAFETY: AVX-512F/BW present (checked); RowOut's planes have x.len() bytes and its
-        // scale slices x.len() / 32 entries (built so by `quantize`).
+        // scale slices x.len() / 32 entries (a `RowBuf::new(x.len())`).
         unsafe { vnni::quantize_row(x, row) };
         return;
     }
@@ -229,6 +222,40 @@ fn quantize_row_best(x: &[f32], row: RowOut<'_>) {
         return;
     }
     quantize_row(x, row);
+}
+
+/// One row's quantized values in row order (`hi`/`lo`: k bytes, scales: k / 32 entries),
+/// owned: the scratch a [`RowOut`] borrows.
+#[derive(Debug, Clone)]
+pub struct RowBuf {
+    pub hi: Vec<i8>,
+    pub lo: Vec<i8>,
+    pub d: Vec<f32>,
+    pub ds: Vec<f32>,
+    pub s: Vec<i32>,
+}
+
+impl RowBuf {
+    pub fn new(k: usize) -> Self {
+        let nb = k / 32;
+        RowBuf {
+            hi: vec![0; k],
+            lo: vec![0; k],
+            d: vec![0.0; nb],
+            ds: vec![0.0; nb],
+            s: vec![0; nb],
+        }
+    }
+
+    pub fn out(&mut self) -> RowOut<'_> {
+        RowOut {
+            hi: &mut self.hi,
+            lo: &mut self.lo,
+            d: &mut self.d,
+            ds: &mut self.ds,
+            s: &mut self.s,
+        }
+    }
 }
 
 /// One row's slices of [`QActs`].

@@ -114,20 +114,10 @@ fn simd_quantizers_match_the_scalar_definition() {
     x[100] = 1e6;
     x[200] = f32::NAN;
     let quant = |f: &dyn Fn(&[f32], RowOut<'_>)| {
-        let (mut hi, mut lo) = (vec![0i8; k], vec![0i8; k]);
-        let (mut d, mut ds, mut s) = (vec![0f32; k / 32], vec![0f32; k / 32], vec![0i32; k / 32]);
-        f(
-            &x,
-            RowOut {
-                hi: &mut hi,
-                lo: &mut lo,
-                d: &mut d,
-                ds: &mut ds,
-                s: &mut s,
-            },
-        );
+        let mut buf = RowBuf::new(k);
+        f(&x, buf.out());
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        (hi, lo, bits(&d), bits(&ds), s)
+        (buf.hi, buf.lo, bits(&buf.d), bits(&buf.ds), buf.s)
     };
     let want = quant(&|x, r| quantize_row(x, r));
     if vnni::available() {
@@ -154,16 +144,9 @@ fn batched_quantization_equals_the_row_definition() {
     quantize(&x, k, &mut a);
     for i in 0..m {
         let nb = k / 32;
-        let (mut hi, mut lo) = (vec![0i8; k], vec![0i8; k]);
-        let (mut d, mut ds, mut s) = (vec![0f32; nb], vec![0f32; nb], vec![0i32; nb]);
-        let row = RowOut {
-            hi: &mut hi,
-            lo: &mut lo,
-            d: &mut d,
-            ds: &mut ds,
-            s: &mut s,
-        };
-        quantize_row(&x[i * k..(i + 1) * k], row);
+        let mut buf = RowBuf::new(k);
+        quantize_row(&x[i * k..(i + 1) * k], buf.out());
+        let RowBuf { hi, lo, d, ds, s } = &buf;
         for j in 0..k {
             let want = 16 * i32::from(hi[j]) + i32::from(lo[j]);
             assert_eq!(a.q(i, j), want, "row {i} element {j}");
