@@ -6,9 +6,9 @@
 //!
 //! Dispatch (CPU features checked once at run time):
 //! - Q4_0/Q4_1/Q8_0 weights take the integer path (`matmul_q8.rs`): the model packs them at
-//!   load into the Cg16 layout (`backend::packed`), activations are quantized to 12-bit integers per
-//!   32-value block, and AMX (batches of 8+ rows), AVX-512 VNNI, AVX2 or portable kernels
-//!   compute bitwise the same result. Tasks own whole 16-column groups of `y`.
+//!   load into the Cg16 layout (`backend::packed`), activations are quantized to 12-bit
+//!   integers per 32-value block, and AMX (batches of 8+ rows), AVX-512 VNNI, AVX2 or
+//!   portable kernels compute bitwise the same result. Tasks own whole 16-column groups of `y`.
 //! - Everything else (f32/f16/bf16 weights) takes the f32 path: each 32-element block is
 //!   decoded in registers and multiplied against a tile of up to [`ROW_TILE`] activation
 //!   rows (AVX-512, AVX2+FMA, or a portable path with the reference decoder), the kernels
