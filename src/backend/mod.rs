@@ -1,6 +1,7 @@
 //! Compute backends and the storage types they share. `cpu` is the reference backend (and
 //! what tests run on); every op there is the twin of a CUDA kernel.
 
+pub mod blocks;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -49,7 +49,8 @@ pub enum GgufError {
     #[error("GGUF metadata: {0}")]
     Invalid(String),
     #[error(
-        "tensor `{name}` has unsupported type {ty} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
+        "tensor `{name}` has unsupported type {ty} (supported: F32, F16, BF16, Q4_0, Q4_1, \
+         Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)"
     )]
     UnsupportedType { name: String, ty: String },
 }

@@ -258,6 +258,7 @@ mod tests {
                     let v = (r() % 2000) as f32 / 1000.0 - 1.0;
                     blk.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes())
                 }
+                other => blk.copy_from_slice(&crate::backend::blocks::random_blocks(other, 1, r())),
             }
         }
         QMatrix::new(ty, rows, cols, Storage::Owned(Arc::new(bytes))).unwrap()

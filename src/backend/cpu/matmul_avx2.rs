@@ -260,6 +260,8 @@ pub(super) unsafe fn linear_rows(
             GgmlType::F32 => rows_impl::<F32>(x, m, w, bias, y, r0, r1),
             GgmlType::F16 => rows_impl::<F16>(x, m, w, bias, y, r0, r1),
             GgmlType::BF16 => rows_impl::<Bf16>(x, m, w, bias, y, r0, r1),
+            // Types without a decoder here go through the reference decoder.
+            _ => super::portable_rows(x, m, w, bias, y, r0, r1),
         }
     }
 }
