@@ -165,9 +165,9 @@ impl Parts {
                 p.u.copy_from_slice(&b[4..260]);
             }
             GgmlType::Q2K => {
-                for i in 0..16 {
-                    p.sc[i] = b[i] & 15;
-                    p.m[i] = b[i] >> 4;
+                for (i, &v) in b[..16].iter().enumerate() {
+                    p.sc[i] = v & 15;
+                    p.m[i] = v >> 4;
                 }
                 let qs = &b[16..80];
                 for e in 0..256 {
@@ -257,8 +257,8 @@ impl Parts {
                 }
             }
             GgmlType::Q2K => {
-                for i in 0..16 {
-                    b[i] = (self.sc[i] & 15) | (self.m[i] << 4);
+                for (i, v) in b[..16].iter_mut().enumerate() {
+                    *v = (self.sc[i] & 15) | (self.m[i] << 4);
                 }
                 for e in 0..256 {
                     let (at, sh) = q2_at(e);

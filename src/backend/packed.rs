@@ -1,73 +1,163 @@
-//! The CPU's layout of block-quantized weights (Q4_0, Q4_1, Q8_0): **column groups of 16**
-//! (`Cg16`). The integer GEMM (`backend::cpu::matmul_q8`) computes 16 output columns per
-//! SIMD vector, so it wants the same block of 16 consecutive weight rows side by side; the
-//! AMX kernel reads the unpacked bytes as a tile directly.
+//! The CPU's layout of block-quantized weights: **column groups of 16** (`Cg16`). The
+//! integer GEMM (`backend::cpu::matmul_q8`) computes 16 output columns per SIMD vector, so
+//! it wants the same element of 16 consecutive weight rows side by side; the AMX kernel
+//! reads the bytes as a tile directly.
+//!
+//! Every format is cut into 32-element blocks (a K-quant super-block of 256 is 8 of them).
+//! A group holds, for its 16 columns (weight rows; rows past `rows` are zero padding), first
+//! the scale records of all its super-blocks, then the quants of all its 32-blocks:
 //!
 //! ```text
-//!  group g = weight rows 16g..16g+16 (rows past `rows` are zero padding), nb = cols / 32
-//!  blocks; group g at byte g * nb * (SB + QB), scales of all its blocks first, then quants:
-//!    scales of block b at b * SB:              quants of block b at nb * SB + b * QB:
-//!    Q4_1 (SB 64): d[16] f16 | m[16] f16       Q4_1, Q4_0 (QB 256): nib[4][16][4]
-//!    Q4_0, Q8_0 (SB 32): d[16] f16             Q8_0 (QB 512): q[8][16][4]
-//!  nib[c][n][e] = byte 4c+e of row n's ggml block: low nibble = element 4c+e, high nibble =
-//!                 element 16+4c+e (so chunk c holds the 4-element "quads" c and c+4)
-//!  q[j][n][e]   = element 4j+e of row n's block (int8)
+//!  group g at byte g * (nsb * SB + nb * QB);  super-block s's record at s * SB,
+//!  32-block b's quants at nsb * SB + b * QB   (nb = cols / 32, nsb = nb / SBK)
+//!
+//!  quants of a 32-block (QB), by the element integer's width:
+//!    4 bits (Q4_0, Q4_1, Q4_K, Q2_K, Q3_K)  nib[4][16][4]                               256
+//!    5 bits (Q5_0, Q5_1, Q5_K)              nib[4][16][4] | plane4[8] (u64)            320
+//!    6 bits (Q6_K)                          nib[4][16][4] | plane4[8] | plane5[8]      384
+//!    8 bits (Q8_0)                          q[8][16][4]                                 512
+//!  nib[c][n][e]: low nibble = bits 0..4 of element 4c+e of column n, high nibble = of
+//!                element 16+4c+e (chunk c holds quads c and c+4; quad j = elements 4j..4j+4)
+//!  planeK[j]:    bit 4n+e = bit K of element 4j+e of column n (one bit per byte of quad j)
+//!  q[j][n][e]:   the byte of element 4j+e of column n
+//!
+//!  scale records (16 columns each; f16 unless said; SBK = 32-blocks per record):
+//!    Q4_0, Q5_0, Q8_0   SBK 1   d[16]                                                 32
+//!    Q4_1, Q5_1         SBK 1   d[16] | m[16]                                          64
+//!    Q4_K, Q5_K         SBK 8   d[16] | dmin[16] | sc[8][16] u8 | m[8][16] u8         320
+//!    Q2_K               SBK 8   d[16] | dmin[16] | sc[16][16] u8 | m[16][16] u8       576
+//!    Q3_K, Q6_K         SBK 8   d[16] | sc[16][16] i8 (Q3_K: the 6-bit value - 32)    288
+//!    (K-quant sub-block scales: per 32 elements for Q4_K/Q5_K, per 16 for the others)
 //! ```
 //!
-//! Scales and quants are kept apart so that every 64-byte chunk starts on a cache line (the
-//! buffer is 64-byte aligned; Q4_0/Q8_0 need an even `nb`, true of every Llama/Qwen2 width):
-//! a 512-bit load or an AMX tile row that straddles two lines costs two (measured: AMX tile
-//! loads ran 1.7x slower misaligned).
+//! The element integers are the unsigned `u` of `backend::blocks::Parts`; Q2_K and Q3_K
+//! (2 and 3 bits) sit in the 4-bit form, Q5/Q6's top bits in bit planes so that a quad is
+//! rebuilt with one masked add per plane. Scales and quants are kept apart so that every
+//! 64-byte chunk starts on a cache line (the buffer is 64-byte aligned; Q4_0/Q8_0 need an
+//! even `nb`, true of every Llama/Qwen2 width): a 512-bit load or an AMX tile row that
+//! straddles two lines costs two (measured: AMX tile loads ran 1.7x slower misaligned).
 //!
-//! A 64-byte chunk is one 512-bit vector: 16 columns x 4 consecutive elements, the operand
-//! shape of `vpdpbusd` (4 products per 32-bit lane) and the row shape of an AMX B tile. The
-//! layout has exactly the bytes of the ggml rows (plus padding to a multiple of 16 rows), so
-//! packing costs no memory beyond the copy; the row-major bytes can be rebuilt exactly
-//! ([`unpack_row`]) for the embedding lookup and the CUDA upload.
+//! Size against the ggml rows: the same for Q4_0/Q4_1/Q8_0/Q5_0/Q5_1 and Q6_K, +2.8% for
+//! Q4_K, +2.3% for Q5_K, +33% for Q3_K and +95% for Q2_K (their 2-3 bit integers take 4
+//! bits here, and their 16-element sub-blocks' scales one byte each: these rare low-bit
+//! types trade memory for one kernel form). Rows are rebuilt exactly ([`unpack_row`]) for the embedding lookup and the
+//! CUDA upload. Q8_K (no file stores weights in it) has no Cg16 form.
 
+use super::blocks::Parts;
 use super::dtype::GgmlType;
 
 /// Columns (weight rows) per group.
 pub const GROUP: usize = 16;
 
-/// `(SB, QB)`: bytes of one block's scales and of its quants for 16 columns, or `None` for
-/// types without this layout.
-pub fn block_bytes(ty: GgmlType) -> Option<(usize, usize)> {
+/// The Cg16 form of a type: scale record size, 32-blocks per record, quant bytes, bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Form {
+    /// Bytes of one scale record (16 columns).
+    pub sb: usize,
+    /// 32-blocks per scale record (1, or 8 for the K-quants).
+    pub sbk: usize,
+    /// Bytes of one 32-block's quants (16 columns).
+    pub qb: usize,
+    /// Width of the element integers as stored (4, 5, 6 or 8).
+    pub bits: u32,
+}
+
+/// The Cg16 form of `ty`, or `None` for types without one (floats, Q8_K).
+pub fn form(ty: GgmlType) -> Option<Form> {
+    let f = |sb, sbk, bits| {
+        let qb = match bits {
+            4 => 256,
+            5 => 320,
+            6 => 384,
+            _ => 512,
+        };
+        Some(Form { sb, sbk, qb, bits })
+    };
     match ty {
-        GgmlType::Q4_1 => Some((64, 256)),
-        GgmlType::Q4_0 => Some((32, 256)),
-        GgmlType::Q8_0 => Some((32, 512)),
+        GgmlType::Q4_0 => f(32, 1, 4),
+        GgmlType::Q4_1 => f(64, 1, 4),
+        GgmlType::Q5_0 => f(32, 1, 5),
+        GgmlType::Q5_1 => f(64, 1, 5),
+        GgmlType::Q8_0 => f(32, 1, 8),
+        GgmlType::Q4K => f(320, 8, 4),
+        GgmlType::Q5K => f(320, 8, 5),
+        GgmlType::Q2K => f(576, 8, 4),
+        GgmlType::Q3K => f(288, 8, 4),
+        GgmlType::Q6K => f(288, 8, 6),
         _ => None,
     }
 }
 
-/// Where a group's blocks live: `scales(b)` and `quants(b)` as offsets from the group start.
+/// Offsets inside a scale record (16 entries each).
+pub mod rec {
+    /// f16 `d[16]`.
+    pub const D: usize = 0;
+    /// f16 `m[16]` (Q4_1, Q5_1) or `dmin[16]` (Q2_K, Q4_K, Q5_K).
+    pub const M: usize = 32;
+    /// Q4_K/Q5_K: u8 `sc[j][16]` and `m[j][16]` of 32-block `j` of the super-block.
+    pub fn k4_sc(j: usize) -> usize {
+        64 + 16 * j
+    }
+    pub fn k4_m(j: usize) -> usize {
+        192 + 16 * j
+    }
+    /// Q2_K: u8 `sc[i][16]` and `m[i][16]` of 16-element sub-block `i`.
+    pub fn q2_sc(i: usize) -> usize {
+        64 + 16 * i
+    }
+    pub fn q2_m(i: usize) -> usize {
+        320 + 16 * i
+    }
+    /// Q3_K/Q6_K: i8 `sc[i][16]` of 16-element sub-block `i`.
+    pub fn k16_sc(i: usize) -> usize {
+        32 + 16 * i
+    }
+}
+
+/// Offsets inside a 32-block's quants.
+pub mod qoff {
+    /// The nibble chunks (4 x 64 bytes; 8-bit types: 8 x 64 bytes of bytes).
+    pub const NIB: usize = 0;
+    /// Bit plane `k` (4 or 5) of quad `j`: a u64.
+    pub fn plane(k: u32, j: usize) -> usize {
+        256 + 64 * (k as usize - 4) + 8 * j
+    }
+}
+
+/// Where a group's records and blocks live, as offsets from the group's first byte.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupLayout {
+    /// 32-blocks per row.
     pub nb: usize,
-    pub sb: usize,
+    pub form: Form,
+    /// Bytes of one block's quants (`form.qb`).
     pub qb: usize,
 }
 
 impl GroupLayout {
-    /// The layout of `ty` rows of `cols` values (`ty` must have a Cg16 layout).
+    /// The layout of `ty` rows of `cols` values (`ty` must have a Cg16 form).
     pub fn new(ty: GgmlType, cols: usize) -> Self {
-        let (sb, qb) = block_bytes(ty).expect("GroupLayout: type has no Cg16 layout");
+        let form = form(ty).expect("GroupLayout: type has no Cg16 form");
         GroupLayout {
             nb: cols / 32,
-            sb,
-            qb,
+            form,
+            qb: form.qb,
         }
+    }
+    /// Scale records per group.
+    pub fn nsb(&self) -> usize {
+        self.nb / self.form.sbk
     }
     /// Bytes of one group.
     pub fn group_bytes(&self) -> usize {
-        self.nb * (self.sb + self.qb)
+        self.nsb() * self.form.sb + self.nb * self.qb
     }
-    pub fn scales(&self, b: usize) -> usize {
-        b * self.sb
+    /// The record holding block `b`'s scales.
+    pub fn record(&self, b: usize) -> usize {
+        (b / self.form.sbk) * self.form.sb
     }
     pub fn quants(&self, b: usize) -> usize {
-        self.nb * self.sb + b * self.qb
+        self.nsb() * self.form.sb + b * self.qb
     }
 }
 
@@ -76,12 +166,127 @@ pub fn groups(rows: usize) -> usize {
     rows.div_ceil(GROUP)
 }
 
+/// Byte offset of element `e` (0..32) of column `n` in a 32-block's nibble chunks, and
+/// whether it is the high nibble.
+#[inline]
+fn nib_at(n: usize, e: usize) -> (usize, bool) {
+    let quad = e / 4;
+    ((quad % 4) * 64 + n * 4 + e % 4, quad >= 4)
+}
+
+/// Writes column `n`'s 32 element integers `u` into a 32-block's quants `q`.
+fn put_quants(form: Form, q: &mut [u8], n: usize, u: &[u8]) {
+    for (e, &v) in u.iter().enumerate().take(32) {
+        let (j, lane) = (e / 4, n * 4 + e % 4);
+        if form.bits == 8 {
+            q[j * 64 + lane] = v;
+            continue;
+        }
+        let (at, high) = nib_at(n, e);
+        q[at] |= if high { (v & 15) << 4 } else { v & 15 };
+        for k in 4..form.bits {
+            if v >> k & 1 == 1 {
+                q[qoff::plane(k, j) + lane / 8] |= 1 << (lane % 8);
+            }
+        }
+    }
+}
+
+/// Column `n`'s 32 element integers from a 32-block's quants `q`.
+pub fn get_quants(form: Form, q: &[u8], n: usize) -> [u8; 32] {
+    std::array::from_fn(|e| {
+        let (j, lane) = (e / 4, n * 4 + e % 4);
+        if form.bits == 8 {
+            return q[j * 64 + lane];
+        }
+        let (at, high) = nib_at(n, e);
+        let mut v = if high { q[at] >> 4 } else { q[at] & 15 };
+        for k in 4..form.bits {
+            v |= (q[qoff::plane(k, j) + lane / 8] >> (lane % 8) & 1) << k;
+        }
+        v
+    })
+}
+
+fn put16(r: &mut [u8], at: usize, n: usize, bits: u16) {
+    r[at + 2 * n..at + 2 * n + 2].copy_from_slice(&bits.to_le_bytes());
+}
+
+fn get16(r: &[u8], at: usize, n: usize) -> u16 {
+    u16::from_le_bytes([r[at + 2 * n], r[at + 2 * n + 1]])
+}
+
+/// Writes column `n`'s scales of one ggml block into its record `r`.
+fn put_record(ty: GgmlType, r: &mut [u8], n: usize, p: &Parts) {
+    put16(r, rec::D, n, p.d);
+    match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 => put16(r, rec::M, n, p.dmin),
+        GgmlType::Q4K | GgmlType::Q5K => {
+            put16(r, rec::M, n, p.dmin);
+            for j in 0..8 {
+                r[rec::k4_sc(j) + n] = p.sc[j];
+                r[rec::k4_m(j) + n] = p.m[j];
+            }
+        }
+        GgmlType::Q2K => {
+            put16(r, rec::M, n, p.dmin);
+            for i in 0..16 {
+                r[rec::q2_sc(i) + n] = p.sc[i];
+                r[rec::q2_m(i) + n] = p.m[i];
+            }
+        }
+        GgmlType::Q3K => {
+            for i in 0..16 {
+                r[rec::k16_sc(i) + n] = (i32::from(p.sc[i]) - 32) as i8 as u8;
+            }
+        }
+        GgmlType::Q6K => {
+            for i in 0..16 {
+                r[rec::k16_sc(i) + n] = p.sc[i];
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Column `n`'s scales of one ggml block from its record `r` (the inverse of `put_record`).
+fn get_record(ty: GgmlType, r: &[u8], n: usize, p: &mut Parts) {
+    p.d = get16(r, rec::D, n);
+    match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 => p.dmin = get16(r, rec::M, n),
+        GgmlType::Q4K | GgmlType::Q5K => {
+            p.dmin = get16(r, rec::M, n);
+            for j in 0..8 {
+                p.sc[j] = r[rec::k4_sc(j) + n];
+                p.m[j] = r[rec::k4_m(j) + n];
+            }
+        }
+        GgmlType::Q2K => {
+            p.dmin = get16(r, rec::M, n);
+            for i in 0..16 {
+                p.sc[i] = r[rec::q2_sc(i) + n];
+                p.m[i] = r[rec::q2_m(i) + n];
+            }
+        }
+        GgmlType::Q3K => {
+            for i in 0..16 {
+                p.sc[i] = (i32::from(r[rec::k16_sc(i) + n] as i8) + 32) as u8;
+            }
+        }
+        GgmlType::Q6K => {
+            for i in 0..16 {
+                p.sc[i] = r[rec::k16_sc(i) + n];
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Packs row-major ggml rows (`rows x cols`, `bytes.len() == rows * ty.row_bytes(cols)`)
-/// into the Cg16 layout. Panics on a type without the layout (callers check
-/// [`group_block_bytes`]).
+/// into the Cg16 layout. Panics on a type without the form (callers check [`form`]).
 pub fn pack(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8], out: &mut [u8]) {
     let gl = GroupLayout::new(ty, cols);
-    let (bb, rb) = (ty.block_bytes(), ty.row_bytes(cols));
+    let (bb, rb, be) = (ty.block_bytes(), ty.row_bytes(cols), ty.block_elems());
     assert_eq!(bytes.len(), rows * rb, "pack: byte count");
     assert_eq!(
         out.len(),
@@ -89,23 +294,19 @@ pub fn pack(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8], out: &mut [u8]
         "pack: output size"
     );
     out.fill(0);
-    for (r, row) in bytes.chunks_exact(rb).enumerate() {
-        let (g, n) = (r / GROUP, r % GROUP);
+    let (sb, qb) = (gl.form.sb, gl.qb);
+    for (row, src) in bytes.chunks_exact(rb).enumerate() {
+        let (g, n) = (row / GROUP, row % GROUP);
         let o = &mut out[g * gl.group_bytes()..(g + 1) * gl.group_bytes()];
-        for (b, blk) in row.chunks_exact(bb).enumerate() {
-            let sc = gl.scales(b);
-            o[sc + 2 * n..sc + 2 * n + 2].copy_from_slice(&blk[..2]);
-            let q = match ty {
-                GgmlType::Q4_1 => {
-                    o[sc + 32 + 2 * n..sc + 34 + 2 * n].copy_from_slice(&blk[2..4]);
-                    &blk[4..]
-                }
-                _ => &blk[2..],
-            };
-            // Both layouts: chunk c = bytes 4c..4c+4 of every row, rows side by side.
-            for (c, quad) in q.chunks_exact(4).enumerate() {
-                let at = gl.quants(b) + c * 64 + n * 4;
-                o[at..at + 4].copy_from_slice(quad);
+        for (k, blk) in src.chunks_exact(bb).enumerate() {
+            let p = Parts::decode(ty, blk);
+            // ggml block k covers 32-blocks k * be / 32 ..; its scales go to one record.
+            let b0 = k * be / 32;
+            let r = gl.record(b0);
+            put_record(ty, &mut o[r..r + sb], n, &p);
+            for j in 0..be / 32 {
+                let q = gl.quants(b0 + j);
+                put_quants(gl.form, &mut o[q..q + qb], n, &p.u[32 * j..32 * j + 32]);
             }
         }
     }
@@ -119,29 +320,26 @@ pub fn packed_bytes(ty: GgmlType, rows: usize, cols: usize) -> usize {
 /// Rebuilds the ggml bytes of row `r` (`out.len() == ty.row_bytes(cols)`).
 pub fn unpack_row(ty: GgmlType, cols: usize, packed: &[u8], r: usize, out: &mut [u8]) {
     let gl = GroupLayout::new(ty, cols);
-    let bb = ty.block_bytes();
+    let (bb, be) = (ty.block_bytes(), ty.block_elems());
     let (g, n) = (r / GROUP, r % GROUP);
     let o = &packed[g * gl.group_bytes()..(g + 1) * gl.group_bytes()];
-    for (b, blk) in out.chunks_exact_mut(bb).enumerate() {
-        let sc = gl.scales(b);
-        blk[..2].copy_from_slice(&o[sc + 2 * n..sc + 2 * n + 2]);
-        let q = match ty {
-            GgmlType::Q4_1 => {
-                blk[2..4].copy_from_slice(&o[sc + 32 + 2 * n..sc + 34 + 2 * n]);
-                &mut blk[4..]
-            }
-            _ => &mut blk[2..],
-        };
-        for (c, quad) in q.chunks_exact_mut(4).enumerate() {
-            let at = gl.quants(b) + c * 64 + n * 4;
-            quad.copy_from_slice(&o[at..at + 4]);
+    for (k, blk) in out.chunks_exact_mut(bb).enumerate() {
+        let mut p = Parts::default();
+        let b0 = k * be / 32;
+        let rr = gl.record(b0);
+        get_record(ty, &o[rr..rr + gl.form.sb], n, &mut p);
+        for j in 0..be / 32 {
+            let q = gl.quants(b0 + j);
+            p.u[32 * j..32 * j + 32].copy_from_slice(&get_quants(gl.form, &o[q..q + gl.qb], n));
         }
+        p.encode(ty, blk);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::blocks::random_blocks;
 
     #[test]
     fn layout_positions_are_exact() {
@@ -166,20 +364,96 @@ mod tests {
     }
 
     #[test]
+    fn bit_planes_and_k_records_are_where_the_header_says() {
+        // One Q5_0 row: element 5 = 17 (nibble 1, bit 4 set), element 20 = 16.
+        let mut p = Parts {
+            d: 0x3c00,
+            ..Default::default()
+        };
+        p.u[5] = 17;
+        p.u[20] = 16;
+        let mut blk = [0u8; 22];
+        p.encode(GgmlType::Q5_0, &mut blk);
+        let mut out = vec![0u8; packed_bytes(GgmlType::Q5_0, 1, 32)];
+        pack(GgmlType::Q5_0, 1, 32, &blk, &mut out);
+        assert_eq!(out.len(), 32 + 320);
+        let q = &out[32..];
+        assert_eq!(
+            q[64 + 1],
+            1,
+            "element 5 = quad 1 lane 1, chunk 1, low nibble"
+        );
+        // quad 1 (elements 4..8) of column 0: lane 1 -> bit 1 of plane4's u64 for quad 1
+        assert_eq!(q[qoff::plane(4, 1)], 0b10);
+        // element 20 = quad 5 lane 0 -> chunk 1 high nibble 0, plane bit 0 of quad 5
+        assert_eq!(q[qoff::plane(4, 5)], 1);
+        // A Q4_K row of 256: column 3's sub-block 6 scale 45, min 9 at rec offsets.
+        let mut k = Parts {
+            d: 0x3c00,
+            dmin: 0x3800,
+            ..Default::default()
+        };
+        k.sc[6] = 45;
+        k.m[6] = 9;
+        let mut kb = [0u8; 144];
+        k.encode(GgmlType::Q4K, &mut kb);
+        let mut rows = vec![0u8; 4 * 144];
+        rows[3 * 144..].copy_from_slice(&kb);
+        let mut out = vec![0u8; packed_bytes(GgmlType::Q4K, 4, 256)];
+        pack(GgmlType::Q4K, 4, 256, &rows, &mut out);
+        assert_eq!(out.len(), 320 + 8 * 256);
+        assert_eq!(out[rec::k4_sc(6) + 3], 45);
+        assert_eq!(out[rec::k4_m(6) + 3], 9);
+        assert_eq!(&out[rec::M + 6..rec::M + 8], &[0x00, 0x38]);
+    }
+
+    #[test]
     fn rows_round_trip_for_every_type() {
-        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
-            let (rows, cols) = (37, 96);
+        for ty in [
+            GgmlType::Q4_1,
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q2K,
+            GgmlType::Q3K,
+            GgmlType::Q4K,
+            GgmlType::Q5K,
+            GgmlType::Q6K,
+        ] {
+            let (rows, cols) = (37, 512);
             let rb = ty.row_bytes(cols);
-            let bytes: Vec<u8> = (0..rows * rb).map(|i| (i * 7919 % 251) as u8).collect();
+            let bytes = random_blocks(ty, rows * cols / ty.block_elems(), 11);
             let mut p = vec![0u8; packed_bytes(ty, rows, cols)];
             pack(ty, rows, cols, &bytes, &mut p);
-            let (sb, qb) = block_bytes(ty).unwrap();
-            assert_eq!(p.len(), 3 * 3 * (sb + qb));
+            let f = form(ty).unwrap();
+            assert_eq!(p.len(), 3 * (16 / f.sbk * f.sb + 16 * f.qb), "{ty}");
             let mut row = vec![0u8; rb];
             for r in 0..rows {
                 unpack_row(ty, cols, &p, r, &mut row);
-                assert_eq!(&row[..], &bytes[r * rb..(r + 1) * rb], "{ty:?} row {r}");
+                assert_eq!(&row[..], &bytes[r * rb..(r + 1) * rb], "{ty} row {r}");
             }
         }
+    }
+
+    #[test]
+    fn packed_sizes_against_the_ggml_rows() {
+        // The header's size table, for a 4096 x 4096 matrix.
+        let ratio =
+            |ty: GgmlType| packed_bytes(ty, 4096, 4096) as f64 / (4096 * ty.row_bytes(4096)) as f64;
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::Q6K,
+        ] {
+            assert_eq!(ratio(ty), 1.0, "{ty}");
+        }
+        assert!((ratio(GgmlType::Q4K) - 1.0278).abs() < 1e-3);
+        assert!((ratio(GgmlType::Q5K) - 1.0227).abs() < 1e-3);
+        assert!((ratio(GgmlType::Q3K) - 1.3273).abs() < 1e-3);
+        assert!((ratio(GgmlType::Q2K) - 1.9524).abs() < 1e-3);
     }
 }

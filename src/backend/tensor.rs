@@ -173,7 +173,7 @@ impl QMatrix {
     /// This matrix in the CPU GEMM's Cg16 layout (an owned copy of the same size), or a
     /// clone when the type has no such layout or it is already packed.
     pub fn to_cg16(&self) -> QMatrix {
-        if self.layout == Layout::Cg16 || packed::block_bytes(self.ty).is_none() {
+        if self.layout == Layout::Cg16 || packed::form(self.ty).is_none() {
             return self.clone();
         }
         let mut bytes = AlignedBytes::zeroed(packed::packed_bytes(self.ty, self.rows, self.cols));

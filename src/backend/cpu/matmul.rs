@@ -97,7 +97,7 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
                 let g0 = c * groups / tasks;
                 let g1 = (c + 1) * groups / tasks;
                 let o = out;
-                let y = q8::Out { y: o.0, n };
+                let y = q8::Out { y: o.0, n, ld: n };
                 // SAFETY: task c owns the columns of groups g0..g1 of every row of y (the
                 // ranges of different tasks are disjoint); acts.k == w.cols; w is Cg16.
                 unsafe { q8::rows(acts, w, bias, y, g0, g1) }
@@ -270,6 +270,14 @@ mod tests {
             GgmlType::Q4_1,
             GgmlType::Q4_0,
             GgmlType::Q8_0,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q2K,
+            GgmlType::Q3K,
+            GgmlType::Q4K,
+            GgmlType::Q5K,
+            GgmlType::Q6K,
+            GgmlType::Q8K,
             GgmlType::F32,
             GgmlType::F16,
             GgmlType::BF16,
@@ -283,6 +291,8 @@ mod tests {
                 (5, 7, 192),
                 (2, 3, 64),
             ] {
+                // K-quant rows are whole 256-element super-blocks.
+                let k = (k as usize).next_multiple_of(ty.block_elems());
                 let w = random_matrix(ty, n, k, 7 + m as u64);
                 let mut r = rng(99);
                 let x: Vec<f32> = (0..m * k)
@@ -323,6 +333,7 @@ mod tests {
                     let out = q8::Out {
                         y: y2.as_mut_ptr(),
                         n,
+                        ld: n,
                     };
                     let groups = crate::backend::packed::groups(n);
                     // SAFETY: single thread writes all columns of y2, which has m*n floats.

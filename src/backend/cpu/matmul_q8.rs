@@ -40,8 +40,7 @@
 //! chunk at k = 576, 80 MiB at k = 18,944 x 2,048 rows (Qwen2-7B's FFN, whose Q4 weights
 //! are ~4 GiB).
 
-use crate::backend::dtype::GgmlType;
-use crate::backend::packed::{self, GroupLayout, GROUP};
+use crate::backend::packed::{self, GROUP};
 use crate::backend::tensor::{AlignedBytes, Layout, QMatrix};
 
 /// Largest |q|: 127 * 16, so `hi` fits a signed byte.
@@ -68,6 +67,9 @@ pub struct QActs {
     pub ds: Vec<f32>,
     /// s = sum of the block's q, same layout.
     pub s: Vec<i32>,
+    /// s0 = sum of q over the block's first 16 elements (the formats with 16-element
+    /// sub-blocks need both halves' sums), same layout.
+    pub s0: Vec<i32>,
 }
 
 impl QActs {
@@ -114,9 +116,10 @@ impl QActs {
     }
 }
 
-/// Whether `w` runs on the integer path (any Q4_0/Q4_1/Q8_0 matrix: rows are whole blocks).
+/// Whether `w` runs on the integer path (any matrix of a type with a Cg16 form: rows are
+/// whole blocks).
 pub fn supported(w: &QMatrix) -> bool {
-    packed::block_bytes(w.ty).is_some()
+    packed::form(w.ty).is_some()
 }
 
 /// Quantizes `x` (`[m, k]`, k % 32 == 0) into `out`, reusing its buffers.
@@ -138,8 +141,10 @@ pub fn quantize(x: &[f32], k: usize, out: &mut QActs) {
         v.clear();
         v.resize(tiled, 0.0);
     }
-    out.s.clear();
-    out.s.resize(tiled, 0);
+    for v in [&mut out.s, &mut out.s0] {
+        v.clear();
+        v.resize(tiled, 0);
+    }
     // Row tiles of 16 rows own disjoint parts of every buffer (planes: nb * 1024 bytes,
     // scales: nb * 16 entries each), so they are quantized in parallel when there are many.
     let tiles = x
@@ -148,12 +153,14 @@ pub fn quantize(x: &[f32], k: usize, out: &mut QActs) {
         .zip(out.d.chunks_exact_mut(nb * 16))
         .zip(out.ds.chunks_exact_mut(nb * 16))
         .zip(out.s.chunks_exact_mut(nb * 16))
-        .map(|((((x, planes), d), ds), s)| TileOut {
+        .zip(out.s0.chunks_exact_mut(nb * 16))
+        .map(|(((((x, planes), d), ds), s), s0)| TileOut {
             x,
             planes,
             d,
             ds,
             s,
+            s0,
         });
     // Parallel from 2 tiles: the GEMM's parallel region follows at once, so the worker
     // woken here stays awake for it.
@@ -175,6 +182,7 @@ struct TileOut<'a> {
     d: &'a mut [f32],
     ds: &'a mut [f32],
     s: &'a mut [i32],
+    s0: &'a mut [i32],
 }
 
 impl TileOut<'_> {
@@ -188,16 +196,25 @@ impl TileOut<'_> {
             let t = self.x.len() / k;
             // SAFETY: AVX-512 present (checked); x is t <= 16 rows of k, the planes have
             // nb * 1024 bytes and the scales nb * 16 entries (split so by `quantize`).
-            unsafe { vnni::quantize_tile(self.x, t, k, self.planes, self.d, self.ds, self.s) };
+            unsafe {
+                vnni::quantize_tile(self.x, t, k, self.planes, self.d, self.ds, self.s, self.s0)
+            };
             return;
         }
         let mut buf = RowBuf::new(k);
         for (r, x) in self.x.chunks_exact(k).enumerate() {
             quantize_row_best(x, buf.out());
-            let RowBuf { hi, lo, d, ds, s } = &buf;
+            let RowBuf {
+                hi,
+                lo,
+                d,
+                ds,
+                s,
+                s0,
+            } = &buf;
             for b in 0..nb {
                 let j = b * 16 + r;
-                (self.d[j], self.ds[j], self.s[j]) = (d[b], ds[b], s[b]);
+                (self.d[j], self.ds[j], self.s[j], self.s0[j]) = (d[b], ds[b], s[b], s0[b]);
                 let p = b * 1024 + r * 64;
                 self.planes[p..p + 32].copy_from_slice(&hi[b * 32..b * 32 + 32]);
                 self.planes[p + LO..p + LO + 32].copy_from_slice(&lo[b * 32..b * 32 + 32]);
@@ -233,6 +250,7 @@ pub struct RowBuf {
     pub d: Vec<f32>,
     pub ds: Vec<f32>,
     pub s: Vec<i32>,
+    pub s0: Vec<i32>,
 }
 
 impl RowBuf {
@@ -244,6 +262,7 @@ impl RowBuf {
             d: vec![0.0; nb],
             ds: vec![0.0; nb],
             s: vec![0; nb],
+            s0: vec![0; nb],
         }
     }
 
@@ -254,6 +273,7 @@ impl RowBuf {
             d: &mut self.d,
             ds: &mut self.ds,
             s: &mut self.s,
+            s0: &mut self.s0,
         }
     }
 }
@@ -265,6 +285,7 @@ pub struct RowOut<'a> {
     pub d: &'a mut [f32],
     pub ds: &'a mut [f32],
     pub s: &'a mut [i32],
+    pub s0: &'a mut [i32],
 }
 
 /// Splits q into the planes' `(hi, lo)`.
@@ -280,7 +301,7 @@ pub fn quantize_row(x: &[f32], r: RowOut<'_>) {
         let amax = xb.iter().fold(0f32, |acc, v| acc.max(v.abs()));
         let d = amax / QMAX as f32;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut s = 0i32;
+        let (mut s, mut s0) = (0i32, 0i32);
         for (e, v) in xb.iter().enumerate() {
             let p = v * id;
             let q = if p.is_nan() {
@@ -289,57 +310,28 @@ pub fn quantize_row(x: &[f32], r: RowOut<'_>) {
                 p.round_ties_even().clamp(-QMAX as f32, QMAX as f32) as i32
             };
             s += q;
+            if e < 16 {
+                s0 += q;
+            }
             let (h, l) = split(q);
             r.hi[b * 32 + e] = h;
             r.lo[b * 32 + e] = l;
         }
         r.d[b] = d;
         r.s[b] = s;
+        r.s0[b] = s0;
         r.ds[b] = d * s as f32;
     }
 }
 
-/// Weight integers of block `b` of a group (`c[n][e]` for the 16 columns) and `(dw, mw)`.
-fn decode_group_block(
-    ty: GgmlType,
-    gl: &GroupLayout,
-    group: &[u8],
-    b: usize,
-) -> ([[i32; 32]; GROUP], [f32; GROUP], [f32; GROUP]) {
-    let (sc, qo) = (gl.scales(b), gl.quants(b));
-    let f16 = |o: usize| half::f16::from_le_bytes([group[o], group[o + 1]]).to_f32();
-    let mut c = [[0i32; 32]; GROUP];
-    let (mut dw, mut mw) = ([0f32; GROUP], [0f32; GROUP]);
-    for n in 0..GROUP {
-        dw[n] = f16(sc + 2 * n);
-        if ty == GgmlType::Q4_1 {
-            mw[n] = f16(sc + 32 + 2 * n);
-        }
-        for quad in 0..8 {
-            for e in 0..4 {
-                c[n][quad * 4 + e] = match ty {
-                    GgmlType::Q8_0 => i32::from(group[qo + quad * 64 + n * 4 + e] as i8),
-                    _ => {
-                        let byte = group[qo + (quad % 4) * 64 + n * 4 + e];
-                        let nib = i32::from(if quad < 4 { byte & 15 } else { byte >> 4 });
-                        if ty == GgmlType::Q4_0 {
-                            nib - 8
-                        } else {
-                            nib
-                        }
-                    }
-                };
-            }
-        }
-    }
-    (c, dw, mw)
-}
-
-/// Output pointer and shape shared by the kernels: `y[i, col] = ...` at `y + i * n + col`.
+/// Output pointer and shape shared by the kernels: `y[i, col] = ...` at `y + i * ld + col`
+/// for the `n` columns of this weight matrix (`ld >= n`: a matrix may fill a column range of
+/// a wider output, see `matmul::linear_parts`).
 #[derive(Clone, Copy)]
 pub struct Out {
     pub y: *mut f32,
     pub n: usize,
+    pub ld: usize,
 }
 
 impl Out {
@@ -356,49 +348,12 @@ impl Out {
         {
             let col = g * GROUP + c;
             // SAFETY: col < n and row i exists (caller).
-            unsafe { *self.y.add(i * self.n + col) = bias.map_or(a, |b| a + b[col]) };
+            unsafe { *self.y.add(i * self.ld + col) = bias.map_or(a, |b| a + b[col]) };
         }
     }
 }
 
-/// Portable kernel: `y[i, col]` for the columns of groups `g0..g1`.
-///
-/// # Safety
-/// `w` is Cg16 with `acts.k == w.cols`; `y` has `acts.m * w.rows` floats and no other
-/// thread writes the columns of groups `g0..g1`.
-pub unsafe fn portable_rows(
-    acts: &QActs,
-    w: &QMatrix,
-    bias: Option<&[f32]>,
-    y: Out,
-    g0: usize,
-    g1: usize,
-) {
-    let gl = GroupLayout::new(w.ty, w.cols);
-    let data = w.data.bytes();
-    for g in g0..g1 {
-        let group = &data[g * gl.group_bytes()..(g + 1) * gl.group_bytes()];
-        // One group's decoded blocks: nb x 2.1 KiB.
-        let blocks: Vec<_> = (0..gl.nb)
-            .map(|b| decode_group_block(w.ty, &gl, group, b))
-            .collect();
-        for i in 0..acts.m {
-            let mut acc = [0f32; GROUP];
-            for (b, (c, dw, mw)) in blocks.iter().enumerate() {
-                let (d, ds) = (acts.d[acts.at(i, b)], acts.ds[acts.at(i, b)]);
-                for n in 0..GROUP {
-                    let s: i32 = (0..32).map(|e| c[n][e] * acts.q(i, b * 32 + e)).sum();
-                    acc[n] = (s as f32).mul_add(dw[n] * d, acc[n]);
-                    if w.ty == GgmlType::Q4_1 {
-                        acc[n] = mw[n].mul_add(ds, acc[n]);
-                    }
-                }
-            }
-            // SAFETY: forwarded contract.
-            unsafe { y.put(i, g, &acc, bias) };
-        }
-    }
-}
+pub use super::super::qdef::portable_rows;
 
 /// Activation rows from which the AMX kernel runs instead of VNNI (same results; AMX's
 /// fixed cost per tile pays off once a tile has several rows).

@@ -13,9 +13,11 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::vnni::{dispatch, Fmt, Q2k, Q3k, Q4k, Q5k, Q6k, Q40, Q41, Q50, Q51, Q80};
 use super::{Out, QActs, RowOut, QMAX};
+use crate::backend::cpu::qdef::Fold;
 use crate::backend::dtype::GgmlType;
-use crate::backend::packed::{GroupLayout, GROUP};
+use crate::backend::packed::{qoff, rec, GroupLayout, GROUP};
 use crate::backend::tensor::QMatrix;
 
 pub fn available() -> bool {
@@ -30,7 +32,7 @@ pub fn available() -> bool {
 /// Half of a group-block's quads: eight vectors of 8 columns x 4 bytes.
 type Quads = [__m256i; 8];
 
-/// Nibble chunks of half `h` at `q` as quads 0..8.
+/// Nibble chunks of column half `h` at `q` as quads 0..8.
 #[inline(always)]
 unsafe fn nibbles(q: *const u8, h: usize) -> Quads {
     // SAFETY: 4 x 64 readable bytes at q (caller).
@@ -46,44 +48,136 @@ unsafe fn nibbles(q: *const u8, h: usize) -> Quads {
     }
 }
 
-/// Q8_0 quads of half `h` at `q` split into `(ch + 8, cl)` nibbles.
+/// 32 bits -> 32 bytes: byte i is 0xff where bit i is set.
 #[inline(always)]
-unsafe fn split_bytes(q: *const u8, h: usize) -> (Quads, Quads) {
-    // SAFETY: 8 x 64 readable bytes at q (caller).
+unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+    // SAFETY: register-only AVX2 operations (enabled by the caller).
     unsafe {
-        let (mask, eight) = (_mm256_set1_epi8(15), _mm256_set1_epi8(8));
-        let (mut wh, mut wl) = ([_mm256_setzero_si256(); 8], [_mm256_setzero_si256(); 8]);
-        for j in 0..8 {
-            let v = _mm256_loadu_si256(q.add(j * 64 + h * 32) as *const __m256i);
-            wl[j] = _mm256_and_si256(v, mask);
-            let u = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-            wh[j] = _mm256_xor_si256(u, eight);
-        }
-        (wh, wl)
+        // Byte i takes source byte i / 8 (each 128-bit lane sees the 4 bytes at 0..4).
+        let spread = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
+        );
+        let v = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit)
     }
 }
 
-/// `sum_j sum_e w_j[col][e] * x[4j + e]` per column (8 x i32): nibble weights only.
+/// Column half `h`'s weight quads of format `F` (unsigned `u`), or for Q8_0 the two nibble
+/// halves `(ch + 8, cl)` of each byte.
 #[inline(always)]
-unsafe fn quad_dot(w: &Quads, x: *const i8) -> __m256i {
+unsafe fn weights<F: Fmt>(q: *const u8, h: usize) -> (Quads, Quads) {
+    // SAFETY: the block's quants at q (caller).
+    unsafe {
+        if F::BITS == 8 {
+            let (mask, eight) = (_mm256_set1_epi8(15), _mm256_set1_epi8(8));
+            let (mut wh, mut wl) = ([_mm256_setzero_si256(); 8], [_mm256_setzero_si256(); 8]);
+            for j in 0..8 {
+                let v = _mm256_loadu_si256(q.add(j * 64 + h * 32) as *const __m256i);
+                wl[j] = _mm256_and_si256(v, mask);
+                let u = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                wh[j] = _mm256_xor_si256(u, eight);
+            }
+            return (wh, wl);
+        }
+        let mut w = nibbles(q, h);
+        for k in 4..F::BITS {
+            let bit = _mm256_set1_epi8(1 << k);
+            for (j, wj) in w.iter_mut().enumerate() {
+                let b = (q.add(qoff::plane(k, j) + 4 * h) as *const u32).read_unaligned();
+                *wj = _mm256_add_epi8(*wj, _mm256_and_si256(bits_to_bytes(b), bit));
+            }
+        }
+        (w, w)
+    }
+}
+
+/// `sum_{j in js} sum_e w_j[col][e] * x[4j + e]` per column (8 x i32) for weights < 64:
+/// `vpmaddubsw` pairs are added in i16 for `widen` quads at a time (each pair is at most
+/// 2 * 63 * 127 = 16,002; 8 quads of 4-bit, 4 of 5-bit or 2 of 6-bit weights stay below
+/// 32,767), then widened.
+#[inline(always)]
+unsafe fn quad_dot(w: &Quads, x: *const i8, js: std::ops::Range<usize>, widen: usize) -> __m256i {
     // SAFETY: 32 readable bytes at x (caller).
     unsafe {
         let x = x as *const i32;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_si256();
         let mut s = _mm256_setzero_si256();
-        for (j, wj) in w.iter().enumerate() {
+        for (n, j) in js.enumerate() {
             let xb = _mm256_set1_epi32(x.add(j).read_unaligned());
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(*wj, xb));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[j], xb));
+            if (n + 1) % widen == 0 {
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s, ones));
+                s = _mm256_setzero_si256();
+            }
         }
-        _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+        _mm256_add_epi32(acc, _mm256_madd_epi16(s, ones))
     }
 }
 
-/// Both halves of a group against `T` rows from `i`: all blocks folded (`acc[t][h]` holds
-/// columns `8h..8h+8` of row `i + t`). Each block's two halves are done back to back, so its
-/// cache lines are used whole while they are loaded.
+/// `-x` with the sign bit flipped (the definition's negation).
 #[inline(always)]
-unsafe fn tile<const T: usize>(
-    ty: GgmlType,
+unsafe fn neg(x: __m256) -> __m256 {
+    // SAFETY: register-only AVX operations (enabled by the caller).
+    unsafe { _mm256_xor_ps(x, _mm256_set1_ps(-0.0)) }
+}
+
+/// One 32-block's scale terms for column half `h` (8 columns; `qdef`'s names).
+#[derive(Clone, Copy)]
+struct Scales8 {
+    dw: __m256,
+    mw: __m256,
+    k: [__m256i; 2],
+    m: [__m256i; 2],
+}
+
+/// The scale terms of 32-block `j` of the record at `r`, for column half `h`.
+#[inline(always)]
+unsafe fn scales<F: Fmt>(r: *const u8, j: usize, h: usize) -> Scales8 {
+    // SAFETY: offsets inside the record (packed::rec); 8 or 16 bytes each.
+    unsafe {
+        let f16 = |o: usize| _mm256_cvtph_ps(_mm_loadu_si128(r.add(o + 16 * h) as *const __m128i));
+        let u8s =
+            |o: usize| _mm256_cvtepu8_epi32(_mm_loadl_epi64(r.add(o + 8 * h) as *const __m128i));
+        let i8s =
+            |o: usize| _mm256_cvtepi8_epi32(_mm_loadl_epi64(r.add(o + 8 * h) as *const __m128i));
+        let zero = _mm256_setzero_si256();
+        let mut v = Scales8 {
+            dw: f16(rec::D),
+            mw: _mm256_setzero_ps(),
+            k: [zero; 2],
+            m: [zero; 2],
+        };
+        match F::TY {
+            GgmlType::Q4_1 | GgmlType::Q5_1 => v.mw = f16(rec::M),
+            GgmlType::Q4K | GgmlType::Q5K => {
+                v.dw = _mm256_mul_ps(v.dw, _mm256_cvtepi32_ps(u8s(rec::k4_sc(j))));
+                v.mw = neg(_mm256_mul_ps(
+                    f16(rec::M),
+                    _mm256_cvtepi32_ps(u8s(rec::k4_m(j))),
+                ));
+            }
+            GgmlType::Q2K => {
+                v.mw = neg(f16(rec::M));
+                v.k = [u8s(rec::q2_sc(2 * j)), u8s(rec::q2_sc(2 * j + 1))];
+                v.m = [u8s(rec::q2_m(2 * j)), u8s(rec::q2_m(2 * j + 1))];
+            }
+            GgmlType::Q3K | GgmlType::Q6K => {
+                v.k = [i8s(rec::k16_sc(2 * j)), i8s(rec::k16_sc(2 * j + 1))];
+            }
+            _ => {}
+        }
+        v
+    }
+}
+
+/// Both column halves of a group against `T` rows from `i`: all blocks folded (`acc[t][h]`
+/// holds columns `8h..8h+8` of row `i + t`). Each block's two halves are done back to back,
+/// so its cache lines are used whole while they are loaded.
+#[inline(always)]
+unsafe fn tile<F: Fmt, const T: usize>(
     gw: *const u8,
     gl: &GroupLayout,
     acts: &QActs,
@@ -91,11 +185,15 @@ unsafe fn tile<const T: usize>(
 ) -> [[__m256; 2]; T] {
     let nb = gl.nb;
     let (hi, lo) = (acts.hi_ptr(), acts.lo_ptr());
+    let widen = match F::BITS {
+        5 => 4,
+        6 => 2,
+        _ => 8,
+    };
     // SAFETY (whole body): a whole group at gw; rows i..i+T of acts exist.
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); 2]; T];
         for b in 0..nb {
-            let sp = gw.add(gl.scales(b));
             let qp = gw.add(gl.quants(b));
             // Four blocks ahead (the weights stream from memory at decode).
             let ahead = gw.wrapping_add(gl.quants(b + 4));
@@ -103,56 +201,42 @@ unsafe fn tile<const T: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
             }
             for h in 0..2 {
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(h * 16) as *const __m128i));
-                let mw = if ty == GgmlType::Q4_1 {
-                    _mm256_cvtph_ps(_mm_loadu_si128(sp.add(32 + h * 16) as *const __m128i))
-                } else {
-                    _mm256_setzero_ps()
-                };
-                let (wa, wb) = match ty {
-                    GgmlType::Q8_0 => split_bytes(qp, h),
-                    _ => {
-                        let w = nibbles(qp, h);
-                        (w, w)
-                    }
-                };
+                let v = scales::<F>(gw.add(gl.record(b)), b % gl.form.sbk, h);
+                let (wa, wb) = weights::<F>(qp, h);
                 for (t, at) in acc.iter_mut().enumerate() {
-                    let a = &mut at[h];
                     let row = i + t;
                     let xh = hi.add(acts.plane_at(row, b));
                     let xl = lo.add(acts.plane_at(row, b));
                     let blk = acts.at(row, b);
-                    let sv = acts.s[blk];
-                    let s = match ty {
-                        GgmlType::Q8_0 => {
-                            let hi = _mm256_add_epi32(
-                                _mm256_slli_epi32(quad_dot(&wa, xh), 4),
-                                quad_dot(&wb, xh),
-                            );
-                            let lo = _mm256_add_epi32(
-                                _mm256_slli_epi32(quad_dot(&wa, xl), 4),
-                                quad_dot(&wb, xl),
-                            );
-                            let s = _mm256_add_epi32(_mm256_slli_epi32(hi, 4), lo);
-                            _mm256_sub_epi32(s, _mm256_set1_epi32(sv << 7))
-                        }
-                        _ => {
-                            let s = _mm256_add_epi32(
-                                _mm256_slli_epi32(quad_dot(&wa, xh), 4),
-                                quad_dot(&wa, xl),
-                            );
-                            if ty == GgmlType::Q4_0 {
-                                _mm256_sub_epi32(s, _mm256_set1_epi32(sv << 3))
-                            } else {
-                                s
-                            }
+                    let (a_s, a_s0) = (acts.s[blk], acts.s0[blk]);
+                    let sub = |x: __m256i, v: i32| _mm256_sub_epi32(x, _mm256_set1_epi32(v));
+                    let plane = |x: *const i8, js: std::ops::Range<usize>| {
+                        let a = quad_dot(&wa, x, js.clone(), widen);
+                        if F::BITS == 8 {
+                            let b = quad_dot(&wb, x, js, widen);
+                            _mm256_add_epi32(_mm256_slli_epi32(a, 4), b)
+                        } else {
+                            a
                         }
                     };
-                    let sc = _mm256_mul_ps(dw, _mm256_set1_ps(acts.d[blk]));
-                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, *a);
-                    if ty == GgmlType::Q4_1 {
-                        *a = _mm256_fmadd_ps(mw, _mm256_set1_ps(acts.ds[blk]), *a);
-                    }
+                    let half = |js: std::ops::Range<usize>| {
+                        _mm256_add_epi32(_mm256_slli_epi32(plane(xh, js.clone()), 4), plane(xl, js))
+                    };
+                    let s = match F::SPEC.fold {
+                        Fold::Plain => {
+                            let s = half(0..8);
+                            let voff = if F::BITS == 8 { 128 } else { F::SPEC.off };
+                            [sub(s, voff * a_s), _mm256_setzero_si256()]
+                        }
+                        Fold::Halves => {
+                            let off = F::SPEC.off;
+                            [
+                                sub(half(0..4), off * a_s0),
+                                sub(half(4..8), off * (a_s - a_s0)),
+                            ]
+                        }
+                    };
+                    at[h] = fold::<F>(at[h], s, &v, acts, blk);
                 }
             }
         }
@@ -160,8 +244,53 @@ unsafe fn tile<const T: usize>(
     }
 }
 
+/// The definition's fold of one block for 8 columns (as `vnni::fold`).
+#[inline(always)]
+unsafe fn fold<F: Fmt>(
+    acc: __m256,
+    s: [__m256i; 2],
+    v: &Scales8,
+    acts: &QActs,
+    blk: usize,
+) -> __m256 {
+    // SAFETY: blk indexes the activation scale arrays (caller).
+    unsafe {
+        let d = _mm256_set1_ps(*acts.d.get_unchecked(blk));
+        match F::SPEC.fold {
+            Fold::Plain => {
+                let s = _mm256_add_epi32(s[0], s[1]);
+                let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(v.dw, d), acc);
+                if F::SPEC.min {
+                    let ds = _mm256_set1_ps(*acts.ds.get_unchecked(blk));
+                    _mm256_fmadd_ps(v.mw, ds, acc)
+                } else {
+                    acc
+                }
+            }
+            Fold::Halves => {
+                let s = _mm256_add_epi32(
+                    _mm256_mullo_epi32(v.k[0], s[0]),
+                    _mm256_mullo_epi32(v.k[1], s[1]),
+                );
+                let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(v.dw, d), acc);
+                if F::SPEC.min {
+                    let s0 = *acts.s0.get_unchecked(blk);
+                    let s1 = *acts.s.get_unchecked(blk) - s0;
+                    let m = _mm256_add_epi32(
+                        _mm256_mullo_epi32(v.m[0], _mm256_set1_epi32(s0)),
+                        _mm256_mullo_epi32(v.m[1], _mm256_set1_epi32(s1)),
+                    );
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(v.mw, d), acc)
+                } else {
+                    acc
+                }
+            }
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_impl<const TY: u8>(
+unsafe fn rows_impl<F: Fmt>(
     acts: &QActs,
     w: &QMatrix,
     bias: Option<&[f32]>,
@@ -169,12 +298,7 @@ unsafe fn rows_impl<const TY: u8>(
     g0: usize,
     g1: usize,
 ) {
-    let ty = match TY {
-        0 => GgmlType::Q4_1,
-        1 => GgmlType::Q4_0,
-        _ => GgmlType::Q8_0,
-    };
-    let gl = GroupLayout::new(ty, w.cols);
+    let gl = GroupLayout::new(F::TY, w.cols);
     let base = w.data.bytes().as_ptr();
     for g in g0..g1 {
         // SAFETY: group g is in the buffer.
@@ -190,11 +314,11 @@ unsafe fn rows_impl<const TY: u8>(
                     _mm256_storeu_ps(out[r].as_mut_ptr().add(8), a[1]);
                 };
                 if t == 2 {
-                    let [a0, a1] = tile::<2>(ty, gw, &gl, acts, i);
+                    let [a0, a1] = tile::<F, 2>(gw, &gl, acts, i);
                     put(0, a0);
                     put(1, a1);
                 } else {
-                    let [a0] = tile::<1>(ty, gw, &gl, acts, i);
+                    let [a0] = tile::<F, 1>(gw, &gl, acts, i);
                     put(0, a0);
                 }
             }
@@ -236,6 +360,12 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
                 let q = _mm256_and_si256(_mm256_cvtps_epi32(p), ordered);
                 _mm256_min_epi32(_mm256_max_epi32(q, qmin), qmax)
             });
+            let hsum = |v: __m256i| {
+                let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+                _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b10_11_00_01)))
+            };
+            let s0 = hsum(_mm256_add_epi32(q[0], q[1]));
             let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
             let s4 = _mm_add_epi32(
                 _mm256_castsi256_si128(sum),
@@ -256,6 +386,7 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
             _mm256_storeu_si256(r.lo.as_mut_ptr().add(at) as *mut __m256i, bytes(lo));
             r.d[b] = d;
             r.s[b] = s;
+            r.s0[b] = s0;
             r.ds[b] = d * s as f32;
         }
     }
@@ -265,12 +396,5 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
 /// [`available`] is true; otherwise as `super::portable_rows`.
 pub unsafe fn rows(acts: &QActs, w: &QMatrix, bias: Option<&[f32]>, y: Out, g0: usize, g1: usize) {
     // SAFETY: forwarded contract; the format matches the storage type.
-    unsafe {
-        match w.ty {
-            GgmlType::Q4_1 => rows_impl::<0>(acts, w, bias, y, g0, g1),
-            GgmlType::Q4_0 => rows_impl::<1>(acts, w, bias, y, g0, g1),
-            GgmlType::Q8_0 => rows_impl::<2>(acts, w, bias, y, g0, g1),
-            other => unreachable!("avx2::rows: {other:?} is not an integer-path type"),
-        }
-    }
+    unsafe { dispatch!(w.ty, rows_impl, (acts, w, bias, y, g0, g1)) }
 }

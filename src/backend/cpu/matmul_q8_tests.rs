@@ -3,8 +3,24 @@
 //! tile shape and batch composition.
 
 use super::*;
+use crate::backend::blocks::random_blocks;
+use crate::backend::dtype::GgmlType;
 use crate::backend::tensor::Storage;
 use std::sync::Arc;
+
+/// Every type with a Cg16 form.
+const TYPES: [GgmlType; 10] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
 
 fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut s = seed;
@@ -18,18 +34,7 @@ fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 
 /// A random row-major matrix with modest scales (`rows x cols`).
 fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QMatrix {
-    let mut next = xorshift(seed);
-    let mut bytes: Vec<u8> = (0..ty.row_bytes(cols) * rows)
-        .map(|_| next() as u8)
-        .collect();
-    for blk in bytes.chunks_exact_mut(ty.block_bytes()) {
-        let d = 0.005 + (next() % 100) as f32 * 1e-4;
-        blk[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
-        if ty == GgmlType::Q4_1 {
-            let m = -0.1 + (next() % 100) as f32 * 1e-3;
-            blk[2..4].copy_from_slice(&half::f16::from_f32(m).to_le_bytes());
-        }
-    }
+    let bytes = random_blocks(ty, rows * cols / ty.block_elems(), seed);
     QMatrix::new(ty, rows, cols, Storage::Owned(Arc::new(bytes))).unwrap()
 }
 
@@ -55,6 +60,7 @@ fn run(kernel: Kernel, acts: &QActs, w: &QMatrix, bias: Option<&[f32]>) -> Vec<u
     let out = Out {
         y: y.as_mut_ptr(),
         n,
+        ld: n,
     };
     // SAFETY: w is Cg16 (callers pack it) with w.cols == acts.k; this thread writes every
     // column of y, which has m * n floats.
@@ -117,7 +123,7 @@ fn simd_quantizers_match_the_scalar_definition() {
         let mut buf = RowBuf::new(k);
         f(&x, buf.out());
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        (buf.hi, buf.lo, bits(&buf.d), bits(&buf.ds), buf.s)
+        (buf.hi, buf.lo, bits(&buf.d), bits(&buf.ds), buf.s, buf.s0)
     };
     let want = quant(&|x, r| quantize_row(x, r));
     if vnni::available() {
@@ -146,7 +152,14 @@ fn batched_quantization_equals_the_row_definition() {
         let nb = k / 32;
         let mut buf = RowBuf::new(k);
         quantize_row(&x[i * k..(i + 1) * k], buf.out());
-        let RowBuf { hi, lo, d, ds, s } = &buf;
+        let RowBuf {
+            hi,
+            lo,
+            d,
+            ds,
+            s,
+            s0,
+        } = &buf;
         for j in 0..k {
             let want = 16 * i32::from(hi[j]) + i32::from(lo[j]);
             assert_eq!(a.q(i, j), want, "row {i} element {j}");
@@ -154,8 +167,8 @@ fn batched_quantization_equals_the_row_definition() {
         for b in 0..nb {
             let at = a.at(i, b);
             assert_eq!(
-                (a.d[at].to_bits(), a.ds[at].to_bits(), a.s[at]),
-                (d[b].to_bits(), ds[b].to_bits(), s[b]),
+                (a.d[at].to_bits(), a.ds[at].to_bits(), a.s[at], a.s0[at]),
+                (d[b].to_bits(), ds[b].to_bits(), s[b], s0[b]),
                 "row {i} block {b} scales"
             );
         }
@@ -165,8 +178,8 @@ fn batched_quantization_equals_the_row_definition() {
 /// The definition against an f64 dot of the dequantized operands.
 #[test]
 fn portable_definition_matches_f64_reference() {
-    for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
-        let (m, n, k) = (3, 21, 96);
+    for ty in TYPES {
+        let (m, n, k) = (3, 21, 512);
         let w = matrix(ty, n, k, 11);
         let x = activations(m, k, 12);
         let mut acts = QActs::default();
@@ -181,7 +194,7 @@ fn portable_definition_matches_f64_reference() {
                 let g = f64::from(f32::from_bits(got[i * n + j]));
                 assert!(
                     (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                    "{ty:?} ({i},{j}): {g} vs {want}"
+                    "{ty} ({i},{j}): {g} vs {want}"
                 );
             }
         }
@@ -227,11 +240,14 @@ fn q8_0_extremes_are_exact_in_every_kernel() {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn simd_kernels() -> [(&'static str, Kernel, bool); 3] {
+fn simd_kernels() -> [(&'static str, Kernel, bool); 4] {
     [
         ("vnni", vnni::rows as Kernel, vnni::available()),
         ("avx2", avx2::rows as Kernel, avx2::available()),
         ("amx", amx::rows as Kernel, amx::available()),
+        // The AMX kernel on the emulated tile unit: its unpacking, pipeline and fold on
+        // every AVX-512 CPU.
+        ("amx-emu", amx::emu::rows as Kernel, vnni::available()),
     ]
 }
 
@@ -241,15 +257,17 @@ fn simd_kernels() -> [(&'static str, Kernel, bool); 3] {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn simd_kernels_are_bitwise_the_definition() {
-    for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
-        for &(m, n, k) in &[
-            (1, 16, 32),
-            (5, 7, 192),
-            (9, 40, 128),
-            (2, 33, 64),
-            (17, 16, 96),
-            (33, 18, 64),
+    for ty in TYPES {
+        let kb = ty.block_elems().max(64);
+        for &(m, n, kk) in &[
+            (1, 16, 1),
+            (5, 7, 3),
+            (9, 40, 2),
+            (2, 33, 1),
+            (17, 16, 3),
+            (33, 18, 1),
         ] {
+            let k = kb * kk;
             let w = matrix(ty, n, k, 1000 + m as u64).to_cg16();
             let x = activations(m, k, 77);
             let mut acts = QActs::default();
@@ -259,7 +277,7 @@ fn simd_kernels_are_bitwise_the_definition() {
                 let want = run(portable_rows, &acts, &w, b);
                 for (name, kernel, ok) in simd_kernels() {
                     if ok {
-                        assert_eq!(run(kernel, &acts, &w, b), want, "{name} {ty:?} {m}x{n}x{k}");
+                        assert_eq!(run(kernel, &acts, &w, b), want, "{name} {ty} {m}x{n}x{k}");
                     }
                 }
             }
@@ -270,30 +288,32 @@ fn simd_kernels_are_bitwise_the_definition() {
             assert_eq!(
                 &batch[(m - 1) * n..],
                 &alone[..],
-                "{ty:?} {m}x{n}x{k} last row alone"
+                "{ty} {m}x{n}x{k} last row alone"
             );
         }
     }
 }
 
-/// Enough rows for AMX's 256-row blocks: a 300-row batch, bitwise the definition.
+/// Enough rows for AMX's 256-row blocks: a 300-row batch, bitwise the definition (on the
+/// real tile unit where there is one, and on the emulated one).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_row_blocks_are_bitwise_the_definition() {
-    if !amx::available() {
-        eprintln!("SKIPPED: no AMX on this CPU");
+    if !vnni::available() {
+        eprintln!("SKIPPED: no AVX-512 VNNI on this CPU (the AMX kernel's fold needs it)");
         return;
     }
-    let (m, n, k) = (300, 32, 64);
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+    let (m, n) = (300, 32);
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q6K, GgmlType::Q3K] {
+        let k = ty.block_elems().max(64);
         let w = matrix(ty, n, k, 5).to_cg16();
         let x = activations(m, k, 6);
         let mut acts = QActs::default();
         quantize(&x, k, &mut acts);
-        assert_eq!(
-            run(amx::rows, &acts, &w, None),
-            run(portable_rows, &acts, &w, None),
-            "{ty:?}"
-        );
+        let want = run(portable_rows, &acts, &w, None);
+        assert_eq!(run(amx::emu::rows, &acts, &w, None), want, "{ty} emulated");
+        if amx::available() {
+            assert_eq!(run(amx::rows, &acts, &w, None), want, "{ty}");
+        }
     }
 }

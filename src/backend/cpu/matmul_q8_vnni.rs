@@ -14,8 +14,9 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::{Out, QActs, RowOut, LO, QMAX};
+use crate::backend::cpu::qdef::{spec_of, Fold, Spec};
 use crate::backend::dtype::GgmlType;
-use crate::backend::packed::{GroupLayout, GROUP};
+use crate::backend::packed::{qoff, rec, GroupLayout, GROUP};
 use crate::backend::tensor::QMatrix;
 
 /// Whether this kernel runs: the CPU has the features, and `PONDER_CPU_ISA` is not `avx2`.
@@ -32,18 +33,45 @@ pub fn available() -> bool {
     })
 }
 
-/// A weight format in the Cg16 layout.
+/// A weight format in the Cg16 layout, as this kernel reads it.
 pub(super) trait Fmt {
     const TY: GgmlType;
-    /// The format has a per-block minimum (`mw != 0`).
-    const HAS_MIN: bool;
-    /// `S = 16 R_hi + R_lo - (s << SHIFT)` (0: no correction).
-    const SHIFT: u32;
-    /// The eight unsigned-byte vectors `W_0..W_7` of the block quants at `q`.
+    /// The definition's fold, minimum and offset (`qdef`).
+    const SPEC: Spec = spec_of(Self::TY);
+    /// Width of the stored element integers (4, 5, 6 or 8).
+    const BITS: u32;
+    /// The kernel's weight operand is `u = c + VOFF` (unsigned bytes for `vpdpbusd`), so a
+    /// block's sum is corrected by `- VOFF * s`: the definition's offset, or 128 for Q8_0
+    /// (its bytes flipped to `c + 128`).
+    const VOFF: i32 = if Self::BITS == 8 { 128 } else { Self::SPEC.off };
+
+    /// The eight unsigned-byte vectors `W_0..W_7` (quad j = elements 4j..4j+4 of the 16
+    /// columns) of the block quants at `q`.
     ///
     /// # Safety
-    /// A block's quants (`QB` bytes) are readable at `q`; AVX-512F/BW enabled by the caller.
-    unsafe fn weights(q: *const u8) -> [__m512i; 8];
+    /// A block's quants (`form.qb` bytes) are readable at `q`; AVX-512F/BW enabled by the
+    /// caller.
+    #[inline(always)]
+    unsafe fn weights(q: *const u8) -> [__m512i; 8] {
+        // SAFETY: the block's quants at q (caller).
+        unsafe {
+            if Self::BITS == 8 {
+                let flip = _mm512_set1_epi8(-128);
+                return std::array::from_fn(|j| {
+                    _mm512_xor_si512(_mm512_loadu_si512(q.add(j * 64) as *const __m512i), flip)
+                });
+            }
+            let mut w = nibbles(q);
+            for k in 4..Self::BITS {
+                let bit = _mm512_set1_epi8(1 << k);
+                for (j, wj) in w.iter_mut().enumerate() {
+                    let m: __mmask64 = (q.add(qoff::plane(k, j)) as *const u64).read_unaligned();
+                    *wj = _mm512_mask_add_epi8(*wj, m, *wj, bit);
+                }
+            }
+            w
+        }
+    }
 }
 
 /// Nibble chunks at `q` (4 x 64 bytes) as quads 0..8.
@@ -62,49 +90,48 @@ unsafe fn nibbles(q: *const u8) -> [__m512i; 8] {
     }
 }
 
-pub(super) struct Q41;
-impl Fmt for Q41 {
-    const TY: GgmlType = GgmlType::Q4_1;
-    const HAS_MIN: bool = true;
-    const SHIFT: u32 = 0;
-    #[inline(always)]
-    unsafe fn weights(q: *const u8) -> [__m512i; 8] {
-        // SAFETY: 256 bytes of nibbles at q (caller).
-        unsafe { nibbles(q) }
-    }
-}
-
-pub(super) struct Q40;
-impl Fmt for Q40 {
-    const TY: GgmlType = GgmlType::Q4_0;
-    const HAS_MIN: bool = false;
-    const SHIFT: u32 = 3;
-    #[inline(always)]
-    unsafe fn weights(q: *const u8) -> [__m512i; 8] {
-        // SAFETY: 256 bytes of nibbles at q (caller).
-        unsafe { nibbles(q) }
-    }
-}
-
-pub(super) struct Q80;
-impl Fmt for Q80 {
-    const TY: GgmlType = GgmlType::Q8_0;
-    const HAS_MIN: bool = false;
-    const SHIFT: u32 = 7;
-    #[inline(always)]
-    unsafe fn weights(q: *const u8) -> [__m512i; 8] {
-        // SAFETY: 8 x 64 int8 at q (caller).
-        unsafe {
-            let flip = _mm512_set1_epi8(-128);
-            let mut w = [_mm512_setzero_si512(); 8];
-            for (j, v) in w.iter_mut().enumerate() {
-                let q = _mm512_loadu_si512(q.add(j * 64) as *const __m512i);
-                *v = _mm512_xor_si512(q, flip);
-            }
-            w
+macro_rules! formats {
+    ($($name:ident: $ty:ident, $bits:literal;)*) => {$(
+        pub(super) struct $name;
+        impl Fmt for $name {
+            const TY: GgmlType = GgmlType::$ty;
+            const BITS: u32 = $bits;
         }
-    }
+    )*};
 }
+
+formats! {
+    Q40: Q4_0, 4;
+    Q41: Q4_1, 4;
+    Q50: Q5_0, 5;
+    Q51: Q5_1, 5;
+    Q80: Q8_0, 8;
+    Q2k: Q2K, 4;
+    Q3k: Q3K, 4;
+    Q4k: Q4K, 4;
+    Q5k: Q5K, 5;
+    Q6k: Q6K, 6;
+}
+
+/// Runs `$f::<F>($args)` with `F` the format of `$ty` (every type with a Cg16 form).
+macro_rules! dispatch {
+    ($ty:expr, $f:ident, ($($arg:expr),*)) => {
+        match $ty {
+            GgmlType::Q4_0 => $f::<Q40>($($arg),*),
+            GgmlType::Q4_1 => $f::<Q41>($($arg),*),
+            GgmlType::Q5_0 => $f::<Q50>($($arg),*),
+            GgmlType::Q5_1 => $f::<Q51>($($arg),*),
+            GgmlType::Q8_0 => $f::<Q80>($($arg),*),
+            GgmlType::Q2K => $f::<Q2k>($($arg),*),
+            GgmlType::Q3K => $f::<Q3k>($($arg),*),
+            GgmlType::Q4K => $f::<Q4k>($($arg),*),
+            GgmlType::Q5K => $f::<Q5k>($($arg),*),
+            GgmlType::Q6K => $f::<Q6k>($($arg),*),
+            other => unreachable!("{other} is not an integer-path type"),
+        }
+    };
+}
+pub(super) use dispatch;
 
 /// One row of `quantize`: the scalar `quantize_row`'s arithmetic (`amax / 2032`, its
 /// reciprocal, products rounded to nearest-even by `vcvtps2dq`, NaN products to 0).
@@ -127,11 +154,15 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
             let d = amax / QMAX as f32;
             let id = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
             let mut s = _mm512_setzero_si512();
+            let mut s0 = 0;
             for (h, &vh) in v.iter().enumerate() {
                 let p = _mm512_mul_ps(vh, id);
                 let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
                 let q = _mm512_maskz_cvtps_epi32(ordered, p);
                 let q = _mm512_min_epi32(_mm512_max_epi32(q, qmin), qmax);
+                if h == 0 {
+                    s0 = _mm512_reduce_add_epi32(q);
+                }
                 s = _mm512_add_epi32(s, q);
                 let hi = _mm512_srai_epi32(_mm512_add_epi32(q, c128), 4);
                 let lo = _mm512_sub_epi32(q, _mm512_slli_epi32(hi, 4));
@@ -148,26 +179,128 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
             let s = _mm512_reduce_add_epi32(s);
             r.d[b] = d;
             r.s[b] = s;
+            r.s0[b] = s0;
             r.ds[b] = d * s as f32;
         }
     }
 }
 
-/// `(dw, mw)` of the block scales at `sp` (mw = 0 without a minimum).
+/// One 32-block's scale terms for the 16 columns (the definition's names, `qdef`).
+#[derive(Clone, Copy)]
+pub(super) struct VScales {
+    pub dw: __m512,
+    pub mw: __m512,
+    /// Half formats: the integer scales of the two 16-element halves.
+    pub k0: __m512i,
+    pub k1: __m512i,
+    /// Q2_K: the integer minimums of the two halves.
+    pub m0: __m512i,
+    pub m1: __m512i,
+}
+
+/// `-x` (the sign bit flipped, as the definition's negation; `0 - x` would turn -0 into +0).
+#[inline(always)]
+unsafe fn neg(x: __m512) -> __m512 {
+    // SAFETY: register-only AVX-512F operations (enabled by the caller).
+    unsafe {
+        _mm512_castsi512_ps(_mm512_xor_si512(
+            _mm512_castps_si512(x),
+            _mm512_set1_epi32(i32::MIN),
+        ))
+    }
+}
+
+/// The scale terms of 32-block `j` of the super-block whose record is at `r`.
 ///
 /// # Safety
-/// A block's scales are readable at `sp`; AVX-512F enabled by the caller.
+/// A whole record of `F` is readable at `r`, `j < form.sbk`; AVX-512F/BW enabled by the
+/// caller.
 #[inline(always)]
-pub(super) unsafe fn scales<F: Fmt>(sp: *const u8) -> (__m512, __m512) {
-    // SAFETY: 32 (64 with a minimum) readable bytes at sp (caller).
+pub(super) unsafe fn scales<F: Fmt>(r: *const u8, j: usize) -> VScales {
+    // SAFETY: offsets inside the record (packed::rec), 16 or 32 bytes each.
     unsafe {
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sp as *const __m256i));
-        let mw = if F::HAS_MIN {
-            _mm512_cvtph_ps(_mm256_loadu_si256(sp.add(32) as *const __m256i))
-        } else {
-            _mm512_setzero_ps()
+        let f16 = |o: usize| _mm512_cvtph_ps(_mm256_loadu_si256(r.add(o) as *const __m256i));
+        let u8s = |o: usize| _mm512_cvtepu8_epi32(_mm_loadu_si128(r.add(o) as *const __m128i));
+        let i8s = |o: usize| _mm512_cvtepi8_epi32(_mm_loadu_si128(r.add(o) as *const __m128i));
+        let zero = _mm512_setzero_si512();
+        let mut v = VScales {
+            dw: f16(rec::D),
+            mw: _mm512_setzero_ps(),
+            k0: zero,
+            k1: zero,
+            m0: zero,
+            m1: zero,
         };
-        (dw, mw)
+        match F::TY {
+            GgmlType::Q4_1 | GgmlType::Q5_1 => v.mw = f16(rec::M),
+            GgmlType::Q4K | GgmlType::Q5K => {
+                v.dw = _mm512_mul_ps(v.dw, _mm512_cvtepi32_ps(u8s(rec::k4_sc(j))));
+                v.mw = neg(_mm512_mul_ps(
+                    f16(rec::M),
+                    _mm512_cvtepi32_ps(u8s(rec::k4_m(j))),
+                ));
+            }
+            GgmlType::Q2K => {
+                v.mw = neg(f16(rec::M));
+                (v.k0, v.k1) = (u8s(rec::q2_sc(2 * j)), u8s(rec::q2_sc(2 * j + 1)));
+                (v.m0, v.m1) = (u8s(rec::q2_m(2 * j)), u8s(rec::q2_m(2 * j + 1)));
+            }
+            GgmlType::Q3K | GgmlType::Q6K => {
+                (v.k0, v.k1) = (i8s(rec::k16_sc(2 * j)), i8s(rec::k16_sc(2 * j + 1)));
+            }
+            _ => {}
+        }
+        v
+    }
+}
+
+/// Folds one block's exact integers into `acc` (the definition's order): `s_half` are the
+/// two halves' sums of `c q` (Plain formats: any split of the block's sum), `blk` the row's
+/// activation block index.
+///
+/// # Safety
+/// `blk` indexes the activation scale arrays; AVX-512F enabled by the caller.
+#[inline(always)]
+pub(super) unsafe fn fold<F: Fmt>(
+    acc: __m512,
+    s_half: [__m512i; 2],
+    v: &VScales,
+    acts: &QActs,
+    blk: usize,
+) -> __m512 {
+    // SAFETY: blk < the scale arrays' length (caller); register operations otherwise.
+    unsafe {
+        let d = _mm512_set1_ps(*acts.d.get_unchecked(blk));
+        match F::SPEC.fold {
+            Fold::Plain => {
+                let s = _mm512_add_epi32(s_half[0], s_half[1]);
+                let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(v.dw, d), acc);
+                if F::SPEC.min {
+                    let ds = _mm512_set1_ps(*acts.ds.get_unchecked(blk));
+                    _mm512_fmadd_ps(v.mw, ds, acc)
+                } else {
+                    acc
+                }
+            }
+            Fold::Halves => {
+                let s = _mm512_add_epi32(
+                    _mm512_mullo_epi32(v.k0, s_half[0]),
+                    _mm512_mullo_epi32(v.k1, s_half[1]),
+                );
+                let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(v.dw, d), acc);
+                if F::SPEC.min {
+                    let s0 = *acts.s0.get_unchecked(blk);
+                    let s1 = *acts.s.get_unchecked(blk) - s0;
+                    let m = _mm512_add_epi32(
+                        _mm512_mullo_epi32(v.m0, _mm512_set1_epi32(s0)),
+                        _mm512_mullo_epi32(v.m1, _mm512_set1_epi32(s1)),
+                    );
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(v.mw, d), acc)
+                } else {
+                    acc
+                }
+            }
+        }
     }
 }
 
@@ -247,7 +380,7 @@ unsafe fn reduce16_add(v: [__m512i; 16]) -> __m512i {
 }
 
 /// One row tile of `quantize`: rows `0..t` (`t <= 16`) of `x` (`[t, k]`) straight into the
-/// tile layouts (`planes`: `nb * 1024` bytes, `d`/`ds`/`s`: `nb * 16` entries; rows `t..16`
+/// tile layouts (`planes`: `nb * 1024` bytes, `d`/`ds`/`s`/`s0`: `nb * 16` entries; rows `t..16`
 /// get zeros). Per block the 16 rows are done together, so the per-row reductions (max |x|
 /// and the sum of q) and the two divisions are 16-lane operations. Same values as the
 /// scalar `quantize_row`.
@@ -264,6 +397,7 @@ pub unsafe fn quantize_tile(
     d: &mut [f32],
     ds: &mut [f32],
     s: &mut [i32],
+    s0: &mut [i32],
 ) {
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
     let (qmax, qmin) = (_mm512_set1_epi32(QMAX), _mm512_set1_epi32(-QMAX));
@@ -293,6 +427,7 @@ pub unsafe fn quantize_tile(
             let idv = _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0), dv);
             let mut idr = [0f32; 16];
             _mm512_storeu_ps(idr.as_mut_ptr(), idv);
+            let mut firsts = [_mm512_setzero_si512(); 16];
             let sums: [__m512i; 16] = std::array::from_fn(|r| {
                 let id = _mm512_set1_ps(idr[r]);
                 let mut acc = _mm512_setzero_si512();
@@ -301,6 +436,9 @@ pub unsafe fn quantize_tile(
                     let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
                     let q = _mm512_maskz_cvtps_epi32(ordered, p);
                     let q = _mm512_min_epi32(_mm512_max_epi32(q, qmin), qmax);
+                    if h == 0 {
+                        firsts[r] = q;
+                    }
                     acc = _mm512_add_epi32(acc, q);
                     let qh = _mm512_srai_epi32(_mm512_add_epi32(q, c128), 4);
                     let ql = _mm512_sub_epi32(q, _mm512_slli_epi32(qh, 4));
@@ -319,6 +457,10 @@ pub unsafe fn quantize_tile(
             let sv = reduce16_add(sums);
             _mm512_storeu_ps(d.as_mut_ptr().add(b * 16), dv);
             _mm512_storeu_si512(s.as_mut_ptr().add(b * 16) as *mut __m512i, sv);
+            _mm512_storeu_si512(
+                s0.as_mut_ptr().add(b * 16) as *mut __m512i,
+                reduce16_add(firsts),
+            );
             _mm512_storeu_ps(
                 ds.as_mut_ptr().add(b * 16),
                 _mm512_mul_ps(dv, _mm512_cvtepi32_ps(sv)),
@@ -328,7 +470,7 @@ pub unsafe fn quantize_tile(
 }
 
 /// `T` activation rows from `i` against the group at `gw` (all its blocks) -> the 16
-/// column sums per row, in the header's order.
+/// column sums per row, in the definition's order.
 #[inline(always)]
 unsafe fn tile<F: Fmt, const T: usize>(
     gw: *const u8,
@@ -336,8 +478,9 @@ unsafe fn tile<F: Fmt, const T: usize>(
     acts: &QActs,
     i: usize,
 ) -> [__m512; T] {
-    let nb = gl.nb;
+    let (nb, sbk) = (gl.nb, gl.form.sbk);
     let (hi, lo) = (acts.hi_ptr(), acts.lo_ptr());
+    let halves = F::SPEC.fold == Fold::Halves;
     // SAFETY (whole body): a whole group at gw; rows i..i+T of acts exist.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); T];
@@ -350,26 +493,34 @@ unsafe fn tile<F: Fmt, const T: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
             }
             let wv = F::weights(gw.add(gl.quants(b)));
-            let (dw, mw) = scales::<F>(gw.add(gl.scales(b)));
+            let v = scales::<F>(gw.add(gl.record(b)), b % sbk);
             for (t, a) in acc.iter_mut().enumerate() {
                 let row = i + t;
                 let xh = hi.add(acts.plane_at(row, b)) as *const i32;
                 let xl = lo.add(acts.plane_at(row, b)) as *const i32;
-                let (mut rh, mut rl) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for (j, w) in wv.iter().enumerate() {
-                    rh = _mm512_dpbusd_epi32(rh, *w, _mm512_set1_epi32(xh.add(j).read_unaligned()));
-                    rl = _mm512_dpbusd_epi32(rl, *w, _mm512_set1_epi32(xl.add(j).read_unaligned()));
-                }
-                let mut s = _mm512_add_epi32(_mm512_slli_epi32(rh, 4), rl);
                 let blk = acts.at(row, b);
-                if F::SHIFT > 0 {
-                    s = _mm512_sub_epi32(s, _mm512_set1_epi32(acts.s[blk] << F::SHIFT));
+                // Per half (quads 0..4 = elements 0..16): sum(u hi), sum(u lo).
+                let mut r = [[_mm512_setzero_si512(); 2]; 2];
+                for (j, w) in wv.iter().enumerate() {
+                    let h = j / 4;
+                    let xhj = _mm512_set1_epi32(xh.add(j).read_unaligned());
+                    let xlj = _mm512_set1_epi32(xl.add(j).read_unaligned());
+                    r[h][0] = _mm512_dpbusd_epi32(r[h][0], *w, xhj);
+                    r[h][1] = _mm512_dpbusd_epi32(r[h][1], *w, xlj);
                 }
-                let sc = _mm512_mul_ps(dw, _mm512_set1_ps(acts.d[blk]));
-                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, *a);
-                if F::HAS_MIN {
-                    *a = _mm512_fmadd_ps(mw, _mm512_set1_ps(acts.ds[blk]), *a);
+                let s = |h: usize| _mm512_add_epi32(_mm512_slli_epi32(r[h][0], 4), r[h][1]);
+                let (mut s0, mut s1) = (s(0), s(1));
+                if F::VOFF != 0 {
+                    // sum(c q) = sum(u q) - VOFF * sum(q), per half or for the block.
+                    let (a_s, a_s0) = (acts.s[blk], acts.s0[blk]);
+                    if halves {
+                        s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(F::VOFF * a_s0));
+                        s1 = _mm512_sub_epi32(s1, _mm512_set1_epi32(F::VOFF * (a_s - a_s0)));
+                    } else {
+                        s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(F::VOFF * a_s));
+                    }
                 }
+                *a = fold::<F>(*a, [s0, s1], &v, acts, blk);
             }
         }
         acc
@@ -390,7 +541,7 @@ pub(super) unsafe fn store(y: Out, i: usize, g: usize, acc: __m512, bias: Option
                 Some(b) => _mm512_add_ps(acc, _mm512_loadu_ps(b.as_ptr().add(col))),
                 None => acc,
             };
-            _mm512_storeu_ps(y.y.add(i * y.n + col), v);
+            _mm512_storeu_ps(y.y.add(i * y.ld + col), v);
         } else {
             let mut a = [0f32; GROUP];
             _mm512_storeu_ps(a.as_mut_ptr(), acc);
@@ -441,12 +592,5 @@ unsafe fn rows_impl<F: Fmt>(
 /// [`available`] is true; otherwise as `super::portable_rows`.
 pub unsafe fn rows(acts: &QActs, w: &QMatrix, bias: Option<&[f32]>, y: Out, g0: usize, g1: usize) {
     // SAFETY: forwarded contract; the format matches the storage type.
-    unsafe {
-        match w.ty {
-            GgmlType::Q4_1 => rows_impl::<Q41>(acts, w, bias, y, g0, g1),
-            GgmlType::Q4_0 => rows_impl::<Q40>(acts, w, bias, y, g0, g1),
-            GgmlType::Q8_0 => rows_impl::<Q80>(acts, w, bias, y, g0, g1),
-            other => unreachable!("vnni::rows: {other:?} is not an integer-path type"),
-        }
-    }
+    unsafe { dispatch!(w.ty, rows_impl, (acts, w, bias, y, g0, g1)) }
 }

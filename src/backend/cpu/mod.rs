@@ -6,4 +6,5 @@ pub mod attention;
 pub mod kv_cache;
 pub mod matmul;
 pub mod ops;
+pub mod qdef;
 pub mod simd;
