@@ -35,10 +35,7 @@ fn bandwidth_gbs() -> f64 {
 /// The alternative design: every matrix dequantized to f32 at load (5.7x the bytes).
 fn dequantized(w: &LlamaWeights) -> LlamaWeights {
     let f = |m: &QMatrix| QMatrix::from_f32(m.rows, m.cols, &m.to_f32());
-    let lin = |l: &Linear| Linear {
-        w: f(&l.w),
-        bias: l.bias.clone(),
-    };
+    let lin = |l: &Linear| Linear::new(f(&l.single()), l.bias.clone());
     LlamaWeights {
         embed: f(&w.embed),
         layers: w

@@ -20,7 +20,9 @@ fn main() {
     let w = &m.model.weights;
     let mut mats: Vec<&QMatrix> = Vec::new();
     for l in &w.layers {
-        mats.extend([&l.qkv.w, &l.wo.w, &l.gate_up.w, &l.down.w]);
+        for lin in [&l.qkv, &l.wo, &l.gate_up, &l.down] {
+            mats.extend(&lin.parts);
+        }
     }
     mats.push(&w.lm_head);
     let bytes: usize = mats.iter().map(|q| q.size_bytes()).sum();

@@ -56,7 +56,7 @@ fn smollm2_shaped() -> LlamaModel {
             .collect();
         QMatrix::new(GgmlType::BF16, r, c, Storage::Owned(bytes.into())).unwrap()
     };
-    let lin = |w| Linear { w, bias: None };
+    let lin = |w| Linear::new(w, None);
     let layers_w = (0..layers)
         .map(|_| LayerWeights {
             attn_norm: vec![1.0; h],

@@ -37,6 +37,23 @@ impl Storage {
             Storage::Aligned(a) => a.as_slice(),
         }
     }
+
+    /// Drops a mapped range's pages from this process's resident set (`MADV_DONTNEED`),
+    /// once its bytes have been copied elsewhere (packed at load): otherwise the file's
+    /// pages stay counted in RSS next to their copy until memory pressure evicts them (a
+    /// 1.1 GB model would peak at twice its size). Reading the range again faults the
+    /// pages back in from the file. A no-op for owned storage.
+    pub fn release_pages(&self) {
+        #[cfg(unix)]
+        if let Storage::Mapped(m, r) = self {
+            // SAFETY: the map is a read-only file mapping: dropping its pages loses nothing
+            // (a later read of any byte, also of the neighbours in the first and last page,
+            // reloads it from the file), and no reference into it is invalidated.
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, r.start, r.len())
+            };
+        }
+    }
 }
 
 /// A heap buffer whose first byte is on a cache line (64-byte aligned): the operand buffers
@@ -184,6 +201,7 @@ impl QMatrix {
             self.data.bytes(),
             bytes.as_mut_slice(),
         );
+        self.data.release_pages();
         QMatrix {
             data: Storage::Aligned(Arc::new(bytes)),
             layout: Layout::Cg16,

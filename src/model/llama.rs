@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use super::config::ModelConfig;
 use super::weights::LlamaWeights;
 use crate::backend::cpu::attention::{paged_attention, AttnSeq, CpuKvCache, KvDtype};
-use crate::backend::cpu::matmul::linear;
+use crate::backend::cpu::matmul::{linear, linear_parts};
 use crate::backend::cpu::ops::{
     add_in_place, add_rmsnorm, embedding, rmsnorm, silu_mul, split_qkv_rope, Rope,
 };
@@ -276,7 +276,7 @@ impl LlamaModel {
         let rope_table = self.rope.table(&b.positions);
         rmsnorm(&x, &w.layers[0].attn_norm, c.rms_eps, &mut xn);
         for (l, lw) in w.layers.iter().enumerate() {
-            linear(&xn, &lw.qkv.w, lw.qkv.bias.as_deref(), &mut qkv);
+            linear_parts(&xn, &lw.qkv.parts, lw.qkv.bias.as_deref(), &mut qkv);
             split_qkv_rope(
                 &self.rope,
                 &rope_table,
@@ -288,12 +288,12 @@ impl LlamaModel {
             );
             kv.reshape_and_cache(l, &k, &v, &b.slot_mapping);
             paged_attention(kv, l, &q, nh, &seqs, scale, &mut attn);
-            linear(&attn, &lw.wo.w, lw.wo.bias.as_deref(), &mut proj);
+            linear_parts(&attn, &lw.wo.parts, lw.wo.bias.as_deref(), &mut proj);
             add_rmsnorm(&mut x, &proj, &lw.ffn_norm, c.rms_eps, &mut xn);
 
-            linear(&xn, &lw.gate_up.w, None, &mut gu);
+            linear_parts(&xn, &lw.gate_up.parts, None, &mut gu);
             silu_mul(&gu, f, &mut act);
-            linear(&act, &lw.down.w, None, &mut proj);
+            linear_parts(&act, &lw.down.parts, None, &mut proj);
             // The residual add, fused with the next layer's input norm (the last layer's
             // residual is added alone: the final norm reads only the sampled rows).
             match w.layers.get(l + 1) {

@@ -8,6 +8,7 @@
 //! owned copy of the same size, after which the mapped bytes are no longer read (the fused
 //! matrices are packed straight from the parts). Float matrices stay zero-copy in the map.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
@@ -148,10 +149,47 @@ pub fn hf_to_canonical(name: &str) -> String {
 }
 
 pub struct Linear {
-    /// `[out, in]`
-    pub w: QMatrix,
+    /// `[out, in]` as row blocks stacked in order: one matrix, or (a fused projection whose
+    /// parts are stored in different types) one per run of parts of one type.
+    pub parts: Vec<QMatrix>,
     /// `[out]`
     pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn new(w: QMatrix, bias: Option<Vec<f32>>) -> Self {
+        Linear {
+            parts: vec![w],
+            bias,
+        }
+    }
+
+    /// Output features (rows of all parts).
+    pub fn rows(&self) -> usize {
+        self.parts.iter().map(|p| p.rows).sum()
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.parts[0].cols
+    }
+
+    /// Bytes of the weights in memory.
+    pub fn size_bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.size_bytes()).sum()
+    }
+
+    /// All rows as one matrix: the only part, or the parts decoded to f32 (for a backend
+    /// that converts every weight at upload anyway).
+    pub fn single(&self) -> Cow<'_, QMatrix> {
+        match &self.parts[..] {
+            [w] => Cow::Borrowed(w),
+            parts => {
+                let vals: Vec<f32> = parts.iter().flat_map(|p| p.to_f32()).collect();
+                Cow::Owned(QMatrix::from_f32(self.rows(), self.cols(), &vals))
+            }
+        }
+    }
 }
 
 pub struct LayerWeights {
@@ -183,10 +221,10 @@ impl LlamaWeights {
             .layers
             .iter()
             .map(|l| {
-                l.qkv.w.size_bytes()
-                    + l.wo.w.size_bytes()
-                    + l.gate_up.w.size_bytes()
-                    + l.down.w.size_bytes()
+                l.qkv.size_bytes()
+                    + l.wo.size_bytes()
+                    + l.gate_up.size_bytes()
+                    + l.down.size_bytes()
             })
             .sum();
         l + self.lm_head.size_bytes()
@@ -223,22 +261,19 @@ impl LlamaWeights {
             layers.push(LayerWeights {
                 attn_norm: vector(src, &n("attn_norm.weight"), h)?,
                 qkv: Linear {
-                    w: concat_rows(&[&q, &k, &v])?,
+                    parts: concat_rows(&[&q, &k, &v])?,
                     bias: qkv_bias,
                 },
-                wo: Linear {
-                    w: matrix(src, &n("attn_output.weight"), h, qd)?.to_cg16(),
-                    bias: None,
-                },
+                wo: Linear::new(
+                    matrix(src, &n("attn_output.weight"), h, qd)?.to_cg16(),
+                    None,
+                ),
                 ffn_norm: vector(src, &n("ffn_norm.weight"), h)?,
                 gate_up: Linear {
-                    w: concat_rows(&[&gate, &up])?,
+                    parts: concat_rows(&[&gate, &up])?,
                     bias: None,
                 },
-                down: Linear {
-                    w: matrix(src, &n("ffn_down.weight"), h, f)?.to_cg16(),
-                    bias: None,
-                },
+                down: Linear::new(matrix(src, &n("ffn_down.weight"), h, f)?.to_cg16(), None),
             });
         }
         let rope_freqs = match src.tensor("rope_freqs.weight") {
@@ -288,27 +323,31 @@ fn vector(src: &dyn TensorSource, name: &str, len: usize) -> Result<Vec<f32>, Mo
     }
     let m = QMatrix::new(t.ty, 1, len, t.data)
         .map_err(|e| ModelError::Format(format!("tensor `{name}`: {e}")))?;
-    Ok(m.to_f32())
+    let v = m.to_f32();
+    m.data.release_pages();
+    Ok(v)
 }
 
-/// Stack matrices with equal column counts row-wise, packed (Cg16) when the type has that
-/// layout. With one storage type the rows are copied as bytes (the row-major concatenation
-/// is dropped once packed); mixed types are decoded to f32 first (correct, larger).
-fn concat_rows(parts: &[&QMatrix]) -> Result<QMatrix, ModelError> {
+/// Stacks matrices with equal column counts row-wise, packed (Cg16) when the type has that
+/// form: each run of consecutive parts of one storage type becomes one matrix (its rows
+/// copied as bytes; the row-major concatenation is dropped once packed), so a projection
+/// fused from parts of different types (Q/K in Q5_0, V in Q8_0) stays quantized as
+/// several row blocks.
+fn concat_rows(parts: &[&QMatrix]) -> Result<Vec<QMatrix>, ModelError> {
     let cols = parts[0].cols;
-    let rows: usize = parts.iter().map(|p| p.rows).sum();
-    if parts.iter().all(|p| p.ty == parts[0].ty) {
-        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.size_bytes()).sum());
-        for p in parts {
+    let mut out = Vec::new();
+    for run in parts.chunk_by(|a, b| a.ty == b.ty) {
+        let rows: usize = run.iter().map(|p| p.rows).sum();
+        let mut bytes = Vec::with_capacity(run.iter().map(|p| p.size_bytes()).sum());
+        for p in run {
             bytes.extend_from_slice(p.data.bytes());
+            p.data.release_pages();
         }
-        QMatrix::new(parts[0].ty, rows, cols, Storage::Owned(Arc::new(bytes)))
-            .map(|m| m.to_cg16())
-            .map_err(ModelError::Format)
-    } else {
-        let vals: Vec<f32> = parts.iter().flat_map(|p| p.to_f32()).collect();
-        Ok(QMatrix::from_f32(rows, cols, &vals))
+        let m = QMatrix::new(run[0].ty, rows, cols, Storage::Owned(Arc::new(bytes)))
+            .map_err(ModelError::Format)?;
+        out.push(m.to_cg16());
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -333,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn concat_mixed_types_decodes() {
+    fn concat_mixed_types_keeps_runs_of_one_type() {
         let a = QMatrix::from_f32(1, 2, &[1.0, 2.0]);
         let b = QMatrix::new(
             GgmlType::F16,
@@ -347,7 +386,16 @@ mod tests {
             )),
         )
         .unwrap();
-        let c = concat_rows(&[&a, &b]).unwrap();
-        assert_eq!(c.to_f32(), vec![1.0, 2.0, 3.0, 4.0]);
+        let c = concat_rows(&[&a, &a, &b]).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            (c[0].ty, c[0].rows, c[1].ty, c[1].rows),
+            (GgmlType::F32, 2, GgmlType::F16, 1)
+        );
+        let l = Linear {
+            parts: c,
+            bias: None,
+        };
+        assert_eq!(l.single().to_f32(), vec![1.0, 2.0, 1.0, 2.0, 3.0, 4.0]);
     }
 }

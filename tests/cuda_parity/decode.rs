@@ -32,7 +32,7 @@ fn random_model(seed: u64) -> LlamaModel {
         s += 1;
         bf16_matrix(r, c, &randf(r * c, s, a))
     };
-    let lin = |w: QMatrix| Linear { w, bias: None };
+    let lin = |w: QMatrix| Linear::new(w, None);
     let qkvd = (nh + 2 * nkv) * hd;
     let layers_w = (0..layers)
         .map(|_| LayerWeights {

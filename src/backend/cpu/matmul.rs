@@ -41,6 +41,39 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+/// `y[m, n] = sum_k x[m, k] * W[n, k] + bias[n]` for `W` stored as row blocks `parts`
+/// stacked in order (a fused projection whose parts differ in storage type, such as Q/K in
+/// Q5_0 and V in Q8_0).
+///
+/// Shapes: `x` is `[m, k]`, part `p` is `[n_p, k]`, `y` is `[m, sum n_p]`, `bias` is
+/// `[sum n_p]`. Integer-path parts write their columns of `y` in place; float parts go
+/// through a `[m, n_p]` buffer.
+pub fn linear_parts(x: &[f32], parts: &[QMatrix], bias: Option<&[f32]>, y: &mut [f32]) {
+    if let [w] = parts {
+        return linear(x, w, bias, y);
+    }
+    let n: usize = parts.iter().map(|p| p.rows).sum();
+    let m = y.len() / n.max(1);
+    assert_eq!(y.len(), m * n, "linear_parts: y is not [m, {n}]");
+    let mut col = 0;
+    for w in parts {
+        let b = bias.map(|b| &b[col..col + w.rows]);
+        if q8::supported(w) && w.layout == Layout::Cg16 {
+            let out = OutPtr(y.as_mut_ptr());
+            // SAFETY: the columns col..col + w.rows of every row of y ([m, n]) are this
+            // part's alone.
+            unsafe { linear_int(x, w, b, out, n, col) };
+        } else {
+            let mut part = vec![0f32; m * w.rows]; // [m, n_p]
+            linear(x, w, b, &mut part);
+            for (row, p) in y.chunks_exact_mut(n).zip(part.chunks_exact(w.rows)) {
+                row[col..col + w.rows].copy_from_slice(p);
+            }
+        }
+        col += w.rows;
+    }
+}
+
 /// `y[m, n] = sum_k x[m, k] * W[n, k] + bias[n]`.
 ///
 /// Shapes: `x` is `[m, w.cols]`, `y` is `[m, w.rows]`, `bias` is `[w.rows]`.
@@ -85,29 +118,8 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
             packed_here = w.to_cg16();
             &packed_here
         };
-        let groups = packed::groups(n);
-        let tasks = tasks.min(groups);
-        return with_scratch(|acts| {
-            q8::quantize(x, k, acts);
-            let acts = &*acts;
-            // Task c takes groups g0..g1, the counts differing by at most one, so the halves
-            // rayon splits the tasks into carry equal work (36 groups as 5 x 7 + 1 gave one
-            // core 20 of them).
-            let run = |c: usize| {
-                let g0 = c * groups / tasks;
-                let g1 = (c + 1) * groups / tasks;
-                let o = out;
-                let y = q8::Out { y: o.0, n, ld: n };
-                // SAFETY: task c owns the columns of groups g0..g1 of every row of y (the
-                // ranges of different tasks are disjoint); acts.k == w.cols; w is Cg16.
-                unsafe { q8::rows(acts, w, bias, y, g0, g1) }
-            };
-            if tasks == 1 {
-                run(0);
-            } else {
-                (0..tasks).into_par_iter().for_each(run);
-            }
-        });
+        // SAFETY: y is [m, n] and all its columns are this call's.
+        return unsafe { linear_int(x, w, bias, out, n, 0) };
     }
     let chunk = n.div_ceil(tasks);
     let run = |c: usize| {
@@ -122,6 +134,57 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
     } else {
         (0..tasks).into_par_iter().for_each(run);
     }
+}
+
+/// The integer path: columns `col..col + w.rows` of `y` (`[m, ld]`) = `x W^T (+ bias)`.
+///
+/// # Safety
+/// `y` points at `m * ld` floats (`m = x.len() / w.cols`), `col + w.rows <= ld`, and no one
+/// else writes those columns while this runs; `w` is Cg16.
+unsafe fn linear_int(
+    x: &[f32],
+    w: &QMatrix,
+    bias: Option<&[f32]>,
+    y: OutPtr,
+    ld: usize,
+    col: usize,
+) {
+    let (n, k) = (w.rows, w.cols);
+    let m = x.len() / k;
+    let threads = rayon::current_num_threads().max(1);
+    let tasks = if m * n * k < 1 << 16 {
+        1
+    } else {
+        (threads * 4).min(n.div_ceil(8))
+    };
+    let groups = packed::groups(n);
+    let tasks = tasks.min(groups);
+    with_scratch(|acts| {
+        q8::quantize(x, k, acts);
+        let acts = &*acts;
+        // Task c takes groups g0..g1, the counts differing by at most one, so the halves
+        // rayon splits the tasks into carry equal work (36 groups as 5 x 7 + 1 gave one
+        // core 20 of them).
+        let run = |c: usize| {
+            let g0 = c * groups / tasks;
+            let g1 = (c + 1) * groups / tasks;
+            let o = y;
+            // SAFETY: col + n <= ld, inside y (caller).
+            let y = q8::Out {
+                y: unsafe { o.0.add(col) },
+                n,
+                ld,
+            };
+            // SAFETY: task c owns the columns of groups g0..g1 of every row of y (the
+            // ranges of different tasks are disjoint); acts.k == w.cols; w is Cg16.
+            unsafe { q8::rows(acts, w, bias, y, g0, g1) }
+        };
+        if tasks == 1 {
+            run(0);
+        } else {
+            (0..tasks).into_par_iter().for_each(run);
+        }
+    })
 }
 
 thread_local! {

@@ -284,6 +284,11 @@ pub fn dequantize(
         GgmlType::F16 => "dequant_f16_bf16",
         GgmlType::F32 => "dequant_f32_bf16",
         GgmlType::BF16 => return Err(CudaError::Config("dequantize: BF16 needs no kernel".into())),
+        other => {
+            return Err(CudaError::Config(format!(
+                "dequantize: no CUDA kernel for {other} weights"
+            )))
+        }
     };
     if n == 0 {
         return Ok(());

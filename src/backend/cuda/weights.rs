@@ -79,11 +79,11 @@ fn linear(dev: &GpuDevice, w: &QMatrix, bias: Option<&Vec<f32>>) -> Result<GpuLi
 fn layer(dev: &GpuDevice, l: &LayerWeights) -> Result<GpuLayer> {
     Ok(GpuLayer {
         attn_norm: dev.upload(&l.attn_norm)?,
-        qkv: linear(dev, &l.qkv.w, l.qkv.bias.as_ref())?,
-        wo: linear(dev, &l.wo.w, l.wo.bias.as_ref())?,
+        qkv: linear(dev, &l.qkv.single(), l.qkv.bias.as_ref())?,
+        wo: linear(dev, &l.wo.single(), l.wo.bias.as_ref())?,
         ffn_norm: dev.upload(&l.ffn_norm)?,
-        gate_up: linear(dev, &l.gate_up.w, l.gate_up.bias.as_ref())?,
-        down: linear(dev, &l.down.w, l.down.bias.as_ref())?,
+        gate_up: linear(dev, &l.gate_up.single(), l.gate_up.bias.as_ref())?,
+        down: linear(dev, &l.down.single(), l.down.bias.as_ref())?,
     })
 }
 
@@ -111,9 +111,9 @@ impl GpuWeights {
                 + w.layers
                     .iter()
                     .map(|l| {
-                        [&l.qkv.w, &l.wo.w, &l.gate_up.w, &l.down.w]
+                        [&l.qkv, &l.wo, &l.gate_up, &l.down]
                             .iter()
-                            .map(|m| m.rows * m.cols)
+                            .map(|m| m.rows() * m.cols())
                             .sum::<usize>()
                     })
                     .sum::<usize>());
