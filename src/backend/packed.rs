@@ -295,21 +295,28 @@ pub fn pack(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8], out: &mut [u8]
     );
     out.fill(0);
     let (sb, qb) = (gl.form.sb, gl.qb);
-    for (row, src) in bytes.chunks_exact(rb).enumerate() {
-        let (g, n) = (row / GROUP, row % GROUP);
-        let o = &mut out[g * gl.group_bytes()..(g + 1) * gl.group_bytes()];
-        for (k, blk) in src.chunks_exact(bb).enumerate() {
-            let p = Parts::decode(ty, blk);
-            // ggml block k covers 32-blocks k * be / 32 ..; its scales go to one record.
-            let b0 = k * be / 32;
-            let r = gl.record(b0);
-            put_record(ty, &mut o[r..r + sb], n, &p);
-            for j in 0..be / 32 {
-                let q = gl.quants(b0 + j);
-                put_quants(gl.form, &mut o[q..q + qb], n, &p.u[32 * j..32 * j + 32]);
+    // Groups own disjoint bytes of `out`: packed in parallel (a 1.1 GB model's 2.2 billion
+    // elements would take several seconds on one core).
+    use rayon::prelude::*;
+    out.par_chunks_mut(gl.group_bytes())
+        .enumerate()
+        .for_each(|(g, o)| {
+            for n in 0..GROUP.min(rows.saturating_sub(g * GROUP)) {
+                let src = &bytes[(g * GROUP + n) * rb..(g * GROUP + n + 1) * rb];
+                for (k, blk) in src.chunks_exact(bb).enumerate() {
+                    let p = Parts::decode(ty, blk);
+                    // ggml block k covers 32-blocks k * be / 32 ..; its scales go to one
+                    // record.
+                    let b0 = k * be / 32;
+                    let r = gl.record(b0);
+                    put_record(ty, &mut o[r..r + sb], n, &p);
+                    for j in 0..be / 32 {
+                        let q = gl.quants(b0 + j);
+                        put_quants(gl.form, &mut o[q..q + qb], n, &p.u[32 * j..32 * j + 32]);
+                    }
+                }
             }
-        }
-    }
+        });
 }
 
 /// Bytes of the Cg16 form of a `rows x cols` matrix of `ty`.
