@@ -1,8 +1,10 @@
 //! Single-sequence decode and prefill speed on the default model, and this machine's memory
 //! bandwidth (the decode floor is weight bytes per token / bandwidth).
 //!
-//! Run: `cargo bench --bench decode` (needs `scripts/fetch-model`). Prints, besides
-//! criterion's timings, a summary line with tokens/s and the floor.
+//! Run: `cargo bench --bench decode` (needs `scripts/fetch-model`); another model with
+//! `PONDER_BENCH_MODEL=models/<file>.gguf`; `PONDER_BENCH_F32=0` skips the dequantized-f32
+//! comparison (4 bytes per weight in memory). Prints, besides criterion's timings, a summary
+//! line with tokens/s and the floor.
 
 use std::time::Instant;
 
@@ -57,7 +59,10 @@ fn dequantized(w: &LlamaWeights) -> LlamaWeights {
 }
 
 fn bench(c: &mut Criterion) {
-    let path = default_model_path().expect("default model (run scripts/fetch-model)");
+    let path = match std::env::var("PONDER_BENCH_MODEL") {
+        Ok(p) => std::path::PathBuf::from(p),
+        Err(_) => default_model_path().expect("default model (run scripts/fetch-model)"),
+    };
     let m = load_model(&path).expect("load");
     let table: Vec<u32> = (1..=64).collect();
     let mut kv = m.model.new_kv_cache(65, BLOCK);
@@ -67,7 +72,7 @@ fn bench(c: &mut Criterion) {
         &mut kv,
     );
 
-    let mut g = c.benchmark_group("smollm2-135m-q4_1");
+    let mut g = c.benchmark_group(m.name.to_lowercase());
     g.sample_size(20);
     g.bench_function("decode_step_ctx64", |b| {
         b.iter(|| {
@@ -103,18 +108,6 @@ fn bench(c: &mut Criterion) {
         m.model
             .forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv);
     });
-    let f32_model = LlamaModel::new(m.model.cfg.clone(), dequantized(&m.model.weights));
-    let mut kv2 = f32_model.new_kv_cache(65, BLOCK);
-    f32_model.forward(
-        &BatchInput::single(&prompt[..64], 0, &table, BLOCK),
-        &mut kv2,
-    );
-    let dec_f32 = time(50, &mut || {
-        f32_model.forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv2);
-    });
-    let pre_f32 = time(10, &mut || {
-        f32_model.forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv2);
-    });
     let bw = bandwidth_gbs();
     let bytes = m.model.weights.bytes_per_token() as f64;
     let floor = bytes / (bw * 1e9);
@@ -131,6 +124,21 @@ fn bench(c: &mut Criterion) {
         dec / floor,
         rayon::current_num_threads()
     );
+    if std::env::var("PONDER_BENCH_F32").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let f32_model = LlamaModel::new(m.model.cfg.clone(), dequantized(&m.model.weights));
+    let mut kv2 = f32_model.new_kv_cache(65, BLOCK);
+    f32_model.forward(
+        &BatchInput::single(&prompt[..64], 0, &table, BLOCK),
+        &mut kv2,
+    );
+    let dec_f32 = time(50, &mut || {
+        f32_model.forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv2);
+    });
+    let pre_f32 = time(10, &mut || {
+        f32_model.forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv2);
+    });
     println!(
         "SUMMARY-F32 (dequantized at load) decode {:.1} tok/s ({:.2} ms) | prefill {:.0} tok/s | \
          weights/token {:.1} MB | decode/floor {:.2}x",

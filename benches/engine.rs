@@ -74,7 +74,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let path = default_model_path().expect("default model (run scripts/fetch-model)");
+    let path = match std::env::var("PONDER_BENCH_MODEL") {
+        Ok(p) => std::path::PathBuf::from(p),
+        Err(_) => default_model_path().expect("default model (run scripts/fetch-model)"),
+    };
     let m = Arc::new(load_model(&path).expect("load"));
     let env = |name: &str| std::env::var(name).ok();
     let rounds: usize = env("ENGINE_ROUNDS")

@@ -15,7 +15,10 @@ use ponder::backend::tensor::QMatrix;
 use ponder::model::{load_model, loader::default_model_path};
 
 fn main() {
-    let path = default_model_path().expect("default model (run scripts/fetch-model)");
+    let path = match std::env::var("PONDER_BENCH_MODEL") {
+        Ok(p) => std::path::PathBuf::from(p),
+        Err(_) => default_model_path().expect("default model (run scripts/fetch-model)"),
+    };
     let m = load_model(&path).expect("load");
     let w = &m.model.weights;
     let mut mats: Vec<&QMatrix> = Vec::new();
