@@ -58,6 +58,11 @@
 //!   }
 //! ```
 //!
+//! Probes ([`Scheduler::add_probe`]): a fork of a running sequence with a suffix appended,
+//! sharing its computed KV blocks; scheduled like any running sequence, dropped instead of
+//! recomputed when preempted (and preempted first). The engine runs certaindex and
+//! verification probes on them.
+//!
 //! Invariants (checked by [`Scheduler::check_invariants`]): every running sequence
 //! has `0 <= computed <= len` and a block table covering `computed` tokens; waiting
 //! and unstarted sequences hold no blocks; reserved seq slots <= `max_num_seqs`;
@@ -139,6 +144,11 @@ pub enum SchedError {
         needed: usize,
         capacity: usize,
     },
+    /// `add_probe` of a sequence that holds no KV (waiting, unstarted, finished, unknown).
+    #[error("sequence {0} is not running")]
+    NotRunning(SeqId),
+    #[error("no free sequence slot (max_num_seqs {max})")]
+    NoSeqSlot { max: usize },
     #[error("invalid scheduler config: `{field}` must be >= 1, given {value}")]
     InvalidConfig { field: &'static str, value: usize },
     #[error(transparent)]

@@ -49,6 +49,8 @@ pub(super) struct Sequence {
     pub(super) status: SeqStatus,
     /// Unstarted samples that draw from this sequence's first sampled row.
     pub(super) siblings: Vec<SeqId>,
+    /// A probe (`add_probe`): dropped, not recomputed, when preempted.
+    pub(super) probe: bool,
 }
 
 /// Continuous-batching scheduler; owns the KV block manager.
@@ -139,12 +141,71 @@ impl Scheduler {
                 } else {
                     Vec::new()
                 },
+                probe: false,
             };
             self.seqs.insert(id, seq);
         }
         self.waiting.push_back(ids[0]);
         self.groups.insert(req.request_id, ids.clone());
         Ok(ids)
+    }
+
+    /// Forks a **probe** of running sequence `parent`: a new sequence of the same request
+    /// that shares every KV block `parent` has computed (ref counts; the first write into a
+    /// shared block copies it), holds `parent`'s tokens followed by `suffix`, and runs like
+    /// any sequence from `parent`'s computed position: its first row computes `parent`'s
+    /// not-yet-computed tokens and `suffix`, and is sampled; later rows decode. `parent` is
+    /// untouched (its tokens, progress and blocks), so it can go on or finish meanwhile.
+    /// A probe counts as one sequence slot; preempted, it is dropped (reported in
+    /// `SchedulerOutput::preempted`, gone from the scheduler) rather than recomputed, and it
+    /// is the first victim. Errors: `parent` unknown or not running (it holds no KV), no
+    /// free sequence slot, an empty suffix.
+    pub fn add_probe(&mut self, parent: SeqId, suffix: &[u32]) -> Result<SeqId, SchedError> {
+        let p = self
+            .seqs
+            .get(&parent)
+            .filter(|p| p.status == SeqStatus::Running)
+            .ok_or(SchedError::NotRunning(parent))?;
+        if suffix.is_empty() {
+            return Err(SchedError::EmptyPrompt);
+        }
+        if self.reserved_slots() >= self.cfg.max_num_seqs {
+            return Err(SchedError::NoSeqSlot {
+                max: self.cfg.max_num_seqs,
+            });
+        }
+        let id = self.next_seq_id;
+        self.next_seq_id += 1;
+        let mut token_ids = p.token_ids.clone();
+        token_ids.extend_from_slice(suffix);
+        let seq = Sequence {
+            request_id: p.request_id,
+            token_ids,
+            num_prompt_tokens: p.num_prompt_tokens,
+            num_computed_tokens: p.num_computed_tokens,
+            priority: p.priority,
+            arrival: p.arrival,
+            status: SeqStatus::Running,
+            siblings: Vec::new(),
+            probe: true,
+        };
+        self.kv.fork(parent, id)?;
+        self.groups.entry(seq.request_id).or_default().push(id);
+        self.seqs.insert(id, seq);
+        self.running.push(id);
+        Ok(id)
+    }
+
+    /// Appends tokens to a probe that has no row in flight (teacher forcing: the next step
+    /// computes them and samples the last). Errors for an unknown sequence or a non-probe.
+    pub fn extend_probe(&mut self, probe: SeqId, tokens: &[u32]) -> Result<(), SchedError> {
+        let s = self
+            .seqs
+            .get_mut(&probe)
+            .filter(|s| s.probe)
+            .ok_or(SchedError::NotRunning(probe))?;
+        s.token_ids.extend_from_slice(tokens);
+        Ok(())
     }
 
     /// Plans one step. Must be followed by `update_from_output` with its result
@@ -168,8 +229,13 @@ impl Scheduler {
             if budget == 0 {
                 break;
             }
-            if self.seqs[&sid].status != SeqStatus::Running || self.remaining(sid) == 0 {
-                continue; // preempted earlier in this step, or awaiting its finish
+            if self
+                .seqs
+                .get(&sid)
+                .is_none_or(|s| s.status != SeqStatus::Running)
+                || self.remaining(sid) == 0
+            {
+                continue; // preempted (a probe: dropped) earlier in this step, or awaiting its finish
             }
             let n = self.remaining(sid).min(budget);
             let computed = self.seqs[&sid].num_computed_tokens;
@@ -418,7 +484,8 @@ impl Scheduler {
         })
     }
 
-    /// Lowest priority (largest value), then latest arrival, then highest id.
+    /// A probe first; then lowest priority (largest value), then latest arrival, then
+    /// highest id.
     fn pick_victim(&self) -> SeqId {
         let prio = |s: &Sequence| {
             if self.cfg.enable_priority {
@@ -432,12 +499,18 @@ impl Scheduler {
             .iter()
             .max_by_key(|id| {
                 let s = &self.seqs[*id];
-                (prio(s), s.arrival, **id)
+                (s.probe, prio(s), s.arrival, **id)
             })
             .expect("a running sequence needed blocks")
     }
 
     fn preempt(&mut self, sid: SeqId) {
+        if self.seqs[&sid].probe {
+            // A probe is cheap to redo and not worth a recompute of its whole context.
+            self.finish_seq(sid);
+            self.stats.num_preemptions += 1;
+            return;
+        }
         self.kv.free(sid);
         let s = self.seqs.get_mut(&sid).expect("victim exists");
         s.num_computed_tokens = 0;

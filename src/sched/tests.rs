@@ -439,3 +439,54 @@ fn engine_contract_violations_are_contained() {
     assert_eq!(s.seq_tokens(1).unwrap(), &[0, 1, 2, 6]);
     assert_eq!(s.schedule().seqs.len(), 2);
 }
+
+#[test]
+fn probe_shares_the_parents_blocks_and_leaves_it_untouched() {
+    let mut s = sched(16, 4, 64, 8);
+    let p = prompt(6, 100);
+    s.add_group(req(1, p.clone(), 1, 0)).unwrap();
+    let o = step(&mut s);
+    assert_eq!(rows(&o), vec![(0, 0, 6, vec![1, 2], vec![0])]);
+    // Parent: 6 computed + its sampled token 1010; the probe appends [900, 901].
+    assert_eq!(s.add_probe(0, &[900, 901]).unwrap(), 1);
+    assert_eq!(s.kv().block_table(1), &[1, 2]);
+    assert_eq!((s.kv().ref_count(1), s.kv().ref_count(2)), (2, 2));
+    s.check_invariants().unwrap();
+    let o = step(&mut s);
+    // The parent's decode writes position 6 into shared block 2: it gets copy 3; the
+    // probe then owns block 2 alone and grows into block 4.
+    assert_eq!(
+        rows(&o),
+        vec![
+            (0, 6, 1, vec![1, 3], vec![0]),
+            (1, 6, 3, vec![1, 2, 4], vec![1])
+        ]
+    );
+    assert_eq!(o.copy_ops, vec![(2, 3)]);
+    assert_eq!(o.seqs[1].token_ids, vec![1010, 900, 901]);
+    s.finish_seq(1).unwrap();
+    assert_eq!(s.kv().ref_count(1), 1);
+    assert_eq!(s.kv().block_table(0), &[1, 3]);
+    let mut want = p;
+    want.extend([1010, 1020]);
+    assert_eq!(s.seq_tokens(0).unwrap(), &want[..]);
+    s.check_invariants().unwrap();
+    // No probe of a sequence without KV.
+    assert_eq!(s.add_probe(7, &[1]), Err(SchedError::NotRunning(7)));
+}
+
+#[test]
+fn a_probe_is_the_first_victim_and_is_dropped_not_recomputed() {
+    // Blocks 1..=3 usable.
+    let mut s = sched(4, 4, 64, 8);
+    s.add_group(req(1, prompt(7, 100), 1, 0)).unwrap();
+    step(&mut s);
+    let probe = s.add_probe(0, &[900]).unwrap();
+    let o = step(&mut s);
+    // The parent's CoW takes the last free block; the probe cannot grow: it is dropped.
+    assert_eq!(rows(&o), vec![(0, 7, 1, vec![1, 3], vec![0])]);
+    assert_eq!(o.copy_ops, vec![(2, 3)]);
+    assert_eq!(o.preempted, vec![probe]);
+    assert!(s.seq_tokens(probe).is_none());
+    assert_eq!((s.num_running(), s.num_waiting()), (1, 0));
+}
