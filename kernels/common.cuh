@@ -34,6 +34,15 @@ __device__ __forceinline__ float f16_to_f32(unsigned short h) {
     return f;
 }
 
+// Little-endian loads assembled byte by byte (no alignment of `p` assumed: ggml blocks are
+// packed back to back, so a block's fields sit at any byte offset).
+__device__ __forceinline__ unsigned short u16_at(const u8_t* p) {
+    return (unsigned short)(p[0] | (p[1] << 8));
+}
+__device__ __forceinline__ unsigned int u32_at(const u8_t* p) {
+    return p[0] | (p[1] << 8) | (p[2] << 16) | ((unsigned int)p[3] << 24);
+}
+
 // Output stores for the two activation types a kernel may write.
 __device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_out(bf16_t* p, float v) { *p = f32_to_bf16(v); }

@@ -1,7 +1,8 @@
 //! Compile check of every `kernels/*.cu` with NVRTC for `compute_80` and `compute_90`; needs
 //! libnvrtc (not a GPU). `scripts/check-kernels` provides it from the pinned PyPI wheels.
 //! Without libnvrtc the test prints a loud line and returns, except under `CI=true`, where
-//! it fails: CI must never pass without compiling the kernels.
+//! it fails: CI must never pass without compiling the kernels. The dequantization kernels'
+//! PTX must also hold no `fma` (their GPU parity bound is exact bf16 bits).
 #![cfg(feature = "cuda")]
 
 use ponder::backend::cuda::kernels::{compile, nvrtc_present, SOURCES};
@@ -47,6 +48,11 @@ fn kernels_compile() {
                         if !text.contains(&format!(".entry {e}(")) {
                             failures.push(format!("{name} ({arch}): entry point `{e}` missing"));
                         }
+                    }
+                    // The dequantization kernels promise the CPU's bits: every f32 operation
+                    // rounded on its own, so NVRTC must not have fused any into an FMA.
+                    if name.starts_with("dequant") && text.contains("fma.") {
+                        failures.push(format!("{name} ({arch}): FMA in a dequantization kernel"));
                     }
                     println!("compiled {name} for {arch}: {} entry points", entries.len());
                 }

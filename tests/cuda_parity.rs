@@ -352,3 +352,5 @@ fn argmax_parity_lowest_index_on_ties() {
 mod attention;
 #[path = "cuda_parity/decode.rs"]
 mod decode;
+#[path = "cuda_parity/dequant.rs"]
+mod dequant;

@@ -49,8 +49,22 @@ pub const SOURCES: &[(&str, &str, &[&str])] = &[
             "dequant_q8_0_bf16",
             "dequant_q4_0_bf16",
             "dequant_q4_1_bf16",
+            "dequant_q5_0_bf16",
+            "dequant_q5_1_bf16",
             "dequant_f16_bf16",
             "dequant_f32_bf16",
+        ],
+    ),
+    (
+        "dequant_k.cu",
+        include_str!("../../../kernels/dequant_k.cu"),
+        &[
+            "dequant_q2_k_bf16",
+            "dequant_q3_k_bf16",
+            "dequant_q4_k_bf16",
+            "dequant_q5_k_bf16",
+            "dequant_q6_k_bf16",
+            "dequant_q8_k_bf16",
         ],
     ),
     (

@@ -268,6 +268,45 @@ pub fn argmax(
     Ok(())
 }
 
+/// How a dequantization kernel maps threads to elements (see the `.cu` headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DequantGrid {
+    /// One thread per output element (`n` threads).
+    PerElement,
+    /// One thread per 32 consecutive output elements (`n / 32` threads): a whole Q5_0/Q5_1
+    /// block, or one of the eight 32-element groups of a K-quant super-block.
+    Per32,
+}
+
+/// The dequantization kernel of `ty` (an entry point of `kernels::SOURCES`) and its thread
+/// mapping. BF16 has none (its bits are uploaded as they are); a type without a kernel is an
+/// error naming it, raised by [`dequantize`] before any launch, i.e. at weight upload.
+pub fn dequant_kernel(ty: GgmlType) -> Result<(&'static str, DequantGrid)> {
+    use DequantGrid::{Per32, PerElement};
+    Ok(match ty {
+        GgmlType::F32 => ("dequant_f32_bf16", PerElement),
+        GgmlType::F16 => ("dequant_f16_bf16", PerElement),
+        GgmlType::Q8_0 => ("dequant_q8_0_bf16", PerElement),
+        GgmlType::Q4_0 => ("dequant_q4_0_bf16", PerElement),
+        GgmlType::Q4_1 => ("dequant_q4_1_bf16", PerElement),
+        GgmlType::Q5_0 => ("dequant_q5_0_bf16", Per32),
+        GgmlType::Q5_1 => ("dequant_q5_1_bf16", Per32),
+        GgmlType::Q2K => ("dequant_q2_k_bf16", Per32),
+        GgmlType::Q3K => ("dequant_q3_k_bf16", Per32),
+        GgmlType::Q4K => ("dequant_q4_k_bf16", Per32),
+        GgmlType::Q5K => ("dequant_q5_k_bf16", Per32),
+        GgmlType::Q6K => ("dequant_q6_k_bf16", Per32),
+        GgmlType::Q8K => ("dequant_q8_k_bf16", Per32),
+        GgmlType::BF16 => {
+            return Err(CudaError::Config(
+                "dequantize: tensor type BF16 has no dequantization kernel (its bits are \
+                 uploaded as they are)"
+                    .into(),
+            ))
+        }
+    })
+}
+
 /// Dequantizes a whole ggml tensor (`raw` bytes, `n` elements) into `out` bf16.
 /// BF16 input is not a kernel: upload its bits directly.
 pub fn dequantize(
@@ -277,34 +316,79 @@ pub fn dequantize(
     ty: GgmlType,
     n: usize,
 ) -> Result<()> {
-    let name = match ty {
-        GgmlType::Q8_0 => "dequant_q8_0_bf16",
-        GgmlType::Q4_0 => "dequant_q4_0_bf16",
-        GgmlType::Q4_1 => "dequant_q4_1_bf16",
-        GgmlType::F16 => "dequant_f16_bf16",
-        GgmlType::F32 => "dequant_f32_bf16",
-        GgmlType::BF16 => return Err(CudaError::Config("dequantize: BF16 needs no kernel".into())),
-        other => {
-            return Err(CudaError::Config(format!(
-                "dequantize: no CUDA kernel for {other} weights"
-            )))
-        }
-    };
+    let (name, grid) = dequant_kernel(ty)?;
     if n == 0 {
         return Ok(());
     }
     if !n.is_multiple_of(ty.block_elems()) {
         return Err(CudaError::Config(format!(
-            "dequantize: {n} elements is not whole {ty:?} blocks"
+            "dequantize: {n} elements is not whole {ty} blocks of {}",
+            ty.block_elems()
         )));
     }
     need("dequantize out", out.len(), n)?;
     need("dequantize raw", raw.len(), ty.row_bytes(n))?;
-    let nn = i32_of(n)?;
+    let threads = match grid {
+        DequantGrid::PerElement => n,
+        DequantGrid::Per32 => n / 32,
+    };
+    let count = i32_of(threads)?;
+    i32_of(n)?;
     let mut b = dev.stream.launch_builder(dev.func(name));
-    b.arg(out).arg(raw).arg(&nn);
-    // SAFETY: one thread per element i < n; it reads block i / block_elems of raw, inside the
-    // ty.row_bytes(n) bytes checked above, and writes out[i].
-    unsafe { b.launch(cfg((n.div_ceil(256), 1, 1), 256)?) }?;
+    b.arg(out).arg(raw).arg(&count);
+    // SAFETY: `threads` threads (those past `count` return at once). PerElement: thread i < n
+    // reads block i / block_elems of raw and writes out[i]. Per32: thread t < n / 32 reads
+    // block 32 t / block_elems (whole blocks: n is a multiple of block_elems, 32 divides it)
+    // and writes out[32 t .. 32 t + 32). Both stay inside the n elements of out and the
+    // ty.row_bytes(n) bytes of raw checked above; n < 2^31 so the kernels' int math holds.
+    unsafe { b.launch(cfg((threads.div_ceil(256), 1, 1), 256)?) }?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::kernels::SOURCES;
+
+    const ALL: [GgmlType; 14] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+        GgmlType::Q8K,
+    ];
+
+    /// Every type but BF16 has a kernel that the device loads (listed in SOURCES, whose
+    /// entries the compile check finds in the PTX); a Per32 kernel's 32-element groups tile
+    /// its blocks exactly; BF16's error names the type.
+    #[test]
+    fn every_type_has_a_loaded_kernel_or_a_named_error() {
+        let entries: Vec<&str> = SOURCES
+            .iter()
+            .flat_map(|(_, _, e)| e.iter().copied())
+            .collect();
+        for ty in ALL {
+            match dequant_kernel(ty) {
+                Ok((name, grid)) => {
+                    assert!(entries.contains(&name), "{ty}: `{name}` not in SOURCES");
+                    if grid == DequantGrid::Per32 {
+                        assert!(ty.block_elems() % 32 == 0, "{ty}");
+                    }
+                }
+                Err(e) => {
+                    assert_eq!(ty, GgmlType::BF16);
+                    assert!(e.to_string().contains("BF16"), "{e}");
+                }
+            }
+        }
+    }
 }

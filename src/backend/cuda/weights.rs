@@ -11,7 +11,7 @@ use cudarc::driver::CudaSlice;
 use half::bf16;
 
 use super::device::GpuDevice;
-use super::ops::dequantize;
+use super::ops::{dequant_kernel, dequantize};
 use super::Result;
 use crate::backend::dtype::GgmlType;
 use crate::backend::tensor::QMatrix;
@@ -47,9 +47,13 @@ pub struct GpuWeights {
 }
 
 /// Uploads `m` as bf16 `[rows, cols]`: BF16 bits go up as they are, other types go up raw
-/// and are dequantized by a kernel.
+/// and are dequantized by a kernel (`ops::dequant_kernel`: every type of `GgmlType`).
 pub fn upload_matrix(dev: &GpuDevice, m: &QMatrix) -> Result<CudaSlice<bf16>> {
     let n = m.rows * m.cols;
+    if m.ty != GgmlType::BF16 {
+        // A type without a kernel fails here, naming it, before anything is copied.
+        dequant_kernel(m.ty)?;
+    }
     // The GPU kernels read checkpoint (row-major) order; the CPU's Cg16 copy is unpacked
     // on the host for the upload (a transient buffer of the matrix's size).
     let bytes = m.row_major_bytes();
