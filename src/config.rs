@@ -174,6 +174,13 @@ pub struct ServeConfig {
     #[arg(long, env = "PONDER_EFFORT_PRESETS")]
     pub effort_presets: Option<std::path::PathBuf>,
 
+    /// JSON file with the probe prompts of the model family (certaindex answer probes and
+    /// self-verification): `{"answer": "...", "verify": "...", "verify_open": "...",
+    /// "yes": ["Yes"], "no": ["No"]}`. Default: ChatML turns when the chat template uses
+    /// them, plain text otherwise.
+    #[arg(long, env = "PONDER_PROBE_PROMPTS")]
+    pub probe_prompts: Option<std::path::PathBuf>,
+
     /// Waiting requests at which aggregated samples and thinking budgets shrink (load level 1;
     /// twice this is level 2).
     #[arg(long, env = "PONDER_LOAD_QUEUE_HIGH", default_value_t = 8)]
@@ -344,8 +351,19 @@ impl ServeConfig {
     }
 
     /// The engine's sizing from the flags (prefix caching on, priority scheduling off).
-    pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig {
+    pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+        let probe_texts = match &self.probe_prompts {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--probe-prompts {}: {e}", path.display()))?;
+                Some(
+                    crate::engine::probes::ProbeTexts::from_json(&text)
+                        .map_err(|e| anyhow::anyhow!("--probe-prompts {}: {e}", path.display()))?,
+                )
+            }
+        };
+        Ok(EngineConfig {
             sched: SchedConfig {
                 max_num_batched_tokens: self.max_num_batched_tokens,
                 max_num_seqs: self.max_num_seqs,
@@ -358,7 +376,8 @@ impl ServeConfig {
             kv_cache_bytes: usize::try_from(self.kv_cache_memory.0).unwrap_or(usize::MAX),
             kv_cache_dtype: self.kv_cache_dtype,
             enable_prefix_caching: true,
-        }
+            probe_texts,
+        })
     }
 
     /// The per-request limits of the HTTP layer.
@@ -463,7 +482,7 @@ mod tests {
             "9000",
         ]);
         assert_eq!(c.kv_cache_memory, ByteSize(1 << 30));
-        let e = c.engine_config();
+        let e = c.engine_config().unwrap();
         assert_eq!(e.kv_cache_bytes, 1 << 30);
         assert_eq!(
             (

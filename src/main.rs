@@ -183,7 +183,7 @@ fn build_core(
     cfg: &ServeConfig,
     model: Arc<ponder::model::LoadedModel>,
 ) -> anyhow::Result<ponder::engine::core::EngineCore> {
-    let ecfg = cfg.engine_config();
+    let ecfg = cfg.engine_config()?;
     #[cfg(feature = "cuda")]
     {
         let probe = ponder::backend::cuda::cuda_available();

@@ -28,6 +28,7 @@ fn core(m: &Arc<LoadedModel>, kv_blocks: usize) -> EngineCore {
         kv_cache_bytes: kv_blocks * per_block,
         kv_cache_dtype: dtype,
         enable_prefix_caching: true,
+        probe_texts: None,
     };
     cpu_core(m.clone(), &cfg).unwrap()
 }

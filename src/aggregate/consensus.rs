@@ -143,6 +143,7 @@ mod tests {
         ks.iter()
             .enumerate()
             .map(|(i, k)| Candidate {
+                score: None,
                 sample: i,
                 key: k.map(str::to_string),
                 mean_logprob: -1.0,

@@ -9,7 +9,10 @@
 //!  majority:            {"12": 2, "13": 2}     tie -> "12" (sample 0 < 1)
 //!  confidence_weighted: {"12": e^-0.1 + e^-0.2 = 1.7236, "13": 2 e^-2 = 0.2707}
 //!  best_logprob:        histogram as majority; winner = key of sample 0 (-0.1)
+//!  verifier_weighted:   each vote weighs the sample's verifier score in [0, 1] (none: 0)
+//!  best_score:          histogram as majority; winner = key of the best-scored sample
 //!  winner_sample:       among samples with the winning key, the best mean_logprob
+//!                       (verifier_weighted: the best score, then mean_logprob)
 //! ```
 //!
 //! Invariants:
@@ -33,20 +36,32 @@ pub enum Aggregation {
     ConfidenceWeighted,
     /// The answer of the single most confident sample (histogram as majority).
     BestLogprob,
+    /// Each vote weighs the sample's verifier score (P("Yes") of the verification probe).
+    VerifierWeighted,
+    /// The answer of the sample with the best verifier score (histogram as majority).
+    BestScore,
 }
 
 impl Aggregation {
-    /// "majority" | "confidence_weighted" | "best_logprob".
+    /// "majority" | "confidence_weighted" | "best_logprob" | "verifier_weighted" |
+    /// "best_score".
     pub fn parse(s: &str) -> Result<Aggregation, String> {
         match s {
             "majority" => Ok(Self::Majority),
             "confidence_weighted" => Ok(Self::ConfidenceWeighted),
             "best_logprob" => Ok(Self::BestLogprob),
+            "verifier_weighted" => Ok(Self::VerifierWeighted),
+            "best_score" => Ok(Self::BestScore),
             _ => Err(format!(
-                "`aggregation` must be one of \"majority\", \"confidence_weighted\" or \
-                 \"best_logprob\", given {s:?}"
+                "`aggregation` must be one of \"majority\", \"confidence_weighted\", \
+                 \"best_logprob\", \"verifier_weighted\" or \"best_score\", given {s:?}"
             )),
         }
+    }
+
+    /// Whether the aggregation reads verifier scores.
+    pub fn needs_scores(&self) -> bool {
+        matches!(self, Self::VerifierWeighted | Self::BestScore)
     }
 
     pub fn as_str(&self) -> &'static str {
@@ -54,15 +69,18 @@ impl Aggregation {
             Self::Majority => "majority",
             Self::ConfidenceWeighted => "confidence_weighted",
             Self::BestLogprob => "best_logprob",
+            Self::VerifierWeighted => "verifier_weighted",
+            Self::BestScore => "best_score",
         }
     }
 
     /// A candidate's vote weight under this aggregation.
     fn weight(&self, c: &Candidate) -> f64 {
         match self {
-            Self::Majority | Self::BestLogprob => 1.0,
+            Self::Majority | Self::BestLogprob | Self::BestScore => 1.0,
             Self::ConfidenceWeighted if c.mean_logprob.is_nan() => 0.0,
             Self::ConfidenceWeighted => c.mean_logprob.min(0.0).exp(),
+            Self::VerifierWeighted => c.score.filter(|s| !s.is_nan()).map_or(0.0, |s| s.clamp(0.0, 1.0)),
         }
     }
 }
@@ -76,6 +94,8 @@ pub struct Candidate {
     pub key: Option<String>,
     /// Mean logprob of the sample's generated tokens (<= 0).
     pub mean_logprob: f64,
+    /// Verifier score in [0, 1] (`None`: not scored).
+    pub score: Option<f64>,
 }
 
 /// The outcome of a vote.
@@ -101,14 +121,18 @@ pub fn vote(agg: &Aggregation, cands: &[Candidate]) -> Vote {
     let answered = answered_in_order(cands);
     let hist = histogram(agg, &answered);
     let total: f64 = hist.iter().map(|(_, w)| w).sum();
+    let by_score = agg.needs_scores();
     let best = match agg {
-        Aggregation::BestLogprob => best_of(answered.iter().copied()),
+        Aggregation::BestLogprob | Aggregation::BestScore => {
+            best_of(answered.iter().copied(), by_score)
+        }
         _ => hist.first().and_then(|(key, _)| {
             best_of(
                 answered
                     .iter()
                     .copied()
                     .filter(|c| c.key.as_ref() == Some(key)),
+                by_score,
             )
         }),
     };
@@ -167,12 +191,27 @@ fn histogram(agg: &Aggregation, answered: &[&Candidate]) -> Vec<(String, f64)> {
     hist
 }
 
-/// The sample with the highest mean_logprob (NaN lowest); ties -> lowest index
-/// (the input is in sample order, so the first maximum wins).
-fn best_of<'a>(cands: impl Iterator<Item = &'a Candidate>) -> Option<&'a Candidate> {
+/// The sample with the highest mean_logprob (NaN lowest), or with `by_score` the highest
+/// verifier score (unscored lowest), then mean_logprob; ties -> lowest index (the input is
+/// in sample order, so the first maximum wins).
+fn best_of<'a>(
+    cands: impl Iterator<Item = &'a Candidate>,
+    by_score: bool,
+) -> Option<&'a Candidate> {
+    let key = |c: &Candidate| {
+        let s = if by_score {
+            c.score.unwrap_or(f64::NAN)
+        } else {
+            0.0
+        };
+        (s, c.mean_logprob)
+    };
     let mut best: Option<&Candidate> = None;
     for c in cands {
-        if best.is_none_or(|b| rank(c.mean_logprob, b.mean_logprob) == Ordering::Greater) {
+        if best.is_none_or(|b| {
+            let ((s1, l1), (s2, l2)) = (key(c), key(b));
+            rank(s1, s2).then(rank(l1, l2)) == Ordering::Greater
+        }) {
             best = Some(c);
         }
     }
@@ -194,7 +233,46 @@ mod tests {
             sample,
             key: key.map(str::to_string),
             mean_logprob,
+            score: None,
         }
+    }
+
+    fn scored(sample: usize, key: &str, mean_logprob: f64, score: f64) -> Candidate {
+        Candidate {
+            score: Some(score),
+            ..c(sample, Some(key), mean_logprob)
+        }
+    }
+
+    #[test]
+    fn verifier_scores_weigh_votes_and_pick_the_best() {
+        // Two samples say "3" with low scores, one says "4" with a high score.
+        let cands = [
+            scored(0, "3", -0.1, 0.2),
+            scored(1, "3", -0.2, 0.25),
+            scored(2, "4", -0.9, 0.9),
+            c(3, Some("5"), -0.01), // unscored: weighs 0, never the best score
+        ];
+        assert_eq!(
+            vote(&Aggregation::Majority, &cands).winner.as_deref(),
+            Some("3")
+        );
+        let v = vote(&Aggregation::VerifierWeighted, &cands);
+        assert_eq!(hist(&v), vec![("4", 0.9), ("3", 0.45), ("5", 0.0)]);
+        assert_eq!((v.winner.as_deref(), v.winner_sample), (Some("4"), Some(2)));
+        assert_eq!(v.share, 0.9 / 1.35);
+        let v = vote(&Aggregation::BestScore, &cands);
+        assert_eq!(hist(&v), vec![("3", 2.0), ("4", 1.0), ("5", 1.0)]);
+        assert_eq!((v.winner.as_deref(), v.winner_sample), (Some("4"), Some(2)));
+        // Equal scores: the better mean logprob, then the lower index.
+        let tie = [scored(0, "a", -0.5, 0.7), scored(1, "b", -0.2, 0.7)];
+        assert_eq!(vote(&Aggregation::BestScore, &tie).winner_sample, Some(1));
+        // Within the winning answer, verifier_weighted returns the best-scored sample.
+        let within = [scored(0, "a", -0.1, 0.3), scored(1, "a", -0.5, 0.6)];
+        assert_eq!(
+            vote(&Aggregation::VerifierWeighted, &within).winner_sample,
+            Some(1)
+        );
     }
 
     fn hist(v: &Vote) -> Vec<(&str, f64)> {
@@ -214,14 +292,20 @@ mod tests {
 
     #[test]
     fn parse_and_as_str() {
-        for s in ["majority", "confidence_weighted", "best_logprob"] {
+        for s in [
+            "majority",
+            "confidence_weighted",
+            "best_logprob",
+            "verifier_weighted",
+            "best_score",
+        ] {
             assert_eq!(Aggregation::parse(s).unwrap().as_str(), s);
         }
         assert_eq!(
             Aggregation::parse("vote"),
             Err(
-                "`aggregation` must be one of \"majority\", \"confidence_weighted\" or \
-                 \"best_logprob\", given \"vote\""
+                "`aggregation` must be one of \"majority\", \"confidence_weighted\", \
+                 \"best_logprob\", \"verifier_weighted\" or \"best_score\", given \"vote\""
                     .into()
             )
         );

@@ -12,7 +12,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::budget::{RawBudget, RawGate, RawMinAgreement, RawTtc};
+use crate::budget::{RawCertaindex, RawBudget, RawGate, RawMinAgreement, RawTtc};
 use crate::model::template::ChatMessage;
 use crate::validate::{PromptInput, RawRequest, ValidateError};
 
@@ -192,6 +192,8 @@ const TTC_FIELDS: &[&str] = &[
     "min_agreement",
     "total_token_budget",
     "deadline_ms",
+    "certaindex",
+    "scorer",
 ];
 
 /// Rejects fields of our own objects that we do not know (a typo must not be ignored).
@@ -269,7 +271,34 @@ fn ttc(v: &Value) -> Result<RawTtc, ValidateError> {
         }
         Some(v) => return Err(wrong("ttc.min_agreement", "an object {after, share}", v)),
     };
+    let certaindex = match f.get("certaindex") {
+        None | Some(Value::Bool(false)) => None,
+        Some(Value::Bool(true)) => Some(RawCertaindex::default()),
+        Some(Value::Object(m)) => {
+            known_fields("ttc.certaindex", m, &["probe_every", "agree", "max_tokens"])?;
+            let mf = Fields(m);
+            let int = |k: &str| {
+                mf.get(k)
+                    .map(|v| as_int(&format!("ttc.certaindex.{k}"), v))
+                    .transpose()
+            };
+            Some(RawCertaindex {
+                probe_every: int("probe_every")?,
+                agree: int("agree")?,
+                max_tokens: int("max_tokens")?,
+            })
+        }
+        Some(v) => {
+            return Err(wrong(
+                "ttc.certaindex",
+                "a boolean or an object {probe_every, agree, max_tokens}",
+                v,
+            ))
+        }
+    };
     Ok(RawTtc {
+        certaindex,
+        scorer: string("scorer")?,
         strategy: string("strategy")?,
         n: int("n")?,
         min_samples: int("min_samples")?,

@@ -1,36 +1,105 @@
 //! `Controller`: the per-request state machine of an aggregated request. The engine feeds it
-//! events (a sample's token logprob, a sample's completion with its final text, the deadline)
-//! and carries out the actions it returns; it never touches the engine itself.
+//! events (a sample's token, a probe's result, a sample's completion with its final text, the
+//! load, the deadline) and carries out the actions it returns; it never touches the engine.
 //!
 //! ```text
-//!  start()            -> Launch first wave (min_samples)
-//!  on_token(s, lp)    -> total_token_budget reached : Stop every live sample, Finish
-//!                        gated sample's window mean < threshold : Stop s (low_confidence)
-//!  on_finished(s, t)  -> extract + key the answer; first wave complete: set the gate threshold
-//!                        last esc_window answers agree : Stop the rest, Finish
-//!                        leading weight >= consensus * (answered weight + live samples) : same
-//!  no live samples    -> >= min_agreement.after completed and the winner's share of them
-//!                        < min_agreement.share : Finish (low_agreement)
-//!                        else Launch next wave (min_samples, up to n) while budget remains,
-//!                        else Finish
-//!  on_deadline()      -> Stop every live sample, Finish
+//!  start()             -> Launch first wave (min_samples)
+//!  on_token(s, tok)    -> total_token_budget reached : Stop every live sample, Finish
+//!                         gated sample's window mean < threshold : Stop s (low_confidence)
+//!                         certaindex: every probe_every thinking tokens : Probe s (answer)
+//!                         (forced tokens count toward budgets, never toward confidence)
+//!  on_probe(s, answer) -> the last `agree` probed answers agree : EndThinking s
+//!  on_finished(s, t)   -> extract + key the answer; with a scorer: Probe s (verify) and wait
+//!  on_probe(s, score)  -> (the sample now counts)
+//!  a sample counts     -> first wave complete: set the gate threshold
+//!                         last esc_window answers agree : Stop the rest, Finish
+//!                         lead >= consensus * (counted weight + every sample still to come)
+//!                         : Stop the rest, Finish
+//!  nothing live        -> >= min_agreement.after counted and the winner's share of them
+//!                         < min_agreement.share : Finish (low_agreement)
+//!                         else Launch next wave (sized by the load seen now) while budget
+//!                         remains, else Finish
+//!  on_deadline()       -> Stop every live sample, Finish
 //! ```
 //!
 //! Invariants: `Finish` is returned exactly once and after it nothing else; every launched
 //! sample ends exactly once (finished or stopped); stopped samples cast no vote and their
-//! tokens count as wasted. Memory per sample: a `WindowMean` (window <= 1024 f32) and its key.
+//! tokens count as wasted; a sample waiting for its score is not live and does not count yet;
+//! results of probes of ended samples are ignored. Memory per sample: a `WindowMean` (window
+//! <= 1024 f32), its key, its probed answers (<= thinking tokens / probe_every).
 
 use super::plan::TtcPlan;
-use super::report::{EarlyStop, SampleSummary, TtcReport};
+use super::presets::LoadRule;
+use super::report::{Decision, EarlyStop, SampleSummary, TtcReport};
 use crate::aggregate::{confidence_threshold, vote, window_agrees, Candidate, WindowMean};
+
+/// What a probe asks (the engine builds its suffix from the model's probe prompts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// Certaindex: "the final answer is" after the thinking so far; decode a few tokens.
+    Answer,
+    /// Self-verification: "is the answer above correct?"; read P(Yes).
+    Verify,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Answer => "answer",
+            ProbeKind::Verify => "verify",
+        }
+    }
+}
+
+/// What a probe returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeResult {
+    /// The text an answer probe decoded.
+    Answer(String),
+    /// A verifier score in [0, 1].
+    Score(f64),
+    /// The probe could not run or was dropped (no free sequence slot, preempted).
+    Dropped,
+}
+
+/// One generated token as the controller sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tok {
+    pub logprob: f32,
+    /// Forced by a budget (end of thinking, s1 "Wait"), not drawn: its logprob says nothing
+    /// about the sample's confidence.
+    pub forced: bool,
+    /// The sample was thinking when the token arrived.
+    pub thinking: bool,
+}
+
+impl Tok {
+    /// A drawn answer token.
+    pub fn drawn(logprob: f32) -> Self {
+        Tok {
+            logprob,
+            forced: false,
+            thinking: false,
+        }
+    }
+}
 
 /// What the engine must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Start samples `first..first + count` (one gang).
-    Launch { first: usize, count: usize },
+    /// Start samples `first..first + count` (one gang); `thinking`: their thinking budget
+    /// when it differs from the request's (shrunk by the load met at this wave).
+    Launch {
+        first: usize,
+        count: usize,
+        thinking: Option<u32>,
+    },
     /// End a live sample now; it gets no vote.
     Stop { sample: usize, reason: EarlyStop },
+    /// Fork a probe of the sample (its KV shared) and report the result with `on_probe`.
+    Probe { sample: usize, kind: ProbeKind },
+    /// Force the sample's end of thinking now (certaindex exit); it goes on to answer.
+    EndThinking { sample: usize },
     /// Every sample has ended: send the report and close the request.
     Finish,
 }
@@ -39,21 +108,35 @@ pub enum Action {
 struct Rec {
     tokens: usize,
     reasoning_tokens: usize,
+    thinking_seen: usize,
     lp_sum: f64,
+    /// Drawn tokens (the mean logprob's denominator).
+    drawn: usize,
     window: WindowMean,
+    /// No longer generating (finished, or stopped).
     done: bool,
     stopped: Option<EarlyStop>,
     key: Option<String>,
     /// Launched after the first wave: subject to the confidence gate.
     gated: bool,
+    /// A probe of this kind is out.
+    probe_out: Option<ProbeKind>,
+    probes: usize,
+    probe_tokens: usize,
+    probe_answers: Vec<Option<String>>,
+    /// Thinking tokens when certaindex ended the thinking.
+    exit_at: Option<usize>,
+    score: Option<f64>,
+    /// Finished; its verification probe is out.
+    awaiting_score: bool,
 }
 
 impl Rec {
     fn mean_logprob(&self) -> f64 {
-        if self.tokens == 0 {
+        if self.drawn == 0 {
             0.0
         } else {
-            self.lp_sum / self.tokens as f64
+            self.lp_sum / self.drawn as f64
         }
     }
 }
@@ -62,24 +145,33 @@ impl Rec {
 pub struct Controller {
     plan: TtcPlan,
     recs: Vec<Rec>,
-    /// Completed (not stopped) samples in completion order.
+    /// Counted samples (completed, scored when there is a scorer) in counting order.
     order: Vec<usize>,
     threshold: Option<f64>,
+    /// Every token of every sample (probe tokens apart).
     total_tokens: usize,
+    probe_tokens: usize,
     stop_reason: Option<EarlyStop>,
     finished: bool,
+    /// The load level the engine saw last (applied at the next wave).
+    load_level: u8,
+    decisions: Vec<Decision>,
 }
 
 impl Controller {
     pub fn new(plan: TtcPlan) -> Self {
+        let load_level = plan.grant.load_level;
         Controller {
             plan,
             recs: Vec::new(),
             order: Vec::new(),
             threshold: None,
             total_tokens: 0,
+            probe_tokens: 0,
             stop_reason: None,
             finished: false,
+            load_level,
+            decisions: Vec::new(),
         }
     }
 
@@ -98,25 +190,57 @@ impl Controller {
 
     /// The first wave.
     pub fn start(&mut self) -> Vec<Action> {
-        self.launch(self.plan.min_samples)
+        let n = self.plan.min_samples;
+        self.decide(
+            format!("launch {n}"),
+            format!("first wave: min_samples {n} of n {}", self.plan.n),
+        );
+        self.launch(n, None)
     }
 
-    fn launch(&mut self, count: usize) -> Vec<Action> {
+    /// The engine's current load level (0..=2, `LoadRule::level`); later waves are sized by
+    /// the level they meet.
+    pub fn observe_load(&mut self, level: u8) {
+        self.load_level = level;
+    }
+
+    fn decide(&mut self, what: String, why: String) {
+        self.decisions.push(Decision {
+            at_tokens: self.total_tokens + self.probe_tokens,
+            what,
+            why,
+        });
+    }
+
+    fn launch(&mut self, count: usize, thinking: Option<u32>) -> Vec<Action> {
         let first = self.recs.len();
         let window = self.plan.gate.map_or(1, |g| g.window);
         for _ in 0..count {
             self.recs.push(Rec {
                 tokens: 0,
                 reasoning_tokens: 0,
+                thinking_seen: 0,
                 lp_sum: 0.0,
+                drawn: 0,
                 window: WindowMean::new(window),
                 done: false,
                 stopped: None,
                 key: None,
                 gated: first > 0,
+                probe_out: None,
+                probes: 0,
+                probe_tokens: 0,
+                probe_answers: Vec::new(),
+                exit_at: None,
+                score: None,
+                awaiting_score: false,
             });
         }
-        vec![Action::Launch { first, count }]
+        vec![Action::Launch {
+            first,
+            count,
+            thinking,
+        }]
     }
 
     fn live(&self) -> Vec<usize> {
@@ -125,16 +249,28 @@ impl Controller {
             .collect()
     }
 
-    /// Sample `sample` generated a token with this logprob.
-    pub fn on_token(&mut self, sample: usize, logprob: f32) -> Vec<Action> {
+    fn awaiting(&self) -> usize {
+        self.recs.iter().filter(|r| r.awaiting_score).count()
+    }
+
+    /// Sample `sample` generated a token.
+    pub fn on_token(&mut self, sample: usize, tok: Tok) -> Vec<Action> {
         if self.finished || self.recs.get(sample).is_none_or(|r| r.done) {
             return Vec::new();
         }
         self.total_tokens += 1;
         let r = &mut self.recs[sample];
         r.tokens += 1;
-        r.lp_sum += f64::from(logprob);
-        let mean = r.window.push(logprob);
+        if tok.thinking {
+            r.thinking_seen += 1;
+        }
+        let mean = if tok.forced {
+            None
+        } else {
+            r.drawn += 1;
+            r.lp_sum += f64::from(tok.logprob);
+            r.window.push(tok.logprob)
+        };
         if self
             .plan
             .total_token_budget
@@ -154,7 +290,88 @@ impl Controller {
                 return acts;
             }
         }
+        if let Some(ci) = self.plan.certaindex {
+            if tok.thinking
+                && r.exit_at.is_none()
+                && r.probe_out.is_none()
+                && r.thinking_seen.is_multiple_of(ci.probe_every)
+            {
+                r.probe_out = Some(ProbeKind::Answer);
+                return vec![Action::Probe {
+                    sample,
+                    kind: ProbeKind::Answer,
+                }];
+            }
+        }
         Vec::new()
+    }
+
+    /// A probe of `sample` returned; it cost `tokens` (computed and decoded).
+    pub fn on_probe(
+        &mut self,
+        sample: usize,
+        kind: ProbeKind,
+        result: ProbeResult,
+        tokens: usize,
+    ) -> Vec<Action> {
+        self.probe_tokens += tokens;
+        let Some(r) = self.recs.get_mut(sample) else {
+            return Vec::new();
+        };
+        r.probe_tokens += tokens;
+        if r.probe_out != Some(kind) {
+            return Vec::new();
+        }
+        r.probe_out = None;
+        if !matches!(result, ProbeResult::Dropped) {
+            r.probes += 1;
+        }
+        if self.finished {
+            return Vec::new();
+        }
+        match (kind, result) {
+            (ProbeKind::Answer, ProbeResult::Answer(text)) => {
+                let key = self
+                    .plan
+                    .extractor
+                    .extract(&text)
+                    .map(|a| self.plan.equivalence.key(&a));
+                let r = &mut self.recs[sample];
+                r.probe_answers.push(key);
+                let Some(ci) = self.plan.certaindex else {
+                    return Vec::new();
+                };
+                let tail = r.probe_answers.len().saturating_sub(ci.agree);
+                let last = &r.probe_answers[tail..];
+                let agree = last.len() == ci.agree
+                    && last[0].is_some()
+                    && last.iter().all(|k| *k == last[0]);
+                if agree && !r.done && r.exit_at.is_none() {
+                    let at = r.thinking_seen;
+                    r.exit_at = Some(at);
+                    let key = last[0].clone().unwrap_or_default();
+                    self.decide(
+                        format!("end thinking of sample {sample} at {at} thinking tokens"),
+                        format!("certaindex: the last {} probed answers agree on {key}", ci.agree),
+                    );
+                    return vec![Action::EndThinking { sample }];
+                }
+                Vec::new()
+            }
+            (ProbeKind::Verify, result) => {
+                if !self.recs[sample].awaiting_score {
+                    return Vec::new();
+                }
+                let r = &mut self.recs[sample];
+                r.awaiting_score = false;
+                r.score = match result {
+                    ProbeResult::Score(s) if s.is_finite() => Some(s.clamp(0.0, 1.0)),
+                    _ => None,
+                };
+                self.count(sample)
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Sample `sample` finished on its own with this final text (content; the whole text for
@@ -173,10 +390,24 @@ impl Controller {
             .extractor
             .extract(text)
             .map(|a| self.plan.equivalence.key(&a));
+        let scorer = self.plan.scorer;
         let r = &mut self.recs[sample];
         r.done = true;
         r.key = key;
         r.reasoning_tokens = reasoning_tokens;
+        if scorer {
+            r.awaiting_score = true;
+            r.probe_out = Some(ProbeKind::Verify);
+            return vec![Action::Probe {
+                sample,
+                kind: ProbeKind::Verify,
+            }];
+        }
+        self.count(sample)
+    }
+
+    /// A completed (and scored) sample joins the vote; the stop rules run.
+    fn count(&mut self, sample: usize) -> Vec<Action> {
         self.order.push(sample);
         self.maybe_set_threshold();
         let cands = self.candidates();
@@ -189,9 +420,11 @@ impl Controller {
             let v = vote(&self.plan.aggregation, &cands);
             let total: f64 = v.histogram.iter().map(|(_, w)| w).sum();
             let lead = v.histogram.first().map_or(0.0, |(_, w)| *w);
-            // Each live sample could add at most weight 1 (majority 1, confidence exp(mean) <= 1).
-            let live = self.live().len() as f64;
-            if lead > 0.0 && lead >= c * (total + live) {
+            // Every sample that may still vote could add at most weight 1 (majority 1,
+            // confidence exp(mean) <= 1, a score <= 1): the live ones, those waiting for a
+            // score, and those not launched yet.
+            let to_come = self.live().len() + self.awaiting() + (self.plan.n - self.recs.len());
+            if lead > 0.0 && lead >= c * (total + to_come as f64) {
                 return self.stop_all(EarlyStop::Consensus);
             }
         }
@@ -211,13 +444,16 @@ impl Controller {
             return;
         };
         let first = self.plan.min_samples.min(self.recs.len());
-        if self.recs[..first].iter().any(|r| !r.done) {
+        if self.recs[..first]
+            .iter()
+            .any(|r| !r.done || r.awaiting_score)
+        {
             return;
         }
         // A sample shorter than the window contributes its overall mean.
         let mins: Vec<f64> = self.recs[..first]
             .iter()
-            .filter(|r| r.stopped.is_none() && r.tokens > 0)
+            .filter(|r| r.stopped.is_none() && r.drawn > 0)
             .map(|r| r.window.min().unwrap_or_else(|| r.mean_logprob()))
             .collect();
         self.threshold = confidence_threshold(&mins, g.percentile);
@@ -230,6 +466,7 @@ impl Controller {
                 sample: i,
                 key: self.recs[i].key.clone(),
                 mean_logprob: self.recs[i].mean_logprob(),
+                score: self.recs[i].score,
             })
             .collect()
     }
@@ -241,13 +478,21 @@ impl Controller {
             self.recs[i].stopped = Some(reason);
             acts.push(Action::Stop { sample: i, reason });
         }
+        // Samples still waiting for a score keep their answer and vote unscored.
+        for i in 0..self.recs.len() {
+            if self.recs[i].awaiting_score {
+                self.recs[i].awaiting_score = false;
+                self.order.push(i);
+            }
+        }
         self.stop_reason = Some(reason);
         self.finished = true;
+        self.decide("finish".into(), format!("stop rule {}", reason.as_str()));
         acts.push(Action::Finish);
         acts
     }
 
-    /// The share of completed samples whose answer is the current winner (0 when none has one).
+    /// The share of counted samples whose answer is the current winner (0 when none has one).
     fn agreement(&self) -> f64 {
         let cands = self.candidates();
         let Some(winner) = vote(&self.plan.aggregation, &cands).winner else {
@@ -260,12 +505,16 @@ impl Controller {
         agree as f64 / cands.len().max(1) as f64
     }
 
-    /// When nothing is live: the next wave, or the end.
+    /// When nothing is live or waiting for a score: the next wave, or the end.
     fn advance(&mut self) -> Vec<Action> {
-        if self.finished || !self.live().is_empty() {
+        if self.finished || !self.live().is_empty() || self.awaiting() > 0 {
             return Vec::new();
         }
-        let left = self.plan.n - self.recs.len();
+        // The load met now caps the samples (never below those already run).
+        let cap = LoadRule::samples(self.load_level, self.plan.grant.requested_n)
+            .max(self.recs.len())
+            .min(self.plan.n);
+        let left = cap - self.recs.len();
         let budget_left = self
             .plan
             .total_token_budget
@@ -275,10 +524,43 @@ impl Controller {
                 if self.order.len() >= m.after && self.agreement() < m.share {
                     self.stop_reason = Some(EarlyStop::LowAgreement);
                     self.finished = true;
+                    self.decide(
+                        "finish".into(),
+                        format!(
+                            "min_agreement: the winner holds {:.2} of {} answers, below {}",
+                            self.agreement(),
+                            self.order.len(),
+                            m.share
+                        ),
+                    );
                     return vec![Action::Finish];
                 }
             }
-            return self.launch(self.plan.min_samples.min(left));
+            let count = self.plan.min_samples.min(left);
+            let thinking = self
+                .plan
+                .think_budget
+                .filter(|_| self.load_level > self.plan.grant.load_level)
+                .map(|t| LoadRule::thinking(self.load_level, t));
+            self.decide(
+                format!("launch {count}"),
+                format!(
+                    "next wave: {} counted, none live; load level {} allows {cap} of {}",
+                    self.order.len(),
+                    self.load_level,
+                    self.plan.n
+                ),
+            );
+            return self.launch(count, thinking);
+        }
+        if left == 0 && self.recs.len() < self.plan.n {
+            self.decide(
+                "finish".into(),
+                format!(
+                    "load level {} caps the samples at {cap}",
+                    self.load_level
+                ),
+            );
         }
         self.finished = true;
         vec![Action::Finish]
@@ -294,18 +576,11 @@ impl Controller {
                 x.total_cmp(&y).then(b.cmp(&a))
             })
         };
-        // No answer anywhere: the most likely completed sample; nothing completed: the
-        // longest stopped one (its partial text is all there is).
-        let winner = v.winner_sample.or_else(|| {
-            by_logprob(&mut self.order.iter().copied()).or_else(|| {
-                (0..self.recs.len()).max_by(|&a, &b| {
-                    self.recs[a]
-                        .tokens
-                        .cmp(&self.recs[b].tokens)
-                        .then(b.cmp(&a))
-                })
-            })
-        });
+        // No answer anywhere: the most likely counted sample. Nothing counted: no winner
+        // (the response says so instead of passing a cut-off text as an answer).
+        let winner = v
+            .winner_sample
+            .or_else(|| by_logprob(&mut self.order.iter().copied()));
         let (mut thinking, mut answer, mut wasted) = (0, 0, 0);
         for r in &self.recs {
             if r.stopped.is_some() {
@@ -329,6 +604,11 @@ impl Controller {
                     reasoning_tokens: r.reasoning_tokens,
                     mean_logprob: r.mean_logprob(),
                     stopped: r.stopped,
+                    score: r.score,
+                    probes: r.probes,
+                    probe_tokens: r.probe_tokens,
+                    probe_answers: r.probe_answers.clone(),
+                    exit_at: r.exit_at,
                 })
                 .collect(),
             stop_reason: self.stop_reason,
@@ -339,6 +619,8 @@ impl Controller {
             tokens_thinking: thinking,
             tokens_answer: answer,
             tokens_wasted: wasted,
+            tokens_probe: self.probe_tokens,
+            decisions: self.decisions.clone(),
         }
     }
 }

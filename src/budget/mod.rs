@@ -20,10 +20,10 @@ mod plan;
 mod presets;
 mod report;
 
-pub use controller::{Action, Controller};
+pub use controller::{Action, Controller, ProbeKind, ProbeResult, Tok};
 pub use plan::{
-    build, Budget, BudgetContext, MinAgreement, RawBudget, RawGate, RawMinAgreement, RawTtc,
-    Strategy, TtcPlan,
+    build, Budget, BudgetContext, Certaindex, MinAgreement, RawBudget, RawCertaindex, RawGate,
+    RawMinAgreement, RawTtc, Strategy, TtcPlan,
 };
 pub use presets::{BudgetConfig, Effort, LoadRule, LoadSnapshot, Preset};
-pub use report::{EarlyStop, Grant, SampleSummary, TtcReport};
+pub use report::{Decision, EarlyStop, Grant, SampleSummary, TtcReport};

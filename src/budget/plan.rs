@@ -47,6 +47,13 @@ pub struct RawMinAgreement {
     pub share: Option<f64>,
 }
 
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawCertaindex {
+    pub probe_every: Option<i64>,
+    pub agree: Option<i64>,
+    pub max_tokens: Option<i64>,
+}
+
 /// The `ttc` object, types checked (api/request.rs), ranges not.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RawTtc {
@@ -62,6 +69,8 @@ pub struct RawTtc {
     pub min_agreement: Option<RawMinAgreement>,
     pub total_token_budget: Option<i64>,
     pub deadline_ms: Option<i64>,
+    pub certaindex: Option<RawCertaindex>,
+    pub scorer: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -90,6 +99,19 @@ pub struct MinAgreement {
     pub share: f64,
 }
 
+/// Dynasor-style certaindex early exit: every `probe_every` thinking tokens a probe asks the
+/// sample for its final answer so far (decoding at most `max_tokens`); once the last `agree`
+/// probed answers agree, thinking is ended and the sample answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Certaindex {
+    pub probe_every: usize,
+    pub agree: usize,
+    pub max_tokens: usize,
+}
+
+/// Bounds of the certaindex knobs.
+pub const MAX_PROBE_TOKENS: i64 = 64;
+
 /// A checked aggregation plan (with the load rule applied).
 #[derive(Debug, Clone)]
 pub struct TtcPlan {
@@ -107,6 +129,14 @@ pub struct TtcPlan {
     pub min_agreement: Option<MinAgreement>,
     pub total_token_budget: Option<usize>,
     pub deadline: Option<Duration>,
+    pub certaindex: Option<Certaindex>,
+    /// Each completed sample is scored by a verification probe before it counts.
+    pub scorer: bool,
+    /// The thinking budget the request asked for (before the load rule), for later waves
+    /// that meet a different load.
+    pub think_budget: Option<u32>,
+    /// The server's load rule, re-applied before every later wave.
+    pub load_rule: LoadRule,
     pub grant: Grant,
 }
 
@@ -282,10 +312,10 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
                 e.replacen("`equivalence`", "`ttc.equivalence`", 1),
             )
         })?;
-    let default_agg = if strategy == Strategy::BestOfN {
-        "best_logprob"
-    } else {
-        "majority"
+    let default_agg = match (strategy, t.scorer.as_deref()) {
+        (Strategy::BestOfN, Some("self_verify")) => "best_score",
+        (Strategy::BestOfN, _) => "best_logprob",
+        _ => "majority",
     };
     let aggregation =
         Aggregation::parse(t.aggregation.as_deref().unwrap_or(default_agg)).map_err(|e| {
@@ -359,6 +389,46 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
             Some(MinAgreement { after, share })
         }
     };
+    let certaindex = match &t.certaindex {
+        None => None,
+        Some(_) if !cx.has_reasoning => {
+            return Err(bad(
+                "ttc.certaindex",
+                "`ttc.certaindex` probes the answer during thinking and needs a model that marks its thinking (<think>...</think>); this model has no reasoning markers (start the server with --reasoning-parser to set them)".to_string(),
+            ))
+        }
+        Some(c) => Some(Certaindex {
+            probe_every: range("ttc.certaindex.probe_every", c.probe_every.unwrap_or(32), 4, 4096)?
+                as usize,
+            agree: range("ttc.certaindex.agree", c.agree.unwrap_or(2), 1, 16)? as usize,
+            max_tokens: range(
+                "ttc.certaindex.max_tokens",
+                c.max_tokens.unwrap_or(16),
+                1,
+                MAX_PROBE_TOKENS,
+            )? as usize,
+        }),
+    };
+    let scorer = match t.scorer.as_deref() {
+        None => aggregation.needs_scores(),
+        Some("self_verify") => true,
+        Some("none") if aggregation.needs_scores() => {
+            return Err(bad(
+                "ttc.scorer",
+                format!(
+                    "`ttc.aggregation` {} needs verifier scores: `ttc.scorer` must be self_verify, given \"none\"",
+                    aggregation.as_str()
+                ),
+            ))
+        }
+        Some("none") => false,
+        Some(s) => {
+            return Err(bad(
+                "ttc.scorer",
+                format!("`ttc.scorer` must be one of self_verify, none, given {s:?}"),
+            ))
+        }
+    };
     if strategy == Strategy::BestOfN {
         if consensus.is_some() || esc_window.is_some() || gate.is_some() || min_agreement.is_some()
         {
@@ -367,11 +437,11 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
                 "`ttc.strategy` best_of_n scores every sample; consensus, esc_window, confidence_gate and min_agreement need self_consistency".to_string(),
             ));
         }
-        if !matches!(aggregation, Aggregation::BestLogprob) {
+        if !matches!(aggregation, Aggregation::BestLogprob | Aggregation::BestScore) {
             return Err(bad(
                 "ttc.aggregation",
                 format!(
-                    "`ttc.aggregation` must be best_logprob with strategy best_of_n, given {:?}",
+                    "`ttc.aggregation` must be best_logprob or best_score with strategy best_of_n, given {:?}",
                     aggregation.as_str()
                 ),
             ));
@@ -407,6 +477,10 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
             min_agreement,
             total_token_budget,
             deadline,
+            certaindex,
+            scorer,
+            think_budget: requested_thinking.filter(|_| cx.has_reasoning),
+            load_rule: cx.config.load,
             grant: grant.clone(),
         }),
         grant: Some(grant),

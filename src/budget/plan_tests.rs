@@ -279,7 +279,7 @@ fn invalid_combinations_are_named() {
                 t.n = Some(4);
                 t.aggregation = Some("majority".into())
             }),
-            msg("ttc.aggregation", "`ttc.aggregation` must be best_logprob with strategy best_of_n, given \"majority\""),
+            msg("ttc.aggregation", "`ttc.aggregation` must be best_logprob or best_score with strategy best_of_n, given \"majority\""),
         ),
         (
             ttc(|t| t.deadline_ms = Some(0)),

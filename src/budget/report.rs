@@ -2,7 +2,8 @@
 //!
 //! Token identity: `tokens.thinking + tokens.answer + tokens.wasted` = every token generated
 //! by every sample = `usage.completion_tokens` of the response (wasted = all tokens of samples
-//! stopped early, which cast no vote).
+//! stopped early, which cast no vote); `tokens.probe` = tokens computed by probes of the
+//! samples (certaindex, verification); `tokens.total` = all of them.
 
 use serde_json::{json, Map, Value};
 
@@ -82,6 +83,15 @@ impl Grant {
     }
 }
 
+/// One decision of the controller: what it did, when (all tokens generated so far, probes
+/// included) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub at_tokens: usize,
+    pub what: String,
+    pub why: String,
+}
+
 /// One launched sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleSummary {
@@ -93,6 +103,14 @@ pub struct SampleSummary {
     /// Mean logprob of its tokens (0 when it generated none).
     pub mean_logprob: f64,
     pub stopped: Option<EarlyStop>,
+    /// Verifier score in [0, 1] (with a scorer; `None` when its probe was dropped).
+    pub score: Option<f64>,
+    /// Probes that returned, their tokens, and the answers the certaindex probes read.
+    pub probes: usize,
+    pub probe_tokens: usize,
+    pub probe_answers: Vec<Option<String>>,
+    /// Thinking tokens when certaindex ended its thinking.
+    pub exit_at: Option<usize>,
 }
 
 /// The controller's account of one request.
@@ -112,6 +130,10 @@ pub struct TtcReport {
     pub tokens_thinking: usize,
     pub tokens_answer: usize,
     pub tokens_wasted: usize,
+    /// Tokens computed and decoded by probes (certaindex and verification), apart from the
+    /// samples' own.
+    pub tokens_probe: usize,
+    pub decisions: Vec<Decision>,
 }
 
 impl TtcReport {
@@ -127,8 +149,19 @@ impl TtcReport {
         self.launched() - self.stopped()
     }
 
-    pub fn total_tokens(&self) -> usize {
+    /// Tokens the samples generated (the response's `usage.completion_tokens`).
+    pub fn sample_tokens(&self) -> usize {
         self.tokens_thinking + self.tokens_answer + self.tokens_wasted
+    }
+
+    /// Every token spent: the samples' and the probes'.
+    pub fn total_tokens(&self) -> usize {
+        self.sample_tokens() + self.tokens_probe
+    }
+
+    /// Samples whose thinking certaindex ended.
+    pub fn certaindex_exits(&self) -> usize {
+        self.samples.iter().filter(|s| s.exit_at.is_some()).count()
     }
 
     /// Early stops by reason, every reason listed (0 when none).
@@ -161,8 +194,16 @@ impl TtcReport {
             .map(|s| {
                 json!({"index": s.index, "answer": s.answer, "tokens": s.tokens,
                     "reasoning_tokens": s.reasoning_tokens, "mean_logprob": round6(s.mean_logprob),
-                    "stopped": s.stopped.map(EarlyStop::as_str)})
+                    "stopped": s.stopped.map(EarlyStop::as_str),
+                    "score": s.score.map(round6), "probes": s.probes,
+                    "probe_tokens": s.probe_tokens, "probe_answers": s.probe_answers,
+                    "certaindex_exit_at": s.exit_at})
             })
+            .collect();
+        let decisions: Vec<Value> = self
+            .decisions
+            .iter()
+            .map(|d| json!({"at_tokens": d.at_tokens, "what": d.what, "why": d.why}))
             .collect();
         let mut v = json!({
             "strategy": self.strategy.as_str(),
@@ -176,8 +217,10 @@ impl TtcReport {
             "winning_share": round6(self.winning_share),
             "winner_sample": self.winner_sample,
             "tokens": {"thinking": self.tokens_thinking, "answer": self.tokens_answer,
-                "wasted": self.tokens_wasted, "total": self.total_tokens()},
+                "wasted": self.tokens_wasted, "probe": self.tokens_probe,
+                "total": self.total_tokens()},
             "samples": samples,
+            "decisions": decisions,
         });
         if let (Value::Object(m), Value::Object(g)) = (&mut v, self.grant.to_json()) {
             m.extend(g);

@@ -22,10 +22,13 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use std::collections::VecDeque;
+
+use super::probes::{argmax, yes_share, Probe, ProbePrompts};
 use super::reqstate::{RequestState, SampleState};
 use super::runner::ModelRunner;
 use super::types::{EngineEvent, EngineStats, GenerateRequest, TokenLogprob};
-use crate::budget::{Action, Controller, EarlyStop};
+use crate::budget::{Action, Controller, EarlyStop, LoadSnapshot, ProbeKind, ProbeResult, Tok};
 use crate::model::tokenizer::Tokenizer;
 use crate::reasoning::ReasoningFormat;
 use crate::sample::{fresh_seed, sample_seed, FinishReason, SampledToken, Sampler};
@@ -85,6 +88,12 @@ pub struct EngineCore {
     /// The runner's logits buffer, kept between steps (`[rows, vocab]`: 6.3 MB at 32 rows
     /// of a 49,152-token vocabulary; bounded by the scheduler's `max_num_seqs` rows).
     logits: Vec<f32>,
+    /// Probes in flight, by their sequence id (each a scheduler sequence, so bounded by
+    /// `max_num_seqs`).
+    probes: HashMap<SeqId, Probe>,
+    prompts: ProbePrompts,
+    /// Controller actions produced inside a step, carried out after it.
+    deferred: Vec<(u64, Vec<Action>)>,
 }
 
 impl EngineCore {
@@ -100,7 +109,16 @@ impl EngineCore {
             seq_owner: HashMap::new(),
             next_request: 1,
             logits: Vec::new(),
+            probes: HashMap::new(),
+            prompts: ProbePrompts::default(),
+            deferred: Vec::new(),
         }
+    }
+
+    /// The model family's probe prompts (certaindex and verification probes).
+    pub fn with_probe_prompts(mut self, prompts: ProbePrompts) -> Self {
+        self.prompts = prompts;
+        self
     }
 
     /// The model's reasoning format (splits reasoning from content, enables thinking budgets).
@@ -153,6 +171,7 @@ impl EngineCore {
             None => vec![Action::Launch {
                 first: 0,
                 count: r.n,
+                thinking: None,
             }],
         };
         self.requests.insert(
@@ -176,8 +195,15 @@ impl EngineCore {
         self.apply(id, first);
     }
 
-    /// Starts samples `first..first + count` of request `rid` as one scheduler group.
-    fn launch(&mut self, rid: u64, first: usize, count: usize) -> Result<(), String> {
+    /// Starts samples `first..first + count` of request `rid` as one scheduler group
+    /// (`thinking`: their thinking budget, when not the request's).
+    fn launch(
+        &mut self,
+        rid: u64,
+        first: usize,
+        count: usize,
+        thinking: Option<u32>,
+    ) -> Result<(), String> {
         let sid = self.next_request;
         self.next_request += 1;
         let Some(req) = self.requests.get_mut(&rid) else {
@@ -197,6 +223,11 @@ impl EngineCore {
             other => other.to_string(),
         })?;
         req.sched_ids.push(sid);
+        let mut limits = req.think;
+        if let Some(t) = thinking {
+            limits.budget = Some(t);
+            limits.min_thinking = limits.min_thinking.min(t);
+        }
         for (k, &seq) in seqs.iter().enumerate() {
             let i = first + k;
             debug_assert_eq!(i, req.samples.len());
@@ -208,24 +239,52 @@ impl EngineCore {
                 &req.params,
                 self.reasoning.as_ref(),
                 req.starts_in_thinking,
+                limits,
             ));
         }
         req.live += seqs.len();
         Ok(())
     }
 
-    /// Carries out the controller's (or a plain request's) actions.
+    /// Carries out the controller's (or a plain request's) actions, and those they lead to
+    /// (a probe that cannot start is reported back at once).
     fn apply(&mut self, rid: u64, actions: Vec<Action>) {
-        for a in actions {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(a) = queue.pop_front() {
             match a {
-                Action::Launch { first, count } => {
-                    if let Err(msg) = self.launch(rid, first, count) {
+                Action::Launch {
+                    first,
+                    count,
+                    thinking,
+                } => {
+                    if let Err(msg) = self.launch(rid, first, count, thinking) {
                         self.fail(rid, msg);
                         return;
                     }
                 }
-                Action::Stop { sample, reason } => self.stop_sample(rid, sample, reason),
+                Action::Stop { sample, reason } => {
+                    self.cancel_probes(rid, Some(sample));
+                    self.stop_sample(rid, sample, reason)
+                }
+                Action::Probe { sample, kind } => {
+                    if let Err(more) = self.start_probe(rid, sample, kind) {
+                        queue.extend(more);
+                    }
+                }
+                Action::EndThinking { sample } => {
+                    // Its answer probe (if one is out) has nothing left to decide.
+                    self.cancel_probes(rid, Some(sample));
+                    let fmt = self.reasoning.as_ref();
+                    if let Some(s) = self
+                        .requests
+                        .get_mut(&rid)
+                        .and_then(|r| r.samples.get_mut(sample))
+                    {
+                        s.think.end_now(fmt);
+                    }
+                }
                 Action::Finish => {
+                    self.cancel_probes(rid, None);
                     if let Some(req) = self.requests.get(&rid) {
                         if let Some(c) = &req.ctrl {
                             let _ = req.tx.send(EngineEvent::Report(Box::new(c.report())));
@@ -237,6 +296,91 @@ impl EngineCore {
         if self.requests.get(&rid).is_some_and(RequestState::complete) {
             self.remove_request(rid);
         }
+    }
+
+    /// Forks a probe of sample `si` of request `rid`. When it cannot start (the sample holds
+    /// no KV, no sequence slot is free) the controller hears so at once: its actions are
+    /// returned as the error.
+    fn start_probe(&mut self, rid: u64, si: usize, kind: ProbeKind) -> Result<(), Vec<Action>> {
+        let Some(req) = self.requests.get_mut(&rid) else {
+            return Ok(());
+        };
+        let eos = self.sampler.eos_token_ids();
+        let (suffix, max_new) = match kind {
+            ProbeKind::Answer => (
+                &self.prompts.answer,
+                req.ctrl
+                    .as_ref()
+                    .and_then(|c| c.plan().certaindex)
+                    .map_or(16, |c| c.max_tokens),
+            ),
+            ProbeKind::Verify => {
+                let ended = req.samples[si]
+                    .output
+                    .last()
+                    .is_some_and(|t| eos.contains(t));
+                let p = &self.prompts;
+                (if ended { &p.verify } else { &p.verify_open }, 1)
+            }
+        };
+        let started = match req.samples.get(si).and_then(|s| s.seq) {
+            Some(seq) if !suffix.is_empty() => self
+                .sched
+                .add_probe(seq, suffix)
+                .map_err(|e| e.to_string()),
+            Some(_) => Err("the model family has no probe prompt".to_string()),
+            None => Err("the sample has ended".to_string()),
+        };
+        match started {
+            Ok(pid) => {
+                self.probes.insert(
+                    pid,
+                    Probe {
+                        rid,
+                        sample: si,
+                        kind,
+                        out: Vec::new(),
+                        max_new,
+                        tokens: 0,
+                    },
+                );
+                Ok(())
+            }
+            Err(why) => {
+                tracing::debug!(rid, sample = si, kind = kind.as_str(), %why, "probe not started");
+                let acts = req.ctrl.as_mut().map_or_else(Vec::new, |c| {
+                    c.on_probe(si, kind, ProbeResult::Dropped, 0)
+                });
+                Err(acts)
+            }
+        }
+    }
+
+    /// Drops the probes of request `rid` (of one sample, or all); their KV is freed now.
+    fn cancel_probes(&mut self, rid: u64, sample: Option<usize>) {
+        let gone: Vec<SeqId> = self
+            .probes
+            .iter()
+            .filter(|(_, p)| p.rid == rid && sample.is_none_or(|s| s == p.sample))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.probes.remove(&id);
+            self.sched.finish_seq(id);
+        }
+    }
+
+    /// A probe ended with `result`: free it and tell the controller.
+    fn end_probe(&mut self, pid: SeqId, result: ProbeResult) {
+        let Some(p) = self.probes.remove(&pid) else {
+            return;
+        };
+        self.sched.finish_seq(pid);
+        let acts = match self.requests.get_mut(&p.rid).and_then(|r| r.ctrl.as_mut()) {
+            Some(c) => c.on_probe(p.sample, p.kind, result, p.tokens),
+            None => return,
+        };
+        self.apply(p.rid, acts);
     }
 
     /// Ends a live sample at the controller's request; its blocks are freed at once.
@@ -299,6 +443,7 @@ impl EngineCore {
     }
 
     fn remove_request(&mut self, id: u64) {
+        self.probes.retain(|_, p| p.rid != id);
         if let Some(r) = self.requests.remove(&id) {
             for s in &r.samples {
                 if let Some(seq) = s.seq {
@@ -322,30 +467,55 @@ impl EngineCore {
     /// One scheduler step. Returns the number of tokens computed (0 = nothing runnable).
     pub fn step(&mut self) -> usize {
         self.reap_deadlines();
+        self.observe_load();
         let out = self.sched.schedule();
+        // Probes preempted for blocks are gone: their controllers hear it.
+        for &seq in &out.preempted {
+            if self.probes.contains_key(&seq) {
+                self.end_probe(seq, ProbeResult::Dropped);
+            }
+        }
         if out.is_empty() {
             return 0;
+        }
+        for row in &out.seqs {
+            if let Some(p) = self.probes.get_mut(&row.seq_id) {
+                p.tokens += row.token_ids.len();
+            }
         }
         let mut logits = std::mem::take(&mut self.logits);
         self.runner.execute(&out, &mut logits);
         let vocab = self.runner.vocab_size();
         let layout = out.batch_layout();
         let mut sampled: Vec<(SeqId, u32)> = Vec::new();
-        let mut events: Vec<(SeqId, u32, f32, Option<TokenLogprob>)> = Vec::new();
+        let mut events: Vec<(SeqId, u32, Tok, Option<TokenLogprob>)> = Vec::new();
         let mut failed: Vec<(u64, String)> = Vec::new();
+        let mut probe_results: Vec<(SeqId, ProbeResult)> = Vec::new();
         let fmt = self.reasoning.as_ref();
         // 1. Which sample each logits row feeds, and the tokens the thinking budget forces
-        //    (the think state changes here, in row order).
+        //    (the think state changes here, in row order). Probe rows are read greedily.
         let mut jobs: Vec<Job> = Vec::new();
         for (row, seqs) in layout.sample_for.iter().enumerate() {
             for &seq in seqs {
+                let lg = &logits[row * vocab..(row + 1) * vocab];
+                if let Some(p) = self.probes.get(&seq) {
+                    match p.kind {
+                        ProbeKind::Answer => sampled.push((seq, argmax(lg))),
+                        ProbeKind::Verify => {
+                            let score = yes_share(lg, &self.prompts.yes, &self.prompts.no);
+                            probe_results.push((seq, ProbeResult::Score(score)));
+                        }
+                    }
+                    continue;
+                }
                 let Some(&(rid, si)) = self.seq_owner.get(&seq) else {
                     continue;
                 };
                 let Some(req) = self.requests.get_mut(&rid) else {
                     continue;
                 };
-                let forced = req.samples[si].think.forced_token(fmt, &req.think);
+                let s = &mut req.samples[si];
+                let forced = s.think.forced_token(fmt, &s.limits);
                 jobs.push(Job {
                     row,
                     seq,
@@ -353,6 +523,18 @@ impl EngineCore {
                     si,
                     forced,
                 });
+            }
+        }
+        // Verification probes are done after their one row: freed before the update.
+        for (seq, r) in probe_results {
+            if let Some(p) = self.probes.get(&seq) {
+                let (rid, si, kind, tokens) = (p.rid, p.sample, p.kind, p.tokens);
+                self.probes.remove(&seq);
+                self.sched.finish_seq(seq);
+                if let Some(c) = self.requests.get_mut(&rid).and_then(|r| r.ctrl.as_mut()) {
+                    let acts = c.on_probe(si, kind, r, tokens);
+                    self.deferred.push((rid, acts));
+                }
             }
         }
         // 2. Draw (or score) every row: a pure function of the logits, the parameters, the
@@ -383,13 +565,16 @@ impl EngineCore {
                 continue;
             };
             let s = &mut req.samples[j.si];
+            let thinking = s.think.in_thinking();
+            let mut forced = j.forced.is_some();
             let drawn = match (j.forced, drawn) {
                 (None, Ok(t)) => {
                     let eos = self.sampler.eos_token_ids();
-                    let f = s.think.filter(t.token, fmt, &req.think, eos);
+                    let f = s.think.filter(t.token, fmt, &s.limits, eos);
                     if f == t.token {
                         Ok(t)
                     } else {
+                        forced = true;
                         let lg = &logits[j.row * vocab..(j.row + 1) * vocab];
                         self.sampler.score(lg, &req.params, &s.history, f)
                     }
@@ -408,14 +593,44 @@ impl EngineCore {
                         logprob,
                         top: top_logprobs,
                     });
-                    events.push((seq, token, logprob, lp));
+                    let tok = Tok {
+                        logprob,
+                        forced,
+                        thinking,
+                    };
+                    events.push((seq, token, tok, lp));
                 }
                 Err(e) => failed.push((rid, format!("sampling failed: {e}"))),
             }
         }
         self.sched.update_from_output(&out, &sampled);
-        for (seq, token, logprob, lp) in events {
-            self.emit(seq, token, logprob, lp);
+        // Answer probes: the decoded token; done at max_new, EOS or a line after some text.
+        let eos = self.sampler.eos_token_ids().to_vec();
+        let mut done_probes: Vec<(SeqId, ProbeResult)> = Vec::new();
+        for &(seq, token) in &sampled {
+            let Some(p) = self.probes.get_mut(&seq) else {
+                continue;
+            };
+            if eos.contains(&token) {
+                let text = self.tokenizer.decode(&p.out, true);
+                done_probes.push((seq, ProbeResult::Answer(text)));
+                continue;
+            }
+            p.out.push(token);
+            let text = self.tokenizer.decode(&p.out, true);
+            let line_done = text.trim_start().contains('\n');
+            if p.out.len() >= p.max_new || line_done {
+                done_probes.push((seq, ProbeResult::Answer(text)));
+            }
+        }
+        for (seq, r) in done_probes {
+            self.end_probe(seq, r);
+        }
+        for (rid, acts) in std::mem::take(&mut self.deferred) {
+            self.apply(rid, acts);
+        }
+        for (seq, token, tok, lp) in events {
+            self.emit(seq, token, tok, lp);
         }
         for (rid, msg) in failed {
             self.fail(rid, msg);
@@ -424,9 +639,24 @@ impl EngineCore {
         out.num_batched_tokens
     }
 
+    /// Tells every aggregated request's controller the load level now (later waves are
+    /// sized by it).
+    fn observe_load(&mut self) {
+        let snap = LoadSnapshot {
+            num_waiting: self.sched.num_waiting(),
+            kv_usage: self.sched.kv_usage(),
+        };
+        for r in self.requests.values_mut() {
+            if let Some(c) = r.ctrl.as_mut() {
+                let level = c.plan().load_rule.level(&snap);
+                c.observe_load(level);
+            }
+        }
+    }
+
     /// Appends a sampled token to its sample, streams what can be shown, finishes if due,
     /// and lets the controller react.
-    fn emit(&mut self, seq: SeqId, token: u32, logprob: f32, lp: Option<TokenLogprob>) {
+    fn emit(&mut self, seq: SeqId, token: u32, tok: Tok, lp: Option<TokenLogprob>) {
         let Some(&(rid, si)) = self.seq_owner.get(&seq) else {
             return;
         };
@@ -437,27 +667,36 @@ impl EngineCore {
         let (delta, finish) = s.push_token(si, token, lp, &req.params, &self.tokenizer);
         let _ = req.tx.send(delta);
         let mut acts = match req.ctrl.as_mut() {
-            Some(c) => c.on_token(si, logprob),
+            Some(c) => c.on_token(si, tok),
             None => Vec::new(),
         };
         // The controller may have stopped this very sample (budget, low confidence).
         let stopped_now = acts
             .iter()
             .any(|a| matches!(a, Action::Stop { sample, .. } if *sample == si));
-        if let (Some(reason), false) = (finish, stopped_now) {
-            let s = &mut req.samples[si];
-            s.done = true;
-            let _ = req.tx.send(s.finished_event(si, reason, None));
-            req.live -= 1;
-            s.seq = None;
-            self.seq_owner.remove(&seq);
-            self.sched.finish_seq(seq);
-            if let Some(c) = req.ctrl.as_mut() {
-                let s = &req.samples[si];
-                let rt = s.think.thinking_tokens() as usize;
-                acts.extend(c.on_finished(si, s.content(), rt));
-            }
+        let Some(reason) = finish.filter(|_| !stopped_now) else {
+            self.apply(rid, acts);
+            return;
+        };
+        let s = &mut req.samples[si];
+        s.done = true;
+        let _ = req.tx.send(s.finished_event(si, reason, None));
+        req.live -= 1;
+        if let Some(c) = req.ctrl.as_mut() {
+            let s = &req.samples[si];
+            let rt = s.think.thinking_tokens() as usize;
+            acts.extend(c.on_finished(si, s.content(), rt));
         }
+        // Actions first (a verification probe forks the sample's KV), then its sequence ends.
         self.apply(rid, acts);
+        if let Some(s) = self
+            .requests
+            .get_mut(&rid)
+            .and_then(|r| r.samples.get_mut(si))
+        {
+            s.seq = None;
+        }
+        self.seq_owner.remove(&seq);
+        self.sched.finish_seq(seq);
     }
 }

@@ -360,8 +360,10 @@ pub fn cuda_core(
         enable_prefix_caching: cfg.enable_prefix_caching,
     };
     let sched = Scheduler::new(cfg.sched.clone(), &kv).map_err(|e| e.to_string())?;
+    let prompts = super::probe_prompts(&model, cfg.probe_texts.as_ref())?;
     Ok(
         EngineCore::new(sched, Box::new(runner), model.tokenizer.clone())
-            .with_reasoning(model.reasoning.clone()),
+            .with_reasoning(model.reasoning.clone())
+            .with_probe_prompts(prompts),
     )
 }

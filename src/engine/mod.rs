@@ -10,6 +10,7 @@ pub mod core;
 pub mod cuda_runner;
 pub mod detok;
 pub mod handle;
+pub mod probes;
 mod reqstate;
 pub mod runner;
 pub mod types;
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     /// Element type of the CPU KV cache (the CUDA cache is bf16).
     pub kv_cache_dtype: KvDtype,
     pub enable_prefix_caching: bool,
+    /// Probe prompts (`--probe-prompts`); `None`: the defaults for the model's template.
+    pub probe_texts: Option<probes::ProbeTexts>,
 }
 
 impl Default for EngineConfig {
@@ -47,8 +50,18 @@ impl Default for EngineConfig {
             kv_cache_bytes: 512 << 20,
             kv_cache_dtype: KvDtype::default(),
             enable_prefix_caching: true,
+            probe_texts: None,
         }
     }
+}
+
+/// The probe prompts of `model` (or `texts`), as token ids.
+pub fn probe_prompts(
+    model: &LoadedModel,
+    texts: Option<&probes::ProbeTexts>,
+) -> Result<probes::ProbePrompts, String> {
+    let default = probes::ProbeTexts::for_template(model.template.source());
+    probes::ProbePrompts::new(texts.unwrap_or(&default), &model.tokenizer)
 }
 
 /// Builds the CPU engine core for `model`: sizes the KV cache from the memory budget (logged).
@@ -88,8 +101,10 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
         cfg.block_size,
         cfg.kv_cache_dtype,
     );
+    let prompts = probe_prompts(&model, cfg.probe_texts.as_ref())?;
     Ok(
         core::EngineCore::new(sched, Box::new(runner), model.tokenizer.clone())
-            .with_reasoning(model.reasoning.clone()),
+            .with_reasoning(model.reasoning.clone())
+            .with_probe_prompts(prompts),
     )
 }

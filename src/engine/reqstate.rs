@@ -35,6 +35,8 @@ pub(super) struct SampleState {
     detok: Detokenizer,
     stop: StopChecker,
     pub think: ThinkState,
+    /// This sample's thinking limits (the request's, or its wave's under load).
+    pub limits: ThinkLimits,
     /// Content decoded so far and how many of its bytes were sent.
     text: String,
     sent: usize,
@@ -49,8 +51,10 @@ impl SampleState {
         params: &SamplingParams,
         fmt: Option<&ReasoningFormat>,
         in_thinking: bool,
+        limits: ThinkLimits,
     ) -> Self {
         SampleState {
+            limits,
             seq: Some(seq),
             seed,
             history: TokenHistory::new(prompt),

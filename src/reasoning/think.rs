@@ -91,6 +91,21 @@ impl ThinkState {
         self.forced.pop_front()
     }
 
+    /// Ends thinking now (a certaindex exit): the closing marker is forced next, as at the
+    /// budget. False (nothing changes) when the sample is not thinking, is already closing,
+    /// or the model has no markers.
+    pub fn end_now(&mut self, fmt: Option<&ReasoningFormat>) -> bool {
+        let Some(f) = fmt else { return false };
+        if !self.splitter.in_thinking() || self.closed_by_budget {
+            return false;
+        }
+        self.closed_by_budget = true;
+        self.forced.clear();
+        self.forced.extend(&f.force_end_ids);
+        self.forced.extend(&f.after_end_ids);
+        true
+    }
+
     /// s1 budget forcing: a freely drawn `token` that would end thinking (EOS or the first
     /// token of the end marker) before `min_thinking` becomes the first token of "Wait".
     pub fn filter(

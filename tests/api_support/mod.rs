@@ -10,7 +10,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use axum::body::Body;
 use axum::http::{Request, Response};
 use ponder::api::{router, AppState};
-use ponder::budget::{Action, Controller};
+use ponder::budget::{Action, Controller, ProbeKind, ProbeResult};
 use ponder::config::HttpLimits;
 use ponder::engine::{
     EngineClient, EngineEvent, EngineStats, GenerateRequest, RequestStream, SubmitError,
@@ -139,13 +139,16 @@ fn drive_ttc(req: &GenerateRequest, texts: &[String], tx: &UnboundedSender<Engin
     let mut c = Controller::new(plan);
     let mut pending: VecDeque<usize> = VecDeque::new();
     let mut ended: Vec<bool> = Vec::new();
+    // Probes answer at once: a verification scores sample i as 0.9 - 0.1 i; an answer probe
+    // is dropped (no forks in the fake).
     let handle = |acts: Vec<Action>,
                   pending: &mut VecDeque<usize>,
                   ended: &mut Vec<bool>,
-                  c: &Controller| {
-        for a in acts {
+                  c: &mut Controller| {
+        let mut queue: VecDeque<Action> = acts.into();
+        while let Some(a) = queue.pop_front() {
             match a {
-                Action::Launch { first, count } => {
+                Action::Launch { first, count, .. } => {
                     ended.resize(first + count, false);
                     pending.extend(first..first + count);
                 }
@@ -161,12 +164,20 @@ fn drive_ttc(req: &GenerateRequest, texts: &[String], tx: &UnboundedSender<Engin
                     })
                     .unwrap();
                 }
+                Action::Probe { sample, kind } => {
+                    let r = match kind {
+                        ProbeKind::Verify => ProbeResult::Score(0.9 - 0.1 * sample as f64),
+                        ProbeKind::Answer => ProbeResult::Dropped,
+                    };
+                    queue.extend(c.on_probe(sample, kind, r, 3));
+                }
+                Action::EndThinking { .. } => {}
                 Action::Finish => tx.send(EngineEvent::Report(Box::new(c.report()))).unwrap(),
             }
         }
     };
     let acts = c.start();
-    handle(acts, &mut pending, &mut ended, &c);
+    handle(acts, &mut pending, &mut ended, &mut c);
     while let Some(i) = pending.pop_front() {
         if ended[i] {
             continue;
@@ -180,11 +191,11 @@ fn drive_ttc(req: &GenerateRequest, texts: &[String], tx: &UnboundedSender<Engin
             logprobs: Vec::new(),
         })
         .unwrap();
-        let acts = c.on_token(i, -0.1 * (i + 1) as f32);
+        let acts = c.on_token(i, ponder::budget::Tok::drawn(-0.1 * (i + 1) as f32));
         let stopped = acts
             .iter()
             .any(|a| matches!(a, Action::Stop { sample, .. } if *sample == i));
-        handle(acts, &mut pending, &mut ended, &c);
+        handle(acts, &mut pending, &mut ended, &mut c);
         if stopped {
             continue;
         }
@@ -198,7 +209,7 @@ fn drive_ttc(req: &GenerateRequest, texts: &[String], tx: &UnboundedSender<Engin
         })
         .unwrap();
         let acts = c.on_finished(i, &text, 0);
-        handle(acts, &mut pending, &mut ended, &c);
+        handle(acts, &mut pending, &mut ended, &mut c);
     }
 }
 
