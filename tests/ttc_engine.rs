@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use common::{tiny_gguf, TINY};
 use ponder::budget::{
-    build, BudgetConfig, BudgetContext, EarlyStop, LoadSnapshot, RawBudget, RawTtc, TtcReport,
+    build, BudgetConfig, BudgetContext, EarlyStop, LoadSnapshot, RawBudget, RawCertaindex, RawTtc,
+    TtcReport,
 };
 use ponder::engine::core::{EngineCore, Submission};
 use ponder::engine::{cpu_core, EngineConfig, EngineEvent, GenerateRequest, RequestStream};
@@ -283,4 +284,103 @@ fn token_budget_and_deadline_stop_running_samples() {
     );
     assert_eq!(r.stop_reason, Some(EarlyStop::Deadline));
     assert_eq!(r.stopped(), r.launched());
+}
+
+/// Runs one aggregated request on the thinking model; the samples start in thinking.
+fn think_run(m: &Arc<LoadedModel>, ttc: RawTtc, seed: u64) -> (Vec<Sample>, TtcReport) {
+    let (ids, _) = chat_ids(m, "Think about it.");
+    let mut req = GenerateRequest::new(ids, 1, params(40, 0.9, seed));
+    req.starts_in_thinking = true;
+    req.ttc = Some(plan(m, ttc, 40));
+    let mut c = core(m);
+    let mut s = submit(&mut c, req);
+    let (samples, report) = run(&mut c, &mut s);
+    let report = report.unwrap_or_else(|| panic!("no report; samples {samples:?}"));
+    (samples, report)
+}
+
+/// Probes run on forks of the samples' KV, batched with them: a probed sample's tokens are
+/// exactly its tokens unprobed, every probe's blocks are freed (`run` checks the pool is
+/// empty), and the report counts the probes and their tokens apart.
+#[test]
+fn probes_leave_the_probed_samples_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = think_model(&dir);
+    let base = RawTtc {
+        n: Some(2),
+        extract: Some("final_line".into()),
+        equivalence: Some("exact".into()),
+        ..RawTtc::default()
+    };
+    let (plain, r0) = think_run(&m, base.clone(), 5);
+    let probed = RawTtc {
+        // agree 16: never agrees within 40 tokens, so nothing is cut short.
+        certaindex: Some(RawCertaindex {
+            probe_every: Some(8),
+            agree: Some(16),
+            max_tokens: Some(6),
+        }),
+        scorer: Some("self_verify".into()),
+        ..base
+    };
+    let (with, r) = think_run(&m, probed, 5);
+    assert_eq!(plain.len(), 2);
+    for i in 0..2 {
+        assert_eq!(with[i].ids, plain[i].ids, "sample {i}");
+        assert_eq!(with[i].finished, plain[i].finished, "sample {i}");
+    }
+    assert_eq!(r0.tokens_probe, 0);
+    for s in &r.samples {
+        // 40 thinking tokens: answer probes at 8, 16, 24, 32 (one at a time), then one
+        // verification; every probe that ran returned.
+        assert!(s.probes >= 2, "{s:?}");
+        assert!(s.score.is_some_and(|v| (0.0..=1.0).contains(&v)), "{s:?}");
+        assert_eq!(s.exit_at, None);
+    }
+    let per_sample: usize = r.samples.iter().map(|s| s.probe_tokens).sum();
+    assert_eq!(r.tokens_probe, per_sample);
+    assert!(r.tokens_probe > 0);
+    assert_eq!(r.sample_tokens(), r0.sample_tokens());
+}
+
+/// A certaindex exit forces the end of thinking right after the probe that agreed: the
+/// sample's tokens equal the unprobed run's up to the exit, then the end marker follows.
+#[test]
+fn certaindex_exit_forces_the_end_of_thinking() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = think_model(&dir);
+    let fmt = m.reasoning.clone().unwrap();
+    let base = RawTtc {
+        strategy: Some("single".into()),
+        // Any non-space character is "an answer", so one probe decides (agree 1).
+        extract: Some(r"regex:(\S)".into()),
+        equivalence: Some("exact".into()),
+        ..RawTtc::default()
+    };
+    let (plain, _) = think_run(&m, base.clone(), 9);
+    let ci = RawTtc {
+        certaindex: Some(RawCertaindex {
+            probe_every: Some(8),
+            agree: Some(1),
+            max_tokens: Some(4),
+        }),
+        ..base
+    };
+    let (with, r) = think_run(&m, ci, 9);
+    let s = &r.samples[0];
+    let exit = s.exit_at.expect("the first probe's answer ends thinking");
+    assert!(exit >= 8, "exit at {exit}");
+    let marker = fmt.force_end_ids.len();
+    assert_eq!(with[0].ids[..exit], plain[0].ids[..exit]);
+    assert_eq!(with[0].ids[exit..exit + marker], fmt.force_end_ids[..]);
+    assert_eq!(
+        with[0].finished.unwrap().2,
+        exit + marker,
+        "reasoning tokens"
+    );
+    assert_eq!(r.certaindex_exits(), 1);
+    assert!(r
+        .decisions
+        .iter()
+        .any(|d| d.what.starts_with("end thinking")));
 }

@@ -80,7 +80,10 @@ impl Aggregation {
             Self::Majority | Self::BestLogprob | Self::BestScore => 1.0,
             Self::ConfidenceWeighted if c.mean_logprob.is_nan() => 0.0,
             Self::ConfidenceWeighted => c.mean_logprob.min(0.0).exp(),
-            Self::VerifierWeighted => c.score.filter(|s| !s.is_nan()).map_or(0.0, |s| s.clamp(0.0, 1.0)),
+            Self::VerifierWeighted => c
+                .score
+                .filter(|s| !s.is_nan())
+                .map_or(0.0, |s| s.clamp(0.0, 1.0)),
         }
     }
 }

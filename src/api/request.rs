@@ -12,7 +12,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::budget::{RawCertaindex, RawBudget, RawGate, RawMinAgreement, RawTtc};
+use crate::budget::{RawBudget, RawCertaindex, RawGate, RawMinAgreement, RawTtc};
 use crate::model::template::ChatMessage;
 use crate::validate::{PromptInput, RawRequest, ValidateError};
 

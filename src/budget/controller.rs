@@ -352,7 +352,10 @@ impl Controller {
                     let key = last[0].clone().unwrap_or_default();
                     self.decide(
                         format!("end thinking of sample {sample} at {at} thinking tokens"),
-                        format!("certaindex: the last {} probed answers agree on {key}", ci.agree),
+                        format!(
+                            "certaindex: the last {} probed answers agree on {key}",
+                            ci.agree
+                        ),
                     );
                     return vec![Action::EndThinking { sample }];
                 }
@@ -556,10 +559,7 @@ impl Controller {
         if left == 0 && self.recs.len() < self.plan.n {
             self.decide(
                 "finish".into(),
-                format!(
-                    "load level {} caps the samples at {cap}",
-                    self.load_level
-                ),
+                format!("load level {} caps the samples at {cap}", self.load_level),
             );
         }
         self.finished = true;

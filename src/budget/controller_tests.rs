@@ -249,7 +249,10 @@ fn confidence_gate_stops_later_samples_below_the_first_wave_threshold() {
     // Median of the first wave's lowest window means (-0.1, -1.0).
     assert!((c.threshold().unwrap() - (-0.55)).abs() < 1e-6);
     assert_eq!(c.on_token(2, Tok::drawn(-2.0)), vec![]);
-    assert_eq!(c.on_token(2, Tok::drawn(-2.0)), vec![stop(2, EarlyStop::LowConfidence)]);
+    assert_eq!(
+        c.on_token(2, Tok::drawn(-2.0)),
+        vec![stop(2, EarlyStop::LowConfidence)]
+    );
     tokens(&mut c, 3, 2, -0.2);
     assert_eq!(c.on_finished(3, "1", 0), vec![Action::Finish]);
     let r = c.report();
@@ -374,7 +377,10 @@ fn forced_tokens_do_not_count_as_low_confidence() {
     assert_eq!(c.on_finished(3, "2", 0), vec![Action::Finish]);
     let r = c.report();
     let s2 = &r.samples[2];
-    assert_eq!((s2.tokens, s2.stopped, s2.mean_logprob), (5, None, -0.1f32 as f64));
+    assert_eq!(
+        (s2.tokens, s2.stopped, s2.mean_logprob),
+        (5, None, -0.1f32 as f64)
+    );
     // Its vote weighs exp(-0.1), not exp(mean over the forced tokens).
     let w = 2.0 * (-0.1f32 as f64).exp() + (-0.3f32 as f64).exp();
     assert!((r.votes[0].1 - w).abs() < 1e-9, "{:?}", r.votes);
@@ -417,7 +423,10 @@ fn certaindex_probes_and_ends_thinking_once_the_answers_agree() {
     }
     assert_eq!(c.on_token(0, think(-0.2)), vec![probe.clone()]);
     // A dropped probe leaves the record as it was.
-    assert_eq!(c.on_probe(0, ProbeKind::Answer, ProbeResult::Dropped, 5), vec![]);
+    assert_eq!(
+        c.on_probe(0, ProbeKind::Answer, ProbeResult::Dropped, 5),
+        vec![]
+    );
     for _ in 0..3 {
         assert_eq!(c.on_token(0, think(-0.2)), vec![]);
     }
@@ -431,7 +440,10 @@ fn certaindex_probes_and_ends_thinking_once_the_answers_agree() {
         assert_eq!(c.on_token(0, forced(-30.0, true)), vec![]);
     }
     tokens(&mut c, 0, 4, -0.1);
-    assert_eq!(c.on_finished(0, "The answer is 42", 19), vec![Action::Finish]);
+    assert_eq!(
+        c.on_finished(0, "The answer is 42", 19),
+        vec![Action::Finish]
+    );
     let r = c.report();
     let s = &r.samples[0];
     assert_eq!(s.exit_at, Some(20));

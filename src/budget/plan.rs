@@ -437,7 +437,10 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
                 "`ttc.strategy` best_of_n scores every sample; consensus, esc_window, confidence_gate and min_agreement need self_consistency".to_string(),
             ));
         }
-        if !matches!(aggregation, Aggregation::BestLogprob | Aggregation::BestScore) {
+        if !matches!(
+            aggregation,
+            Aggregation::BestLogprob | Aggregation::BestScore
+        ) {
             return Err(bad(
                 "ttc.aggregation",
                 format!(

@@ -92,8 +92,6 @@ pub struct EngineCore {
     /// `max_num_seqs`).
     probes: HashMap<SeqId, Probe>,
     prompts: ProbePrompts,
-    /// Controller actions produced inside a step, carried out after it.
-    deferred: Vec<(u64, Vec<Action>)>,
 }
 
 impl EngineCore {
@@ -111,7 +109,6 @@ impl EngineCore {
             logits: Vec::new(),
             probes: HashMap::new(),
             prompts: ProbePrompts::default(),
-            deferred: Vec::new(),
         }
     }
 
@@ -324,10 +321,9 @@ impl EngineCore {
             }
         };
         let started = match req.samples.get(si).and_then(|s| s.seq) {
-            Some(seq) if !suffix.is_empty() => self
-                .sched
-                .add_probe(seq, suffix)
-                .map_err(|e| e.to_string()),
+            Some(seq) if !suffix.is_empty() => {
+                self.sched.add_probe(seq, suffix).map_err(|e| e.to_string())
+            }
             Some(_) => Err("the model family has no probe prompt".to_string()),
             None => Err("the sample has ended".to_string()),
         };
@@ -348,9 +344,10 @@ impl EngineCore {
             }
             Err(why) => {
                 tracing::debug!(rid, sample = si, kind = kind.as_str(), %why, "probe not started");
-                let acts = req.ctrl.as_mut().map_or_else(Vec::new, |c| {
-                    c.on_probe(si, kind, ProbeResult::Dropped, 0)
-                });
+                let acts = req
+                    .ctrl
+                    .as_mut()
+                    .map_or_else(Vec::new, |c| c.on_probe(si, kind, ProbeResult::Dropped, 0));
                 Err(acts)
             }
         }
@@ -376,6 +373,11 @@ impl EngineCore {
             return;
         };
         self.sched.finish_seq(pid);
+        self.tell_probe(p, result);
+    }
+
+    /// Tells the controller a (freed) probe's result and carries out what it decides.
+    fn tell_probe(&mut self, p: Probe, result: ProbeResult) {
         let acts = match self.requests.get_mut(&p.rid).and_then(|r| r.ctrl.as_mut()) {
             Some(c) => c.on_probe(p.sample, p.kind, result, p.tokens),
             None => return,
@@ -525,16 +527,13 @@ impl EngineCore {
                 });
             }
         }
-        // Verification probes are done after their one row: freed before the update.
+        // Verification probes are done after their one row: freed before the update, their
+        // scores told after this step's tokens.
+        let mut scored: Vec<(Probe, ProbeResult)> = Vec::new();
         for (seq, r) in probe_results {
-            if let Some(p) = self.probes.get(&seq) {
-                let (rid, si, kind, tokens) = (p.rid, p.sample, p.kind, p.tokens);
-                self.probes.remove(&seq);
+            if let Some(p) = self.probes.remove(&seq) {
                 self.sched.finish_seq(seq);
-                if let Some(c) = self.requests.get_mut(&rid).and_then(|r| r.ctrl.as_mut()) {
-                    let acts = c.on_probe(si, kind, r, tokens);
-                    self.deferred.push((rid, acts));
-                }
+                scored.push((p, r));
             }
         }
         // 2. Draw (or score) every row: a pure function of the logits, the parameters, the
@@ -623,14 +622,16 @@ impl EngineCore {
                 done_probes.push((seq, ProbeResult::Answer(text)));
             }
         }
+        // The samples' tokens first, then what the probes decided: a certaindex exit then
+        // applies from the next step on, after the tokens the sample has seen.
+        for (seq, token, tok, lp) in events {
+            self.emit(seq, token, tok, lp);
+        }
         for (seq, r) in done_probes {
             self.end_probe(seq, r);
         }
-        for (rid, acts) in std::mem::take(&mut self.deferred) {
-            self.apply(rid, acts);
-        }
-        for (seq, token, tok, lp) in events {
-            self.emit(seq, token, tok, lp);
+        for (p, r) in scored {
+            self.tell_probe(p, r);
         }
         for (rid, msg) in failed {
             self.fail(rid, msg);
@@ -685,7 +686,8 @@ impl EngineCore {
         if let Some(c) = req.ctrl.as_mut() {
             let s = &req.samples[si];
             let rt = s.think.thinking_tokens() as usize;
-            acts.extend(c.on_finished(si, s.content(), rt));
+            let more = c.on_finished(si, s.content(), rt);
+            acts.extend(more);
         }
         // Actions first (a verification probe forks the sample's KV), then its sequence ends.
         self.apply(rid, acts);

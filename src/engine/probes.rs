@@ -98,14 +98,22 @@ impl ProbePrompts {
             Ok(ids)
         };
         let (yes, no) = (first(&t.yes)?, first(&t.no)?);
+        let answer = enc(&t.answer)?;
         if yes.is_empty() || no.is_empty() || yes.iter().any(|y| no.contains(y)) {
-            return Err(format!(
-                "probe prompts: the yes words {:?} and no words {:?} need distinct first tokens",
-                t.yes, t.no
-            ));
+            // A vocabulary where yes and no cannot be told apart by their first token: no
+            // verification (its probes are reported as dropped), answer probes still run.
+            tracing::warn!(
+                yes = ?t.yes,
+                no = ?t.no,
+                "probe prompts: the yes and no words share first tokens; self-verification is off"
+            );
+            return Ok(ProbePrompts {
+                answer,
+                ..ProbePrompts::default()
+            });
         }
         Ok(ProbePrompts {
-            answer: enc(&t.answer)?,
+            answer,
             verify: enc(&t.verify)?,
             verify_open: enc(&t.verify_open)?,
             yes,
