@@ -19,6 +19,13 @@ fn body(ttc: Value, stream: bool) -> String {
     .to_string()
 }
 
+/// One completed one-token sample of the report.
+fn sample(index: usize, answer: &str, mean_logprob: f64) -> Value {
+    json!({"index": index, "answer": answer, "tokens": 1, "reasoning_tokens": 0,
+        "mean_logprob": mean_logprob, "stopped": null, "score": null, "probes": 0,
+        "probe_tokens": 0, "probe_answers": [], "certaindex_exit_at": null})
+}
+
 fn expected_report() -> Value {
     json!({
         "strategy": "self_consistency",
@@ -26,12 +33,18 @@ fn expected_report() -> Value {
         "stop_reason": "window_agreement", "stop_reasons": {},
         "votes": {"12": 3.0, "13": 1.0}, "answer": "12", "winning_share": 0.75,
         "winner_sample": 0,
-        "tokens": {"thinking": 0, "answer": 4, "wasted": 0, "total": 4},
+        "tokens": {"thinking": 0, "answer": 4, "wasted": 0, "probe": 0, "total": 4},
         "samples": [
-            {"index": 0, "answer": "12", "tokens": 1, "reasoning_tokens": 0, "mean_logprob": -0.1, "stopped": null},
-            {"index": 1, "answer": "13", "tokens": 1, "reasoning_tokens": 0, "mean_logprob": -0.2, "stopped": null},
-            {"index": 2, "answer": "12", "tokens": 1, "reasoning_tokens": 0, "mean_logprob": -0.3, "stopped": null},
-            {"index": 3, "answer": "12", "tokens": 1, "reasoning_tokens": 0, "mean_logprob": -0.4, "stopped": null}
+            sample(0, "12", -0.1),
+            sample(1, "13", -0.2),
+            sample(2, "12", -0.3),
+            sample(3, "12", -0.4),
+        ],
+        "decisions": [
+            {"at_tokens": 0, "what": "launch 2", "why": "first wave: min_samples 2 of n 6"},
+            {"at_tokens": 2, "what": "launch 2",
+                "why": "next wave: 2 counted, none live; load level 0 allows 6 of 6"},
+            {"at_tokens": 4, "what": "finish", "why": "stop rule window_agreement"}
         ],
         "requested": {"n": 6, "min_samples": 2, "thinking_token_budget": null, "reasoning_effort": null},
         "granted": {"n": 6, "min_samples": 2, "thinking_token_budget": null, "load_level": 0,
@@ -114,7 +127,7 @@ async fn consensus_stops_live_samples_and_counts_them_as_wasted() {
     assert_eq!(r["samples"][3]["stopped"], "consensus");
     assert_eq!(
         r["tokens"],
-        json!({"thinking": 0, "answer": 3, "wasted": 0, "total": 3})
+        json!({"thinking": 0, "answer": 3, "wasted": 0, "probe": 0, "total": 3})
     );
     assert_eq!(v["usage"]["completion_tokens"], 3);
     assert_eq!(r["answer"], "7");
@@ -202,7 +215,7 @@ async fn invalid_budgets_are_400_with_the_field() {
     let cases = [
         (
             json!({"ttc": {"n": 4, "consensus_threshold": 0.8}}),
-            "`ttc.consensus_threshold` is not a known field; allowed: strategy, n, min_samples, extract, equivalence, aggregation, consensus, esc_window, confidence_gate, min_agreement, total_token_budget, deadline_ms",
+            "`ttc.consensus_threshold` is not a known field; allowed: strategy, n, min_samples, extract, equivalence, aggregation, consensus, esc_window, confidence_gate, min_agreement, total_token_budget, deadline_ms, certaindex, scorer",
             "ttc.consensus_threshold",
         ),
         (json!({"ttc": [1]}), "`ttc` must be an object, given [1]", "ttc"),

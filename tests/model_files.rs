@@ -55,15 +55,20 @@ fn unsupported_type_missing_tensor_and_shape_mismatch() {
     );
 
     let mut bytes = tiny_gguf(&TINY, 1).bytes();
-    // Patch the type id of the first tensor (token_embd, f32 = 0) to Q4_K (12).
+    // Patch the type id of the first tensor (token_embd, f32 = 0) to IQ4_NL (20), a type
+    // ponder does not read: the load names the tensor and the type.
     let key = b"token_embd.weight";
     let pos = bytes.windows(key.len()).position(|w| w == key).unwrap();
     let ty_at = pos + key.len() + 4 + 2 * 8;
-    bytes[ty_at..ty_at + 4].copy_from_slice(&12u32.to_le_bytes());
+    bytes[ty_at..ty_at + 4].copy_from_slice(&20u32.to_le_bytes());
     assert_eq!(
         load_err(&bytes),
-        "tensor `token_embd.weight` has unsupported type Q4_K (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
+        "tensor `token_embd.weight` has unsupported type IQ4_NL (supported: F32, F16, BF16, \
+         Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)"
     );
+    // TQ2_0 (35) likewise.
+    bytes[ty_at..ty_at + 4].copy_from_slice(&35u32.to_le_bytes());
+    assert!(load_err(&bytes).contains("has unsupported type TQ2_0"));
 
     let mut b = tiny_gguf(&TINY, 1);
     b.kv("general.architecture", Value::String("gptneox".into()));
