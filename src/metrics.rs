@@ -39,6 +39,9 @@ pub const TTC_EARLY_STOPS: &str = "ponder:ttc_early_stops_total";
 pub const TTC_TOKENS: &str = "ponder:ttc_tokens_total";
 pub const TTC_TOKENS_SAVED: &str = "ponder:ttc_tokens_saved_total";
 pub const TTC_VOTE_AGREEMENT: &str = "ponder:ttc_vote_agreement";
+pub const TTC_PROBES: &str = "ponder:ttc_probes_total";
+pub const TTC_CERTAINDEX_EXITS: &str = "ponder:ttc_certaindex_exits_total";
+pub const TTC_VERIFIER_SCORE: &str = "ponder:ttc_verifier_score";
 
 /// Latency buckets in seconds (vLLM's, trimmed).
 const TTFT_BUCKETS: &[f64] = &[
@@ -51,6 +54,7 @@ const ITL_BUCKETS: &[f64] = &[
 ];
 const SAMPLE_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0];
 const SHARE_BUCKETS: &[f64] = &[0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.999, 1.0];
+const SCORE_BUCKETS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0];
 const E2E_BUCKETS: &[f64] = &[
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
     480.0, 960.0,
@@ -79,6 +83,9 @@ pub struct Metrics {
     ttc_tokens: IntCounterVec,
     ttc_tokens_saved: IntCounter,
     ttc_vote_agreement: Histogram,
+    ttc_probes: IntCounterVec,
+    ttc_certaindex_exits: IntCounter,
+    ttc_verifier_score: Histogram,
 }
 
 fn hist(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Histogram> {
@@ -91,9 +98,12 @@ impl Metrics {
             registry: Registry::new(),
             running: IntGauge::new(
                 NUM_REQUESTS_RUNNING,
-                "Requests being generated in the engine.",
+                "Requests with at least one sample being generated (not sequences).",
             )?,
-            waiting: IntGauge::new(NUM_REQUESTS_WAITING, "Requests waiting for admission.")?,
+            waiting: IntGauge::new(
+                NUM_REQUESTS_WAITING,
+                "Requests admitted to the engine with no sample running yet.",
+            )?,
             kv_usage: Gauge::new(
                 KV_CACHE_USAGE_PERC,
                 "Fraction of KV cache blocks in use (1 = full).",
@@ -118,7 +128,7 @@ impl Metrics {
             request_success: IntCounterVec::new(
                 Opts::new(
                     REQUEST_SUCCESS,
-                    "Finished samples by finish reason (one per choice).",
+                    "Finished requests by the finish reason of their first choice.",
                 ),
                 &["finished_reason"],
             )?,
@@ -175,12 +185,30 @@ impl Metrics {
             )?,
             ttc_tokens_saved: IntCounter::new(
                 TTC_TOKENS_SAVED,
-                "Tokens not generated versus the configured maximum (granted samples x max tokens).",
+                "Estimated tokens early stopping saved: samples not launched or stopped early, \
+                 each at the mean length of the request's completed samples.",
             )?,
             ttc_vote_agreement: hist(
                 TTC_VOTE_AGREEMENT,
                 "Winning answer's share of the vote per aggregated request.",
                 SHARE_BUCKETS,
+            )?,
+            ttc_probes: IntCounterVec::new(
+                Opts::new(
+                    TTC_PROBES,
+                    "Probes of samples that returned, by kind (answer: certaindex, verify: \
+                     self-verification).",
+                ),
+                &["kind"],
+            )?,
+            ttc_certaindex_exits: IntCounter::new(
+                TTC_CERTAINDEX_EXITS,
+                "Samples whose thinking certaindex ended early (their probed answers agreed).",
+            )?,
+            ttc_verifier_score: hist(
+                TTC_VERIFIER_SCORE,
+                "Verifier scores (P(yes) of the self-verification probe) of scored samples.",
+                SCORE_BUCKETS,
             )?,
         };
         let r = &m.registry;
@@ -205,10 +233,13 @@ impl Metrics {
         r.register(Box::new(m.ttc_tokens.clone()))?;
         r.register(Box::new(m.ttc_tokens_saved.clone()))?;
         r.register(Box::new(m.ttc_vote_agreement.clone()))?;
+        r.register(Box::new(m.ttc_probes.clone()))?;
+        r.register(Box::new(m.ttc_certaindex_exits.clone()))?;
+        r.register(Box::new(m.ttc_verifier_score.clone()))?;
         Ok(m)
     }
 
-    /// One finished sample (choice) with its finish reason (`stop`, `length`, `abort`).
+    /// One finished request with the finish reason of its (first) choice.
     pub fn record_finish(&self, reason: &str) {
         self.request_success.with_label_values(&[reason]).inc();
     }
@@ -237,14 +268,22 @@ impl Metrics {
             ("thinking", r.tokens_thinking),
             ("answer", r.tokens_answer),
             ("wasted", r.tokens_wasted),
+            ("probe", r.tokens_probe),
         ] {
             self.ttc_tokens.with_label_values(&[kind]).inc_by(k as u64);
         }
-        let max = r.grant.granted_n as u64 * u64::from(r.grant.max_tokens);
         self.ttc_tokens_saved
-            .inc_by(max.saturating_sub(r.total_tokens() as u64));
+            .inc_by(r.tokens_saved_estimate() as u64);
         if r.answer.is_some() {
             self.ttc_vote_agreement.observe(r.winning_share);
+        }
+        for (kind, k) in [("answer", r.probes_answer), ("verify", r.probes_verify)] {
+            self.ttc_probes.with_label_values(&[kind]).inc_by(k as u64);
+        }
+        self.ttc_certaindex_exits
+            .inc_by(r.certaindex_exits() as u64);
+        for s in r.samples.iter().filter_map(|s| s.score) {
+            self.ttc_verifier_score.observe(s);
         }
     }
 
@@ -258,9 +297,9 @@ impl Metrics {
     /// Refreshes the engine-owned values from `stats` and renders the Prometheus text format.
     pub fn render(&self, stats: &EngineStats) -> Result<String, prometheus::Error> {
         self.running
-            .set(i64::try_from(stats.num_running).unwrap_or(i64::MAX));
+            .set(i64::try_from(stats.requests_running).unwrap_or(i64::MAX));
         self.waiting
-            .set(i64::try_from(stats.num_waiting).unwrap_or(i64::MAX));
+            .set(i64::try_from(stats.requests_waiting).unwrap_or(i64::MAX));
         self.kv_usage.set(stats.kv_cache_usage);
         advance_to(&self.prefix_queries, stats.prefix_cache_queries);
         advance_to(&self.prefix_hits, stats.prefix_cache_hits);
@@ -287,8 +326,10 @@ mod tests {
     fn render_refreshes_engine_values_and_keeps_counters_monotonic() {
         let m = Metrics::new().unwrap();
         let stats = EngineStats {
-            num_running: 3,
+            num_running: 6,
             num_waiting: 2,
+            requests_running: 3,
+            requests_waiting: 2,
             kv_cache_usage: 0.25,
             num_preemptions: 4,
             prefix_cache_queries: 100,

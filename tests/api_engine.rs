@@ -119,3 +119,76 @@ async fn greedy_logprobs_and_completions() {
         json!({"prompt_tokens": 11, "completion_tokens": 11, "total_tokens": 22, "completion_tokens_details": {"reasoning_tokens": 0}})
     );
 }
+
+/// A deadline that stops every sample before one completes: no cut-off text is returned as
+/// the answer; the choice says why (`deadline`) and the report has the samples' account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_before_any_sample_completes_returns_no_answer() {
+    let state = real_app();
+    let body = format!(
+        r#"{{"messages":{FRANCE},"temperature":0.8,"seed":3,"max_tokens":200,"ttc":{{"n":2,"deadline_ms":1}}}}"#
+    );
+    let (status, v) = call(&state, post("/v1/chat/completions", body)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["choices"],
+        json!([{"index": 0, "message": {"role": "assistant", "content": null},
+            "logprobs": null, "finish_reason": "deadline"}])
+    );
+    assert_eq!(v["ttc"]["stop_reason"], "deadline");
+    assert_eq!(v["ttc"]["answer"], Value::Null);
+    assert_eq!(v["ttc"]["winner_sample"], Value::Null);
+    assert_eq!(v["ttc"]["samples_completed"], 0);
+}
+
+/// A streamed aggregated request shows progress chunks (no choices, a `ttc_progress`
+/// object) while its samples run, then the winner, then the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_ttc_sends_progress_then_the_winner() {
+    let state = real_app();
+    let body = format!(
+        r#"{{"messages":{FRANCE},"temperature":0.8,"seed":5,"max_tokens":24,"stream":true,"ttc":{{"n":4,"min_samples":2}}}}"#
+    );
+    let resp = send(&state, post("/v1/chat/completions", body)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = body_text(resp).await;
+    let chunks: Vec<Value> = text
+        .trim_end()
+        .split("\n\n")
+        .map(|f| f.strip_prefix("data: ").unwrap())
+        .filter(|f| *f != "[DONE]")
+        .map(|f| serde_json::from_str(f).unwrap())
+        .collect();
+    let progress: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c.get("ttc_progress"))
+        .collect();
+    // Launch of wave 1, each of its 2 samples completing, wave 2's launch, its samples.
+    assert!(progress.len() >= 4, "{text}");
+    assert_eq!(progress[0]["samples_launched"], 2);
+    assert_eq!(progress[0]["samples_running"], 2);
+    for p in &progress {
+        let c = &chunks[chunks
+            .iter()
+            .position(|c| c.get("ttc_progress") == Some(p))
+            .unwrap()];
+        assert_eq!(c["choices"], json!([]));
+    }
+    let last = progress.last().unwrap();
+    assert_eq!(last["samples_launched"], 4);
+    // The winner's content, its finish, then the report.
+    let finish = chunks
+        .iter()
+        .position(|c| !c["choices"][0]["finish_reason"].is_null())
+        .unwrap();
+    assert!(
+        chunks
+            .iter()
+            .position(|c| c.get("ttc_progress") == Some(last))
+            .unwrap()
+            < finish
+    );
+    let report = &chunks.last().unwrap()["ttc"];
+    assert_eq!(report["samples_launched"], 4);
+    assert_eq!(report["samples_completed"], 4);
+}

@@ -261,8 +261,11 @@ async fn models_version_health_ready() {
 async fn metrics_report_engine_stats_requests_and_tokens() {
     let engine = FakeEngine::new(Behavior::Script);
     *engine.stats.lock().unwrap() = ponder::engine::EngineStats {
-        num_running: 2,
+        // 7 sequences of 2 running requests (samples of n > 1 are sequences, not requests).
+        num_running: 7,
         num_waiting: 5,
+        requests_running: 2,
+        requests_waiting: 5,
         kv_cache_usage: 0.5,
         num_preemptions: 1,
         prefix_cache_queries: 64,
@@ -292,7 +295,8 @@ async fn metrics_report_engine_stats_requests_and_tokens() {
         "ponder:prefix_cache_hits_total 48",
         "ponder:prompt_tokens_total 31",
         "ponder:generation_tokens_total 4",
-        "ponder:request_success_total{finished_reason=\"stop\"} 2",
+        // One request (of n = 2 choices).
+        "ponder:request_success_total{finished_reason=\"stop\"} 1",
         "ponder:time_to_first_token_seconds_count 1",
         "ponder:e2e_request_latency_seconds_count 1",
         "ponder:request_queue_time_seconds_count 1",

@@ -142,8 +142,10 @@ async fn consensus_stops_live_samples_and_counts_them_as_wasted() {
         "ponder:ttc_samples_per_request_sum 4",
         "ponder:ttc_samples_per_request_count 1",
         "ponder:ttc_vote_agreement_sum 1",
-        // 4 samples x 4096 tokens allowed, 3 generated.
-        "ponder:ttc_tokens_saved_total 16381",
+        // The stopped sample had 0 of the completed samples' mean 1 token: 1 saved (not
+        // 4 x 4096 allowed - 3 generated).
+        "ponder:ttc_tokens_saved_total 1",
+        "ponder:ttc_tokens_total{kind=\"probe\"} 0",
         "ponder:reasoning_tokens_total 0",
     ] {
         assert!(

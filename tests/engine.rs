@@ -74,7 +74,9 @@ fn run(core: &mut EngineCore, streams: &mut [RequestStream], n: usize) -> Vec<Ve
                     EngineEvent::Delta {
                         sample, token_ids, ..
                     } => out[i][sample].extend(token_ids),
-                    EngineEvent::Finished { .. } | EngineEvent::Report(_) => {}
+                    EngineEvent::Finished { .. }
+                    | EngineEvent::Report(_)
+                    | EngineEvent::Progress(_) => {}
                     EngineEvent::Error(e) => panic!("engine error: {e}"),
                 }
             }

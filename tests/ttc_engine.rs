@@ -110,6 +110,10 @@ fn run(core: &mut EngineCore, stream: &mut RequestStream) -> (Vec<Sample>, Optio
                     assert!(report.is_none(), "two reports");
                     report = Some(*r);
                 }
+                EngineEvent::Progress(p) => {
+                    assert!(report.is_none(), "progress after the report");
+                    assert!(p.completed + p.stopped <= p.launched, "{p:?}");
+                }
                 EngineEvent::Error(e) => panic!("engine error: {e}"),
             }
         }

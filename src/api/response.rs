@@ -8,6 +8,9 @@
 //! token of every sample (aggregated requests included: stopped samples' tokens too).
 //! Aggregated requests (`ttc`) return one choice, the controller's winning sample, plus the
 //! `ttc` report; models with reasoning markers add `reasoning_content` (alias `reasoning`).
+//! When no sample completed (the deadline or the token budget stopped them all) the choice
+//! has `content: null` and the stop reason as `finish_reason` (`deadline`, `token_budget`):
+//! no cut-off text is passed off as an answer; the report has every sample's account.
 
 use serde_json::{json, Map, Value};
 
@@ -138,6 +141,18 @@ impl Meta {
         v
     }
 
+    /// The choice of an aggregated request none of whose samples completed: no content, the
+    /// stop rule that ended them as the finish reason.
+    pub fn no_answer_choice(&self, reason: &str) -> Value {
+        match self.kind {
+            Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": null},
+                "logprobs": null, "finish_reason": reason}),
+            Kind::Completion => {
+                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason})
+            }
+        }
+    }
+
     /// A finished choice (whole response) in the endpoint's shape.
     pub fn choice_json(&self, index: usize, c: &Choice, t: &Tokenizer) -> Value {
         let reason = c.finish_reason();
@@ -236,29 +251,37 @@ pub async fn collect(
                 totals.reasoning_tokens += reasoning_tokens;
             }
             EngineEvent::Report(r) => totals.report = Some(*r),
+            EngineEvent::Progress(_) => {}
             EngineEvent::Error(msg) => return Err(ApiError::Engine(msg)),
         }
     }
-    tracker.done(prompt_tokens);
     let internal = |detail: String| ApiError::Internal {
         request_id: meta.id.clone(),
         detail,
     };
     let mut out = Vec::with_capacity(n);
     let mut ttc = meta.grant.clone();
+    let reason: &str;
     if meta.aggregated {
         let report = totals.report.take().ok_or_else(|| {
             internal("the engine closed an aggregated request without its report".into())
         })?;
-        let w = report
-            .winner_sample
-            .ok_or_else(|| internal("the aggregated request launched no sample".into()))?;
-        let c = choices
-            .get(w)
-            .ok_or_else(|| internal(format!("the report names sample {w}, beyond n={n}")))?;
-        out.push(meta.choice_json(0, c, tokenizer));
+        match report.winner_sample {
+            Some(w) => {
+                let c = choices.get(w).ok_or_else(|| {
+                    internal(format!("the report names sample {w}, beyond n={n}"))
+                })?;
+                reason = c.finish_reason();
+                out.push(meta.choice_json(0, c, tokenizer));
+            }
+            None => {
+                reason = no_answer_reason(&report);
+                out.push(meta.no_answer_choice(reason));
+            }
+        }
         ttc = Some(report.to_json());
     } else {
+        reason = choices.first().map_or("stop", Choice::finish_reason);
         for (index, c) in choices.iter().enumerate() {
             if c.finish.is_none() {
                 return Err(internal(format!(
@@ -268,6 +291,7 @@ pub async fn collect(
             out.push(meta.choice_json(index, c, tokenizer));
         }
     }
+    tracker.done(prompt_tokens, reason);
     let object = match meta.kind {
         Kind::Chat => "chat.completion",
         Kind::Completion => "text_completion",
@@ -278,6 +302,12 @@ pub async fn collect(
         body["ttc"] = t;
     }
     Ok(body)
+}
+
+/// The finish reason of an aggregated request without a completed sample: the stop rule
+/// that ended its samples.
+pub fn no_answer_reason(r: &TtcReport) -> &'static str {
+    r.stop_reason.map_or("length", |s| s.as_str())
 }
 
 fn choice<'a>(

@@ -10,8 +10,13 @@
 //! engine error: data: {"error":{...}} then data: [DONE]
 //! reasoning models: reasoning deltas {"delta":{"reasoning_content":"...","reasoning":"..."}}
 //! budget asked/granted or aggregation: {"choices":[],"ttc":{...}} before the usage chunk
-//! aggregated (`ttc`): samples are buffered; once the controller reports, choice 0 gets the
-//!        winner's reasoning and content in one chunk each, then its finish chunk
+//! aggregated (`ttc`): samples are buffered; while they run, progress chunks
+//!        {"choices":[],"ttc_progress":{samples_launched, samples_running, samples_completed,
+//!        samples_stopped, leader, leader_share, tokens}} (no choice: OpenAI SDKs yield them
+//!        as chunks with nothing to show, `chunk.model_extra["ttc_progress"]` in Python);
+//!        once the controller reports, choice 0 gets the winner's reasoning and content in one
+//!        chunk each, then its finish chunk (no sample completed: only a finish chunk whose
+//!        reason is the stop rule, `deadline` or `token_budget`)
 //! ```
 //!
 //! The body stream owns the `RequestStream`: when the client goes away hyper drops the body,
@@ -27,7 +32,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::response::{chat_logprobs, completion_logprobs, usage, Choice, Kind, Meta, Totals};
+use super::response::{
+    chat_logprobs, completion_logprobs, no_answer_reason, usage, Choice, Kind, Meta, Totals,
+};
 use super::track::Tracker;
 use crate::engine::{EngineEvent, RequestStream, TokenLogprob};
 use crate::model::LoadedModel;
@@ -52,6 +59,8 @@ struct State {
     totals: Totals,
     /// Aggregated requests: every sample's output until the report picks one.
     buffered: Vec<Choice>,
+    /// The finish reason of choice 0 (the request's, for the metrics).
+    final_reason: &'static str,
     closed: bool,
 }
 
@@ -127,6 +136,13 @@ impl State {
                     self.push_finish(sample, &c);
                 }
             }
+            EngineEvent::Progress(p) => {
+                if self.req.meta.aggregated {
+                    let mut chunk = self.req.meta.chunk(Vec::new(), self.usage_field());
+                    chunk["ttc_progress"] = p.to_json();
+                    self.pending.push_back(frame(&chunk));
+                }
+            }
             EngineEvent::Report(r) => {
                 let winner = r.winner_sample.filter(|&w| w < n);
                 match winner {
@@ -134,6 +150,12 @@ impl State {
                         let c = std::mem::take(&mut self.buffered[w]);
                         self.push_delta(0, &c.text, &c.reasoning, &c.logprobs);
                         self.push_finish(0, &c);
+                        self.final_reason = c.finish_reason();
+                    }
+                    None if self.req.meta.aggregated && r.winner_sample.is_none() => {
+                        let reason = no_answer_reason(&r);
+                        self.push_reason(0, reason);
+                        self.final_reason = reason;
                     }
                     _ => {
                         let request_id = self.req.meta.id.clone();
@@ -197,7 +219,13 @@ impl State {
     }
 
     fn push_finish(&mut self, index: usize, c: &Choice) {
-        let reason = c.finish_reason();
+        if index == 0 {
+            self.final_reason = c.finish_reason();
+        }
+        self.push_reason(index, c.finish_reason());
+    }
+
+    fn push_reason(&mut self, index: usize, reason: &str) {
         let choice = match self.req.meta.kind {
             Kind::Chat => {
                 json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason})
@@ -233,7 +261,9 @@ impl State {
             let detail = format!("the engine closed the stream before sample {index} finished");
             return self.fail(ApiError::Internal { request_id, detail });
         }
-        self.req.tracker.done(self.req.prompt_tokens);
+        self.req
+            .tracker
+            .done(self.req.prompt_tokens, self.final_reason);
         let ttc = match &self.totals.report {
             Some(r) => Some(r.to_json()),
             None => self.req.meta.grant.clone(),
@@ -269,6 +299,7 @@ pub fn sse_response(req: SseRequest) -> Response {
         finished: vec![false; n],
         totals: Totals::default(),
         buffered: vec![Choice::default(); if aggregated { n } else { 0 }],
+        final_reason: "stop",
         closed: false,
     };
     st.start();

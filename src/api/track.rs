@@ -57,12 +57,10 @@ impl Tracker {
                 self.last_delta = Some(now);
             }
             EngineEvent::Finished {
-                reason,
                 completion_tokens,
                 reasoning_tokens,
                 ..
             } => {
-                self.metrics.record_finish(reason.as_str());
                 self.metrics
                     .generation_tokens
                     .inc_by(*completion_tokens as u64);
@@ -71,14 +69,16 @@ impl Tracker {
                     .inc_by(*reasoning_tokens as u64);
             }
             EngineEvent::Report(r) => self.metrics.record_ttc(r),
-            EngineEvent::Error(_) => {}
+            EngineEvent::Progress(_) | EngineEvent::Error(_) => {}
         }
     }
 
-    /// The request completed (all events read): prompt tokens and end-to-end latency.
-    pub fn done(&mut self, prompt_tokens: usize) {
+    /// The request completed (all events read): its finish reason (of its first choice),
+    /// prompt tokens and end-to-end latency.
+    pub fn done(&mut self, prompt_tokens: usize, finish_reason: &str) {
         if !self.done {
             self.done = true;
+            self.metrics.record_finish(finish_reason);
             self.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
             self.metrics
                 .e2e_request_latency

@@ -30,7 +30,7 @@
 
 use super::plan::TtcPlan;
 use super::presets::LoadRule;
-use super::report::{Decision, EarlyStop, SampleSummary, TtcReport};
+use super::report::{Decision, EarlyStop, SampleSummary, TtcProgress, TtcReport};
 use crate::aggregate::{confidence_threshold, vote, window_agrees, Candidate, WindowMean};
 
 /// What a probe asks (the engine builds its suffix from the model's probe prompts).
@@ -151,6 +151,8 @@ pub struct Controller {
     /// Every token of every sample (probe tokens apart).
     total_tokens: usize,
     probe_tokens: usize,
+    /// Probes that returned a result, by kind (answer, verify).
+    probes_done: [usize; 2],
     stop_reason: Option<EarlyStop>,
     finished: bool,
     /// The load level the engine saw last (applied at the next wave).
@@ -168,6 +170,7 @@ impl Controller {
             threshold: None,
             total_tokens: 0,
             probe_tokens: 0,
+            probes_done: [0; 2],
             stop_reason: None,
             finished: false,
             load_level,
@@ -325,6 +328,7 @@ impl Controller {
         r.probe_out = None;
         if !matches!(result, ProbeResult::Dropped) {
             r.probes += 1;
+            self.probes_done[usize::from(kind == ProbeKind::Verify)] += 1;
         }
         if self.finished {
             return Vec::new();
@@ -566,6 +570,20 @@ impl Controller {
         vec![Action::Finish]
     }
 
+    /// Where the request stands now.
+    pub fn progress(&self) -> TtcProgress {
+        let v = vote(&self.plan.aggregation, &self.candidates());
+        TtcProgress {
+            launched: self.recs.len(),
+            running: self.live().len(),
+            completed: self.order.len(),
+            stopped: self.recs.iter().filter(|r| r.stopped.is_some()).count(),
+            leader: v.winner,
+            leader_share: v.share,
+            tokens: self.total_tokens + self.probe_tokens,
+        }
+    }
+
     /// The account of the request so far (final once `Finish` was returned).
     pub fn report(&self) -> TtcReport {
         let cands = self.candidates();
@@ -620,6 +638,8 @@ impl Controller {
             tokens_answer: answer,
             tokens_wasted: wasted,
             tokens_probe: self.probe_tokens,
+            probes_answer: self.probes_done[0],
+            probes_verify: self.probes_done[1],
             decisions: self.decisions.clone(),
         }
     }

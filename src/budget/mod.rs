@@ -26,4 +26,4 @@ pub use plan::{
     RawMinAgreement, RawTtc, Strategy, TtcPlan,
 };
 pub use presets::{BudgetConfig, Effort, LoadRule, LoadSnapshot, Preset};
-pub use report::{Decision, EarlyStop, Grant, SampleSummary, TtcReport};
+pub use report::{Decision, EarlyStop, Grant, SampleSummary, TtcProgress, TtcReport};

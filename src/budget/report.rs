@@ -83,6 +83,31 @@ impl Grant {
     }
 }
 
+/// Where an aggregated request stands while its samples run (streamed as progress).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TtcProgress {
+    pub launched: usize,
+    /// Samples generating now.
+    pub running: usize,
+    /// Samples that completed and count in the vote.
+    pub completed: usize,
+    pub stopped: usize,
+    /// The answer leading the vote so far and its share of it.
+    pub leader: Option<String>,
+    pub leader_share: f64,
+    /// Tokens generated so far, probes included.
+    pub tokens: usize,
+}
+
+impl TtcProgress {
+    pub fn to_json(&self) -> Value {
+        json!({"samples_launched": self.launched, "samples_running": self.running,
+            "samples_completed": self.completed, "samples_stopped": self.stopped,
+            "leader": self.leader, "leader_share": round6(self.leader_share),
+            "tokens": self.tokens})
+    }
+}
+
 /// One decision of the controller: what it did, when (all tokens generated so far, probes
 /// included) and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +158,9 @@ pub struct TtcReport {
     /// Tokens computed and decoded by probes (certaindex and verification), apart from the
     /// samples' own.
     pub tokens_probe: usize,
+    /// Probes that returned a result: certaindex answer probes, verification probes.
+    pub probes_answer: usize,
+    pub probes_verify: usize,
     pub decisions: Vec<Decision>,
 }
 
@@ -157,6 +185,30 @@ impl TtcReport {
     /// Every token spent: the samples' and the probes'.
     pub fn total_tokens(&self) -> usize {
         self.sample_tokens() + self.tokens_probe
+    }
+
+    /// An estimate of the tokens early stopping saved: samples not launched and samples
+    /// stopped early, each counted at the mean length of the completed ones (0 when none
+    /// completed: there is nothing to estimate from).
+    pub fn tokens_saved_estimate(&self) -> usize {
+        let done: Vec<usize> = self
+            .samples
+            .iter()
+            .filter(|s| s.stopped.is_none())
+            .map(|s| s.tokens)
+            .collect();
+        if done.is_empty() {
+            return 0;
+        }
+        let mean = done.iter().sum::<usize>() as f64 / done.len() as f64;
+        let unlaunched = self.grant.granted_n.saturating_sub(self.launched()) as f64 * mean;
+        let cut: f64 = self
+            .samples
+            .iter()
+            .filter(|s| s.stopped.is_some())
+            .map(|s| (mean - s.tokens as f64).max(0.0))
+            .sum();
+        (unlaunched + cut).round() as usize
     }
 
     /// Samples whose thinking certaindex ended.

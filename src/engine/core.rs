@@ -134,9 +134,17 @@ impl EngineCore {
 
     pub fn stats(&self) -> EngineStats {
         let kv = self.sched.kv().stats();
+        let running = self.sched.running_request_ids();
+        let requests_running = self
+            .requests
+            .values()
+            .filter(|r| r.sched_ids.iter().any(|id| running.contains(id)))
+            .count();
         EngineStats {
             num_running: self.sched.num_running(),
             num_waiting: self.sched.num_waiting(),
+            requests_running,
+            requests_waiting: self.requests.len() - requests_running,
             kv_cache_usage: self.sched.kv_usage(),
             num_preemptions: self.sched.num_preemptions(),
             prefix_cache_queries: kv.prefix_cache_queries,
@@ -187,6 +195,7 @@ impl EngineCore {
                 live: 0,
                 ctrl,
                 deadline,
+                progress: None,
             },
         );
         self.apply(id, first);
@@ -246,6 +255,9 @@ impl EngineCore {
     /// Carries out the controller's (or a plain request's) actions, and those they lead to
     /// (a probe that cannot start is reported back at once).
     fn apply(&mut self, rid: u64, actions: Vec<Action>) {
+        let changes = actions
+            .iter()
+            .any(|a| matches!(a, Action::Launch { .. } | Action::Stop { .. }));
         let mut queue: VecDeque<Action> = actions.into();
         while let Some(a) = queue.pop_front() {
             match a {
@@ -290,8 +302,27 @@ impl EngineCore {
                 }
             }
         }
+        if changes {
+            self.send_progress(rid);
+        }
         if self.requests.get(&rid).is_some_and(RequestState::complete) {
             self.remove_request(rid);
+        }
+    }
+
+    /// Sends request `rid`'s progress if it changed since the last one (aggregated requests
+    /// that have not finished).
+    fn send_progress(&mut self, rid: u64) {
+        let Some(req) = self.requests.get_mut(&rid) else {
+            return;
+        };
+        let Some(c) = req.ctrl.as_ref().filter(|c| !c.is_finished()) else {
+            return;
+        };
+        let p = c.progress();
+        if req.progress.as_ref() != Some(&p) {
+            req.progress = Some(p.clone());
+            let _ = req.tx.send(EngineEvent::Progress(p));
         }
     }
 
@@ -378,6 +409,12 @@ impl EngineCore {
 
     /// Tells the controller a (freed) probe's result and carries out what it decides.
     fn tell_probe(&mut self, p: Probe, result: ProbeResult) {
+        let rid = p.rid;
+        self.tell_probe_inner(p, result);
+        self.send_progress(rid);
+    }
+
+    fn tell_probe_inner(&mut self, p: Probe, result: ProbeResult) {
         let acts = match self.requests.get_mut(&p.rid).and_then(|r| r.ctrl.as_mut()) {
             Some(c) => c.on_probe(p.sample, p.kind, result, p.tokens),
             None => return,
@@ -691,6 +728,7 @@ impl EngineCore {
         }
         // Actions first (a verification probe forks the sample's KV), then its sequence ends.
         self.apply(rid, acts);
+        self.send_progress(rid);
         if let Some(s) = self
             .requests
             .get_mut(&rid)

@@ -172,6 +172,8 @@ pub(super) struct RequestState {
     pub live: usize,
     pub ctrl: Option<Controller>,
     pub deadline: Option<Instant>,
+    /// The last progress sent (a new one goes out only when it differs).
+    pub progress: Option<crate::budget::TtcProgress>,
 }
 
 impl RequestState {

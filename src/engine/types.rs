@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::budget::{EarlyStop, TtcPlan, TtcReport};
+use crate::budget::{EarlyStop, TtcPlan, TtcProgress, TtcReport};
 use crate::reasoning::ThinkLimits;
 use crate::sample::{FinishReason, SamplingParams};
 
@@ -80,6 +80,9 @@ pub enum EngineEvent {
         reasoning_tokens: usize,
         early_stop: Option<EarlyStop>,
     },
+    /// Aggregated requests: where the request stands (sent when samples launch, end or get
+    /// their scores; never after the report).
+    Progress(TtcProgress),
     /// Aggregated requests: the controller's final account, sent after every sample ended.
     Report(Box<TtcReport>),
     /// The request failed as a whole (message safe to show a client).
@@ -97,8 +100,12 @@ pub enum SubmitError {
 /// Point-in-time engine counters (for /metrics and load-aware decisions).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineStats {
+    /// Sequences running / waiting in the scheduler (samples, probes).
     pub num_running: usize,
     pub num_waiting: usize,
+    /// Requests with at least one sequence running; requests with none running yet.
+    pub requests_running: usize,
+    pub requests_waiting: usize,
     /// Fraction of KV blocks in use, 0..=1.
     pub kv_cache_usage: f64,
     pub num_preemptions: u64,

@@ -9,6 +9,14 @@ use super::{SchedConfig, SeqId};
 use crate::kv::KvCacheManager;
 
 impl Scheduler {
+    /// The request ids (scheduler groups) with at least one running sequence.
+    pub fn running_request_ids(&self) -> std::collections::HashSet<u64> {
+        self.running
+            .iter()
+            .filter_map(|id| self.seqs.get(id).map(|s| s.request_id))
+            .collect()
+    }
+
     pub fn num_running(&self) -> usize {
         self.running.len()
     }
