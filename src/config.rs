@@ -169,6 +169,13 @@ pub struct ServeConfig {
     )]
     pub reasoning_parser: ReasoningParser,
 
+    /// Jinja chat template file replacing the model's own (as vLLM's `--chat-template`), e.g.
+    /// one whose generation prompt opens `<think>` so a model without native thinking
+    /// reasons inside markers; reasoning markers are then detected from it (see
+    /// `--reasoning-parser`).
+    #[arg(long, env = "PONDER_CHAT_TEMPLATE")]
+    pub chat_template: Option<std::path::PathBuf>,
+
     /// JSON file overriding `reasoning_effort` presets, e.g.
     /// `{"high": {"thinking_token_budget": 4096, "n": 8, "min_samples": 4, "esc_window": 3}}`.
     #[arg(long, env = "PONDER_EFFORT_PRESETS")]

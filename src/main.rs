@@ -155,7 +155,17 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     cfg.budget_config()?;
     tracing::info!(path = %path.display(), "loading model");
     let mut model = load_model(&path)?;
-    if cfg.reasoning_parser != ReasoningParser::Auto {
+    if let Some(t) = &cfg.chat_template {
+        let source = std::fs::read_to_string(t)
+            .map_err(|e| anyhow::anyhow!("--chat-template {}: {e}", t.display()))?;
+        model.template = ponder::model::template::ChatTemplate::new(
+            &source,
+            &model.tokenizer.bos_token,
+            &model.tokenizer.eos_token,
+        )
+        .map_err(|e| anyhow::anyhow!("--chat-template {}: {e}", t.display()))?;
+    }
+    if cfg.reasoning_parser != ReasoningParser::Auto || cfg.chat_template.is_some() {
         model.reasoning = ReasoningFormat::resolve(
             cfg.reasoning_parser,
             model.template.source(),
