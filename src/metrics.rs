@@ -42,6 +42,7 @@ pub const TTC_VOTE_AGREEMENT: &str = "ponder:ttc_vote_agreement";
 pub const TTC_PROBES: &str = "ponder:ttc_probes_total";
 pub const TTC_CERTAINDEX_EXITS: &str = "ponder:ttc_certaindex_exits_total";
 pub const TTC_VERIFIER_SCORE: &str = "ponder:ttc_verifier_score";
+pub const TTC_DECISIONS: &str = "ponder:ttc_decisions_total";
 
 /// Latency buckets in seconds (vLLM's, trimmed).
 const TTFT_BUCKETS: &[f64] = &[
@@ -86,6 +87,7 @@ pub struct Metrics {
     ttc_probes: IntCounterVec,
     ttc_certaindex_exits: IntCounter,
     ttc_verifier_score: Histogram,
+    ttc_decisions: IntCounterVec,
 }
 
 fn hist(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Histogram> {
@@ -210,6 +212,14 @@ impl Metrics {
                 "Verifier scores (P(yes) of the self-verification probe) of scored samples.",
                 SCORE_BUCKETS,
             )?,
+            ttc_decisions: IntCounterVec::new(
+                Opts::new(
+                    TTC_DECISIONS,
+                    "Budget controller decisions by kind (launch, end_thinking, \
+                     thinking_budget, stop_confident, finish).",
+                ),
+                &["kind"],
+            )?,
         };
         let r = &m.registry;
         r.register(Box::new(m.running.clone()))?;
@@ -236,6 +246,7 @@ impl Metrics {
         r.register(Box::new(m.ttc_probes.clone()))?;
         r.register(Box::new(m.ttc_certaindex_exits.clone()))?;
         r.register(Box::new(m.ttc_verifier_score.clone()))?;
+        r.register(Box::new(m.ttc_decisions.clone()))?;
         Ok(m)
     }
 
@@ -284,6 +295,9 @@ impl Metrics {
             .inc_by(r.certaindex_exits() as u64);
         for s in r.samples.iter().filter_map(|s| s.score) {
             self.ttc_verifier_score.observe(s);
+        }
+        for d in &r.decisions {
+            self.ttc_decisions.with_label_values(&[d.kind]).inc();
         }
     }
 

@@ -146,6 +146,9 @@ async fn consensus_stops_live_samples_and_counts_them_as_wasted() {
         // 4 x 4096 allowed - 3 generated).
         "ponder:ttc_tokens_saved_total 1",
         "ponder:ttc_tokens_total{kind=\"probe\"} 0",
+        // One launch, the finish.
+        "ponder:ttc_decisions_total{kind=\"launch\"} 1",
+        "ponder:ttc_decisions_total{kind=\"finish\"} 1",
         "ponder:reasoning_tokens_total 0",
     ] {
         assert!(
@@ -217,7 +220,7 @@ async fn invalid_budgets_are_400_with_the_field() {
     let cases = [
         (
             json!({"ttc": {"n": 4, "consensus_threshold": 0.8}}),
-            "`ttc.consensus_threshold` is not a known field; allowed: strategy, n, min_samples, extract, equivalence, aggregation, consensus, esc_window, confidence_gate, min_agreement, total_token_budget, deadline_ms, certaindex, scorer",
+            "`ttc.consensus_threshold` is not a known field; allowed: strategy, n, min_samples, extract, equivalence, aggregation, consensus, esc_window, confidence_gate, min_agreement, total_token_budget, deadline_ms, certaindex, scorer, auto",
             "ttc.consensus_threshold",
         ),
         (json!({"ttc": [1]}), "`ttc` must be an object, given [1]", "ttc"),

@@ -12,7 +12,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::budget::{RawBudget, RawCertaindex, RawGate, RawMinAgreement, RawTtc};
+use crate::budget::{RawAuto, RawBudget, RawCertaindex, RawGate, RawMinAgreement, RawTtc};
 use crate::model::template::ChatMessage;
 use crate::validate::{PromptInput, RawRequest, ValidateError};
 
@@ -194,6 +194,7 @@ const TTC_FIELDS: &[&str] = &[
     "deadline_ms",
     "certaindex",
     "scorer",
+    "auto",
 ];
 
 /// Rejects fields of our own objects that we do not know (a typo must not be ignored).
@@ -296,7 +297,42 @@ fn ttc(v: &Value) -> Result<RawTtc, ValidateError> {
             ))
         }
     };
+    let auto = match f.get("auto") {
+        None => None,
+        Some(Value::Object(m)) => {
+            const AUTO: &[&str] = &[
+                "first",
+                "wave",
+                "confidence",
+                "hopeless_after",
+                "hopeless_share",
+                "max_thinking",
+            ];
+            known_fields("ttc.auto", m, AUTO)?;
+            let mf = Fields(m);
+            let int = |k: &str| {
+                mf.get(k)
+                    .map(|v| as_int(&format!("ttc.auto.{k}"), v))
+                    .transpose()
+            };
+            let num = |k: &str| {
+                mf.get(k)
+                    .map(|v| number(&format!("ttc.auto.{k}"), v))
+                    .transpose()
+            };
+            Some(RawAuto {
+                first: int("first")?,
+                wave: int("wave")?,
+                confidence: num("confidence")?,
+                hopeless_after: int("hopeless_after")?,
+                hopeless_share: num("hopeless_share")?,
+                max_thinking: int("max_thinking")?,
+            })
+        }
+        Some(v) => return Err(wrong("ttc.auto", "an object", v)),
+    };
     Ok(RawTtc {
+        auto,
         certaindex,
         scorer: string("scorer")?,
         strategy: string("strategy")?,

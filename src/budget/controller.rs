@@ -158,6 +158,9 @@ pub struct Controller {
     /// The load level the engine saw last (applied at the next wave).
     load_level: u8,
     decisions: Vec<Decision>,
+    /// First sample of the current wave, and its thinking budget when not the request's.
+    wave_start: usize,
+    wave_thinking: Option<u32>,
 }
 
 impl Controller {
@@ -175,6 +178,8 @@ impl Controller {
             finished: false,
             load_level,
             decisions: Vec::new(),
+            wave_start: 0,
+            wave_thinking: None,
         }
     }
 
@@ -208,8 +213,10 @@ impl Controller {
     }
 
     fn decide(&mut self, what: String, why: String) {
+        let kind = Decision::kind_of(&what);
         self.decisions.push(Decision {
             at_tokens: self.total_tokens + self.probe_tokens,
+            kind,
             what,
             why,
         });
@@ -423,6 +430,29 @@ impl Controller {
                 return self.stop_all(EarlyStop::WindowAgreement);
             }
         }
+        if let Some(a) = self.plan.auto {
+            let v = vote(&self.plan.aggregation, &cands);
+            if let Some(leader) = &v.winner {
+                let count = |k: &str| cands.iter().filter(|c| c.key.as_deref() == Some(k)).count();
+                let lead = count(leader);
+                let runner = cands
+                    .iter()
+                    .filter_map(|c| c.key.as_deref())
+                    .filter(|k| *k != leader.as_str())
+                    .map(count)
+                    .max()
+                    .unwrap_or(0);
+                let p = p_majority(lead, runner);
+                if p >= a.confidence {
+                    let why = format!(
+                        "auto: {leader} leads {lead} to {runner}; P(it is the majority) = {p:.3} >= {}",
+                        a.confidence
+                    );
+                    self.decide("stop: confident".into(), why);
+                    return self.stop_all(EarlyStop::Confident);
+                }
+            }
+        }
         if let Some(c) = self.plan.consensus {
             let v = vote(&self.plan.aggregation, &cands);
             let total: f64 = v.histogram.iter().map(|(_, w)| w).sum();
@@ -543,12 +573,28 @@ impl Controller {
                     return vec![Action::Finish];
                 }
             }
-            let count = self.plan.min_samples.min(left);
-            let thinking = self
-                .plan
-                .think_budget
-                .filter(|_| self.load_level > self.plan.grant.load_level)
-                .map(|t| LoadRule::thinking(self.load_level, t));
+            if let Some(a) = self.plan.auto {
+                let share = vote(&self.plan.aggregation, &self.candidates()).share;
+                if self.order.len() >= a.hopeless_after && share < a.hopeless_share {
+                    self.stop_reason = Some(EarlyStop::LowAgreement);
+                    self.finished = true;
+                    self.decide(
+                        "finish".into(),
+                        format!(
+                            "auto: the leader holds {share:.2} of {} answers, below {}: more \
+                             votes rarely change a scattered vote",
+                            self.order.len(),
+                            a.hopeless_share
+                        ),
+                    );
+                    return vec![Action::Finish];
+                }
+            }
+            let count = match self.plan.auto {
+                Some(a) => a.wave.min(left),
+                None => self.plan.min_samples.min(left),
+            };
+            let thinking = self.next_thinking();
             self.decide(
                 format!("launch {count}"),
                 format!(
@@ -558,6 +604,8 @@ impl Controller {
                     self.plan.n
                 ),
             );
+            self.wave_start = self.recs.len();
+            self.wave_thinking = thinking;
             return self.launch(count, thinking);
         }
         if left == 0 && self.recs.len() < self.plan.n {
@@ -568,6 +616,39 @@ impl Controller {
         }
         self.finished = true;
         vec![Action::Finish]
+    }
+
+    /// The next wave's thinking budget when it differs from the request's: `auto` doubles it
+    /// (up to `max_thinking`) when half or more of the last wave's completed samples hit it;
+    /// a load level above the one at admission shrinks it by the load rule.
+    fn next_thinking(&mut self) -> Option<u32> {
+        let granted = self.plan.grant.granted_thinking;
+        let mut t = self.wave_thinking;
+        if let (Some(a), Some(cur)) = (self.plan.auto, self.wave_thinking.or(granted)) {
+            let wave = &self.recs[self.wave_start..];
+            let done: Vec<&Rec> = wave.iter().filter(|r| r.stopped.is_none()).collect();
+            let capped = done
+                .iter()
+                .filter(|r| r.reasoning_tokens >= cur as usize)
+                .count();
+            let up = cur.saturating_mul(2).min(a.max_thinking.unwrap_or(cur));
+            if !done.is_empty() && 2 * capped >= done.len() && up > cur {
+                self.decide(
+                    format!("thinking budget {cur} -> {up}"),
+                    format!(
+                        "auto: {capped} of the last wave's {} completed samples used their whole thinking budget",
+                        done.len()
+                    ),
+                );
+                t = Some(up);
+            }
+        }
+        if self.load_level > self.plan.grant.load_level {
+            if let Some(b) = t.or(self.plan.think_budget) {
+                t = Some(LoadRule::thinking(self.load_level, b));
+            }
+        }
+        t
     }
 
     /// Where the request stands now.
@@ -648,3 +729,19 @@ impl Controller {
 #[cfg(test)]
 #[path = "controller_tests.rs"]
 mod tests;
+
+/// `P(Beta(a + 1, b + 1) > 1/2) = P(Bin(a + b + 1, 1/2) <= a)`: the posterior probability, from
+/// a uniform prior, that the answer with `a` votes is more likely than the one with `b`.
+pub fn p_majority(a: usize, b: usize) -> f64 {
+    let n = a + b + 1;
+    // sum_{j <= a} C(n, j) / 2^n, accumulated in f64 (n <= 2 * 64 samples in practice).
+    let mut c = 1.0f64;
+    let mut sum = 0.0;
+    for j in 0..=a {
+        if j > 0 {
+            c = c * (n - j + 1) as f64 / j as f64;
+        }
+        sum += c;
+    }
+    sum / 2f64.powi(n as i32)
+}

@@ -22,8 +22,8 @@ mod report;
 
 pub use controller::{Action, Controller, ProbeKind, ProbeResult, Tok};
 pub use plan::{
-    build, Budget, BudgetContext, Certaindex, MinAgreement, RawBudget, RawCertaindex, RawGate,
-    RawMinAgreement, RawTtc, Strategy, TtcPlan,
+    build, AutoPolicy, Budget, BudgetContext, Certaindex, MinAgreement, RawAuto, RawBudget,
+    RawCertaindex, RawGate, RawMinAgreement, RawTtc, Strategy, TtcPlan,
 };
-pub use presets::{BudgetConfig, Effort, LoadRule, LoadSnapshot, Preset};
+pub use presets::{AutoPreset, BudgetConfig, Effort, LoadRule, LoadSnapshot, Preset};
 pub use report::{Decision, EarlyStop, Grant, SampleSummary, TtcProgress, TtcReport};

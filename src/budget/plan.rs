@@ -23,6 +23,8 @@ pub enum Strategy {
     Single,
     SelfConsistency,
     BestOfN,
+    /// The controller decides how many samples run and how long they think (`AutoPolicy`).
+    Auto,
 }
 
 impl Strategy {
@@ -31,8 +33,59 @@ impl Strategy {
             Strategy::Single => "single",
             Strategy::SelfConsistency => "self_consistency",
             Strategy::BestOfN => "best_of_n",
+            Strategy::Auto => "auto",
         }
     }
+}
+
+/// How `auto` allocates compute, online, from what the samples show (parameters per server
+/// through the `auto` effort preset, per request through `ttc.auto`).
+///
+/// ```text
+///  wave 1: `first` samples at the request's thinking budget
+///  each counted sample: leader a votes, runner-up b (unanswered samples vote for nothing)
+///     P(leader is the majority) = P(Beta(a+1, b+1) > 1/2) = P(Bin(a+b+1, 1/2) <= a)
+///     >= `confidence`                                  -> stop the rest, finish (confident)
+///     >= `hopeless_after` counted, leader share < `hopeless_share` -> finish (low_agreement):
+///        answers this scattered say the problem is beyond the model; more votes rarely help
+///  nothing live: next wave of `wave` samples (up to n, and what the load allows); if half
+///     or more of the last wave hit their thinking budget, the next wave thinks up to twice
+///     as long (at most `max_thinking`)
+/// ```
+/// With the defaults two agreeing answers end a request (P = 0.875), 3-1 does not (0.81),
+/// 4-1 does (0.89): easy problems take 2 samples, contested ones the votes they need.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AutoPolicy {
+    pub first: usize,
+    pub wave: usize,
+    pub confidence: f64,
+    pub hopeless_after: usize,
+    pub hopeless_share: f64,
+    pub max_thinking: Option<u32>,
+}
+
+impl Default for AutoPolicy {
+    fn default() -> Self {
+        AutoPolicy {
+            first: 2,
+            wave: 2,
+            confidence: 0.85,
+            hopeless_after: 6,
+            hopeless_share: 0.34,
+            max_thinking: None,
+        }
+    }
+}
+
+/// `ttc.auto` as sent (types checked).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawAuto {
+    pub first: Option<i64>,
+    pub wave: Option<i64>,
+    pub confidence: Option<f64>,
+    pub hopeless_after: Option<i64>,
+    pub hopeless_share: Option<f64>,
+    pub max_thinking: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -71,6 +124,7 @@ pub struct RawTtc {
     pub deadline_ms: Option<i64>,
     pub certaindex: Option<RawCertaindex>,
     pub scorer: Option<String>,
+    pub auto: Option<RawAuto>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -132,6 +186,8 @@ pub struct TtcPlan {
     pub certaindex: Option<Certaindex>,
     /// Each completed sample is scored by a verification probe before it counts.
     pub scorer: bool,
+    /// `auto`'s allocation rule (strategy auto only).
+    pub auto: Option<AutoPolicy>,
     /// The thinking budget the request asked for (before the load rule), for later waves
     /// that meet a different load.
     pub think_budget: Option<u32>,
@@ -280,15 +336,17 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
         None => preset_n.min(cx.max_n),
     };
     let strategy = match t.strategy.as_deref() {
+        None if preset.is_some_and(|p| p.auto.is_some()) => Strategy::Auto,
         None if n > 1 => Strategy::SelfConsistency,
         None | Some("single") => Strategy::Single,
         Some("self_consistency") => Strategy::SelfConsistency,
         Some("best_of_n") => Strategy::BestOfN,
+        Some("auto") => Strategy::Auto,
         Some(s) => {
             return Err(bad(
                 "ttc.strategy",
                 format!(
-                "`ttc.strategy` must be one of single, self_consistency, best_of_n, given {s:?}"
+                "`ttc.strategy` must be one of single, self_consistency, best_of_n, auto, given {s:?}"
             ),
             ))
         }
@@ -299,9 +357,65 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
             format!("`ttc.n` must be 1 with strategy single (use self_consistency or best_of_n for several samples), given {n}"),
         ));
     }
-    let min_samples = match t.min_samples {
-        Some(v) => range("ttc.min_samples", v, 1, n as i64)? as usize,
-        None => preset.and_then(|p| p.min_samples).unwrap_or(n).min(n),
+    let auto = if strategy == Strategy::Auto {
+        let base = preset
+            .and_then(|p| p.auto)
+            .map(|a| a.policy())
+            .unwrap_or_default();
+        let a = t.auto.clone().unwrap_or_default();
+        let n_i = n as i64;
+        let pick = |v: Option<i64>, d: usize, name: &str, lo: i64, hi: i64| {
+            v.map_or(Ok(d), |v| {
+                range(&format!("ttc.auto.{name}"), v, lo, hi).map(|v| v as usize)
+            })
+        };
+        let share = |v: Option<f64>, d: f64, name: &str| -> Result<f64, ValidateError> {
+            match v {
+                None => Ok(d),
+                Some(x) if x > 0.0 && x <= 1.0 => Ok(x),
+                Some(x) => Err(bad(
+                    &format!("ttc.auto.{name}"),
+                    format!("`ttc.auto.{name}` must be in (0, 1], given {x}"),
+                )),
+            }
+        };
+        let first = pick(a.first, base.first.min(n), "first", 1, n_i)?;
+        Some(AutoPolicy {
+            first,
+            wave: pick(a.wave, base.wave.min(n), "wave", 1, n_i)?,
+            confidence: share(a.confidence, base.confidence, "confidence")?,
+            hopeless_after: pick(
+                a.hopeless_after,
+                base.hopeless_after,
+                "hopeless_after",
+                1,
+                64,
+            )?,
+            hopeless_share: share(a.hopeless_share, base.hopeless_share, "hopeless_share")?,
+            max_thinking: match a.max_thinking {
+                Some(v) => Some(range("ttc.auto.max_thinking", v, 1, i64::from(u32::MAX))? as u32),
+                None => base.max_thinking,
+            },
+        })
+    } else if t.auto.is_some() {
+        return Err(bad(
+            "ttc.auto",
+            "`ttc.auto` sets the parameters of strategy auto; set `ttc.strategy` to \"auto\""
+                .to_string(),
+        ));
+    } else {
+        None
+    };
+    let min_samples = match (t.min_samples, auto) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "ttc.min_samples",
+                "`ttc.min_samples` is decided by strategy auto; set `ttc.auto.first` / `ttc.auto.wave` instead".to_string(),
+            ))
+        }
+        (None, Some(a)) => a.first,
+        (Some(v), None) => range("ttc.min_samples", v, 1, n as i64)? as usize,
+        (None, None) => preset.and_then(|p| p.min_samples).unwrap_or(n).min(n),
     };
     let extractor = Extractor::parse(t.extract.as_deref().unwrap_or("last_number"))
         .map_err(|e| bad("ttc.extract", e.replacen("`extract`", "`ttc.extract`", 1)))?;
@@ -482,6 +596,7 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
             deadline,
             certaindex,
             scorer,
+            auto,
             think_budget: requested_thinking.filter(|_| cx.has_reasoning),
             load_rule: cx.config.load,
             grant: grant.clone(),

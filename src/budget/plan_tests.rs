@@ -123,7 +123,16 @@ fn effort_presets_clamp_and_aggregate() {
         ..RawBudget::default()
     };
     let p = build(&auto, &cx(&c, true)).unwrap().ttc.unwrap();
-    assert_eq!((p.n, p.min_samples, p.esc_window), (8, 2, Some(2)));
+    // The auto level is strategy auto: 2 first, waves of 2, up to 8.
+    assert_eq!(
+        (p.strategy, p.n, p.min_samples, p.esc_window),
+        (Strategy::Auto, 8, 2, None)
+    );
+    let a = p.auto.unwrap();
+    assert_eq!(
+        (a.first, a.wave, a.confidence, a.max_thinking),
+        (2, 2, 0.85, Some(8192))
+    );
     // A request field wins over the preset.
     let mixed = RawBudget {
         reasoning_effort: Some("auto".into()),
@@ -187,7 +196,7 @@ fn invalid_combinations_are_named() {
     let cases: Vec<(RawBudget, (String, Option<String>))> = vec![
         (
             ttc(|t| t.strategy = Some("vote".into())),
-            msg("ttc.strategy", "`ttc.strategy` must be one of single, self_consistency, best_of_n, given \"vote\""),
+            msg("ttc.strategy", "`ttc.strategy` must be one of single, self_consistency, best_of_n, auto, given \"vote\""),
         ),
         (
             ttc(|t| {
@@ -301,4 +310,62 @@ fn invalid_combinations_are_named() {
     );
     let e = err(&ttc(|t| t.extract = Some("first_word".into())), &k);
     assert_eq!(e.1.as_deref(), Some("ttc.extract"));
+}
+
+#[test]
+fn auto_parameters_are_checked() {
+    use crate::budget::RawAuto;
+    let c = BudgetConfig::default();
+    let k = cx(&c, true);
+    let auto = |f: fn(&mut RawAuto)| {
+        ttc(|t| {
+            t.strategy = Some("auto".into());
+            t.n = Some(8);
+            let mut a = RawAuto::default();
+            f(&mut a);
+            t.auto = Some(a);
+        })
+    };
+    let p = build(&auto(|a| a.first = Some(3)), &k)
+        .unwrap()
+        .ttc
+        .unwrap();
+    assert_eq!(
+        (p.strategy, p.min_samples, p.auto.unwrap().wave),
+        (Strategy::Auto, 3, 2)
+    );
+    assert_eq!(
+        err(&auto(|a| a.confidence = Some(1.5)), &k),
+        msg(
+            "ttc.auto.confidence",
+            "`ttc.auto.confidence` must be in (0, 1], given 1.5"
+        )
+    );
+    assert_eq!(
+        err(&auto(|a| a.wave = Some(9)), &k),
+        msg(
+            "ttc.auto.wave",
+            "`ttc.auto.wave` must be in [1, 8], given 9"
+        )
+    );
+    assert_eq!(
+        err(
+            &ttc(|t| {
+                t.strategy = Some("auto".into());
+                t.min_samples = Some(2);
+            }),
+            &k
+        ),
+        msg(
+            "ttc.min_samples",
+            "`ttc.min_samples` is decided by strategy auto; set `ttc.auto.first` / `ttc.auto.wave` instead"
+        )
+    );
+    assert_eq!(
+        err(&ttc(|t| t.auto = Some(RawAuto::default())), &k),
+        msg(
+            "ttc.auto",
+            "`ttc.auto` sets the parameters of strategy auto; set `ttc.strategy` to \"auto\""
+        )
+    );
 }

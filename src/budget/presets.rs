@@ -62,6 +62,36 @@ pub struct Preset {
     pub esc_window: Option<usize>,
     /// Stop once the leading answer holds this share of the votes.
     pub consensus: Option<f64>,
+    /// `auto` (the strategy of the `auto` level): the controller decides the samples and
+    /// their thinking from the answers (see `AutoPolicy`); these are its parameters.
+    #[serde(default)]
+    pub auto: Option<AutoPreset>,
+}
+
+/// `AutoPolicy` parameters in a preset file (every field optional).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoPreset {
+    pub first: Option<usize>,
+    pub wave: Option<usize>,
+    pub confidence: Option<f64>,
+    pub hopeless_after: Option<usize>,
+    pub hopeless_share: Option<f64>,
+    pub max_thinking: Option<u32>,
+}
+
+impl AutoPreset {
+    pub fn policy(&self) -> super::plan::AutoPolicy {
+        let d = super::plan::AutoPolicy::default();
+        super::plan::AutoPolicy {
+            first: self.first.unwrap_or(d.first),
+            wave: self.wave.unwrap_or(d.wave),
+            confidence: self.confidence.unwrap_or(d.confidence),
+            hopeless_after: self.hopeless_after.unwrap_or(d.hopeless_after),
+            hopeless_share: self.hopeless_share.unwrap_or(d.hopeless_share),
+            max_thinking: self.max_thinking.or(d.max_thinking),
+        }
+    }
 }
 
 fn one() -> usize {
@@ -134,8 +164,9 @@ pub struct BudgetConfig {
 
 impl Default for BudgetConfig {
     /// none: no thinking; low/medium: 512/2048 thinking tokens, one sample; high: 8192 and a
-    /// 4-sample vote; auto: 2048 and adaptive self-consistency (2 first, up to 8 while the
-    /// samples disagree: compute follows the difficulty the disagreement reveals).
+    /// 4-sample vote; auto: strategy auto with up to 8 samples starting at 2,048 thinking
+    /// tokens (up to 8,192 for later waves whose predecessors hit the budget): compute
+    /// follows the difficulty the answers reveal.
     fn default() -> Self {
         let p = |t: u32, n: usize, min: Option<usize>, esc: Option<usize>| Preset {
             thinking_token_budget: Some(t),
@@ -143,6 +174,18 @@ impl Default for BudgetConfig {
             min_samples: min,
             esc_window: esc,
             consensus: None,
+            auto: None,
+        };
+        let auto = Preset {
+            auto: Some(AutoPreset {
+                first: None,
+                wave: None,
+                confidence: None,
+                hopeless_after: None,
+                hopeless_share: None,
+                max_thinking: Some(8192),
+            }),
+            ..p(2048, 8, None, None)
         };
         BudgetConfig {
             presets: [
@@ -150,7 +193,7 @@ impl Default for BudgetConfig {
                 p(512, 1, None, None),
                 p(2048, 1, None, None),
                 p(8192, 4, None, None),
-                p(2048, 8, Some(2), Some(2)),
+                auto,
             ],
             load: LoadRule::default(),
         }

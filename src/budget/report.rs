@@ -25,16 +25,19 @@ pub enum EarlyStop {
     /// Between waves: the completed samples scattered below `min_agreement.share`; no further
     /// wave was launched (no sample is stopped for this reason).
     LowAgreement,
+    /// `auto`: the leading answer is the majority with probability >= `auto.confidence`.
+    Confident,
 }
 
 impl EarlyStop {
-    pub const ALL: [EarlyStop; 6] = [
+    pub const ALL: [EarlyStop; 7] = [
         EarlyStop::Consensus,
         EarlyStop::WindowAgreement,
         EarlyStop::LowConfidence,
         EarlyStop::TokenBudget,
         EarlyStop::Deadline,
         EarlyStop::LowAgreement,
+        EarlyStop::Confident,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl EarlyStop {
             EarlyStop::TokenBudget => "token_budget",
             EarlyStop::Deadline => "deadline",
             EarlyStop::LowAgreement => "low_agreement",
+            EarlyStop::Confident => "confident",
         }
     }
 }
@@ -113,8 +117,27 @@ impl TtcProgress {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub at_tokens: usize,
+    /// launch | end_thinking | thinking_budget | stop_confident | finish (a metric label).
+    pub kind: &'static str,
     pub what: String,
     pub why: String,
+}
+
+impl Decision {
+    /// The label of a decision described as `what`.
+    pub fn kind_of(what: &str) -> &'static str {
+        if what.starts_with("launch") {
+            "launch"
+        } else if what.starts_with("end thinking") {
+            "end_thinking"
+        } else if what.starts_with("thinking budget") {
+            "thinking_budget"
+        } else if what.starts_with("stop: confident") {
+            "stop_confident"
+        } else {
+            "finish"
+        }
+    }
 }
 
 /// One launched sample.
