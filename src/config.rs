@@ -200,6 +200,24 @@ pub struct ServeConfig {
     /// KV cache use (0..1) at which budgets shrink to one sample (load level 2).
     #[arg(long, env = "PONDER_LOAD_KV_CRITICAL", default_value_t = 0.95)]
     pub load_kv_critical: f64,
+
+    /// Where a later wave of an aggregated request waits: `certainty` (ahead of new
+    /// requests, the most settled request first) or `fcfs` (at the back of the queue, like a
+    /// new request).
+    #[arg(
+        long,
+        env = "PONDER_WAVE_PRIORITY",
+        value_enum,
+        default_value = "certainty"
+    )]
+    pub wave_priority: WavePriority,
+}
+
+/// `--wave-priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WavePriority {
+    Certainty,
+    Fcfs,
 }
 
 /// A flag outside its allowed range.
@@ -378,6 +396,7 @@ impl ServeConfig {
                 // `--max-waiting`; the scheduler itself never refuses a handed-over request.
                 max_waiting: usize::MAX / 2,
                 enable_priority: false,
+                wave_priority: self.wave_priority == WavePriority::Certainty,
             },
             block_size: self.block_size,
             kv_cache_bytes: usize::try_from(self.kv_cache_memory.0).unwrap_or(usize::MAX),

@@ -113,6 +113,8 @@ fn run(reqs: &[Req], cfg: SchedConfig, kv: KvConfig) -> Result<(SchedStats, u64)
                 n: r.n,
                 priority: r.priority,
                 arrival: i as u64,
+                // Every third request poses as a later wave (ranked), the rest are new.
+                continuation: (i % 3 == 0).then_some((i % 5) as u32),
             };
             match s.add_group(g) {
                 Ok(ids) => {
@@ -240,12 +242,19 @@ proptest! {
         max_waiting in 1usize..6,
         caching in any::<bool>(),
         priority in any::<bool>(),
+        wave_priority in any::<bool>(),
     ) {
         // Any one sequence (prompt <= 27, output <= 11) fits alone with headroom,
         // so every request can always make progress.
         let num_blocks = 1 + 38usize.div_ceil(bs) + 4 + extra_blocks;
         let kv = KvConfig { num_blocks, block_size: bs, enable_prefix_caching: caching };
-        let cfg = SchedConfig { max_num_batched_tokens: budget, max_num_seqs, max_waiting, enable_priority: priority };
+        let cfg = SchedConfig {
+            max_num_batched_tokens: budget,
+            max_num_seqs,
+            max_waiting,
+            enable_priority: priority,
+            wave_priority,
+        };
         run(&reqs, cfg, kv)?;
     }
 }
@@ -274,6 +283,7 @@ fn the_fake_workload_preempts_and_hits_the_cache() {
         max_num_seqs: 8,
         max_waiting: 4,
         enable_priority: false,
+        wave_priority: true,
     };
     let (stats, hits) = run(&reqs, cfg, kv).unwrap();
     assert!(stats.num_preemptions > 0, "{stats:?}");

@@ -215,12 +215,20 @@ impl EngineCore {
         let Some(req) = self.requests.get_mut(&rid) else {
             return Ok(());
         };
+        // A later wave keeps its request's arrival and is ranked by the certainty the
+        // request has reached (the leading answer's share): see the sched module header.
+        let continuation = (first > 0).then(|| {
+            let share = req.ctrl.as_ref().map_or(0.0, |c| c.progress().leader_share);
+            ((1.0 - share.clamp(0.0, 1.0)) * 1000.0).round() as u32
+        });
+        let arrival = req.sched_ids.first().copied().unwrap_or(sid);
         let group = SeqGroupRequest {
             request_id: sid,
             prompt: req.prompt.clone(),
             n: count,
             priority: req.priority,
-            arrival: sid,
+            arrival,
+            continuation,
         };
         let seqs = self.sched.add_group(group).map_err(|e| match e {
             SchedError::QueueFull { limit } => {

@@ -17,6 +17,11 @@ impl Scheduler {
             .collect()
     }
 
+    /// Running sequences in admission order.
+    pub fn running_seq_ids(&self) -> Vec<SeqId> {
+        self.running.clone()
+    }
+
     pub fn num_running(&self) -> usize {
         self.running.len()
     }

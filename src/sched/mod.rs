@@ -30,7 +30,16 @@
 //!    removed and its tokens refunded.
 //! 2. Waiting entries (only when nothing was preempted this step), FCFS (with
 //!    `enable_priority`: smallest priority value, then arrival), stopping at the
-//!    first that does not fit (no overtaking, so large groups cannot starve).
+//!    first that does not fit (no overtaking, so large groups cannot starve). With
+//!    `wave_priority` (default) the queue is ordered: preempted sequences first (they
+//!    are pushed to the front), then **continuation waves** of in-flight aggregated
+//!    requests by (rank, the request's arrival), then new requests in arrival order.
+//!    The engine ranks a continuation by the certainty its request has reached
+//!    (rank = 1000 x (1 - leading answer's share)): the request closest to a settled
+//!    vote goes first, as Dynasor's certainty-aware gang scheduling does. A request's
+//!    waves therefore never queue behind requests that arrived after it (nor does one
+//!    near its deadline), and an in-flight request finishes before new work starts:
+//!    mean latency falls under load (shortest-remaining-work first) at equal tokens.
 //!
 //! Gang admission rule: an entry (sample 0 of a group with its n-1 unstarted
 //! samples, or one preempted sequence with n = 1) is admitted only if
@@ -91,6 +100,9 @@ pub struct SchedConfig {
     pub max_waiting: usize,
     /// Order waiting entries and choose victims by `priority` (lower value first).
     pub enable_priority: bool,
+    /// Continuation waves (`SeqGroupRequest::continuation`) wait ahead of new requests (see
+    /// the module header); `false` = one FCFS queue, a later wave joins its back.
+    pub wave_priority: bool,
 }
 
 impl Default for SchedConfig {
@@ -107,6 +119,7 @@ impl Default for SchedConfig {
             max_num_seqs: 64,
             max_waiting: 1024,
             enable_priority: false,
+            wave_priority: true,
         }
     }
 }
@@ -122,6 +135,9 @@ pub struct SeqGroupRequest {
     pub priority: i32,
     /// Monotonic arrival counter (FCFS order and preemption victim choice).
     pub arrival: u64,
+    /// A later wave of a request already in flight, with its rank (lower = sooner): waits
+    /// ahead of new requests when `wave_priority` is on. `None` for a new request.
+    pub continuation: Option<u32>,
 }
 
 /// Errors of the scheduler.

@@ -51,6 +51,10 @@ pub(super) struct Sequence {
     pub(super) siblings: Vec<SeqId>,
     /// A probe (`add_probe`): dropped, not recomputed, when preempted.
     pub(super) probe: bool,
+    /// Waiting-order rank of a continuation wave (`SeqGroupRequest::continuation`).
+    pub(super) continuation: Option<u32>,
+    /// Was preempted (waits at the front).
+    pub(super) preempted: bool,
 }
 
 /// Continuous-batching scheduler; owns the KV block manager.
@@ -142,6 +146,8 @@ impl Scheduler {
                     Vec::new()
                 },
                 probe: false,
+                continuation: req.continuation,
+                preempted: false,
             };
             self.seqs.insert(id, seq);
         }
@@ -188,6 +194,8 @@ impl Scheduler {
             status: SeqStatus::Running,
             siblings: Vec::new(),
             probe: true,
+            continuation: None,
+            preempted: false,
         };
         self.kv.fork(parent, id)?;
         self.groups.entry(seq.request_id).or_default().push(id);
@@ -292,6 +300,7 @@ impl Scheduler {
                 self.running.push(sid);
                 let seq = self.seqs.get_mut(&sid).expect("waiting seq exists");
                 seq.status = SeqStatus::Running;
+                seq.preempted = false;
                 seq.num_computed_tokens = cached;
                 slots += gang;
                 out.seqs.push(self.row(sid, n));
@@ -475,6 +484,18 @@ impl Scheduler {
 
     /// Index in `waiting` of the next entry to admit.
     fn next_waiting(&self) -> Option<usize> {
+        if self.cfg.wave_priority && !self.cfg.enable_priority {
+            // Preempted, then continuation waves by (rank, arrival), then new requests in
+            // queue order.
+            return (0..self.waiting.len()).min_by_key(|&i| {
+                let s = &self.seqs[&self.waiting[i]];
+                match (s.preempted, s.continuation) {
+                    (true, _) => (0, 0, 0, i),
+                    (false, Some(r)) => (1, r, s.arrival, i),
+                    (false, None) => (2, 0, 0, i),
+                }
+            });
+        }
         if !self.cfg.enable_priority {
             return (!self.waiting.is_empty()).then_some(0);
         }
@@ -515,6 +536,7 @@ impl Scheduler {
         let s = self.seqs.get_mut(&sid).expect("victim exists");
         s.num_computed_tokens = 0;
         s.status = SeqStatus::Waiting;
+        s.preempted = true;
         self.running.retain(|&r| r != sid);
         self.waiting.push_front(sid);
         self.stats.num_preemptions += 1;

@@ -14,6 +14,7 @@ fn sched(num_blocks: usize, bs: usize, budget: usize, max_seqs: usize) -> Schedu
         max_num_seqs: max_seqs,
         max_waiting: 16,
         enable_priority: false,
+        wave_priority: true,
     };
     Scheduler::new(cfg, &kv).unwrap()
 }
@@ -29,6 +30,7 @@ fn req(id: u64, prompt: Vec<u32>, n: usize, arrival: u64) -> SeqGroupRequest {
         n,
         priority: 0,
         arrival,
+        continuation: None,
     }
 }
 
@@ -217,6 +219,7 @@ fn priority_orders_admission_and_picks_the_victim() {
         max_num_seqs: 8,
         max_waiting: 16,
         enable_priority: true,
+        wave_priority: true,
     };
     let mut s = Scheduler::new(cfg, &kv).unwrap();
     let mut a = req(1, prompt(5, 0), 1, 0);
@@ -489,4 +492,44 @@ fn a_probe_is_the_first_victim_and_is_dropped_not_recomputed() {
     assert_eq!(o.preempted, vec![probe]);
     assert!(s.seq_tokens(probe).is_none());
     assert_eq!((s.num_running(), s.num_waiting()), (1, 0));
+}
+
+#[test]
+fn continuation_waves_wait_ahead_of_new_requests_by_rank() {
+    // One running request fills the 2 seq slots; three entries wait.
+    let mut s = sched(64, 4, 64, 2);
+    s.add_group(req(1, prompt(4, 100), 2, 1)).unwrap();
+    step(&mut s);
+    s.add_group(req(2, prompt(4, 200), 1, 2)).unwrap(); // new, arrived 2
+    let mut wave = |id: u64, arrival: u64, rank: u32| {
+        let mut r = req(id, prompt(4, 300 + id as u32), 1, arrival);
+        r.continuation = Some(rank);
+        s.add_group(r).unwrap()[0]
+    };
+    let w_late = wave(3, 0, 500);
+    let w_sure = wave(4, 0, 100);
+    // The running request's samples end: two slots free up, one at a time.
+    let running: Vec<SeqId> = s.running_seq_ids();
+    s.finish_seq(running[0]).unwrap();
+    let o = step(&mut s);
+    assert_eq!(
+        o.seqs.iter().map(|r| r.seq_id).collect::<Vec<_>>()[1..],
+        [w_sure]
+    );
+    s.finish_seq(running[1]).unwrap();
+    let o = step(&mut s);
+    assert!(o.seqs.iter().any(|r| r.seq_id == w_late), "{:?}", rows(&o));
+    // FCFS: the new request (queued first) would have gone before both waves.
+    let mut f = sched(64, 4, 64, 2);
+    f.cfg.wave_priority = false;
+    f.add_group(req(1, prompt(4, 100), 2, 1)).unwrap();
+    step(&mut f);
+    let new = f.add_group(req(2, prompt(4, 200), 1, 2)).unwrap()[0];
+    let mut r = req(4, prompt(4, 304), 1, 0);
+    r.continuation = Some(100);
+    f.add_group(r).unwrap();
+    let running: Vec<SeqId> = f.running_seq_ids();
+    f.finish_seq(running[0]).unwrap();
+    let o = step(&mut f);
+    assert_eq!(o.seqs.last().map(|r| r.seq_id), Some(new));
 }
