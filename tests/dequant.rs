@@ -41,12 +41,21 @@ fn every_quantized_type_decodes_bit_for_bit_like_the_reference() {
         .iter()
         .map(|c| GgmlType::from_u32(c["ggml_type"].as_u64().unwrap() as u32).unwrap())
         .collect();
-    assert_eq!(types, QUANTIZED, "dequant.json covers every quantized type once");
+    assert_eq!(
+        types, QUANTIZED,
+        "dequant.json covers every quantized type once"
+    );
 
     for (c, ty) in cases.iter().zip(types) {
         assert_eq!(c["type"].as_str().unwrap(), ty.name());
-        assert_eq!(c["block_bytes"].as_u64().unwrap() as usize, ty.block_bytes());
-        assert_eq!(c["block_elems"].as_u64().unwrap() as usize, ty.block_elems());
+        assert_eq!(
+            c["block_bytes"].as_u64().unwrap() as usize,
+            ty.block_bytes()
+        );
+        assert_eq!(
+            c["block_elems"].as_u64().unwrap() as usize,
+            ty.block_elems()
+        );
         let blocks = c["blocks"].as_array().unwrap();
         assert_eq!(blocks.len(), 4, "{ty}");
 
@@ -104,7 +113,12 @@ fn golden_blocks_are_not_degenerate() {
             distinct.sort_unstable();
             distinct.dedup();
             assert!(v.iter().all(|x| x.is_finite()), "{}", c["type"]);
-            assert!(distinct.len() >= 8, "{}: {} distinct", c["type"], distinct.len());
+            assert!(
+                distinct.len() >= 8,
+                "{}: {} distinct",
+                c["type"],
+                distinct.len()
+            );
         }
         let random: Vec<&Value> = blocks[..2].iter().map(|b| &b["values"]).collect();
         assert_ne!(random[0], random[1], "{}", c["type"]);
