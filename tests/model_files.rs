@@ -74,7 +74,7 @@ fn unsupported_type_missing_tensor_and_shape_mismatch() {
     b.kv("general.architecture", Value::String("gptneox".into()));
     assert_eq!(
         load_err(&b.bytes()),
-        "model config: unsupported architecture `gptneox` (supported: llama, qwen2)"
+        "model config: unsupported architecture `gptneox` (supported: llama, mistral, qwen2, qwen3)"
     );
 }
 

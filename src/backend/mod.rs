@@ -8,3 +8,6 @@ pub mod cuda;
 pub mod dtype;
 pub mod packed;
 pub mod tensor;
+pub mod types;
+
+pub use types::{KvDtype, RopeStyle};

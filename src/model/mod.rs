@@ -5,10 +5,12 @@
 //! positions, slot mapping, block tables) are arguments of `forward`, so the scheduler owns
 //! all per-sequence state.
 
+pub mod arch;
 pub mod config;
 pub mod gguf;
 pub mod llama;
 pub mod loader;
+pub mod rope;
 pub mod template;
 pub mod tokenizer;
 pub mod weights;

@@ -102,14 +102,7 @@ pub fn add_rmsnorm(x: &mut [f32], y: &[f32], w: &[f32], eps: f32, out: &mut [f32
     }
 }
 
-/// How RoPE pairs the dimensions of a head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RopeStyle {
-    /// Pairs `(2i, 2i+1)`: GGUF Llama (llama.cpp permutes Q/K at conversion).
-    Interleaved,
-    /// Pairs `(i, i + d/2)`: Hugging Face Llama/Qwen2, GGUF Qwen2.
-    Neox,
-}
+pub use crate::backend::types::RopeStyle;
 
 /// Rotary embedding with precomputed inverse frequencies (`inv_freq [rot_dim/2]`).
 #[derive(Debug, Clone)]
