@@ -12,7 +12,7 @@
 //! scripts/test does); in a debug build they skip loudly (fail under `CI=true`).
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use ponder::backend::cpu::attention::KvDtype;
 use ponder::model::gguf::GgufFile;
@@ -61,7 +61,7 @@ fn tokenizer_and_template() -> Option<(Tokenizer, ChatTemplate)> {
 }
 
 /// The loaded model, shared by the forward-pass tests; `None` = skipped.
-fn model(test: &str) -> Option<&'static LoadedModel> {
+fn model(test: &str) -> Option<&'static Arc<LoadedModel>> {
     if cfg!(debug_assertions) {
         skip(&format!(
             "{test} runs the 0.5B model and needs a release build: \
@@ -69,9 +69,9 @@ fn model(test: &str) -> Option<&'static LoadedModel> {
         ));
         return None;
     }
-    static MODEL: OnceLock<Option<LoadedModel>> = OnceLock::new();
+    static MODEL: OnceLock<Option<Arc<LoadedModel>>> = OnceLock::new();
     MODEL
-        .get_or_init(|| model_path().map(|p| load_model(&p).unwrap()))
+        .get_or_init(|| model_path().map(|p| Arc::new(load_model(&p).unwrap())))
         .as_ref()
 }
 
@@ -201,8 +201,8 @@ fn qwen05_forward_first_step_logits_match_reference() {
             let prompt = ids(&c["prompt_token_ids"]);
             let table: Vec<u32> = (1..=8).collect();
             let mut kv = m.model.new_kv_cache_dtype(9, 16, dtype);
-            let logits = m.model.forward(
-                &ponder::model::BatchInput::single(&prompt, 0, &table, 16),
+            let logits = m.model.run(
+                &ponder::model::Batch::single(&prompt, 0, &table, 16),
                 &mut kv,
             );
             for pair in c["first_step_top5"].as_array().unwrap() {

@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod dtype;
 pub mod packed;
+pub mod seam;
 pub mod tensor;
 pub mod types;
 

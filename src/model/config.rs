@@ -169,9 +169,11 @@ impl ModelConfig {
                     beta_slow: s.beta_slow.unwrap_or(1.0),
                 },
                 Some("default") | None => RopeScaling::None,
-                Some(other) => return Err(ModelError::Config(format!(
+                Some(other) => {
+                    return Err(ModelError::Config(format!(
                     "unsupported rope_scaling {other:?} (supported: llama3, linear, yarn, default)"
-                ))),
+                )))
+                }
             },
         };
         let heads = raw.num_attention_heads;

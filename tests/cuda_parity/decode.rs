@@ -81,14 +81,14 @@ fn greedy_decode_32_tokens_identical() {
     for step in 0..32 {
         let (cin, gin) = if step == 0 {
             (
-                BatchInput::single(&prompt, 0, &table, bs),
-                BatchInput::single(&prompt, 0, &table, bs),
+                Batch::single(&prompt, 0, &table, bs),
+                Batch::single(&prompt, 0, &table, bs),
             )
         } else {
             let n = cpu_toks.len();
             (
-                BatchInput::single(&cpu_toks[n - 1..], n - 1, &table, bs),
-                BatchInput::single(&gpu_toks[n - 1..], n - 1, &table, bs),
+                Batch::single(&cpu_toks[n - 1..], n - 1, &table, bs),
+                Batch::single(&gpu_toks[n - 1..], n - 1, &table, bs),
             )
         };
         let cl = model.forward(&cin, &mut cpu_kv);
