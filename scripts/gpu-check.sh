@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-run}
-TESTS="cuda_kernels_compile cuda_parity"
+TESTS="cuda_kernels_compile cuda_parity backends"
 
 if [ "$mode" = prepare ]; then
   mkdir -p carry/bin
@@ -52,7 +52,7 @@ LOG=$OUT/gpu-check.log
   else
     run_test() { "carry/bin/$1" --nocapture --test-threads=1 "${@:2}"; }
   fi
-  for t in cuda_kernels_compile cuda_parity; do
+  for t in cuda_kernels_compile cuda_parity backends; do
     echo "== $t"
     run_test "$t" || status=1
   done
@@ -64,5 +64,5 @@ LOG=$OUT/gpu-check.log
 rc=${PIPESTATUS[0]}
 echo
 echo "== summary"
-grep -E "^(test |\| |floors:|device:|greedy decode|.*relative error|.*SKIPPED)" "$LOG" || true
+grep -E "^(test |\| |floors:|device:|.*greedy decode|.*relative (logit )?error|.*refuses|.*SKIPPED)" "$LOG" || true
 exit "$rc"
