@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::backend::cpu::attention::KvDtype;
+use crate::backend::KvDtype;
 use crate::budget::{BudgetConfig, LoadRule};
 use crate::engine::EngineConfig;
 use crate::reasoning::ReasoningParser;
 use crate::sched::SchedConfig;
+use crate::validate::HttpLimits;
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -243,26 +244,6 @@ fn check(
             limit: limit.into(),
             given: given.to_string(),
         })
-    }
-}
-
-/// Limits the HTTP layer enforces per request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpLimits {
-    pub max_body_bytes: usize,
-    pub max_tokens_limit: u32,
-    /// Most samples (`n`) per request: `validate::MAX_N`, or `--max-num-seqs` when lower
-    /// (the engine cannot run a group larger than one step holds).
-    pub max_n: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            max_body_bytes: 4 << 20,
-            max_tokens_limit: 4096,
-            max_n: crate::validate::MAX_N as usize,
-        }
     }
 }
 

@@ -1,16 +1,27 @@
 //! ponder: an OpenAI-compatible LLM inference server for reasoning workloads.
 //!
 //! ```text
-//! HTTP (api) -> validate -> budget -> engine -> sched -> kv
-//!                                        |
-//!                                        v
-//!                          model (forward over a paged batch) -> backend (cpu | cuda)
-//!                                        |
-//!                                        v
-//!                                 sample -> aggregate -> response
+//!  api (HTTP, SSE, errors)          config (flags)       generate (CLI one-shot)
+//!    |                                 |                    |
+//!    v                                 v                    v
+//!  validate (request -> checked GenerateRequest + Budget)
+//!    |
+//!  metrics (Prometheus)
+//!    |
+//!  engine (one thread: schedule, run the model, sample, detokenize, drive the controllers)
+//!    |-> budget (per-request test-time compute plan and controller) -> aggregate (votes)
+//!    |-> sched (continuous batching) -> kv (paged blocks, prefix cache, copy-on-write)
+//!    |-> model (architectures, one forward pass, loading) -> reasoning (thinking markers)
+//!    |-> sample (logits -> token)
+//!    v
+//!  backend (seam; cpu | cuda: packing, kernels, KV storage)
 //! ```
 //!
-//! Modules are declared in data-flow order; each depends only on the ones below it.
+//! Layers, top to bottom: api, config, generate, validate, metrics, engine, budget, aggregate,
+//! sched, kv, model, reasoning, sample, backend.
+//!
+//! Each module depends only on modules after it in that list (tests/layering.rs checks this,
+//! and that no two sibling modules anywhere depend on each other in a cycle).
 
 pub mod aggregate;
 pub mod api;

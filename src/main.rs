@@ -173,7 +173,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         model.reasoning = ReasoningFormat::resolve(
             cfg.reasoning_parser,
             model.template.source(),
-            &model.tokenizer,
+            &*model.tokenizer,
         );
     }
     match &model.reasoning {

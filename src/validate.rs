@@ -13,8 +13,7 @@
 //!
 //! Every error carries the field (`param`), the limit and the value given.
 
-use crate::budget::{Budget, BudgetConfig, BudgetContext, LoadSnapshot, RawBudget};
-use crate::config::HttpLimits;
+use crate::budget::{Budget, BudgetConfig, BudgetContext, BudgetError, LoadSnapshot, RawBudget};
 use crate::engine::GenerateRequest;
 use crate::model::template::{ChatMessage, ChatTemplate};
 use crate::model::tokenizer::Tokenizer;
@@ -130,6 +129,26 @@ impl ValidRequest {
     }
 }
 
+/// Limits the HTTP layer enforces per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub max_tokens_limit: u32,
+    /// Most samples (`n`) per request: `MAX_N`, or `--max-num-seqs` when lower
+    /// (the engine cannot run a group larger than one step holds).
+    pub max_n: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 4 << 20,
+            max_tokens_limit: 4096,
+            max_n: MAX_N as usize,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ValidateError {
     /// A field of the wrong type, shape or range.
@@ -154,6 +173,12 @@ pub enum ValidateError {
     /// Tokenizer failure (not the client's fault).
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<BudgetError> for ValidateError {
+    fn from(e: BudgetError) -> Self {
+        ValidateError::invalid(e.param, e.message)
+    }
 }
 
 impl ValidateError {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use api_support::*;
 use ponder::api::AppState;
-use ponder::config::HttpLimits;
 use ponder::engine::{cpu_core, EngineConfig, EngineHandle};
+use ponder::validate::HttpLimits;
 use serde_json::{json, Value};
 
 const FRANCE: &str = r#"[{"role":"user","content":"What is the capital of France?"}]"#;

@@ -1,10 +1,11 @@
-//! `backend::dtype::dequantize_row` against an independent implementation, bit for bit, for
+//! `backend::blocks::dequantize_row` against an independent implementation, bit for bit, for
 //! every block-quantized type: tests/golden/dequant.json holds random blocks (finite f16
 //! scales of either sign; also blocks whose other bytes are all 0x00 / all 0xFF) and the f32
 //! values gguf-py's `gguf.quants.dequantize` gives for them (equal bit for bit to the numpy
 //! decoder in tests/reference/ref_quants.py; Q8_K, which gguf-py lacks, from ref_quants.py).
 
-use ponder::backend::dtype::{dequantize_row, GgmlType};
+use ponder::backend::blocks::dequantize_row;
+use ponder::backend::dtype::GgmlType;
 use serde_json::Value;
 
 fn golden() -> Vec<Value> {

@@ -5,7 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use ponder::backend::cpu::attention::{CpuKvCache, KvDtype};
+use ponder::backend::cpu::attention::CpuKvCache;
+use ponder::backend::KvDtype;
 use ponder::engine::core::{EngineCore, Submission};
 use ponder::engine::{cpu_core, EngineConfig, EngineEvent, GenerateRequest, RequestStream};
 use ponder::model::template::ChatMessage;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use ponder::backend::cpu::attention::KvDtype;
+use ponder::backend::KvDtype;
 use ponder::model::template::ChatMessage;
 use ponder::model::{load_model, LoadedModel};
 use ponder::sample::RawSamplingParams;
@@ -105,7 +105,7 @@ fn greedy_generation_matches_reference() {
 fn first_step_logits_match_reference_values() {
     let m = model();
     // (KV cache type, tolerance). The reference multiplies f32 activations; ponder's integer
-    // GEMM quantizes them to 12-bit integers per 32-value block (backend/cpu/matmul_q8.rs),
+    // GEMM quantizes them to 12-bit integers per 32-value block (backend/cpu/matmul/q8.rs),
     // which moves these logits by up to 0.031 (16-bit blocks: 3e-3; f32 activations:
     // < 2e-3): the f32 cache is held to 5e-2. The default f16 cache also rounds every K/V
     // value once (relative error <= 2^-11): up to 0.043 on these prompts, held to 6e-2.

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use ponder::backend::cpu::attention::KvDtype;
+use ponder::backend::KvDtype;
 use ponder::model::gguf::GgufFile;
 use ponder::model::loader::default_model_candidates;
 use ponder::model::template::{template_value, ChatTemplate, TemplateValue, CHATML};

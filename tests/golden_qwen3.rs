@@ -23,7 +23,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ponder::backend::cpu::attention::KvDtype;
+use ponder::backend::KvDtype;
 use ponder::model::gguf::GgufFile;
 use ponder::model::template::{ChatMessage, ChatTemplate, CHATML};
 use ponder::model::tokenizer::Tokenizer;

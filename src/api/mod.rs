@@ -32,10 +32,10 @@ use axum::Router;
 pub use server::{probe, serve, serve_on, shutdown_signal};
 
 use crate::budget::BudgetConfig;
-use crate::config::HttpLimits;
 use crate::engine::EngineClient;
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
+use crate::validate::HttpLimits;
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! One ggml storage block split into its integers and scales ([`Parts`]), and back. The
-//! reference decoder (`dtype::dequantize_row`) and the CPU's weight packer
+//! reference decoder (`blocks::dequantize_row`) and the CPU's weight packer
 //! (`backend::packed`) both read blocks through this one place, so where each bit sits in a
 //! block is written down once.
 //!
@@ -21,7 +21,7 @@
 //!              (high nibble for k >= 2), top 2 bits (qh[32n + r%32] >> 2k) & 3; scale i8 [e/16]
 //! ```
 
-use half::f16;
+use half::{bf16, f16};
 
 use super::dtype::GgmlType;
 
@@ -372,6 +372,35 @@ pub fn random_blocks(ty: GgmlType, n: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Decode one row of `out.len()` elements stored as `ty` in `src`.
+pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
+    let n = out.len();
+    debug_assert_eq!(src.len(), ty.row_bytes(n));
+    match ty {
+        GgmlType::F32 => {
+            for (o, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        _ => {
+            let (be, bb) = (ty.block_elems(), ty.block_bytes());
+            for (o, b) in out.chunks_exact_mut(be).zip(src.chunks_exact(bb)) {
+                Parts::decode(ty, b).values(ty, o);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,7 +515,7 @@ mod tests {
         let mut b = [0u8; 144];
         p.encode(GgmlType::Q4K, &mut b);
         let mut out = [0f32; 256];
-        crate::backend::dtype::dequantize_row(GgmlType::Q4K, &b, &mut out);
+        crate::backend::blocks::dequantize_row(GgmlType::Q4K, &b, &mut out);
         assert_eq!(out[0], 0.5 * 3.0 * 7.0 - 0.5);
         assert_eq!(out[1], -0.5);
         assert_eq!(out[161], 0.5 * 33.0 * 15.0 - 10.0);
@@ -499,7 +528,7 @@ mod tests {
         p.u[255] = 6;
         let mut b = [0u8; 110];
         p.encode(GgmlType::Q3K, &mut b);
-        crate::backend::dtype::dequantize_row(GgmlType::Q3K, &b, &mut out);
+        crate::backend::blocks::dequantize_row(GgmlType::Q3K, &b, &mut out);
         assert_eq!(out[255], 0.125 * 8.0 * 2.0);
         // scale 0 of every other sub-block -> -32; u = 0 -> -4
         assert_eq!(out[0], 0.125 * -32.0 * -4.0);

@@ -1,5 +1,5 @@
 //! Storage element types of weight tensors (the ggml type ids used by GGUF, plus the
-//! safetensors float types), their block sizes, and the scalar reference decoder.
+//! safetensors float types) and their block sizes.
 //!
 //! Block formats (ggml layout, little-endian; `u` = the unsigned element integer):
 //!
@@ -19,12 +19,11 @@
 //! ```
 //!
 //! `d`, `m`, `dmin` are f16 (Q8_K's d is f32). Where each element's bits sit inside a block is
-//! in `backend::blocks`, which splits a block into its integers and scales ([`Parts`]); the
-//! decoders here are the reference the fast kernels in `backend::cpu` are tested against.
+//! in `backend::blocks`, which splits a block into its integers and scales (`Parts`) and holds
+//! the reference decoder (`dequantize_row`) the fast kernels in `backend::cpu` are tested
+//! against.
 
-use half::{bf16, f16};
-
-pub use super::blocks::Parts;
+use half::f16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
@@ -186,38 +185,10 @@ pub fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// Decode one row of `out.len()` elements stored as `ty` in `src`.
-pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
-    let n = out.len();
-    debug_assert_eq!(src.len(), ty.row_bytes(n));
-    match ty {
-        GgmlType::F32 => {
-            for (o, c) in out.iter_mut().zip(src.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        GgmlType::F16 => {
-            for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
-                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        GgmlType::BF16 => {
-            for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
-                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        _ => {
-            let (be, bb) = (ty.block_elems(), ty.block_bytes());
-            for (o, b) in out.chunks_exact_mut(be).zip(src.chunks_exact(bb)) {
-                Parts::decode(ty, b).values(ty, o);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::blocks::dequantize_row;
 
     fn h(v: f32) -> [u8; 2] {
         f16::from_f32(v).to_le_bytes()

@@ -1,5 +1,5 @@
 //! The CPU's layout of block-quantized weights: **column groups of 16** (`Cg16`). The
-//! integer GEMM (`backend::cpu::matmul_q8`) computes 16 output columns per SIMD vector, so
+//! integer GEMM (`backend::cpu::matmul::q8`) computes 16 output columns per SIMD vector, so
 //! it wants the same element of 16 consecutive weight rows side by side; the AMX kernel
 //! reads the bytes as a tile directly.
 //!

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::dtype::{dequantize_row, GgmlType};
+use super::blocks::dequantize_row;
+use super::dtype::GgmlType;
 use super::packed;
 
 /// Bytes of a tensor: a range of a shared memory map, or an owned buffer (64-byte aligned

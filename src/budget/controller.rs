@@ -727,7 +727,6 @@ impl Controller {
 }
 
 #[cfg(test)]
-#[path = "controller_tests.rs"]
 mod tests;
 
 /// `P(Beta(a + 1, b + 1) > 1/2) = P(Bin(a + b + 1, 1/2) <= a)`: the posterior probability, from

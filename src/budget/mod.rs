@@ -11,19 +11,24 @@
 //! Invariants: a plan is checked once (`build`); the controller is a pure state machine driven
 //! by the engine's events (tested with scripted events), so every decision is reproducible.
 //! Scheduling policy for groups: each wave of a request is admitted as a gang (its samples fork
-//! the prompt's blocks); later waves join the back of the waiting queue like a new request, so
-//! a request with many samples cannot starve requests that arrived before its next wave; the
-//! prompt's full blocks are shared across waves through the prefix cache.
+//! the prompt's blocks); later waves wait in the queue ranked by how undecided their request
+//! is (`--wave-priority certainty`, the default) or by arrival (`fcfs`); the prompt's full
+//! blocks are shared across waves through the prefix cache.
+//!
+//! Layering inside: strategy <- presets <- report <- plan <- controller (each uses only the
+//! ones to its left).
 
 mod controller;
 mod plan;
 mod presets;
 mod report;
+mod strategy;
 
 pub use controller::{Action, Controller, ProbeKind, ProbeResult, Tok};
 pub use plan::{
-    build, AutoPolicy, Budget, BudgetContext, Certaindex, MinAgreement, RawAuto, RawBudget,
-    RawCertaindex, RawGate, RawMinAgreement, RawTtc, Strategy, TtcPlan,
+    build, Budget, BudgetContext, BudgetError, Certaindex, MinAgreement, RawAuto, RawBudget,
+    RawCertaindex, RawGate, RawMinAgreement, RawTtc, TtcPlan,
 };
 pub use presets::{AutoPreset, BudgetConfig, Effort, LoadRule, LoadSnapshot, Preset};
 pub use report::{Decision, EarlyStop, Grant, SampleSummary, TtcProgress, TtcReport};
+pub use strategy::{AutoPolicy, Strategy};

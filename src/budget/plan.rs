@@ -9,73 +9,23 @@ use std::time::Duration;
 
 use super::presets::{BudgetConfig, Effort, LoadRule, LoadSnapshot};
 use super::report::Grant;
+use super::strategy::{AutoPolicy, Strategy};
 use crate::aggregate::{Aggregation, Equivalence, Extractor};
 use crate::reasoning::ThinkLimits;
-use crate::validate::ValidateError;
+
+/// A budget field that is out of range or inconsistent: the field as the client named it
+/// (`ttc.min_samples`) and what was wrong (validation answers it as a 400 on that field).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct BudgetError {
+    pub param: String,
+    pub message: String,
+}
 
 /// Longest `deadline_ms` accepted (one hour).
 pub const MAX_DEADLINE_MS: i64 = 3_600_000;
 /// Largest confidence-gate window (tokens); bounds the per-sample window memory.
 pub const MAX_GATE_WINDOW: i64 = 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    Single,
-    SelfConsistency,
-    BestOfN,
-    /// The controller decides how many samples run and how long they think (`AutoPolicy`).
-    Auto,
-}
-
-impl Strategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Single => "single",
-            Strategy::SelfConsistency => "self_consistency",
-            Strategy::BestOfN => "best_of_n",
-            Strategy::Auto => "auto",
-        }
-    }
-}
-
-/// How `auto` allocates compute, online, from what the samples show (parameters per server
-/// through the `auto` effort preset, per request through `ttc.auto`).
-///
-/// ```text
-///  wave 1: `first` samples at the request's thinking budget
-///  each counted sample: leader a votes, runner-up b (unanswered samples vote for nothing)
-///     P(leader is the majority) = P(Beta(a+1, b+1) > 1/2) = P(Bin(a+b+1, 1/2) <= a)
-///     >= `confidence`                                  -> stop the rest, finish (confident)
-///     >= `hopeless_after` counted, leader share < `hopeless_share` -> finish (low_agreement):
-///        answers this scattered say the problem is beyond the model; more votes rarely help
-///  nothing live: next wave of `wave` samples (up to n, and what the load allows); if half
-///     or more of the last wave hit their thinking budget, the next wave thinks up to twice
-///     as long (at most `max_thinking`)
-/// ```
-/// With the defaults two agreeing answers end a request (P = 0.875), 3-1 does not (0.81),
-/// 4-1 does (0.89): easy problems take 2 samples, contested ones the votes they need.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AutoPolicy {
-    pub first: usize,
-    pub wave: usize,
-    pub confidence: f64,
-    pub hopeless_after: usize,
-    pub hopeless_share: f64,
-    pub max_thinking: Option<u32>,
-}
-
-impl Default for AutoPolicy {
-    fn default() -> Self {
-        AutoPolicy {
-            first: 2,
-            wave: 2,
-            confidence: 0.85,
-            hopeless_after: 6,
-            hopeless_share: 0.34,
-            max_thinking: None,
-        }
-    }
-}
 
 /// `ttc.auto` as sent (types checked).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -218,11 +168,14 @@ pub struct Budget {
     pub grant: Option<Grant>,
 }
 
-fn bad(param: &str, msg: String) -> ValidateError {
-    ValidateError::invalid(param, msg)
+fn bad(param: &str, msg: String) -> BudgetError {
+    BudgetError {
+        param: param.to_string(),
+        message: msg,
+    }
 }
 
-fn range(param: &str, v: i64, lo: i64, hi: i64) -> Result<i64, ValidateError> {
+fn range(param: &str, v: i64, lo: i64, hi: i64) -> Result<i64, BudgetError> {
     if (lo..=hi).contains(&v) {
         Ok(v)
     } else {
@@ -237,7 +190,7 @@ const NO_MARKERS: &str =
     "the model has no reasoning markers, so thinking is not budgeted separately";
 
 /// Checks `raw` and applies presets and the load rule.
-pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, ValidateError> {
+pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, BudgetError> {
     let effort = match &raw.reasoning_effort {
         None => None,
         Some(s) => Some(Effort::parse(s).ok_or_else(|| {
@@ -369,7 +322,7 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
                 range(&format!("ttc.auto.{name}"), v, lo, hi).map(|v| v as usize)
             })
         };
-        let share = |v: Option<f64>, d: f64, name: &str| -> Result<f64, ValidateError> {
+        let share = |v: Option<f64>, d: f64, name: &str| -> Result<f64, BudgetError> {
             match v {
                 None => Ok(d),
                 Some(x) if x > 0.0 && x <= 1.0 => Ok(x),
@@ -606,5 +559,4 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, Validate
 }
 
 #[cfg(test)]
-#[path = "plan_tests.rs"]
 mod tests;

@@ -13,6 +13,8 @@
 
 use serde::Deserialize;
 
+use super::strategy::AutoPolicy;
+
 /// `reasoning_effort` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Effort {
@@ -81,9 +83,9 @@ pub struct AutoPreset {
 }
 
 impl AutoPreset {
-    pub fn policy(&self) -> super::plan::AutoPolicy {
-        let d = super::plan::AutoPolicy::default();
-        super::plan::AutoPolicy {
+    pub fn policy(&self) -> AutoPolicy {
+        let d = AutoPolicy::default();
+        AutoPolicy {
             first: self.first.unwrap_or(d.first),
             wave: self.wave.unwrap_or(d.wave),
             confidence: self.confidence.unwrap_or(d.confidence),

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::plan::Strategy;
+use super::strategy::Strategy;
 
 /// Why a sample (or the whole request) stopped before finishing on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

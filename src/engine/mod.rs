@@ -22,7 +22,8 @@ pub use types::{
     TokenLogprob,
 };
 
-use crate::backend::cpu::attention::{CpuKvCache, KvDtype};
+use crate::backend::cpu::attention::CpuKvCache;
+use crate::backend::KvDtype;
 use crate::kv::KvConfig;
 use crate::model::LoadedModel;
 use crate::sched::{SchedConfig, Scheduler};

@@ -256,3 +256,13 @@ impl Tokenizer {
         self.inner.decode(ids, skip_special).unwrap_or_default()
     }
 }
+
+impl crate::reasoning::Vocab for Tokenizer {
+    fn token_id(&self, token: &str) -> Option<u32> {
+        self.token_to_id(token)
+    }
+
+    fn encode_text(&self, text: &str) -> Vec<u32> {
+        self.encode(text, false).unwrap_or_default()
+    }
+}

@@ -22,7 +22,13 @@ mod think;
 pub use split::{Split, Splitter};
 pub use think::{ThinkLimits, ThinkState};
 
-use crate::model::tokenizer::Tokenizer;
+/// What resolving a format reads from the model's vocabulary (the tokenizer implements it).
+pub trait Vocab {
+    /// The id of `token` when it is one vocabulary entry.
+    fn token_id(&self, token: &str) -> Option<u32>;
+    /// `text` tokenized without special tokens (empty when it cannot be).
+    fn encode_text(&self, text: &str) -> Vec<u32>;
+}
 
 /// The `--reasoning-parser` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -68,7 +74,7 @@ impl ReasoningFormat {
     pub fn resolve(
         parser: ReasoningParser,
         template_source: &str,
-        tokenizer: &Tokenizer,
+        tokenizer: &dyn Vocab,
     ) -> Option<ReasoningFormat> {
         let (parser, implicit_start) = match parser {
             ReasoningParser::None => return None,
@@ -77,15 +83,15 @@ impl ReasoningFormat {
             ReasoningParser::Auto => {
                 let mentioned = template_source.contains(THINK_START)
                     || template_source.contains(THINK_END)
-                    || tokenizer.token_to_id(THINK_START).is_some()
-                    || tokenizer.token_to_id(THINK_END).is_some();
+                    || tokenizer.token_id(THINK_START).is_some()
+                    || tokenizer.token_id(THINK_END).is_some();
                 if !mentioned {
                     return None;
                 }
                 (ReasoningParser::Qwen3, false)
             }
         };
-        let enc = |s: &str| tokenizer.encode(s, false).unwrap_or_default();
+        let enc = |s: &str| tokenizer.encode_text(s);
         Some(ReasoningFormat {
             parser,
             start: THINK_START.to_string(),
@@ -108,6 +114,7 @@ impl ReasoningFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tokenizer::Tokenizer;
 
     fn tok() -> Tokenizer {
         // A word-level vocabulary is enough to test marker resolution.

@@ -419,5 +419,4 @@ fn inverse_cdf(pool: impl Iterator<Item = (f32, u32)>, dist: &Dist, target: f64)
 }
 
 #[cfg(test)]
-#[path = "sampler_tests.rs"]
 mod tests;

@@ -11,13 +11,13 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use ponder::api::{router, AppState};
 use ponder::budget::{Action, Controller, ProbeKind, ProbeResult};
-use ponder::config::HttpLimits;
 use ponder::engine::{
     EngineClient, EngineEvent, EngineStats, GenerateRequest, RequestStream, SubmitError,
     TokenLogprob,
 };
 use ponder::model::LoadedModel;
 use ponder::sample::FinishReason;
+use ponder::validate::HttpLimits;
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 use tower::ServiceExt;

@@ -1,5 +1,5 @@
 //! Parity of the Q5_0/Q5_1 (`kernels/dequant.cu`) and K-quant (`kernels/dequant_k.cu`)
-//! dequantization kernels with `dtype::dequantize_row`. Both sides compute the same f32
+//! dequantization kernels with `blocks::dequantize_row`. Both sides compute the same f32
 //! operations in the same order (no FMA contraction on the GPU) and round once to bf16
 //! (nearest even), so the bound is **exact bf16 bits**, not a tolerance. Outputs are
 //! NaN-poisoned before each launch; the block counts leave a partial last CUDA block.

@@ -11,6 +11,7 @@
 use cudarc::driver::CudaSlice;
 use half::bf16;
 
+use ponder::backend::blocks::dequantize_row;
 use ponder::backend::cpu::attention::{
     paged_attention as cpu_attention, AttnSeq, CpuKvCache, KvDtype,
 };
@@ -23,7 +24,7 @@ use ponder::backend::cuda::gemm::linear;
 use ponder::backend::cuda::kv::GpuKvCache;
 use ponder::backend::cuda::ops::{self, NormOut};
 use ponder::backend::cuda::weights::upload_matrix;
-use ponder::backend::dtype::{dequantize_row, GgmlType};
+use ponder::backend::dtype::GgmlType;
 use ponder::backend::tensor::{QMatrix, Storage};
 
 fn device() -> Option<GpuDevice> {

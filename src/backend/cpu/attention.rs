@@ -125,7 +125,6 @@ impl Portable for f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[path = "attention_avx512.rs"]
 mod avx512;
 
 /// A cache element both kernels can read.
@@ -256,5 +255,4 @@ fn run<T: Elem>(
 }
 
 #[cfg(test)]
-#[path = "attention_tests.rs"]
 mod tests;

@@ -5,14 +5,14 @@
 //! each weight byte once per step, which is what bounds single-sequence decode speed.
 //!
 //! Dispatch (CPU features checked once at run time):
-//! - Q4_0/Q4_1/Q8_0 weights take the integer path (`matmul_q8.rs`): the model packs them at
+//! - Q4_0/Q4_1/Q8_0 weights take the integer path (`matmul/q8.rs`): the model packs them at
 //!   load into the Cg16 layout (`backend::packed`), activations are quantized to 12-bit
 //!   integers per 32-value block, and AMX (batches of 8+ rows), AVX-512 VNNI, AVX2 or
 //!   portable kernels compute bitwise the same result. Tasks own whole 16-column groups of `y`.
 //! - Everything else (f32/f16/bf16 weights) takes the f32 path: each 32-element block is
 //!   decoded in registers and multiplied against a tile of up to [`ROW_TILE`] activation
 //!   rows (AVX-512, AVX2+FMA, or a portable path with the reference decoder), the kernels
-//!   sharing the tile walk of `matmul_tiles.rs`:
+//!   sharing the tile walk of `matmul/tiles.rs`:
 //!
 //! ```text
 //!  x [m, k] (f32)            W [n, k] (blocks of 32)          y [m, n]
@@ -189,7 +189,7 @@ unsafe fn linear_int(
 
 thread_local! {
     /// Quantized activations of the last integer-path call on this thread (see
-    /// matmul_q8.rs for its size: ~2.4 bytes per activation of the largest batch seen).
+    /// matmul/q8.rs for its size: ~2.4 bytes per activation of the largest batch seen).
     static SCRATCH: std::cell::RefCell<q8::QActs> = std::cell::RefCell::default();
 }
 
@@ -264,17 +264,13 @@ pub(super) unsafe fn portable_rows(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[path = "matmul_avx2.rs"]
 mod avx2;
 
 #[cfg(target_arch = "x86_64")]
-#[path = "matmul_avx512.rs"]
 mod avx512;
 
-#[path = "matmul_q8.rs"]
 pub mod q8;
 
-#[path = "matmul_tiles.rs"]
 mod tiles;
 
 #[cfg(test)]

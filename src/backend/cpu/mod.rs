@@ -8,5 +8,4 @@ pub mod kv_cache;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
-pub mod qdef;
 pub mod simd;

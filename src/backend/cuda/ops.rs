@@ -4,7 +4,7 @@
 //! device stream. Index *values* (token ids, slots, block ids) are checked by the caller
 //! (the runner validates a batch before upload); kernels guard what is cheap to guard.
 //!
-//! CPU twins: `backend::cpu::{ops, attention}` and `backend::dtype::dequantize_row`.
+//! CPU twins: `backend::cpu::{ops, attention}` and `backend::blocks::dequantize_row`.
 
 use cudarc::driver::{CudaSlice, CudaViewMut, LaunchConfig, PushKernelArg};
 use half::bf16;

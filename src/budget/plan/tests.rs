@@ -24,7 +24,7 @@ fn ttc(f: impl FnOnce(&mut RawTtc)) -> RawBudget {
 
 fn err(raw: &RawBudget, c: &BudgetContext<'_>) -> (String, Option<String>) {
     let e = build(raw, c).unwrap_err();
-    (e.to_string(), e.param())
+    (e.to_string(), Some(e.param))
 }
 
 fn msg(param: &str, m: &str) -> (String, Option<String>) {

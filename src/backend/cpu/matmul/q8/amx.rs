@@ -1,4 +1,4 @@
-//! AMX kernel of the integer GEMM (`matmul_q8.rs`) for batches (prefill chunks and batched
+//! AMX kernel of the integer GEMM (`matmul/q8.rs`) for batches (prefill chunks and batched
 //! decode) on CPUs with AMX-INT8 (Intel Sapphire Rapids and later). Per tile of up to 16
 //! activation rows and one Cg16 group (16 columns), for each block:
 //!
@@ -39,12 +39,12 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::def::Fold;
 use super::vnni::{
     self, dispatch, fold, scales, store, Fmt, Q2k, Q3k, Q4k, Q5k, Q6k, VScales, Q40, Q41, Q50, Q51,
     Q80,
 };
 use super::{Out, QActs, LO, LO_BITS};
-use crate::backend::cpu::qdef::Fold;
 use crate::backend::dtype::GgmlType;
 use crate::backend::packed::{GroupLayout, GROUP};
 use crate::backend::tensor::{AlignedBytes, QMatrix};
@@ -581,5 +581,4 @@ unsafe fn rows_hw<F: Fmt>(
 }
 
 #[cfg(test)]
-#[path = "matmul_q8_amx_emu.rs"]
 pub(super) mod emu;

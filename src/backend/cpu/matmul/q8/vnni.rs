@@ -1,4 +1,4 @@
-//! AVX-512 VNNI kernel of the integer GEMM (`matmul_q8.rs`): one 512-bit vector is the 16
+//! AVX-512 VNNI kernel of the integer GEMM (`matmul/q8.rs`): one 512-bit vector is the 16
 //! columns of a Cg16 group. Per group-block the weights become eight vectors of unsigned
 //! bytes `W_j` (quad j = elements 4j..4j+4 of each column: a nibble mask or shift, no
 //! widening), then per activation row sixteen `vpdpbusd` against the broadcast quads of the
@@ -13,8 +13,8 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::def::{spec_of, Fold, Spec};
 use super::{Out, QActs, RowOut, LO, QMAX};
-use crate::backend::cpu::qdef::{spec_of, Fold, Spec};
 use crate::backend::dtype::GgmlType;
 use crate::backend::packed::{qoff, rec, GroupLayout, GROUP};
 use crate::backend::tensor::QMatrix;

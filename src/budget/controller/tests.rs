@@ -2,8 +2,9 @@
 
 use super::*;
 use crate::aggregate::{Aggregation, Equivalence, Extractor};
-use crate::budget::plan::{Gate, MinAgreement, Strategy};
+use crate::budget::plan::{Gate, MinAgreement};
 use crate::budget::report::Grant;
+use crate::budget::strategy::Strategy;
 
 fn plan(n: usize, min_samples: usize) -> TtcPlan {
     TtcPlan {

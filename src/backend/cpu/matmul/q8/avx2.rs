@@ -1,4 +1,4 @@
-//! AVX2 kernel of the integer GEMM (`matmul_q8.rs`) for CPUs without AVX-512 VNNI (Zen 2/3,
+//! AVX2 kernel of the integer GEMM (`matmul/q8.rs`) for CPUs without AVX-512 VNNI (Zen 2/3,
 //! most Intel client parts). A Cg16 group is two halves of 8 columns (one 256-bit vector
 //! each), done back to back per block. Per quad `vpmaddubsw` multiplies 4 unsigned weight
 //! bytes by the 4 broadcast activation bytes of each plane into pairs of i16; for nibble
@@ -13,9 +13,9 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::def::Fold;
 use super::vnni::{dispatch, Fmt, Q2k, Q3k, Q4k, Q5k, Q6k, Q40, Q41, Q50, Q51, Q80};
 use super::{Out, QActs, RowOut, QMAX};
-use crate::backend::cpu::qdef::Fold;
 use crate::backend::dtype::GgmlType;
 use crate::backend::packed::{qoff, rec, GroupLayout, GROUP};
 use crate::backend::tensor::QMatrix;

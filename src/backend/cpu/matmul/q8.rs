@@ -353,7 +353,7 @@ impl Out {
     }
 }
 
-pub use super::super::qdef::portable_rows;
+pub use def::portable_rows;
 
 /// Activation rows from which the AMX kernel runs instead of VNNI (same results; AMX's
 /// fixed cost per tile pays off once a tile has several rows).
@@ -393,18 +393,16 @@ pub fn isa_override() -> Option<String> {
     std::env::var("PONDER_CPU_ISA").ok()
 }
 
+pub mod def;
+
 #[cfg(target_arch = "x86_64")]
-#[path = "matmul_q8_vnni.rs"]
 pub mod vnni;
 
 #[cfg(target_arch = "x86_64")]
-#[path = "matmul_q8_avx2.rs"]
 pub mod avx2;
 
 #[cfg(target_arch = "x86_64")]
-#[path = "matmul_q8_amx.rs"]
 pub mod amx;
 
 #[cfg(test)]
-#[path = "matmul_q8_tests.rs"]
 mod tests;

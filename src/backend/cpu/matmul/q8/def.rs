@@ -6,7 +6,7 @@
 //! order, so results are bitwise equal whatever kernel or batch computes them.
 //!
 //! ```text
-//!  activations (matmul_q8): per 32-block d, 12-bit q[32], s = sum(q), s0 = sum(q[0..16]),
+//!  activations (matmul::q8): per 32-block d, 12-bit q[32], s = sum(q), s0 = sum(q[0..16]),
 //!                           ds = d * f32(s)
 //!  weight integers c = u - OFF   (u: the element integer of `backend::blocks::Parts`)
 //!     Q4_0: u - 8   Q5_0: u - 16   Q3_K: u - 4   Q6_K: u - 32   Q8_0: the byte as i8
@@ -37,7 +37,7 @@ use crate::backend::dtype::GgmlType;
 use crate::backend::packed::{self, rec, GroupLayout, GROUP};
 use crate::backend::tensor::QMatrix;
 
-use super::matmul::q8::{Out, QActs};
+use super::{Out, QActs};
 
 /// How a format's block integers are combined (module header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

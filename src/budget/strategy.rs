@@ -1,0 +1,61 @@
+//! The request-level choices every other budget module reads: the strategy, and the
+//! parameters of the `auto` strategy's online allocation.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Single,
+    SelfConsistency,
+    BestOfN,
+    /// The controller decides how many samples run and how long they think (`AutoPolicy`).
+    Auto,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Single => "single",
+            Strategy::SelfConsistency => "self_consistency",
+            Strategy::BestOfN => "best_of_n",
+            Strategy::Auto => "auto",
+        }
+    }
+}
+
+/// How `auto` allocates compute, online, from what the samples show (parameters per server
+/// through the `auto` effort preset, per request through `ttc.auto`).
+///
+/// ```text
+///  wave 1: `first` samples at the request's thinking budget
+///  each counted sample: leader a votes, runner-up b (unanswered samples vote for nothing)
+///     P(leader is the majority) = P(Beta(a+1, b+1) > 1/2) = P(Bin(a+b+1, 1/2) <= a)
+///     >= `confidence`                                  -> stop the rest, finish (confident)
+///     >= `hopeless_after` counted, leader share < `hopeless_share` -> finish (low_agreement):
+///        answers this scattered say the problem is beyond the model; more votes rarely help
+///  nothing live: next wave of `wave` samples (up to n, and what the load allows); if half
+///     or more of the last wave hit their thinking budget, the next wave thinks up to twice
+///     as long (at most `max_thinking`)
+/// ```
+/// With the defaults two agreeing answers end a request (P = 0.875), 3-1 does not (0.81),
+/// 4-1 does (0.89): easy problems take 2 samples, contested ones the votes they need.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AutoPolicy {
+    pub first: usize,
+    pub wave: usize,
+    pub confidence: f64,
+    pub hopeless_after: usize,
+    pub hopeless_share: f64,
+    pub max_thinking: Option<u32>,
+}
+
+impl Default for AutoPolicy {
+    fn default() -> Self {
+        AutoPolicy {
+            first: 2,
+            wave: 2,
+            confidence: 0.85,
+            hopeless_after: 6,
+            hopeless_share: 0.34,
+            max_thinking: None,
+        }
+    }
+}
