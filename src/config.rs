@@ -211,6 +211,18 @@ pub struct ServeConfig {
         default_value = "certainty"
     )]
     pub wave_priority: WavePriority,
+
+    /// Log lines as `text` (colours only when stdout is a terminal) or `json` (one object per
+    /// line, with the request id and span fields).
+    #[arg(long, env = "PONDER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `--wave-priority`.

@@ -19,6 +19,7 @@ pub mod budget;
 pub mod config;
 pub mod engine;
 pub mod generate;
+pub mod guided;
 pub mod kv;
 pub mod metrics;
 pub mod model;

@@ -65,6 +65,14 @@ pub struct RawRequest {
     /// Thinking budget and test-time compute (`reasoning_effort`, `thinking_token_budget`,
     /// `min_thinking_tokens`, `ttc`).
     pub budget: RawBudget,
+    /// `logit_bias` as sent: (key, bias); keys are checked as token ids here.
+    pub logit_bias: Vec<(String, f32)>,
+    /// Completions `echo`: the prompt text leads each choice's text.
+    pub echo: bool,
+    /// Completions `suffix`: fill in the middle between the prompt and this text.
+    pub suffix: Option<String>,
+    /// `user` / `safety_identifier`: logged with the request.
+    pub user: Option<String>,
 }
 
 impl RawRequest {
@@ -92,6 +100,10 @@ impl RawRequest {
             stream: false,
             include_usage: false,
             budget: RawBudget::default(),
+            logit_bias: Vec::new(),
+            echo: false,
+            suffix: None,
+            user: None,
         }
     }
 }
@@ -109,6 +121,10 @@ pub struct ValidRequest {
     pub budget: Budget,
     /// The rendered prompt ends inside thinking (its template opened `<think>`).
     pub starts_in_thinking: bool,
+    /// Completions `echo`: the prompt text that leads each choice.
+    pub echo: Option<String>,
+    /// `user` / `safety_identifier` (logged with the request).
+    pub user: Option<String>,
 }
 
 impl ValidRequest {
@@ -226,6 +242,10 @@ pub fn validate(
         max_tokens_limit: server.max_tokens_limit,
         max_n: server.max_n,
     };
+    let fim = match raw.suffix.take() {
+        None => None,
+        Some(suffix) => Some(Fim::of(m.tokenizer, suffix)?),
+    };
     let (ids, text) = match &raw.prompt {
         PromptInput::Chat(messages) => {
             let text = m.template.render(messages, true).map_err(|e| {
@@ -236,15 +256,39 @@ pub fn validate(
             })?;
             (encode(m.tokenizer, &text)?, text)
         }
-        PromptInput::Text(text) => (encode(m.tokenizer, text)?, text.clone()),
+        PromptInput::Text(text) => match &fim {
+            None => (encode(m.tokenizer, text)?, text.clone()),
+            Some(f) => (
+                f.wrap(m.tokenizer, encode(m.tokenizer, text)?)?,
+                text.clone(),
+            ),
+        },
         PromptInput::TokenIds(ids) => {
-            let ids = token_ids(ids, limits.vocab_size)?;
+            let mut ids = token_ids(ids, limits.vocab_size)?;
+            if let Some(f) = &fim {
+                ids = f.wrap(m.tokenizer, ids)?;
+            }
             // The tail is enough to see whether the prompt opened thinking.
             let tail = m
                 .tokenizer
                 .decode(&ids[ids.len().saturating_sub(8)..], false);
             (ids, tail)
         }
+    };
+    let echo = match (&raw.prompt, raw.echo) {
+        (_, false) => None,
+        (_, true) if raw.logprobs => {
+            return Err(ValidateError::invalid(
+                "echo",
+                "`echo` with `logprobs` is not supported: prompt tokens are not scored",
+            ))
+        }
+        (PromptInput::Text(t), true) => Some(t.clone()),
+        (PromptInput::TokenIds(ids), true) => {
+            let ids = token_ids(ids, limits.vocab_size)?;
+            Some(m.tokenizer.decode(&ids, false))
+        }
+        (PromptInput::Chat(_), true) => None,
     };
     let raw_budget = std::mem::take(&mut raw.budget);
     let n_given = raw.n;
@@ -259,7 +303,62 @@ pub fn validate(
     };
     v.budget = crate::budget::build(&raw_budget, &cx)?;
     v.starts_in_thinking = m.reasoning.is_some_and(|f| f.starts_in_thinking(&text));
+    v.echo = echo;
     Ok(v)
+}
+
+/// Fill-in-the-middle (`suffix`): the model's FIM tokens around the prompt and the suffix,
+/// prefix-suffix-middle order, so the completion is the middle.
+struct Fim {
+    prefix: u32,
+    suffix_tok: u32,
+    middle: u32,
+    suffix: String,
+}
+
+/// FIM token spellings: Qwen2.5-Coder / DeepSeek style, then StarCoder style.
+const FIM_NAMES: &[[&str; 3]] = &[
+    ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"],
+    ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"],
+];
+
+impl Fim {
+    fn of(t: &Tokenizer, suffix: String) -> Result<Fim, ValidateError> {
+        FIM_NAMES
+            .iter()
+            .find_map(|[p, s, m]| {
+                Some(Fim {
+                    prefix: t.token_to_id(p)?,
+                    suffix_tok: t.token_to_id(s)?,
+                    middle: t.token_to_id(m)?,
+                    suffix: suffix.clone(),
+                })
+            })
+            .ok_or_else(|| {
+                ValidateError::invalid(
+                    "suffix",
+                    "`suffix` is not supported by this model: its vocabulary has no \
+                     fill-in-the-middle tokens (<|fim_prefix|>, <|fim_suffix|>, <|fim_middle|>)",
+                )
+            })
+    }
+
+    /// `[bos] <prefix> prompt <suffix> suffix <middle>`.
+    fn wrap(&self, t: &Tokenizer, prompt: Vec<u32>) -> Result<Vec<u32>, ValidateError> {
+        let bos = t.bos_id.filter(|b| prompt.first() == Some(b));
+        let body = &prompt[usize::from(bos.is_some())..];
+        let mut ids: Vec<u32> = bos.into_iter().collect();
+        ids.push(self.prefix);
+        ids.extend_from_slice(body);
+        ids.push(self.suffix_tok);
+        ids.extend(
+            encode(t, &self.suffix)?
+                .into_iter()
+                .filter(|&i| Some(i) != t.bos_id),
+        );
+        ids.push(self.middle);
+        Ok(ids)
+    }
 }
 
 fn encode(t: &Tokenizer, text: &str) -> Result<Vec<u32>, ValidateError> {
@@ -371,6 +470,27 @@ pub fn check(
                 })
         })
         .collect::<Result<Vec<u32>, _>>()?;
+    let logit_bias = raw
+        .logit_bias
+        .iter()
+        .map(|(k, b)| {
+            k.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&t| (t as usize) < lim.vocab_size)
+                .map(|t| (t, *b))
+                .ok_or_else(|| {
+                    ValidateError::invalid(
+                        "logit_bias",
+                        format!(
+                            "`logit_bias` keys must be token ids in [0, {}), given \"{k}\"",
+                            lim.vocab_size
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let user = raw.user;
     let d = RawSamplingParams::default();
     let params = RawSamplingParams {
         temperature: raw.temperature.unwrap_or(d.temperature),
@@ -388,6 +508,7 @@ pub fn check(
         stop_token_ids,
         ignore_eos: raw.ignore_eos,
         min_tokens,
+        logit_bias,
     }
     .validate()?;
     Ok(ValidRequest {
@@ -398,6 +519,8 @@ pub fn check(
         include_usage: raw.include_usage,
         budget: Budget::default(),
         starts_in_thinking: false,
+        echo: None,
+        user,
     })
 }
 

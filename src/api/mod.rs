@@ -12,11 +12,13 @@
 //! `ponder serve` (server.rs).
 
 pub mod error;
+pub mod fields;
 mod handlers;
 pub mod request;
 pub mod response;
 mod server;
 pub mod stream;
+mod tokenize;
 mod track;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +27,7 @@ use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
@@ -34,6 +36,7 @@ pub use server::{probe, serve, serve_on, shutdown_signal};
 use crate::budget::BudgetConfig;
 use crate::config::HttpLimits;
 use crate::engine::EngineClient;
+use crate::guided::TokenBytes;
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 
@@ -43,6 +46,9 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Models,
+    Model,
+    Tokenize,
+    Detokenize,
     Health,
     Ready,
     Metrics,
@@ -72,6 +78,21 @@ pub const ROUTES: &[Route] = &[
         method: "GET",
         path: "/v1/models",
         endpoint: Endpoint::Models,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/models/{id}",
+        endpoint: Endpoint::Model,
+    },
+    Route {
+        method: "POST",
+        path: "/tokenize",
+        endpoint: Endpoint::Tokenize,
+    },
+    Route {
+        method: "POST",
+        path: "/detokenize",
+        endpoint: Endpoint::Detokenize,
     },
     Route {
         method: "GET",
@@ -108,6 +129,8 @@ pub struct AppState {
     pub started: u64,
     /// Effort presets and load levels (budget sub-config).
     pub budget: Arc<BudgetConfig>,
+    /// Every token's raw bytes (logprobs `bytes`).
+    pub vocab: Arc<TokenBytes>,
     ready: Arc<AtomicBool>,
 }
 
@@ -120,7 +143,14 @@ impl AppState {
         limits: HttpLimits,
     ) -> anyhow::Result<Self> {
         let served_name: Arc<str> = served_name.unwrap_or_else(|| model.name.clone()).into();
+        let doc: serde_json::Value = serde_json::from_str(&model.tokenizer.to_json())?;
+        let vocab = Arc::new(TokenBytes::from_tokenizer_json(
+            &doc,
+            model.model.cfg.vocab_size,
+            |id| model.tokenizer.decode(&[id], false),
+        ));
         Ok(AppState {
+            vocab,
             engine,
             model,
             served_name,
@@ -162,6 +192,9 @@ fn method_router(route: &Route) -> MethodRouter<AppState> {
         Endpoint::ChatCompletions => on(filter, handlers::chat_completions),
         Endpoint::Completions => on(filter, handlers::completions),
         Endpoint::Models => on(filter, handlers::models),
+        Endpoint::Model => on(filter, tokenize::model),
+        Endpoint::Tokenize => on(filter, tokenize::tokenize),
+        Endpoint::Detokenize => on(filter, tokenize::detokenize),
         Endpoint::Health => on(filter, handlers::health),
         Endpoint::Ready => on(filter, handlers::ready),
         Endpoint::Metrics => on(filter, handlers::metrics),
@@ -173,7 +206,9 @@ fn method_router(route: &Route) -> MethodRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let mut r = Router::new();
     for route in ROUTES {
-        r = r.route(route.path, method_router(route));
+        // Model ids may hold slashes (`org/name`): the id segment takes the rest of the path.
+        let path = route.path.replace("{id}", "{*id}");
+        r = r.route(&path, method_router(route));
     }
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
@@ -182,16 +217,48 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Counts every response by route template (`unmatched` for unknown paths) and status.
-async fn track_http(State(s): State<AppState>, req: Request, next: Next) -> Response {
+/// A client's `X-Request-Id` (1 to 128 visible ASCII characters), for the handlers' logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// Most characters of an accepted `X-Request-Id`.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Counts every response by route template (`unmatched` for unknown paths) and status; takes
+/// the client's `X-Request-Id` (a malformed one is a 400) and echoes it on every response.
+async fn track_http(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
-        .to_string();
+        .replace("{*id}", "{id}");
     let method = req.method().clone();
     let t = Instant::now();
-    let resp = next.run(req).await;
+    let incoming = req.headers().get("x-request-id").cloned();
+    let resp = match &incoming {
+        None => next.run(req).await,
+        Some(v) => {
+            let ok = v.to_str().ok().filter(|id| {
+                (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+                    && id.bytes().all(|b| b.is_ascii_graphic())
+            });
+            match ok {
+                Some(id) => {
+                    req.extensions_mut().insert(RequestId(id.to_string()));
+                    let mut resp = next.run(req).await;
+                    resp.headers_mut().insert("x-request-id", v.clone());
+                    resp
+                }
+                None => error::ApiError::Validate(crate::validate::ValidateError::invalid(
+                    "x-request-id",
+                    format!(
+                        "the X-Request-Id header must be 1 to {MAX_REQUEST_ID_LEN} visible ASCII characters"
+                    ),
+                ))
+                .into_response(),
+            }
+        }
+    };
     let status = resp.status().as_u16();
     s.metrics.record_http(&route, status);
     tracing::debug!(%method, route, status, ms = t.elapsed().as_millis() as u64, "http");

@@ -1,7 +1,7 @@
 //! Wire requests: a JSON body -> `validate::RawRequest`, checking types and shapes only
-//! (ranges are `validate`'s job). Unknown fields are ignored; `null` reads as absent; a known
-//! field of the wrong type is rejected with its name and the value given:
-//! "`temperature` must be a number, given \"hot\"".
+//! (ranges are `validate`'s job). Fields not honoured are a 400 naming them (fields.rs);
+//! `null` reads as absent; a known field of the wrong type is rejected with its name and the
+//! value given: "`temperature` must be a number, given \"hot\"".
 //!
 //! Chat: `messages` (system | developer | user | assistant; content a string or an array of
 //! `{"type":"text","text":...}` parts), `logprobs` bool + `top_logprobs` int,
@@ -12,6 +12,7 @@
 
 use serde_json::{Map, Value};
 
+use super::fields;
 use crate::budget::{RawAuto, RawBudget, RawCertaindex, RawGate, RawMinAgreement, RawTtc};
 use crate::model::template::ChatMessage;
 use crate::validate::{PromptInput, RawRequest, ValidateError};
@@ -100,6 +101,34 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, ValidateError> {
     }
 }
 
+/// A field whose feature is not built yet: a 400 rather than a silent ignore.
+fn not_yet(f: &Fields<'_>, k: &str) -> Result<(), ValidateError> {
+    match f.get(k) {
+        None => Ok(()),
+        Some(_) => Err(ValidateError::invalid(
+            k,
+            format!("`{k}` is not supported yet"),
+        )),
+    }
+}
+
+/// `logit_bias`: an object of token id (a decimal string) -> bias.
+fn logit_bias(f: &Fields<'_>) -> Result<Vec<(String, f32)>, ValidateError> {
+    let Some(v) = f.get("logit_bias") else {
+        return Ok(Vec::new());
+    };
+    let o = v
+        .as_object()
+        .ok_or_else(|| wrong("logit_bias", "an object of token id -> bias", v))?;
+    o.iter()
+        .map(|(k, b)| {
+            b.as_f64()
+                .map(|b| (k.clone(), b as f32))
+                .ok_or_else(|| wrong(&format!("logit_bias.{k}"), "a number", b))
+        })
+        .collect()
+}
+
 /// Fields both endpoints share (all but the prompt, `logprobs` and `max_completion_tokens`).
 fn common(f: &Fields<'_>, prompt: PromptInput) -> Result<RawRequest, ValidateError> {
     let mut r = RawRequest::new(prompt);
@@ -153,7 +182,21 @@ fn common(f: &Fields<'_>, prompt: PromptInput) -> Result<RawRequest, ValidateErr
         ttc: f.get("ttc").map(ttc).transpose()?,
     };
     r.min_tokens = f.int("min_tokens")?;
-    f.string("user")?;
+    for k in [
+        "response_format",
+        "guided_json",
+        "guided_regex",
+        "guided_choice",
+        "guided_grammar",
+    ] {
+        not_yet(f, k)?;
+    }
+    r.logit_bias = logit_bias(f)?;
+    // Abuse-tracking ids: logged with the request (`user`, or its successor).
+    r.user = f
+        .string("safety_identifier")?
+        .or(f.string("user")?)
+        .map(str::to_string);
     r.stream = f.bool("stream")?.unwrap_or(false);
     if let Some(opts) = f.get("stream_options") {
         let o = opts
@@ -356,6 +399,7 @@ fn ttc(v: &Value) -> Result<RawTtc, ValidateError> {
 /// `POST /v1/chat/completions` body.
 pub fn parse_chat(body: &[u8]) -> Result<RawRequest, ValidateError> {
     let obj = object(body)?;
+    fields::check(&obj, fields::CHAT_FIELDS, "/v1/chat/completions")?;
     let f = Fields(&obj);
     let messages = match f.get("messages") {
         None => return Err(ValidateError::invalid("messages", "`messages` is required")),
@@ -373,11 +417,38 @@ pub fn parse_chat(body: &[u8]) -> Result<RawRequest, ValidateError> {
         Some(v) => return Err(wrong("messages", "an array of messages", v)),
     };
     let mut r = common(&f, PromptInput::Chat(messages))?;
+    for k in ["tools", "tool_choice", "parallel_tool_calls"] {
+        not_yet(&f, k)?;
+    }
     if let Some(v) = f.int("max_completion_tokens")? {
         r.max_tokens = Some(("max_completion_tokens", v));
     }
     r.logprobs = f.bool("logprobs")?.unwrap_or(false);
     r.top_logprobs = f.int("top_logprobs")?.map(|v| ("top_logprobs", v));
+    if f.bool("store")? == Some(true) {
+        return Err(ValidateError::invalid(
+            "store",
+            "`store` must be false: this server does not store completions",
+        ));
+    }
+    if let Some(v) = f.get("modalities") {
+        if v != &serde_json::json!(["text"]) {
+            return Err(wrong(
+                "modalities",
+                "[\"text\"] (this server generates text only)",
+                v,
+            ));
+        }
+    }
+    match f.string("service_tier")? {
+        None | Some("auto" | "default") => {}
+        Some(t) => return Err(ValidateError::invalid(
+            "service_tier",
+            format!(
+                "`service_tier` must be auto or default (this server has one tier), given \"{t}\""
+            ),
+        )),
+    }
     Ok(r)
 }
 
@@ -465,6 +536,7 @@ fn text_part(p: &str, part: &Value) -> Result<String, ValidateError> {
 /// `POST /v1/completions` body.
 pub fn parse_completion(body: &[u8]) -> Result<RawRequest, ValidateError> {
     let obj = object(body)?;
+    fields::check(&obj, fields::COMPLETION_FIELDS, "/v1/completions")?;
     let f = Fields(&obj);
     let prompt = match f.get("prompt") {
         None => return Err(ValidateError::invalid("prompt", "`prompt` is required")),
@@ -474,6 +546,20 @@ pub fn parse_completion(body: &[u8]) -> Result<RawRequest, ValidateError> {
     if let Some(k) = f.int("logprobs")? {
         r.logprobs = true;
         r.top_logprobs = Some(("logprobs", k));
+    }
+    r.echo = f.bool("echo")?.unwrap_or(false);
+    r.suffix = f.string("suffix")?.map(str::to_string);
+    if let Some(best_of) = f.int("best_of")? {
+        let n = r.n.unwrap_or(1);
+        if best_of != n {
+            return Err(ValidateError::invalid(
+                "best_of",
+                format!(
+                    "`best_of` must equal `n` ({n}): ranking more candidates than are returned \
+                     is not implemented, given {best_of}"
+                ),
+            ));
+        }
     }
     Ok(r)
 }
@@ -521,7 +607,7 @@ mod tests {
             {"type":"text","text":"b"}]},{"role":"user","content":"hi"},{"role":"assistant","content":null}],
             "n":2,"max_tokens":5,"max_completion_tokens":7,"temperature":0.5,"top_k":3,"stop":"x","seed":-1,
             "logprobs":true,"top_logprobs":2,"stream":true,"stream_options":{"include_usage":true},
-            "user":"u","unknown_field":{"x":1},"top_p":null}"#;
+            "user":"u","top_p":null}"#;
         let r = parse_chat(body.as_bytes()).unwrap();
         assert_eq!(
             r.prompt,

@@ -3,6 +3,9 @@
 //!
 //! Logprobs: chat `{"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`,
 //! completions `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`.
+//! `bytes` are the token's raw bytes (a token ending inside a UTF-8 character included), and
+//! alternatives come most likely first on both endpoints (the completions dict keeps that
+//! order). Completions `echo` puts the prompt text before each choice's text.
 //! A logprob of -inf (a token the filters removed) is sent as -9999.0, as OpenAI does.
 //! Usage counts the prompt once, however many samples (`n`) there are, and every generated
 //! token of every sample (aggregated requests included: stopped samples' tokens too).
@@ -12,12 +15,15 @@
 //! has `content: null` and the stop reason as `finish_reason` (`deadline`, `token_budget`):
 //! no cut-off text is passed off as an answer; the report has every sample's account.
 
+use std::sync::Arc;
+
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::track::Tracker;
 use crate::budget::TtcReport;
 use crate::engine::{EngineEvent, RequestStream, TokenLogprob};
+use crate::guided::TokenBytes;
 use crate::model::tokenizer::Tokenizer;
 use crate::sample::FinishReason;
 
@@ -52,24 +58,24 @@ fn token_text(t: &Tokenizer, id: u32) -> String {
     t.decode(&[id], false)
 }
 
-fn chat_token(t: &Tokenizer, id: u32, logprob: f32) -> Map<String, Value> {
+fn chat_token(t: &Tokenizer, vocab: &TokenBytes, id: u32, logprob: f32) -> Map<String, Value> {
     let s = token_text(t, id);
     let mut m = Map::new();
     m.insert("token".into(), json!(s));
     m.insert("logprob".into(), logprob_json(logprob));
-    m.insert("bytes".into(), json!(s.as_bytes()));
+    m.insert("bytes".into(), json!(vocab.bytes(id)));
     m
 }
 
 /// Chat logprobs entries (the `content` array) for `lps`.
-pub fn chat_logprobs(t: &Tokenizer, lps: &[TokenLogprob]) -> Vec<Value> {
+pub fn chat_logprobs(t: &Tokenizer, vocab: &TokenBytes, lps: &[TokenLogprob]) -> Vec<Value> {
     lps.iter()
         .map(|lp| {
-            let mut m = chat_token(t, lp.token, lp.logprob);
+            let mut m = chat_token(t, vocab, lp.token, lp.logprob);
             let top: Vec<Value> = lp
                 .top
                 .iter()
-                .map(|&(id, l)| Value::Object(chat_token(t, id, l)))
+                .map(|&(id, l)| Value::Object(chat_token(t, vocab, id, l)))
                 .collect();
             m.insert("top_logprobs".into(), Value::Array(top));
             Value::Object(m)
@@ -123,6 +129,10 @@ pub struct Meta {
     pub aggregated: bool,
     /// Budget asked versus granted for requests that asked for one without aggregation.
     pub grant: Option<Value>,
+    /// Every token's raw bytes (logprobs `bytes`).
+    pub vocab: Arc<TokenBytes>,
+    /// Completions `echo`: the prompt text before each choice's text.
+    pub echo: Option<String>,
 }
 
 impl Meta {
@@ -160,7 +170,7 @@ impl Meta {
             Kind::Chat => {
                 let lp = self
                     .logprobs
-                    .then(|| json!({"content": chat_logprobs(t, &c.logprobs)}));
+                    .then(|| json!({"content": chat_logprobs(t, &self.vocab, &c.logprobs)}));
                 let mut msg = json!({"role": "assistant", "content": c.text});
                 if self.reasoning {
                     let r = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
@@ -173,7 +183,12 @@ impl Meta {
                 let lp = self
                     .logprobs
                     .then(|| completion_logprobs(t, &c.logprobs, &mut 0));
-                let mut v = json!({"index": index, "text": c.text, "logprobs": lp, "finish_reason": reason});
+                let text = match &self.echo {
+                    Some(e) => format!("{e}{}", c.text),
+                    None => c.text.clone(),
+                };
+                let mut v =
+                    json!({"index": index, "text": text, "logprobs": lp, "finish_reason": reason});
                 if self.reasoning {
                     let r = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
                     v["reasoning_content"] = json!(r);

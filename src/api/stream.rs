@@ -6,7 +6,8 @@
 //!        finish chunk per choice {"delta":{},"finish_reason":"stop"|"length"}
 //!        [usage chunk]          {"choices":[],"usage":{...}}  when stream_options.include_usage
 //!        data: [DONE]
-//! completions: the same without role chunks; choices carry `text`.
+//! completions: the same without role chunks; choices carry `text` (`echo`: a first chunk per
+//!        choice with the prompt text).
 //! engine error: data: {"error":{...}} then data: [DONE]
 //! reasoning models: reasoning deltas {"delta":{"reasoning_content":"...","reasoning":"..."}}
 //! budget asked/granted or aggregation: {"choices":[],"ttc":{...}} before the usage chunk
@@ -81,12 +82,19 @@ impl State {
     }
 
     fn start(&mut self) {
+        let choices = if self.req.meta.aggregated {
+            1
+        } else {
+            self.req.n
+        };
+        if let Some(echo) = self.req.meta.echo.clone() {
+            for index in 0..choices {
+                self.push_chunk(
+                    json!({"index": index, "text": echo, "logprobs": null, "finish_reason": null}),
+                );
+            }
+        }
         if self.req.meta.kind == Kind::Chat {
-            let choices = if self.req.meta.aggregated {
-                1
-            } else {
-                self.req.n
-            };
             for index in 0..choices {
                 self.push_chunk(
                     json!({"index": index, "delta": {"role": "assistant", "content": ""},
@@ -187,11 +195,9 @@ impl State {
         let tokenizer = &self.req.model.tokenizer;
         let choice = match self.req.meta.kind {
             Kind::Chat => {
-                let lp = self
-                    .req
-                    .meta
-                    .logprobs
-                    .then(|| json!({"content": chat_logprobs(tokenizer, logprobs)}));
+                let lp = self.req.meta.logprobs.then(
+                    || json!({"content": chat_logprobs(tokenizer, &self.req.meta.vocab, logprobs)}),
+                );
                 let mut delta = json!({});
                 if !reasoning.is_empty() {
                     delta["reasoning_content"] = json!(reasoning);

@@ -6,6 +6,7 @@
 //!  logits (vocab,) --copy--> x
 //!  x[t] for t seen in prompt+output : x > 0 ? x / rep : x * rep   (repetition)
 //!  x[t] for t in output             : x -= freq * count; x -= presence
+//!  x[t] for (t, b) in logit_bias     : x += b
 //!  output_len < min_tokens          : x[eos], x[stop ids] = -inf
 //!  not greedy                       : x /= temperature
 //!  ---- logprobs = log_softmax(x) here (greedy: temperature 1) ----
@@ -275,6 +276,11 @@ impl Sampler {
         let x = &mut self.x;
         x.copy_from_slice(logits);
         apply_penalties(x, params, history);
+        for &(t, b) in &params.logit_bias {
+            if let Some(v) = x.get_mut(t as usize) {
+                *v += b;
+            }
+        }
         if (history.output_len() as u64) < u64::from(params.min_tokens) {
             let eos: &[u32] = if params.ignore_eos {
                 &[]

@@ -396,6 +396,55 @@ fn min_tokens_masks_eos_and_stop_ids() {
 }
 
 #[test]
+fn logit_bias_is_added_after_penalties_and_before_temperature() {
+    // +2 on token 0 (0.5 -> 2.5) beats token 1 (2.0); -100 on token 1 removes it in practice.
+    let p = params(RawSamplingParams {
+        temperature: 0.0,
+        logit_bias: vec![(0, 2.0)],
+        logprobs: true,
+        ..Default::default()
+    });
+    assert_eq!(sample(&LOGITS, &p, 0, 0).token, 0);
+    let p = params(RawSamplingParams {
+        temperature: 0.5,
+        logit_bias: vec![(1, -100.0), (2, 1.0)],
+        logprobs: true,
+        ..Default::default()
+    });
+    let t = sample(&LOGITS, &p, 0, 0);
+    let biased = [0.5f64, -98.0, 2.5, -1.0, 1.0].map(|v| v / 0.5);
+    let want = log_softmax(&biased);
+    assert!((f64::from(t.logprob) - want[t.token as usize]).abs() < 1e-5);
+    // Ids outside the vocabulary are ignored here (validate.rs rejects them first).
+    let p = params(RawSamplingParams {
+        temperature: 0.0,
+        logit_bias: vec![(99, 100.0)],
+        ..Default::default()
+    });
+    assert_eq!(sample(&LOGITS, &p, 0, 0).token, 1);
+    let e = RawSamplingParams {
+        logit_bias: vec![(4, 100.5)],
+        ..Default::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(
+        (e.to_string(), e.param()),
+        (
+            "`logit_bias` values must be in [-100, 100], given 100.5 for token 4".to_string(),
+            "logit_bias"
+        )
+    );
+    let e = RawSamplingParams {
+        logit_bias: vec![(4, 1.0), (4, 2.0)],
+        ..Default::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(e.to_string(), "`logit_bias` names token 4 twice");
+}
+
+#[test]
 fn bad_logits_are_errors() {
     let mut s = Sampler::new(3, &[]);
     let (p, h) = (SamplingParams::default(), TokenHistory::new(&[]));
