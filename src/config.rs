@@ -216,6 +216,47 @@ pub struct ServeConfig {
     /// line, with the request id and span fields).
     #[arg(long, env = "PONDER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// API key clients must send as `Authorization: Bearer <key>` on /v1/*, /tokenize and
+    /// /detokenize (repeatable; no key = no authentication). /health, /ready and /metrics
+    /// stay open (see --protect-metrics).
+    #[arg(long = "api-key", env = "PONDER_API_KEY")]
+    pub api_keys: Vec<String>,
+
+    /// File of API keys, one per line (blank lines and `#` comments skipped); adds to --api-key.
+    #[arg(long, env = "PONDER_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// /metrics needs an API key too.
+    #[arg(long, env = "PONDER_PROTECT_METRICS")]
+    pub protect_metrics: bool,
+
+    /// Requests per API key, e.g. `10/s` or `600/m` (a bucket of that many, refilled
+    /// evenly); beyond it 429 with Retry-After. Needs API keys.
+    #[arg(long, env = "PONDER_RATE_LIMIT_PER_KEY")]
+    pub rate_limit_per_key: Option<crate::api::auth::Rate>,
+
+    /// Also export metrics under another server's names: `vllm` adds `vllm:num_requests_waiting`,
+    /// `vllm:kv_cache_usage_perc`, ... (with a `model_name` label) for vLLM dashboards and
+    /// LLM-aware routers; `none` exports only the native `ponder_*` names.
+    #[arg(
+        long,
+        env = "PONDER_METRICS_COMPAT",
+        value_enum,
+        default_value = "none"
+    )]
+    pub metrics_compat: MetricsCompat,
+
+    /// Origins allowed by CORS, comma-separated (`*` = any); default none (no CORS headers).
+    #[arg(long, env = "PONDER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+/// `--metrics-compat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsCompat {
+    None,
+    Vllm,
 }
 
 /// `--log-format`.
@@ -365,6 +406,49 @@ impl ServeConfig {
             )?;
         }
         Ok(())
+    }
+
+    /// The auth sub-config: keys from --api-key and --api-key-file, the rate limit, CORS.
+    pub fn auth_config(&self) -> anyhow::Result<crate::api::auth::AuthConfig> {
+        let mut keys: Vec<String> = self.api_keys.iter().map(|k| k.trim().to_string()).collect();
+        if let Some(path) = &self.api_key_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--api-key-file {}: {e}", path.display()))?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string),
+            );
+        }
+        if let Some(i) = keys
+            .iter()
+            .position(|k| k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            anyhow::bail!(
+                "API key {} must be non-empty visible ASCII (no spaces)",
+                i + 1
+            );
+        }
+        if self.rate_limit_per_key.is_some() && keys.is_empty() {
+            anyhow::bail!("--rate-limit-per-key needs at least one --api-key or --api-key-file");
+        }
+        if self.protect_metrics && keys.is_empty() {
+            anyhow::bail!("--protect-metrics needs at least one --api-key or --api-key-file");
+        }
+        let origins: Vec<String> = self
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        crate::api::auth::cors(&origins)?;
+        Ok(crate::api::auth::AuthConfig {
+            keys,
+            protect_metrics: self.protect_metrics,
+            rate: self.rate_limit_per_key,
+            allowed_origins: origins,
+        })
     }
 
     /// The budget sub-config: presets (from `--effort-presets`) and load levels.

@@ -148,6 +148,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         None => default_model_path()?,
     };
     cfg.budget_config()?;
+    cfg.auth_config()?;
     tracing::info!(path = %path.display(), "loading model");
     let mut model = load_model(&path)?;
     if let Some(t) = &cfg.chat_template {

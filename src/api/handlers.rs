@@ -224,6 +224,7 @@ pub async fn ready(State(s): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
+    s.metrics.observe_key_usage(&s.auth.usage());
     match s.metrics.render(&s.engine.stats()) {
         Ok(text) => (
             [(

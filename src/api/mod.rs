@@ -11,6 +11,7 @@
 //! Entry points: `router(state)` for tests (`tower::ServiceExt::oneshot`), `serve` for
 //! `ponder serve` (server.rs).
 
+pub mod auth;
 pub mod error;
 pub mod fields;
 mod handlers;
@@ -131,6 +132,8 @@ pub struct AppState {
     pub budget: Arc<BudgetConfig>,
     /// Every token's raw bytes (logprobs `bytes`).
     pub vocab: Arc<TokenBytes>,
+    /// API keys, per-key rate limits and usage (no keys: every route is open).
+    pub auth: Arc<auth::Auth>,
     ready: Arc<AtomicBool>,
 }
 
@@ -151,6 +154,7 @@ impl AppState {
         ));
         Ok(AppState {
             vocab,
+            auth: Arc::new(auth::Auth::default()),
             engine,
             model,
             served_name,
@@ -160,6 +164,18 @@ impl AppState {
             budget: Arc::new(BudgetConfig::default()),
             ready: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Requires API keys (and applies their rate limit and CORS origins).
+    pub fn with_auth(mut self, cfg: auth::AuthConfig) -> Self {
+        self.auth = Arc::new(auth::Auth::new(cfg));
+        self
+    }
+
+    /// Exports vLLM's metric names too (`--metrics-compat vllm`).
+    pub fn with_vllm_metrics(mut self) -> anyhow::Result<Self> {
+        self.metrics = Arc::new(Metrics::new()?.with_vllm_names(&self.served_name));
+        Ok(self)
     }
 
     /// Replaces the default budget config (presets, load levels).
@@ -202,7 +218,8 @@ fn method_router(route: &Route) -> MethodRouter<AppState> {
     }
 }
 
-/// The router: every route in `ROUTES`, JSON 404/405 fallbacks, the body limit and metrics.
+/// The router: every route in `ROUTES`, JSON 404/405 fallbacks, the body limit, API keys,
+/// metrics and (with allowed origins) CORS outermost, so preflights need no key.
 pub fn router(state: AppState) -> Router {
     let mut r = Router::new();
     for route in ROUTES {
@@ -210,11 +227,22 @@ pub fn router(state: AppState) -> Router {
         let path = route.path.replace("{id}", "{*id}");
         r = r.route(&path, method_router(route));
     }
-    r.fallback(handlers::not_found)
+    let cors = auth::cors(&state.auth.config().allowed_origins);
+    let r = r
+        .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), track_http))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Ok(Some(c)) => r.layer(c),
+        // Origins are checked at boot (`ServeConfig::auth_config`).
+        Ok(None) | Err(_) => r,
+    }
 }
 
 /// A client's `X-Request-Id` (1 to 128 visible ASCII characters), for the handlers' logs.

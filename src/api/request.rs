@@ -442,12 +442,14 @@ pub fn parse_chat(body: &[u8]) -> Result<RawRequest, ValidateError> {
     }
     match f.string("service_tier")? {
         None | Some("auto" | "default") => {}
-        Some(t) => return Err(ValidateError::invalid(
-            "service_tier",
-            format!(
+        Some(t) => {
+            return Err(ValidateError::invalid(
+                "service_tier",
+                format!(
                 "`service_tier` must be auto or default (this server has one tier), given \"{t}\""
             ),
-        )),
+            ))
+        }
     }
     Ok(r)
 }

@@ -46,3 +46,29 @@ def test_models_retrieve(client):
         raise AssertionError("expected 404")
     except openai.NotFoundError as e:
         assert e.body["code"] == "model_not_found"
+
+
+def test_api_keys_wrong_or_missing_401_right_200(tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# team keys\nsk-file-1\n\n")
+    proc, base, _ = spawn_server(["--api-key", "sk-test", "--api-key-file", str(keys)], "e2e-auth.log")
+    try:
+        kw = dict(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        for key in ["sk-test", "sk-file-1"]:
+            ok = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+            assert ok.chat.completions.create(**kw).choices[0].finish_reason in ("stop", "length")
+        bad = openai.OpenAI(base_url=base + "/v1", api_key="sk-wrong", max_retries=0)
+        try:
+            bad.chat.completions.create(**kw)
+            raise AssertionError("expected 401")
+        except openai.AuthenticationError as e:
+            assert e.status_code == 401 and e.body["code"] == "invalid_api_key"
+        status, headers, data = post(base, "/v1/chat/completions", json.dumps(kw).encode())
+        assert status == 401 and headers["www-authenticate"] == "Bearer", data
+        # Probes and metrics stay open.
+        import urllib.request
+        assert urllib.request.urlopen(base + "/health", timeout=10).status == 200
+        assert urllib.request.urlopen(base + "/metrics", timeout=10).status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
