@@ -9,9 +9,10 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ponder::backend::cpu::backend::{CpuBackend, CpuLinear};
 use ponder::backend::tensor::QMatrix;
-use ponder::model::weights::{LayerWeights, Linear, LlamaWeights};
-use ponder::model::{load_model, loader::default_model_path, BatchInput, LlamaModel};
+use ponder::model::weights::bytes_per_token;
+use ponder::model::{load_model, loader::default_model_path, Batch, Layer, Model, Weights};
 
 const BLOCK: usize = 16;
 
@@ -35,17 +36,21 @@ fn bandwidth_gbs() -> f64 {
 }
 
 /// The alternative design: every matrix dequantized to f32 at load (5.7x the bytes).
-fn dequantized(w: &LlamaWeights) -> LlamaWeights {
+fn dequantized(w: &Weights<CpuBackend>) -> Weights<CpuBackend> {
     let f = |m: &QMatrix| QMatrix::from_f32(m.rows, m.cols, &m.to_f32());
-    let lin = |l: &Linear| Linear::new(f(&l.single()), l.bias.clone());
-    LlamaWeights {
+    let lin = |l: &CpuLinear| CpuLinear {
+        parts: vec![QMatrix::from_f32(l.rows(), l.cols(), &l.to_f32())],
+        bias: l.bias.clone(),
+    };
+    Weights {
         embed: f(&w.embed),
         layers: w
             .layers
             .iter()
-            .map(|l| LayerWeights {
+            .map(|l| Layer {
                 attn_norm: l.attn_norm.clone(),
                 qkv: lin(&l.qkv),
+                qk_norm: l.qk_norm.clone(),
                 wo: lin(&l.wo),
                 ffn_norm: l.ffn_norm.clone(),
                 gate_up: lin(&l.gate_up),
@@ -53,8 +58,8 @@ fn dequantized(w: &LlamaWeights) -> LlamaWeights {
             })
             .collect(),
         final_norm: w.final_norm.clone(),
-        lm_head: f(&w.lm_head),
-        rope_freqs: w.rope_freqs.clone(),
+        lm_head: lin(&w.lm_head),
+        rope: w.rope.clone(),
     }
 }
 
@@ -67,23 +72,21 @@ fn bench(c: &mut Criterion) {
     let table: Vec<u32> = (1..=64).collect();
     let mut kv = m.model.new_kv_cache(65, BLOCK);
     let prompt: Vec<u32> = (0..128u32).map(|i| 100 + i * 7).collect();
-    m.model.forward(
-        &BatchInput::single(&prompt[..64], 0, &table, BLOCK),
-        &mut kv,
-    );
+    m.model
+        .run(&Batch::single(&prompt[..64], 0, &table, BLOCK), &mut kv);
 
     let mut g = c.benchmark_group(m.name.to_lowercase());
     g.sample_size(20);
     g.bench_function("decode_step_ctx64", |b| {
         b.iter(|| {
             m.model
-                .forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv)
+                .run(&Batch::single(&[42], 64, &table, BLOCK), &mut kv)
         })
     });
     g.bench_function("prefill_128", |b| {
         b.iter(|| {
             m.model
-                .forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv)
+                .run(&Batch::single(&prompt, 0, &table, BLOCK), &mut kv)
         })
     });
     g.finish();
@@ -102,14 +105,14 @@ fn bench(c: &mut Criterion) {
     };
     let dec = time(50, &mut || {
         m.model
-            .forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv);
+            .run(&Batch::single(&[42], 64, &table, BLOCK), &mut kv);
     });
     let pre = time(10, &mut || {
         m.model
-            .forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv);
+            .run(&Batch::single(&prompt, 0, &table, BLOCK), &mut kv);
     });
     let bw = bandwidth_gbs();
-    let bytes = m.model.weights.bytes_per_token() as f64;
+    let bytes = bytes_per_token(&m.model.weights) as f64;
     let floor = bytes / (bw * 1e9);
     println!(
         "SUMMARY decode {:.1} tok/s ({:.2} ms) | prefill {:.0} tok/s | weights/token {:.1} MB | \
@@ -127,17 +130,14 @@ fn bench(c: &mut Criterion) {
     if std::env::var("PONDER_BENCH_F32").is_ok_and(|v| v == "0") {
         return;
     }
-    let f32_model = LlamaModel::new(m.model.cfg.clone(), dequantized(&m.model.weights));
+    let f32_model = Model::new(m.model.cfg.clone(), dequantized(&m.model.weights));
     let mut kv2 = f32_model.new_kv_cache(65, BLOCK);
-    f32_model.forward(
-        &BatchInput::single(&prompt[..64], 0, &table, BLOCK),
-        &mut kv2,
-    );
+    f32_model.run(&Batch::single(&prompt[..64], 0, &table, BLOCK), &mut kv2);
     let dec_f32 = time(50, &mut || {
-        f32_model.forward(&BatchInput::single(&[42], 64, &table, BLOCK), &mut kv2);
+        f32_model.run(&Batch::single(&[42], 64, &table, BLOCK), &mut kv2);
     });
     let pre_f32 = time(10, &mut || {
-        f32_model.forward(&BatchInput::single(&prompt, 0, &table, BLOCK), &mut kv2);
+        f32_model.run(&Batch::single(&prompt, 0, &table, BLOCK), &mut kv2);
     });
     println!(
         "SUMMARY-F32 (dequantized at load) decode {:.1} tok/s ({:.2} ms) | prefill {:.0} tok/s | \
@@ -145,8 +145,8 @@ fn bench(c: &mut Criterion) {
         1.0 / dec_f32,
         dec_f32 * 1e3,
         128.0 / pre_f32,
-        f32_model.weights.bytes_per_token() as f64 / 1e6,
-        dec_f32 / (f32_model.weights.bytes_per_token() as f64 / (bw * 1e9)),
+        bytes_per_token(&f32_model.weights) as f64 / 1e6,
+        dec_f32 / (bytes_per_token(&f32_model.weights) as f64 / (bw * 1e9)),
     );
 }
 

@@ -27,7 +27,7 @@ fn main() {
             mats.extend(&lin.parts);
         }
     }
-    mats.push(&w.lm_head);
+    mats.extend(&w.lm_head.parts);
     let bytes: usize = mats.iter().map(|q| q.size_bytes()).sum();
     let macs_per_row: usize = mats.iter().map(|q| q.rows * q.cols).sum();
     println!(

@@ -1,29 +1,34 @@
-//! One-shot generation for the CLI and golden tests: a single sequence, run through the
-//! same paged forward as the server (identity block table), sampled with the shared sampler
-//! and finished by the shared stop rules.
+//! One-shot generation for the CLI (`ponder generate`) and the golden tests: one request run
+//! through the same engine loop the server runs (scheduler, paged KV cache, shared forward,
+//! sampler, stop rules, reasoning split), on a private engine sized for it.
+
+use std::sync::Arc;
 
 use crate::backend::cpu::attention::CpuKvCache;
-use crate::model::{BatchInput, LoadedModel};
-use crate::sample::{
-    finish_on_token, fresh_seed, FinishReason, Sampler, SamplingParams, StopChecker, StopStatus,
-    TokenHistory,
-};
+use crate::engine::core::Submission;
+use crate::engine::{cpu_core, EngineConfig, EngineEvent, GenerateRequest, RequestStream};
+use crate::model::LoadedModel;
+use crate::sample::{FinishReason, SamplingParams};
 
-/// Block size of the one-shot path's private cache.
+/// Block size of the one-shot engine's cache.
 const BLOCK: usize = 16;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
     pub prompt_token_ids: Vec<u32>,
     pub token_ids: Vec<u32>,
+    /// The content (after stop-string truncation; without thinking for models that mark it).
     pub text: String,
+    /// The thinking text (models with reasoning markers; empty otherwise).
+    pub reasoning: String,
+    /// Logprob of each generated token.
     pub logprobs: Vec<f32>,
     pub finish_reason: FinishReason,
 }
 
-/// Generates after `prompt` with `params` (max_tokens, stop strings/ids, EOS).
+/// Generates after `prompt` with `params` (max_tokens, stop strings/ids, EOS, seed).
 pub fn generate(
-    m: &LoadedModel,
+    m: &Arc<LoadedModel>,
     prompt: &[u32],
     params: &SamplingParams,
 ) -> Result<Generation, String> {
@@ -38,55 +43,64 @@ pub fn generate(
             prompt.len()
         ));
     }
-    let total = prompt.len() + max_tokens;
-    let blocks = total.div_ceil(BLOCK) + 1;
-    // Block 0 is the null block: the table is 1..=n.
-    let table: Vec<u32> = (1..blocks as u32).collect();
-    let mut kv: CpuKvCache = m.model.new_kv_cache(blocks, BLOCK);
-    let mut sampler = Sampler::new(m.model.cfg.vocab_size, &m.tokenizer.eos_ids);
-    let mut history = TokenHistory::new(prompt);
-    let mut stops = StopChecker::new(&params.stop);
-    let seed = params.seed.unwrap_or_else(fresh_seed);
-    let mut out = Vec::new();
-    let mut logprobs = Vec::new();
-    let mut logits = m
-        .model
-        .forward(&BatchInput::single(prompt, 0, &table, BLOCK), &mut kv);
-    let mut finish = FinishReason::Length;
-    let mut text_end = None;
-    while out.len() < max_tokens {
-        let s = sampler
-            .sample(&logits, params, &history, seed, out.len() as u32)
-            .map_err(|e| e.to_string())?;
-        out.push(s.token);
-        logprobs.push(s.logprob);
-        history.push_output(s.token);
-        if let Some(r) = finish_on_token(params, &m.tokenizer.eos_ids, s.token, out.len()) {
-            finish = r;
-            break;
-        }
-        if !params.stop.is_empty() {
-            let text = m.tokenizer.decode(&out, true);
-            if let StopStatus::Stopped { truncate_at, .. } = stops.check(&text) {
-                finish = FinishReason::Stop;
-                text_end = Some((text, truncate_at));
-                break;
+    // The whole sequence plus the null block and one block of headroom.
+    let blocks = (prompt.len() + max_tokens).div_ceil(BLOCK) + 2;
+    let c = &m.model.cfg;
+    let dtype = crate::backend::KvDtype::default();
+    let per_block =
+        CpuKvCache::bytes_per_block(c.num_layers, BLOCK, c.num_kv_heads, c.head_dim, dtype);
+    let cfg = EngineConfig {
+        block_size: BLOCK,
+        kv_cache_bytes: blocks * per_block,
+        kv_cache_dtype: dtype,
+        ..EngineConfig::default()
+    };
+    let mut core = cpu_core(m.clone(), &cfg)?;
+    // Logprobs on: the generation reports each token's (turning them on changes no token).
+    let params = crate::sample::RawSamplingParams {
+        logprobs: true,
+        ..(**params).clone()
+    }
+    .validate()
+    .map_err(|e| e.to_string())?;
+    let mut req = GenerateRequest::new(prompt.to_vec(), 1, params);
+    if let Some(f) = &m.reasoning {
+        let text = m.tokenizer.decode(prompt, false);
+        req.starts_in_thinking = f.starts_in_thinking(&text);
+    }
+    let (mut stream, tx, cancelled) = RequestStream::channel();
+    core.add(Submission { req, tx, cancelled });
+    let mut g = Generation {
+        prompt_token_ids: prompt.to_vec(),
+        token_ids: Vec::new(),
+        text: String::new(),
+        reasoning: String::new(),
+        logprobs: Vec::new(),
+        finish_reason: FinishReason::Length,
+    };
+    loop {
+        while let Some(ev) = stream.try_next() {
+            match ev {
+                EngineEvent::Delta {
+                    token_ids,
+                    text,
+                    reasoning,
+                    logprobs,
+                    ..
+                } => {
+                    g.token_ids.extend(token_ids);
+                    g.text.push_str(&text);
+                    g.reasoning.push_str(&reasoning);
+                    g.logprobs.extend(logprobs.iter().map(|l| l.logprob));
+                }
+                EngineEvent::Finished { reason, .. } => g.finish_reason = reason,
+                EngineEvent::Error(e) => return Err(e),
+                EngineEvent::Report(_) | EngineEvent::Progress(_) => {}
             }
         }
-        let pos = prompt.len() + out.len() - 1;
-        logits = m
-            .model
-            .forward(&BatchInput::single(&[s.token], pos, &table, BLOCK), &mut kv);
+        if !core.has_work() {
+            return Ok(g);
+        }
+        core.step();
     }
-    let text = match text_end {
-        Some((t, cut)) => t[..cut].to_string(),
-        None => m.tokenizer.decode(&out, true),
-    };
-    Ok(Generation {
-        prompt_token_ids: prompt.to_vec(),
-        token_ids: out,
-        text,
-        logprobs,
-        finish_reason: finish,
-    })
 }

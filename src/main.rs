@@ -116,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(p) => p,
                 None => default_model_path()?,
             };
-            let m = load_model(&path)?;
+            let m = Arc::new(load_model(&path)?);
             let text = if chat {
                 m.template
                     .render(&[ChatMessage::new("user", &prompt)], true)?
@@ -128,10 +128,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"text": g.text, "token_ids": g.token_ids,
-                    "prompt_token_ids": g.prompt_token_ids, "finish_reason": g.finish_reason.as_str()})
+                    serde_json::json!({"text": g.text, "reasoning": g.reasoning,
+                    "token_ids": g.token_ids, "prompt_token_ids": g.prompt_token_ids,
+                    "finish_reason": g.finish_reason.as_str()})
                 );
             } else {
+                if !g.reasoning.is_empty() {
+                    println!("<think>{}</think>", g.reasoning);
+                }
                 println!("{}", g.text);
             }
         }

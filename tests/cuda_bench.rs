@@ -20,7 +20,6 @@ use ponder::backend::cuda::{cuda_available, Result};
 use ponder::backend::dtype::GgmlType;
 use ponder::backend::tensor::{QMatrix, Storage};
 use ponder::engine::cuda_runner::{CudaRunner, KvSizing};
-use ponder::model::config::Arch;
 use ponder::model::weights::{LayerWeights, Linear, LlamaWeights};
 use ponder::model::{BatchInput, LlamaModel, ModelConfig, SeqInput};
 
@@ -29,7 +28,7 @@ const BS: usize = 16;
 fn smollm2_shaped() -> LlamaModel {
     let (h, f, layers, nh, nkv, vocab, hd) = (576, 1536, 30, 9, 3, 49152, 64);
     let cfg = ModelConfig {
-        arch: Arch::Llama,
+        arch: ponder::model::arch::LLAMA,
         vocab_size: vocab,
         hidden_size: h,
         intermediate_size: f,
@@ -40,9 +39,11 @@ fn smollm2_shaped() -> LlamaModel {
         rms_eps: 1e-5,
         rope_theta: 100000.0,
         rope_style: RopeStyle::Interleaved,
-        rope_scaling: None,
+        rope_scaling: ponder::model::rope::RopeScaling::None,
         max_position: 8192,
         qkv_bias: false,
+        qk_norm: false,
+        sliding_window: None,
     };
     let mut seed = 1u32;
     let mut mat = |r: usize, c: usize| {

@@ -194,15 +194,14 @@ fn preemption_loses_no_token() {
 /// each gives alone.
 #[test]
 fn concurrent_forward_passes_finish_with_their_solo_logits() {
-    use ponder::model::BatchInput;
+    use ponder::model::Batch;
     use rayon::prelude::*;
     let m = model();
     let ps = prompts(&m, 6);
     let table: Vec<u32> = (1..=8).collect();
     let solo = |p: &[u32]| {
         let mut kv = m.model.new_kv_cache(9, 16);
-        m.model
-            .forward(&BatchInput::single(p, 0, &table, 16), &mut kv)
+        m.model.run(&Batch::single(p, 0, &table, 16), &mut kv)
     };
     let want: Vec<Vec<f32>> = ps.iter().map(|p| solo(p)).collect();
     for _ in 0..3 {

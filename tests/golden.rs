@@ -23,8 +23,8 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn model() -> LoadedModel {
-    load_model(&common::default_model()).unwrap()
+fn model() -> std::sync::Arc<LoadedModel> {
+    std::sync::Arc::new(load_model(&common::default_model()).unwrap())
 }
 
 #[test]
@@ -116,8 +116,8 @@ fn first_step_logits_match_reference_values() {
             let prompt = ids(&c["prompt_token_ids"]);
             let table: Vec<u32> = (1..=8).collect();
             let mut kv = m.model.new_kv_cache_dtype(9, 16, dtype);
-            let logits = m.model.forward(
-                &ponder::model::BatchInput::single(&prompt, 0, &table, 16),
+            let logits = m.model.run(
+                &ponder::model::Batch::single(&prompt, 0, &table, 16),
                 &mut kv,
             );
             for pair in c["first_step_top5"].as_array().unwrap() {

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use ponder::model::gguf::Value;
-use ponder::model::{load_model, BatchInput, LoadedModel};
+use ponder::model::{load_model, Batch, LoadedModel};
 
 fn load_err(bytes: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -74,7 +74,7 @@ fn unsupported_type_missing_tensor_and_shape_mismatch() {
     b.kv("general.architecture", Value::String("gptneox".into()));
     assert_eq!(
         load_err(&b.bytes()),
-        "model config: unsupported architecture `gptneox` (supported: llama, qwen2)"
+        "model config: unsupported architecture `gptneox` (supported: llama, mistral, qwen2, qwen3)"
     );
 }
 
@@ -90,8 +90,7 @@ fn missing_default_model_path_names_the_fetch_command() {
 fn logits(m: &LoadedModel, ids: &[u32]) -> Vec<f32> {
     let table: Vec<u32> = (1..=8).collect();
     let mut kv = m.model.new_kv_cache(9, 16);
-    m.model
-        .forward(&BatchInput::single(ids, 0, &table, 16), &mut kv)
+    m.model.run(&Batch::single(ids, 0, &table, 16), &mut kv)
 }
 
 /// Writes the tiny model as a Hugging Face directory (two shards, `dtype`) and returns it.

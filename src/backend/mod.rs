@@ -7,4 +7,8 @@ pub mod cpu;
 pub mod cuda;
 pub mod dtype;
 pub mod packed;
+pub mod seam;
 pub mod tensor;
+pub mod types;
+
+pub use types::{KvDtype, RopeStyle};

@@ -169,25 +169,31 @@ pub fn groups(rows: usize) -> usize {
 /// Byte offset of element `e` (0..32) of column `n` in a 32-block's nibble chunks, and
 /// whether it is the high nibble.
 #[inline]
-fn nib_at(n: usize, e: usize) -> (usize, bool) {
+pub fn nib_at(n: usize, e: usize) -> (usize, bool) {
     let quad = e / 4;
     ((quad % 4) * 64 + n * 4 + e % 4, quad >= 4)
 }
 
-/// Writes column `n`'s 32 element integers `u` into a 32-block's quants `q`.
+/// Writes column `n`'s 32 element integers `u` into a 32-block's quants `q` (the layout of
+/// the module header; the bytes of column `n` start out zero).
 fn put_quants(form: Form, q: &mut [u8], n: usize, u: &[u8]) {
-    for (e, &v) in u.iter().enumerate().take(32) {
-        let (j, lane) = (e / 4, n * 4 + e % 4);
-        if form.bits == 8 {
-            q[j * 64 + lane] = v;
-            continue;
+    let lane = n * 4;
+    if form.bits == 8 {
+        for j in 0..8 {
+            q[j * 64 + lane..j * 64 + lane + 4].copy_from_slice(&u[4 * j..4 * j + 4]);
         }
-        let (at, high) = nib_at(n, e);
-        q[at] |= if high { (v & 15) << 4 } else { v & 15 };
-        for k in 4..form.bits {
-            if v >> k & 1 == 1 {
-                q[qoff::plane(k, j) + lane / 8] |= 1 << (lane % 8);
-            }
+        return;
+    }
+    for c in 0..4 {
+        for e in 0..4 {
+            q[c * 64 + lane + e] = (u[4 * c + e] & 15) | ((u[16 + 4 * c + e] & 15) << 4);
+        }
+    }
+    // Plane bits 4n..4n+4 of quad j's u64: byte n / 2, nibble n % 2.
+    for k in 4..form.bits {
+        for j in 0..8 {
+            let bits = (0..4).fold(0u8, |b, e| b | (((u[4 * j + e] >> k) & 1) << e));
+            q[qoff::plane(k, j) + n / 2] |= bits << (4 * (n % 2));
         }
     }
 }

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 use super::probes::{argmax, yes_share, Probe, ProbePrompts};
 use super::reqstate::{RequestState, SampleState};
-use super::runner::ModelRunner;
+use super::runner::{step_batch, ModelRunner};
 use super::types::{EngineEvent, EngineStats, GenerateRequest, TokenLogprob};
 use crate::budget::{Action, Controller, EarlyStop, LoadSnapshot, ProbeKind, ProbeResult, Tok};
 use crate::model::tokenizer::Tokenizer;
@@ -531,9 +531,9 @@ impl EngineCore {
             }
         }
         let mut logits = std::mem::take(&mut self.logits);
-        self.runner.execute(&out, &mut logits);
+        let (batch, sample_for) = step_batch(&out);
+        self.runner.execute(&out.copy_ops, &batch, &mut logits);
         let vocab = self.runner.vocab_size();
-        let layout = out.batch_layout();
         let mut sampled: Vec<(SeqId, u32)> = Vec::new();
         let mut events: Vec<(SeqId, u32, Tok, Option<TokenLogprob>)> = Vec::new();
         let mut failed: Vec<(u64, String)> = Vec::new();
@@ -542,7 +542,7 @@ impl EngineCore {
         // 1. Which sample each logits row feeds, and the tokens the thinking budget forces
         //    (the think state changes here, in row order). Probe rows are read greedily.
         let mut jobs: Vec<Job> = Vec::new();
-        for (row, seqs) in layout.sample_for.iter().enumerate() {
+        for (row, seqs) in sample_for.iter().enumerate() {
             for &seq in seqs {
                 let lg = &logits[row * vocab..(row + 1) * vocab];
                 if let Some(p) = self.probes.get(&seq) {

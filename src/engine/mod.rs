@@ -66,7 +66,16 @@ pub fn probe_prompts(
 
 /// Builds the CPU engine core for `model`: sizes the KV cache from the memory budget (logged).
 pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::EngineCore, String> {
+    use crate::backend::cpu::backend::CpuBackend;
+    use crate::backend::seam::{Ops, Pack};
     let c = &model.model.cfg;
+    let backend = CpuBackend::new();
+    backend
+        .check(&crate::model::Model::<CpuBackend>::needs(
+            c,
+            cfg.kv_cache_dtype,
+        ))
+        .map_err(|e| format!("the cpu backend {e}"))?;
     let per_block = CpuKvCache::bytes_per_block(
         c.num_layers,
         cfg.block_size,
@@ -95,12 +104,11 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
         enable_prefix_caching: cfg.enable_prefix_caching,
     };
     let sched = Scheduler::new(cfg.sched.clone(), &kv).map_err(|e| e.to_string())?;
-    let runner = runner::CpuRunner::new(
-        model.clone(),
-        num_blocks,
-        cfg.block_size,
+    let cache = backend.kv_cache(
+        model.model.kv_shape(num_blocks, cfg.block_size),
         cfg.kv_cache_dtype,
-    );
+    )?;
+    let runner = runner::Runner::new(backend, model.clone(), cache);
     let prompts = probe_prompts(&model, cfg.probe_texts.as_ref())?;
     Ok(
         core::EngineCore::new(sched, Box::new(runner), model.tokenizer.clone())

@@ -4,28 +4,15 @@
 
 use serde::Deserialize;
 
+use super::arch::{self, ArchSpec};
 use super::gguf::GgufFile;
+use super::rope::RopeScaling;
 use super::ModelError;
-use crate::backend::cpu::ops::RopeStyle;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arch {
-    Llama,
-    Qwen2,
-}
-
-/// Llama-3-style frequency-dependent RoPE scaling.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Llama3Scaling {
-    pub factor: f64,
-    pub low_freq_factor: f64,
-    pub high_freq_factor: f64,
-    pub original_max_position: f64,
-}
+use crate::backend::RopeStyle;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
-    pub arch: Arch,
+    pub arch: &'static ArchSpec,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -36,10 +23,14 @@ pub struct ModelConfig {
     pub rms_eps: f32,
     pub rope_theta: f64,
     pub rope_style: RopeStyle,
-    pub rope_scaling: Option<Llama3Scaling>,
+    pub rope_scaling: RopeScaling,
     pub max_position: usize,
-    /// Q/K/V projections carry a bias (Qwen2).
+    /// Q/K/V projections carry a bias (Qwen2, or an HF `attention_bias`).
     pub qkv_bias: bool,
+    /// q and k are RMS-normalized per head before RoPE (Qwen3).
+    pub qk_norm: bool,
+    /// Each token attends to at most this many positions (itself included).
+    pub sliding_window: Option<usize>,
 }
 
 impl ModelConfig {
@@ -63,34 +54,16 @@ impl ModelConfig {
                 self.head_dim
             ));
         }
+        if self.sliding_window == Some(0) {
+            return bad("sliding window must be >= 1, given 0".into());
+        }
         Ok(self)
     }
 
     /// Inverse RoPE frequencies (`head_dim / 2` of them) with scaling applied.
     pub fn rope_inv_freq(&self, freq_factors: Option<&[f32]>) -> Vec<f64> {
-        let half = self.head_dim / 2;
-        let mut f: Vec<f64> = (0..half)
-            .map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / self.head_dim as f64))
-            .collect();
-        if let Some(ff) = freq_factors {
-            for (x, &d) in f.iter_mut().zip(ff) {
-                *x /= d as f64;
-            }
-        } else if let Some(s) = &self.rope_scaling {
-            let low_wl = s.original_max_position / s.low_freq_factor;
-            let high_wl = s.original_max_position / s.high_freq_factor;
-            for x in &mut f {
-                let wl = 2.0 * std::f64::consts::PI / *x;
-                if wl > low_wl {
-                    *x /= s.factor;
-                } else if wl >= high_wl {
-                    let smooth = (s.original_max_position / wl - s.low_freq_factor)
-                        / (s.high_freq_factor - s.low_freq_factor);
-                    *x = (1.0 - smooth) * *x / s.factor + smooth * *x;
-                }
-            }
-        }
-        f
+        self.rope_scaling
+            .inv_freq(self.rope_theta, self.head_dim, freq_factors)
     }
 
     pub fn from_gguf(g: &GgufFile) -> Result<Self, ModelError> {
@@ -99,15 +72,7 @@ impl ModelConfig {
             .and_then(|v| v.as_str())
             .ok_or_else(|| ModelError::Config("missing general.architecture".into()))?
             .to_string();
-        let arch = match arch_name.as_str() {
-            "llama" => Arch::Llama,
-            "qwen2" => Arch::Qwen2,
-            other => {
-                return Err(ModelError::Config(format!(
-                    "unsupported architecture `{other}` (supported: llama, qwen2)"
-                )))
-            }
-        };
+        let arch = arch::by_gguf(&arch_name).map_err(ModelError::Config)?;
         let key = |k: &str| format!("{arch_name}.{k}");
         let uint = |k: &str| -> Result<usize, ModelError> {
             g.get(&key(k))
@@ -132,18 +97,28 @@ impl ModelConfig {
             Err(_) if heads > 0 => hidden / heads,
             Err(e) => return Err(e),
         };
+        let orig = |d: f64| float("rope.scaling.original_context_length").unwrap_or(d);
+        let factor = |d: f64| float("rope.scaling.factor").unwrap_or(d);
         let rope_scaling = match g.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
-            Some("llama3") => Some(Llama3Scaling {
-                factor: float("rope.scaling.factor").unwrap_or(8.0),
+            Some("llama3") => RopeScaling::Llama3 {
+                factor: factor(8.0),
                 low_freq_factor: float("rope.scaling.low_freq_factor").unwrap_or(1.0),
                 high_freq_factor: float("rope.scaling.high_freq_factor").unwrap_or(4.0),
-                original_max_position: float("rope.scaling.original_context_length")
-                    .unwrap_or(8192.0),
-            }),
-            Some("none") | None => None,
+                original_max_position: orig(8192.0),
+            },
+            Some("linear") => RopeScaling::Linear {
+                factor: factor(1.0),
+            },
+            Some("yarn") => RopeScaling::Yarn {
+                factor: factor(1.0),
+                original_max_position: orig(4096.0),
+                beta_fast: float("rope.scaling.yarn_beta_fast").unwrap_or(32.0),
+                beta_slow: float("rope.scaling.yarn_beta_slow").unwrap_or(1.0),
+            },
+            Some("none") | None => RopeScaling::None,
             Some(other) => {
                 return Err(ModelError::Config(format!(
-                    "unsupported rope scaling `{other}` (supported: none, llama3)"
+                    "unsupported rope scaling `{other}` (supported: none, linear, llama3, yarn)"
                 )))
             }
         };
@@ -158,14 +133,12 @@ impl ModelConfig {
             head_dim,
             rms_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
             rope_theta: float("rope.freq_base").unwrap_or(10000.0),
-            // llama.cpp permutes Llama Q/K at conversion (interleaved pairs); Qwen2 is NeoX.
-            rope_style: match arch {
-                Arch::Llama => RopeStyle::Interleaved,
-                Arch::Qwen2 => RopeStyle::Neox,
-            },
+            rope_style: arch.gguf_rope,
             rope_scaling,
             max_position: uint("context_length").unwrap_or(4096),
-            qkv_bias: arch == Arch::Qwen2,
+            qkv_bias: arch.qkv_bias,
+            qk_norm: arch.qk_norm,
+            sliding_window: uint("attention.sliding_window").ok().filter(|&w| w > 0),
         }
         .check()
     }
@@ -173,34 +146,41 @@ impl ModelConfig {
     pub fn from_hf_json(text: &str) -> Result<Self, ModelError> {
         let raw: RawHfConfig = serde_json::from_str(text)
             .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
-        let arch = match raw.model_type.as_deref() {
-            Some("llama") | Some("mistral") => Arch::Llama,
-            Some("qwen2") => Arch::Qwen2,
-            other => {
-                return Err(ModelError::Config(format!(
-                    "unsupported model_type {other:?} (supported: llama, mistral, qwen2)"
-                )))
-            }
-        };
+        let arch = arch::by_hf(raw.model_type.as_deref().unwrap_or("<missing>"))
+            .map_err(ModelError::Config)?;
         let rope_scaling = match &raw.rope_scaling {
-            Some(s) if s.rope_type.as_deref().or(s.r#type.as_deref()) == Some("llama3") => {
-                Some(Llama3Scaling {
+            None => RopeScaling::None,
+            Some(s) => match s.rope_type.as_deref().or(s.r#type.as_deref()) {
+                Some("llama3") => RopeScaling::Llama3 {
                     factor: s.factor.unwrap_or(8.0),
                     low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
                     high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
                     original_max_position: s.original_max_position_embeddings.unwrap_or(8192.0),
-                })
-            }
-            Some(s) if s.rope_type.as_deref().or(s.r#type.as_deref()) == Some("default") => None,
-            None => None,
-            Some(s) => {
-                return Err(ModelError::Config(format!(
-                    "unsupported rope_scaling {:?} (supported: llama3, default)",
-                    s.rope_type.as_deref().or(s.r#type.as_deref())
+                },
+                Some("linear") => RopeScaling::Linear {
+                    factor: s.factor.unwrap_or(1.0),
+                },
+                Some("yarn") => RopeScaling::Yarn {
+                    factor: s.factor.unwrap_or(1.0),
+                    original_max_position: s
+                        .original_max_position_embeddings
+                        .unwrap_or(raw.max_position_embeddings.unwrap_or(4096) as f64),
+                    beta_fast: s.beta_fast.unwrap_or(32.0),
+                    beta_slow: s.beta_slow.unwrap_or(1.0),
+                },
+                Some("default") | None => RopeScaling::None,
+                Some(other) => {
+                    return Err(ModelError::Config(format!(
+                    "unsupported rope_scaling {other:?} (supported: llama3, linear, yarn, default)"
                 )))
-            }
+                }
+            },
         };
         let heads = raw.num_attention_heads;
+        // Qwen2 configs carry a window but switch it off with `use_sliding_window: false`.
+        let sliding_window = raw
+            .sliding_window
+            .filter(|_| raw.use_sliding_window.unwrap_or(arch.name == "mistral"));
         ModelConfig {
             arch,
             vocab_size: raw.vocab_size,
@@ -217,7 +197,9 @@ impl ModelConfig {
             rope_style: RopeStyle::Neox,
             rope_scaling,
             max_position: raw.max_position_embeddings.unwrap_or(4096),
-            qkv_bias: arch == Arch::Qwen2 || raw.attention_bias.unwrap_or(false),
+            qkv_bias: arch.qkv_bias || raw.attention_bias.unwrap_or(false),
+            qk_norm: arch.qk_norm,
+            sliding_window,
         }
         .check()
     }
@@ -240,6 +222,8 @@ pub struct RawHfConfig {
     pub max_position_embeddings: Option<usize>,
     pub tie_word_embeddings: Option<bool>,
     pub attention_bias: Option<bool>,
+    pub sliding_window: Option<usize>,
+    pub use_sliding_window: Option<bool>,
     pub torch_dtype: Option<String>,
     pub bos_token_id: Option<serde_json::Value>,
     pub eos_token_id: Option<serde_json::Value>,
@@ -253,6 +237,8 @@ pub struct RawRopeScaling {
     pub low_freq_factor: Option<f64>,
     pub high_freq_factor: Option<f64>,
     pub original_max_position_embeddings: Option<f64>,
+    pub beta_fast: Option<f64>,
+    pub beta_slow: Option<f64>,
 }
 
 #[cfg(test)]
@@ -267,8 +253,8 @@ mod tests {
             "max_position_embeddings":131072,"tie_word_embeddings":false}"#;
         let c = ModelConfig::from_hf_json(j).unwrap();
         assert_eq!(
-            (c.arch, c.head_dim, c.num_kv_heads, c.qkv_bias),
-            (Arch::Qwen2, 128, 2, true)
+            (c.arch.name, c.head_dim, c.num_kv_heads, c.qkv_bias),
+            ("qwen2", 128, 2, true)
         );
         assert_eq!(c.rope_style, RopeStyle::Neox);
         let bad = j.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":5");
@@ -280,7 +266,34 @@ mod tests {
         let e = ModelConfig::from_hf_json(&j.replace("qwen2", "gpt2"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unsupported model_type"), "{e}");
+        assert_eq!(
+            e,
+            "model config: unsupported model_type \"gpt2\" (supported: llama, mistral, qwen2, qwen3)"
+        );
+        // Qwen3: q/k norm, no bias, head_dim from the config.
+        let q3 = j.replace("qwen2", "qwen3").replace(
+            "\"num_key_value_heads\":2",
+            "\"num_key_value_heads\":2,\"head_dim\":96",
+        );
+        let c = ModelConfig::from_hf_json(&q3).unwrap();
+        assert_eq!(
+            (c.arch.name, c.head_dim, c.qkv_bias, c.qk_norm),
+            ("qwen3", 96, false, true)
+        );
+        // Mistral's window applies; Qwen2's is off unless use_sliding_window.
+        let m = j.replace("qwen2", "mistral").replace(
+            "\"rms_norm_eps\"",
+            "\"sliding_window\":4096,\"rms_norm_eps\"",
+        );
+        assert_eq!(
+            ModelConfig::from_hf_json(&m).unwrap().sliding_window,
+            Some(4096)
+        );
+        let q = j.replace(
+            "\"rms_norm_eps\"",
+            "\"sliding_window\":4096,\"rms_norm_eps\"",
+        );
+        assert_eq!(ModelConfig::from_hf_json(&q).unwrap().sliding_window, None);
     }
 
     #[test]

@@ -5,18 +5,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::config::ModelConfig;
+use super::forward::{Model, Weights};
 use super::gguf::GgufFile;
-use super::llama::LlamaModel;
 use super::template::{ChatTemplate, CHATML};
 use super::tokenizer::Tokenizer;
-use super::weights::{LlamaWeights, SafetensorsDir};
-use super::ModelError;
+use super::weights::{self, SafetensorsDir, TensorSource};
+use super::{CpuModel, ModelError};
+use crate::backend::cpu::backend::CpuBackend;
+use crate::backend::seam::Pack;
 
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const FETCH_COMMAND: &str = "scripts/fetch-model";
 
 pub struct LoadedModel {
-    pub model: LlamaModel,
+    /// The model packed for the CPU backend.
+    pub model: CpuModel,
+    /// The checkpoint's tensors (memory-mapped; their pages are released once packed), for
+    /// another backend to pack its own copy from (`pack_for`).
+    pub source: Arc<dyn TensorSource + Send + Sync>,
     pub tokenizer: Arc<Tokenizer>,
     pub template: ChatTemplate,
     /// How the model marks thinking (`auto`-detected at load; `--reasoning-parser` overrides).
@@ -71,19 +77,24 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, ModelError> {
     if path.is_dir() {
         return load_hf_dir(path, name);
     }
-    let g = GgufFile::open(path)?;
+    let g = Arc::new(GgufFile::open(path)?);
     let cfg = ModelConfig::from_gguf(&g)?;
-    let weights = LlamaWeights::load(&cfg, &g)?;
+    let weights = weights::load(&CpuBackend::new(), &cfg, &*g)?;
     let tokenizer = Tokenizer::from_gguf(&g)?;
-    let template = g.get("tokenizer.chat_template").and_then(|v| v.as_str());
-    assemble(cfg, weights, tokenizer, template, name, path)
+    let template = g
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    assemble(cfg, weights, g, tokenizer, template.as_deref(), name, path)
 }
 
 /// Checks the tokenizer against the model, compiles the chat template (ChatML when the
 /// checkpoint has none) and puts the parts together.
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     cfg: ModelConfig,
-    weights: LlamaWeights,
+    weights: Weights<CpuBackend>,
+    source: Arc<dyn TensorSource + Send + Sync>,
     tokenizer: Tokenizer,
     template: Option<&str>,
     name: String,
@@ -101,7 +112,8 @@ fn assemble(
         &tokenizer,
     );
     Ok(LoadedModel {
-        model: LlamaModel::new(cfg, weights),
+        model: Model::new(cfg, weights),
+        source,
         tokenizer: Arc::new(tokenizer),
         template,
         reasoning,
@@ -110,14 +122,30 @@ fn assemble(
     })
 }
 
+impl LoadedModel {
+    /// The model packed by backend `b` from the checkpoint (refused at once when `b` cannot
+    /// run it).
+    pub fn pack_for<B: Pack>(
+        &self,
+        b: &B,
+        kv_dtype: crate::backend::KvDtype,
+    ) -> Result<Model<B>, ModelError> {
+        let cfg = self.model.cfg.clone();
+        b.check(&Model::<B>::needs(&cfg, kv_dtype))
+            .map_err(|e| ModelError::Config(format!("the {} backend {e}", B::NAME)))?;
+        let w = weights::load(b, &cfg, &*self.source)?;
+        Ok(Model::new(cfg, w))
+    }
+}
+
 fn read(p: &Path) -> Result<String, ModelError> {
     std::fs::read_to_string(p).map_err(|e| ModelError::Io(format!("{}: {e}", p.display())))
 }
 
 fn load_hf_dir(dir: &Path, name: String) -> Result<LoadedModel, ModelError> {
     let cfg = ModelConfig::from_hf_json(&read(&dir.join("config.json"))?)?;
-    let st = SafetensorsDir::open(dir)?;
-    let weights = LlamaWeights::load(&cfg, &st)?;
+    let st = Arc::new(SafetensorsDir::open(dir)?);
+    let weights = weights::load(&CpuBackend::new(), &cfg, &*st)?;
     let tc_path = dir.join("tokenizer_config.json");
     let tc: serde_json::Value = if tc_path.is_file() {
         serde_json::from_str(&read(&tc_path)?)
@@ -127,7 +155,7 @@ fn load_hf_dir(dir: &Path, name: String) -> Result<LoadedModel, ModelError> {
     };
     let tokenizer = Tokenizer::from_hf_files(&read(&dir.join("tokenizer.json"))?, &tc)?;
     let template = tc.get("chat_template").and_then(|v| v.as_str());
-    assemble(cfg, weights, tokenizer, template, name, dir)
+    assemble(cfg, weights, st, tokenizer, template, name, dir)
 }
 
 fn check_vocab(cfg: &ModelConfig, t: &Tokenizer) -> Result<(), ModelError> {

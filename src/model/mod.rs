@@ -1,21 +1,28 @@
-//! Model runtime: checkpoint loading (GGUF, Hugging Face safetensors), tokenizer and chat
-//! template, and the stateless Llama-family forward pass over a paged batch.
+//! Model runtime: checkpoint loading (GGUF, Hugging Face safetensors), the architecture
+//! registry (`arch/`), tokenizer and chat template, and the one forward pass (`forward.rs`)
+//! every backend runs over a paged batch.
 //!
 //! The model holds weights only; the KV cache and the batch description (token ids,
 //! positions, slot mapping, block tables) are arguments of `forward`, so the scheduler owns
 //! all per-sequence state.
 
+pub mod arch;
 pub mod config;
+pub mod forward;
 pub mod gguf;
-pub mod llama;
 pub mod loader;
+pub mod rope;
 pub mod template;
 pub mod tokenizer;
 pub mod weights;
 
+pub use crate::backend::types::{Batch, SeqInput};
 pub use config::ModelConfig;
-pub use llama::{BatchInput, LlamaModel, SeqInput};
+pub use forward::{Layer, Model, Weights};
 pub use loader::{load_model, LoadedModel};
+
+/// A model packed for the CPU backend.
+pub type CpuModel = Model<crate::backend::cpu::backend::CpuBackend>;
 
 /// Errors of loading and running a model. Messages name the file, tensor or key at fault.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! Tokenizer: the `tokenizers` crate, built either from a Hugging Face `tokenizer.json` or
 //! from a GGUF file's embedded vocabulary. For GGUF we emit the equivalent `tokenizer.json`
-//! document (byte-level BPE, the pre-tokenizer named by `tokenizer.ggml.pre`, control tokens
-//! as special added tokens) and load it through the same path, so both formats behave alike.
+//! document (byte-level BPE, the pre-tokenizer named by `tokenizer.ggml.pre` and, for
+//! `qwen2`, Qwen's NFC normalizer; control tokens as special added tokens, user-defined ones
+//! as plain added tokens) and load it through the same path, so both formats behave alike.
 //!
 //! Invariant: `encode` matches special tokens written literally in the text (chat templates
 //! rely on it); `decode` of generated ids never fails (unknown ids decode to nothing).
@@ -115,9 +116,14 @@ impl Tokenizer {
                 )))
             }
         };
+        // Qwen2's tokenizer.json NFC-normalizes the text first ("e\u{301}" encodes as "é").
+        let normalizer = match pre.as_str() {
+            "qwen2" => json!({"type": "NFC"}),
+            _ => Json::Null,
+        };
         let doc = json!({
             "version": "1.0", "truncation": null, "padding": null,
-            "added_tokens": added, "normalizer": null,
+            "added_tokens": added, "normalizer": normalizer,
             "pre_tokenizer": pre_tokenizer, "post_processor": null,
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
             "model": {"type": "BPE", "dropout": null, "unk_token": null,

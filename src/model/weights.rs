@@ -8,7 +8,6 @@
 //! owned copy of the same size, after which the mapped bytes are no longer read (the fused
 //! matrices are packed straight from the parts). Float matrices stay zero-copy in the map.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
@@ -17,10 +16,14 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use super::config::ModelConfig;
+use super::forward::{Layer, Weights};
 use super::gguf::GgufFile;
 use super::ModelError;
+use crate::backend::cpu::backend::CpuBackend;
 use crate::backend::dtype::GgmlType;
+use crate::backend::seam::Pack;
 use crate::backend::tensor::{QMatrix, Storage};
+use crate::backend::types::RopeParams;
 
 /// A tensor as stored: shape outermost-first (`[rows, cols]` for matrices).
 pub struct RawTensor {
@@ -134,6 +137,8 @@ pub fn hf_to_canonical(name: &str) -> String {
                 ("self_attn.v_proj.weight", "attn_v.weight"),
                 ("self_attn.o_proj.weight", "attn_output.weight"),
                 ("self_attn.q_proj.bias", "attn_q.bias"),
+                ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+                ("self_attn.k_norm.weight", "attn_k_norm.weight"),
                 ("self_attn.k_proj.bias", "attn_k.bias"),
                 ("self_attn.v_proj.bias", "attn_v.bias"),
                 ("mlp.gate_proj.weight", "ffn_gate.weight"),
@@ -148,146 +153,119 @@ pub fn hf_to_canonical(name: &str) -> String {
     name.to_string()
 }
 
-pub struct Linear {
-    /// `[out, in]` as row blocks stacked in order: one matrix, or (a fused projection whose
-    /// parts are stored in different types) one per run of parts of one type.
-    pub parts: Vec<QMatrix>,
-    /// `[out]`
-    pub bias: Option<Vec<f32>>,
-}
-
-impl Linear {
-    pub fn new(w: QMatrix, bias: Option<Vec<f32>>) -> Self {
-        Linear {
-            parts: vec![w],
-            bias,
-        }
-    }
-
-    /// Output features (rows of all parts).
-    pub fn rows(&self) -> usize {
-        self.parts.iter().map(|p| p.rows).sum()
-    }
-
-    /// Input features.
-    pub fn cols(&self) -> usize {
-        self.parts[0].cols
-    }
-
-    /// Bytes of the weights in memory.
-    pub fn size_bytes(&self) -> usize {
-        self.parts.iter().map(|p| p.size_bytes()).sum()
-    }
-
-    /// All rows as one matrix: the only part, or the parts decoded to f32 (for a backend
-    /// that converts every weight at upload anyway).
-    pub fn single(&self) -> Cow<'_, QMatrix> {
-        match &self.parts[..] {
-            [w] => Cow::Borrowed(w),
-            parts => {
-                let vals: Vec<f32> = parts.iter().flat_map(|p| p.to_f32()).collect();
-                Cow::Owned(QMatrix::from_f32(self.rows(), self.cols(), &vals))
-            }
-        }
-    }
-}
-
-pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,
-    /// Fused `[q_dim + 2 * kv_dim, hidden]`.
-    pub qkv: Linear,
-    pub wo: Linear,
-    pub ffn_norm: Vec<f32>,
-    /// Fused `[2 * ffn, hidden]`: gate rows then up rows.
-    pub gate_up: Linear,
-    pub down: Linear,
-}
-
-pub struct LlamaWeights {
-    /// `[vocab, hidden]`
-    pub embed: QMatrix,
-    pub layers: Vec<LayerWeights>,
-    pub final_norm: Vec<f32>,
-    /// `[vocab, hidden]`; the embedding table when embeddings are tied.
-    pub lm_head: QMatrix,
-    /// Optional Llama-3 RoPE frequency factors from GGUF (`rope_freqs.weight`).
-    pub rope_freqs: Option<Vec<f32>>,
-}
-
-impl LlamaWeights {
-    /// Total bytes of weights read per decoded token (all matrices, once each).
-    pub fn bytes_per_token(&self) -> usize {
-        let l: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.qkv.size_bytes()
-                    + l.wo.size_bytes()
-                    + l.gate_up.size_bytes()
-                    + l.down.size_bytes()
-            })
-            .sum();
-        l + self.lm_head.size_bytes()
-    }
-
-    pub fn load(cfg: &ModelConfig, src: &dyn TensorSource) -> Result<Self, ModelError> {
-        let h = cfg.hidden_size;
-        let qd = cfg.num_heads * cfg.head_dim;
-        let kvd = cfg.num_kv_heads * cfg.head_dim;
-        let f = cfg.intermediate_size;
-        // Tied: one packed table serves the lookup (row by row) and the LM head.
-        let embed = matrix(src, "token_embd.weight", cfg.vocab_size, h)?.to_cg16();
-        let lm_head = if src.tensor("output.weight").is_none() {
-            embed.clone()
+/// Reads every tensor a model of `cfg` needs from `src` and packs it with backend `b`
+/// (fused Q/K/V and gate/up projections are handed over as their parts, stacked in order).
+pub fn load<B: Pack>(
+    b: &B,
+    cfg: &ModelConfig,
+    src: &dyn TensorSource,
+) -> Result<Weights<B>, ModelError> {
+    let h = cfg.hidden_size;
+    let hd = cfg.head_dim;
+    let qd = cfg.num_heads * hd;
+    let kvd = cfg.num_kv_heads * hd;
+    let f = cfg.intermediate_size;
+    let (embed, tied) = packed::<B, _>(
+        "token_embd.weight",
+        b.table(matrix(src, "token_embd.weight", cfg.vocab_size, h)?),
+    )?;
+    let lm_head = match src.tensor("output.weight") {
+        Some(_) => packed::<B, _>(
+            "output.weight",
+            b.matrix(vec![matrix(src, "output.weight", cfg.vocab_size, h)?], None),
+        )?,
+        None => tied.ok_or_else(|| {
+            ModelError::Format(format!(
+                "no `output.weight` and the {} backend cannot share the embedding table",
+                B::NAME
+            ))
+        })?,
+    };
+    let mut layers = Vec::with_capacity(cfg.num_layers);
+    for i in 0..cfg.num_layers {
+        let n = |s: &str| format!("blk.{i}.{s}");
+        let qkv_bias = if cfg.qkv_bias {
+            let mut bias = vector(src, &n("attn_q.bias"), qd)?;
+            bias.extend(vector(src, &n("attn_k.bias"), kvd)?);
+            bias.extend(vector(src, &n("attn_v.bias"), kvd)?);
+            Some(bias)
         } else {
-            matrix(src, "output.weight", cfg.vocab_size, h)?.to_cg16()
+            None
         };
-        let mut layers = Vec::with_capacity(cfg.num_layers);
-        for i in 0..cfg.num_layers {
-            let n = |s: &str| format!("blk.{i}.{s}");
-            let q = matrix(src, &n("attn_q.weight"), qd, h)?;
-            let k = matrix(src, &n("attn_k.weight"), kvd, h)?;
-            let v = matrix(src, &n("attn_v.weight"), kvd, h)?;
-            let qkv_bias = if cfg.qkv_bias {
-                let mut b = vector(src, &n("attn_q.bias"), qd)?;
-                b.extend(vector(src, &n("attn_k.bias"), kvd)?);
-                b.extend(vector(src, &n("attn_v.bias"), kvd)?);
-                Some(b)
-            } else {
-                None
+        let qkv = vec![
+            matrix(src, &n("attn_q.weight"), qd, h)?,
+            matrix(src, &n("attn_k.weight"), kvd, h)?,
+            matrix(src, &n("attn_v.weight"), kvd, h)?,
+        ];
+        let qk_norm = if cfg.qk_norm {
+            let vec = |s: &str| -> Result<B::Vector, ModelError> {
+                packed::<B, _>(&n(s), b.vector(&vector(src, &n(s), hd)?))
             };
-            let gate = matrix(src, &n("ffn_gate.weight"), f, h)?;
-            let up = matrix(src, &n("ffn_up.weight"), f, h)?;
-            layers.push(LayerWeights {
-                attn_norm: vector(src, &n("attn_norm.weight"), h)?,
-                qkv: Linear {
-                    parts: concat_rows(&[&q, &k, &v])?,
-                    bias: qkv_bias,
-                },
-                wo: Linear::new(
-                    matrix(src, &n("attn_output.weight"), h, qd)?.to_cg16(),
-                    None,
-                ),
-                ffn_norm: vector(src, &n("ffn_norm.weight"), h)?,
-                gate_up: Linear {
-                    parts: concat_rows(&[&gate, &up])?,
-                    bias: None,
-                },
-                down: Linear::new(matrix(src, &n("ffn_down.weight"), h, f)?.to_cg16(), None),
-            });
-        }
-        let rope_freqs = match src.tensor("rope_freqs.weight") {
-            Some(_) => Some(vector(src, "rope_freqs.weight", cfg.head_dim / 2)?),
-            None => None,
+            Some((vec("attn_q_norm.weight")?, vec("attn_k_norm.weight")?))
+        } else {
+            None
         };
-        Ok(LlamaWeights {
-            embed,
-            layers,
-            final_norm: vector(src, "output_norm.weight", h)?,
-            lm_head,
-            rope_freqs,
-        })
+        let norm = |s: &str| -> Result<B::Vector, ModelError> {
+            packed::<B, _>(&n(s), b.vector(&vector(src, &n(s), h)?))
+        };
+        let gate_up = vec![
+            matrix(src, &n("ffn_gate.weight"), f, h)?,
+            matrix(src, &n("ffn_up.weight"), f, h)?,
+        ];
+        layers.push(Layer {
+            attn_norm: norm("attn_norm.weight")?,
+            qkv: packed::<B, _>(&n("attn_qkv"), b.matrix(qkv, qkv_bias))?,
+            qk_norm,
+            wo: packed::<B, _>(
+                &n("attn_output.weight"),
+                b.matrix(vec![matrix(src, &n("attn_output.weight"), h, qd)?], None),
+            )?,
+            ffn_norm: norm("ffn_norm.weight")?,
+            gate_up: packed::<B, _>(&n("ffn_gate_up"), b.matrix(gate_up, None))?,
+            down: packed::<B, _>(
+                &n("ffn_down.weight"),
+                b.matrix(vec![matrix(src, &n("ffn_down.weight"), h, f)?], None),
+            )?,
+        });
     }
+    let rope_freqs = match src.tensor("rope_freqs.weight") {
+        Some(_) => Some(vector(src, "rope_freqs.weight", hd / 2)?),
+        None => None,
+    };
+    let rope = RopeParams {
+        style: cfg.rope_style,
+        head_dim: hd,
+        inv_freq: cfg.rope_inv_freq(rope_freqs.as_deref()),
+        attention_factor: cfg.rope_scaling.attention_factor() as f32,
+    };
+    Ok(Weights {
+        embed,
+        layers,
+        final_norm: packed::<B, _>(
+            "output_norm.weight",
+            b.vector(&vector(src, "output_norm.weight", h)?),
+        )?,
+        lm_head,
+        rope: packed::<B, _>("rope", b.rope(&rope))?,
+    })
+}
+
+/// A packing result with the backend and tensor named in its error.
+fn packed<B: Pack, T>(name: &str, r: Result<T, String>) -> Result<T, ModelError> {
+    r.map_err(|e| ModelError::Format(format!("{} backend, `{name}`: {e}", B::NAME)))
+}
+
+/// Total bytes of CPU weights read per decoded token (all matrices, once each; the
+/// embedding table is read one row per token and not counted).
+pub fn bytes_per_token(w: &Weights<CpuBackend>) -> usize {
+    let l: usize = w
+        .layers
+        .iter()
+        .map(|l| {
+            l.qkv.size_bytes() + l.wo.size_bytes() + l.gate_up.size_bytes() + l.down.size_bytes()
+        })
+        .sum();
+    l + w.lm_head.size_bytes()
 }
 
 fn matrix(
@@ -328,28 +306,6 @@ fn vector(src: &dyn TensorSource, name: &str, len: usize) -> Result<Vec<f32>, Mo
     Ok(v)
 }
 
-/// Stacks matrices with equal column counts row-wise, packed (Cg16) when the type has that
-/// form: each run of consecutive parts of one storage type becomes one matrix (its rows
-/// copied as bytes; the row-major concatenation is dropped once packed), so a projection
-/// fused from parts of different types (Q/K in Q5_0, V in Q8_0) stays quantized as
-/// several row blocks.
-fn concat_rows(parts: &[&QMatrix]) -> Result<Vec<QMatrix>, ModelError> {
-    let cols = parts[0].cols;
-    let mut out = Vec::new();
-    for run in parts.chunk_by(|a, b| a.ty == b.ty) {
-        let rows: usize = run.iter().map(|p| p.rows).sum();
-        let mut bytes = Vec::with_capacity(run.iter().map(|p| p.size_bytes()).sum());
-        for p in run {
-            bytes.extend_from_slice(p.data.bytes());
-            p.data.release_pages();
-        }
-        let m = QMatrix::new(run[0].ty, rows, cols, Storage::Owned(Arc::new(bytes)))
-            .map_err(ModelError::Format)?;
-        out.push(m.to_cg16());
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,33 +325,5 @@ mod tests {
             hf_to_canonical("model.rotary_emb.inv_freq"),
             "model.rotary_emb.inv_freq"
         );
-    }
-
-    #[test]
-    fn concat_mixed_types_keeps_runs_of_one_type() {
-        let a = QMatrix::from_f32(1, 2, &[1.0, 2.0]);
-        let b = QMatrix::new(
-            GgmlType::F16,
-            1,
-            2,
-            Storage::Owned(Arc::new(
-                [half::f16::from_f32(3.0), half::f16::from_f32(4.0)]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            )),
-        )
-        .unwrap();
-        let c = concat_rows(&[&a, &a, &b]).unwrap();
-        assert_eq!(c.len(), 2);
-        assert_eq!(
-            (c[0].ty, c[0].rows, c[1].ty, c[1].rows),
-            (GgmlType::F32, 2, GgmlType::F16, 1)
-        );
-        let l = Linear {
-            parts: c,
-            bias: None,
-        };
-        assert_eq!(l.single().to_f32(), vec![1.0, 2.0, 1.0, 2.0, 3.0, 4.0]);
     }
 }

@@ -4,7 +4,6 @@
 use super::*;
 use ponder::backend::cpu::attention::KvDtype;
 use ponder::engine::cuda_runner::{CudaRunner, KvSizing};
-use ponder::model::config::Arch;
 use ponder::model::weights::{LayerWeights, Linear, LlamaWeights};
 use ponder::model::{BatchInput, LlamaModel, ModelConfig};
 
@@ -12,7 +11,7 @@ fn random_model(seed: u64) -> LlamaModel {
     let (h, f, layers, nh, nkv, vocab) = (128, 320, 3, 4, 2, 2048);
     let hd = h / nh;
     let cfg = ModelConfig {
-        arch: Arch::Llama,
+        arch: ponder::model::arch::LLAMA,
         vocab_size: vocab,
         hidden_size: h,
         intermediate_size: f,
@@ -23,9 +22,11 @@ fn random_model(seed: u64) -> LlamaModel {
         rms_eps: 1e-5,
         rope_theta: 10000.0,
         rope_style: RopeStyle::Neox,
-        rope_scaling: None,
+        rope_scaling: ponder::model::rope::RopeScaling::None,
         max_position: 2048,
         qkv_bias: false,
+        qk_norm: false,
+        sliding_window: None,
     };
     let mut s = seed;
     let mut mat = |r: usize, c: usize, a: f32| {
@@ -80,14 +81,14 @@ fn greedy_decode_32_tokens_identical() {
     for step in 0..32 {
         let (cin, gin) = if step == 0 {
             (
-                BatchInput::single(&prompt, 0, &table, bs),
-                BatchInput::single(&prompt, 0, &table, bs),
+                Batch::single(&prompt, 0, &table, bs),
+                Batch::single(&prompt, 0, &table, bs),
             )
         } else {
             let n = cpu_toks.len();
             (
-                BatchInput::single(&cpu_toks[n - 1..], n - 1, &table, bs),
-                BatchInput::single(&gpu_toks[n - 1..], n - 1, &table, bs),
+                Batch::single(&cpu_toks[n - 1..], n - 1, &table, bs),
+                Batch::single(&gpu_toks[n - 1..], n - 1, &table, bs),
             )
         };
         let cl = model.forward(&cin, &mut cpu_kv);

@@ -1,16 +1,19 @@
-"""Reference Llama forward pass (numpy, float64) for ponder's golden tests.
+"""Reference Llama / Qwen2 forward pass (numpy, float64) for ponder's golden tests.
 
 Reads a GGUF file with the `gguf` Python package, dequantizes every tensor
 with `gguf.quants.dequantize` (-> float32) and then does all arithmetic in
 float64, so its logits are the "true" values for the quantized weights.
 
-Model (llama.cpp's "llama" architecture, as stored in GGUF):
+Model (llama.cpp's "llama" and "qwen2" architectures, as stored in GGUF):
 
     x = token_embd[token]
     for each layer:
         h  = rmsnorm(x) * attn_norm
-        q, k, v = Wq h, Wk h, Wv h            (split into heads of head_dim)
-        q, k = rope(q, pos), rope(k, pos)     (interleaved pairs, see rope())
+        q, k, v = Wq h, Wk h, Wv h            (split into heads of head_dim;
+                                               + bq, bk, bv where the file has
+                                               attn_{q,k,v}.bias: qwen2)
+        q, k = rope(q, pos), rope(k, pos)     (llama: interleaved pairs;
+                                               qwen2: NeoX halves, see rope())
         att = softmax(q k^T / sqrt(head_dim) + causal mask)   (GQA: query
               head i reads kv head i // (n_head / n_head_kv))
         x  = x + Wo (att v)
@@ -19,7 +22,8 @@ Model (llama.cpp's "llama" architecture, as stored in GGUF):
     logits = (rmsnorm(x) * output_norm) @ output^T   (output = token_embd when
                                                       output.weight is absent)
 
-Every hyper-parameter comes from the GGUF metadata.
+Every hyper-parameter comes from the GGUF metadata (`llama.*` / `qwen2.*`,
+including the RoPE base). qwen2 keeps an untied `output.weight`.
 
 Usage:
     python ref_llama.py MODEL.gguf "prompt text" [N_TOKENS]
@@ -33,8 +37,12 @@ from gguf import GGUFReader
 from gguf.quants import dequantize
 
 
+ARCHS = ("llama", "qwen2")
+
+
 @dataclass
 class Hparams:
+    arch: str
     n_layer: int
     n_embd: int
     n_ff: int
@@ -46,6 +54,9 @@ class Hparams:
     rms_eps: float
     n_vocab: int
     context_length: int
+    # RoPE pairing: False = interleaved (x[2i], x[2i+1]) as llama.cpp's llama;
+    # True = NeoX halves (x[i], x[i + n_rot/2]) as llama.cpp's qwen2.
+    rope_neox: bool
 
 
 def _scalar(reader, key, default=None):
@@ -59,27 +70,30 @@ def _scalar(reader, key, default=None):
 
 def read_hparams(reader):
     arch = _scalar(reader, "general.architecture")
-    if arch != "llama":
-        raise ValueError(f"unsupported architecture {arch!r}")
-    n_embd = int(_scalar(reader, "llama.embedding_length"))
-    n_head = int(_scalar(reader, "llama.attention.head_count"))
+    if arch not in ARCHS:
+        raise ValueError(f"unsupported architecture {arch!r} (supported: {', '.join(ARCHS)})")
+    key = lambda k: f"{arch}.{k}"  # noqa: E731
+    n_embd = int(_scalar(reader, key("embedding_length")))
+    n_head = int(_scalar(reader, key("attention.head_count")))
     head_dim = n_embd // n_head
-    n_vocab = _scalar(reader, "llama.vocab_size", -1)
+    n_vocab = _scalar(reader, key("vocab_size"), -1)
     if n_vocab == -1:
         n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     return Hparams(
-        n_layer=int(_scalar(reader, "llama.block_count")),
+        arch=arch,
+        n_layer=int(_scalar(reader, key("block_count"))),
         n_embd=n_embd,
-        n_ff=int(_scalar(reader, "llama.feed_forward_length")),
+        n_ff=int(_scalar(reader, key("feed_forward_length"))),
         n_head=n_head,
-        n_head_kv=int(_scalar(reader, "llama.attention.head_count_kv", n_head)),
+        n_head_kv=int(_scalar(reader, key("attention.head_count_kv"), n_head)),
         head_dim=head_dim,
-        n_rot=int(_scalar(reader, "llama.rope.dimension_count", head_dim)),
+        n_rot=int(_scalar(reader, key("rope.dimension_count"), head_dim)),
         # float32 values in the file, widened exactly to Python floats
-        rope_base=float(_scalar(reader, "llama.rope.freq_base", 10000.0)),
-        rms_eps=float(_scalar(reader, "llama.attention.layer_norm_rms_epsilon")),
+        rope_base=float(_scalar(reader, key("rope.freq_base"), 10000.0)),
+        rms_eps=float(_scalar(reader, key("attention.layer_norm_rms_epsilon"))),
         n_vocab=int(n_vocab),
-        context_length=int(_scalar(reader, "llama.context_length")),
+        context_length=int(_scalar(reader, key("context_length"))),
+        rope_neox=arch == "qwen2",
     )
 
 
@@ -119,6 +133,9 @@ class Llama:
                 "w_up": W(p + "ffn_up.weight"),
                 "w_down": W(p + "ffn_down.weight"),
             }
+            for b in ("q", "k", "v"):  # qwen2: Q/K/V biases
+                if p + f"attn_{b}.bias" in tensors:
+                    layer["b" + b] = W(p + f"attn_{b}.bias")
             assert layer["wq"].shape == (hp.n_head * hp.head_dim, hp.n_embd)
             assert layer["wk"].shape == (hp.n_head_kv * hp.head_dim, hp.n_embd)
             assert layer["w_gate"].shape == (hp.n_ff, hp.n_embd)
@@ -136,15 +153,24 @@ class Llama:
         return x / np.sqrt(ms + self.hp.rms_eps) * w
 
     def rope(self, x, positions):
-        """Interleaved ("normal", GPT-J style) RoPE as llama.cpp applies it to
-        the llama architecture: the pair (x[2i], x[2i+1]) of each head is
-        rotated by angle pos * base^(-2i/n_rot).
+        """RoPE with angle pos * base^(-2i/n_rot) for pair i, i in [0, n_rot/2).
+        llama: interleaved ("normal", GPT-J style) pairs (x[2i], x[2i+1]) of
+        each head, as llama.cpp applies it to the llama architecture.
+        qwen2: NeoX ("rotate-half") pairs (x[i], x[i + n_rot/2]), as llama.cpp
+        applies it to qwen2 (whose GGUF Q/K rows are not permuted).
         x: (seq, n_heads, head_dim); positions: (seq,)."""
         n_rot = self.hp.n_rot
         ang = positions[:, None].astype(np.float64) * self.inv_freq[None, :]  # (seq, n_rot/2)
         cos = np.cos(ang)[:, None, :]
         sin = np.sin(ang)[:, None, :]
         out = x.copy()
+        if self.hp.rope_neox:
+            half = n_rot // 2
+            x0 = x[..., 0:half]
+            x1 = x[..., half:n_rot]
+            out[..., 0:half] = x0 * cos - x1 * sin
+            out[..., half:n_rot] = x0 * sin + x1 * cos
+            return out
         x0 = x[..., 0:n_rot:2]
         x1 = x[..., 1:n_rot:2]
         out[..., 0:n_rot:2] = x0 * cos - x1 * sin
@@ -177,9 +203,12 @@ class Llama:
 
         for layer, c in zip(self.layers, cache):
             h = self.rmsnorm(x, layer["attn_norm"])
-            q = (h @ layer["wq"].T).reshape(n, hp.n_head, hp.head_dim)
-            k = (h @ layer["wk"].T).reshape(n, hp.n_head_kv, hp.head_dim)
-            v = (h @ layer["wv"].T).reshape(n, hp.n_head_kv, hp.head_dim)
+            q, k, v = h @ layer["wq"].T, h @ layer["wk"].T, h @ layer["wv"].T
+            if "bq" in layer:
+                q, k, v = q + layer["bq"], k + layer["bk"], v + layer["bv"]
+            q = q.reshape(n, hp.n_head, hp.head_dim)
+            k = k.reshape(n, hp.n_head_kv, hp.head_dim)
+            v = v.reshape(n, hp.n_head_kv, hp.head_dim)
             q = self.rope(q, positions)
             k = self.rope(k, positions)
             if c["k"] is None:

@@ -2,16 +2,32 @@
 
 Builds a Hugging Face `tokenizers` byte-level BPE tokenizer from the GGUF
 metadata (`tokenizer.ggml.tokens`, `tokenizer.ggml.merges`,
-`tokenizer.ggml.token_type`) that mirrors SmolLM2's original tokenizer.json:
+`tokenizer.ggml.token_type`, `tokenizer.ggml.pre`) that mirrors the model's
+original tokenizer.json. Two pre-tokenizer types are known:
 
-  * model:          BPE (byte-level alphabet, no unk token, no byte fallback)
+`smollm` (SmolLM2):
   * normalizer:     none
   * pre-tokenizer:  Sequence[Digits(individual_digits=True),
                              ByteLevel(add_prefix_space=False, use_regex=True)]
+
+`qwen2` (Qwen2 / Qwen2.5):
+  * normalizer:     NFC
+  * pre-tokenizer:  Sequence[Split(QWEN2_PATTERN, behavior=isolated),
+                             ByteLevel(add_prefix_space=False, use_regex=False)]
+                    (the pattern splits every digit on its own, and keeps a
+                    single leading non-letter with a run of letters)
+
+Both:
+  * model:          BPE (byte-level alphabet, no unk token, no byte fallback)
   * decoder:        ByteLevel
   * post-processor: none (no BOS is added: tokenizer.ggml.add_bos_token=False)
   * special tokens: every token whose token_type is 3 (CONTROL); these are
                     matched as whole tokens anywhere in the input text.
+                    Tokens of type 4 (USER_DEFINED, Qwen's `<tool_call>` and
+                    `</tool_call>`) are matched whole too but are not special
+                    (decoding with skip_special_tokens keeps them).
+                    Type 5 (UNUSED, Qwen's `[PAD151665]`...) stay plain vocab
+                    entries that no merge produces.
 
 Usage:
     python ref_tokenizer.py MODEL.gguf "some text"
@@ -20,9 +36,16 @@ Usage:
 import sys
 
 from gguf import GGUFReader
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 TOKEN_TYPE_CONTROL = 3
+TOKEN_TYPE_USER_DEFINED = 4
+
+# Qwen2's pre-tokenizer split (its tokenizer.json's Split pattern).
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def _field(reader, key):
@@ -58,13 +81,25 @@ def build_tokenizer(gguf_path, reader=None):
         byte_fallback=False,
     )
     tok = Tokenizer(bpe)
-    tok.normalizer = None
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
+    pre = _field(reader, "tokenizer.ggml.pre")
+    if pre == "smollm":
+        tok.normalizer = None
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
+    elif pre == "qwen2":
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    else:
+        raise ValueError(f"pre-tokenizer {pre!r} is not handled by this reference (smollm, qwen2)")
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = None
 
@@ -74,8 +109,15 @@ def build_tokenizer(gguf_path, reader=None):
         if t == TOKEN_TYPE_CONTROL
     ]
     tok.add_special_tokens(specials)
+    user = [
+        AddedToken(tokens[i], special=False, normalized=False, lstrip=False, rstrip=False, single_word=False)
+        for i, t in enumerate(token_types)
+        if t == TOKEN_TYPE_USER_DEFINED
+    ]
+    if user:
+        tok.add_tokens(user)
     # Adding must not have created new ids: they all exist in the vocab.
-    for s in specials:
+    for s in specials + user:
         assert tok.token_to_id(s.content) == vocab[s.content]
     assert tok.get_vocab_size(with_added_tokens=True) == len(tokens)
     return tok

@@ -31,7 +31,8 @@ pub struct ItemCtx<'a, T> {
     pub kc: &'a [T],
     pub vc: &'a [T],
     pub table: &'a [u32],
-    /// Positions attended: `0..n`.
+    /// Positions attended: `start..n` (`start` > 0 only inside a sliding window).
+    pub start: usize,
     pub n: usize,
     pub kvh: usize,
     pub nkv: usize,
@@ -54,12 +55,12 @@ impl<T> ItemCtx<'_, T> {
 /// loops vectorize (AVX2 through `multiversion!`). Scratch: `n` scores, `hd + 16` floats.
 #[inline(always)]
 fn attend_portable<T: KvElem>(qg: &[f32], c: &ItemCtx<'_, T>, out: &mut [f32]) {
-    let (hd, bs) = (c.hd, c.bs);
-    let mut scores = vec![0f32; c.n];
+    let (hd, bs, start) = (c.hd, c.bs, c.start);
+    let mut scores = vec![0f32; c.n - start];
     let mut row = vec![0f32; hd];
     let mut kb = [0f32; 16];
     for (qv, o) in qg.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-        let mut p0 = 0;
+        let mut p0 = start;
         while p0 < c.n {
             let len = (c.n - p0).min(16).min(bs - p0 % bs);
             let kt = c.tile_at(p0) + p0 % bs;
@@ -70,7 +71,7 @@ fn attend_portable<T: KvElem>(qg: &[f32], c: &ItemCtx<'_, T>, out: &mut [f32]) {
                     *sl += q * k;
                 }
             }
-            for (sc, &v) in scores[p0..p0 + len].iter_mut().zip(&s) {
+            for (sc, &v) in scores[p0 - start..p0 - start + len].iter_mut().zip(&s) {
                 *sc = v * c.scale;
             }
             p0 += len;
@@ -82,7 +83,8 @@ fn attend_portable<T: KvElem>(qg: &[f32], c: &ItemCtx<'_, T>, out: &mut [f32]) {
             denom += *sc;
         }
         o.fill(0.0);
-        for (p, &w) in scores.iter().enumerate() {
+        for (i, &w) in scores.iter().enumerate() {
+            let p = start + i;
             let at = c.tile_at(p) + (p % bs) * hd;
             T::load(&mut row, &c.vc[at..at + hd]);
             let w = w / denom;
@@ -139,7 +141,7 @@ impl<T: Portable> Elem for T {}
 /// One item with the fastest kernel for this CPU and shape.
 fn attend<T: Elem>(qg: &[f32], c: &ItemCtx<'_, T>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if avx512::supports(c.hd, c.bs) {
+    if c.start == 0 && avx512::supports(c.hd, c.bs) {
         // SAFETY: AVX-512F and F16C present and the shape is supported (checked); qg and
         // out are [g, hd]; every position < n maps through the table to a block inside the
         // cache.
@@ -158,7 +160,9 @@ unsafe impl Sync for OutPtr {}
 
 /// Causal paged attention. `q [T, n_heads, hd]` -> `out [T, n_heads, hd]`, with K/V read
 /// from `cache` layer `l` through each sequence's block table. GQA: query head `h` reads
-/// KV head `h / (n_heads / n_kv_heads)`.
+/// KV head `h / (n_heads / n_kv_heads)`. With a `window`, a token attends to at most that
+/// many positions, itself included (those items take the portable kernel).
+#[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
     cache: &CpuKvCache,
     l: usize,
@@ -166,6 +170,7 @@ pub fn paged_attention(
     n_heads: usize,
     seqs: &[AttnSeq<'_>],
     scale: f32,
+    window: Option<usize>,
     out: &mut [f32],
 ) {
     assert_eq!(out.len(), q.len(), "paged_attention: out and q shapes");
@@ -175,12 +180,22 @@ pub fn paged_attention(
                 ls[l].0.reinterpret_cast::<f16>(),
                 ls[l].1.reinterpret_cast::<f16>(),
             );
-            run(cache, kv, q, n_heads, seqs, scale, out)
+            run(cache, kv, q, n_heads, seqs, scale, window, out)
         }
-        Layers::F32(ls) => run(cache, (&ls[l].0, &ls[l].1), q, n_heads, seqs, scale, out),
+        Layers::F32(ls) => run(
+            cache,
+            (&ls[l].0, &ls[l].1),
+            q,
+            n_heads,
+            seqs,
+            scale,
+            window,
+            out,
+        ),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run<T: Elem>(
     cache: &CpuKvCache,
     (kc, vc): (&[T], &[T]),
@@ -188,6 +203,7 @@ fn run<T: Elem>(
     n_heads: usize,
     seqs: &[AttnSeq<'_>],
     scale: f32,
+    window: Option<usize>,
     out: &mut [f32],
 ) {
     let hd = cache.head_dim;
@@ -218,11 +234,13 @@ fn run<T: Elem>(
             let s = &seqs[si];
             let t = s.query_start + i;
             let off = (t * n_heads + kvh * group) * hd;
+            let n = s.context_len - s.query_len + i + 1;
             let c = ItemCtx {
                 kc,
                 vc,
                 table: s.block_table,
-                n: s.context_len - s.query_len + i + 1,
+                start: window.map_or(0, |w| n.saturating_sub(w)),
+                n,
                 kvh,
                 nkv,
                 bs,

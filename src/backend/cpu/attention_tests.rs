@@ -8,7 +8,9 @@ fn f16_round(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
 }
 
-/// Dense causal attention in f64: `q [len, nh, hd]`, `k`/`v` `[len, hd]` (one KV head).
+/// Dense causal attention in f64: `q [len, nh, hd]`, `k`/`v` `[len, hd]` (one KV head);
+/// with a `window`, token t attends to positions `t + 1 - window ..= t`.
+#[allow(clippy::too_many_arguments)]
 fn dense(
     q: &[f32],
     k: &[f32],
@@ -17,12 +19,14 @@ fn dense(
     nh: usize,
     hd: usize,
     scale: f64,
+    window: Option<usize>,
 ) -> Vec<f64> {
     let mut out = vec![0f64; len * nh * hd];
     for t in 0..len {
+        let first = window.map_or(0, |w| (t + 1).saturating_sub(w));
         for h in 0..nh {
             let qv = &q[(t * nh + h) * hd..][..hd];
-            let sc: Vec<f64> = (0..=t)
+            let sc: Vec<f64> = (first..=t)
                 .map(|p| {
                     let d: f64 = qv
                         .iter()
@@ -36,8 +40,9 @@ fn dense(
             let e: Vec<f64> = sc.iter().map(|s| (s - mx).exp()).collect();
             let z: f64 = e.iter().sum();
             for d in 0..hd {
-                out[(t * nh + h) * hd + d] =
-                    (0..=t).map(|p| e[p] / z * f64::from(v[p * hd + d])).sum();
+                out[(t * nh + h) * hd + d] = (first..=t)
+                    .map(|p| e[p - first] / z * f64::from(v[p * hd + d]))
+                    .sum();
             }
         }
     }
@@ -60,10 +65,16 @@ fn paged_equals_dense() {
         (64, 3, 16, 37),
         (128, 2, 32, 40),
     ];
-    let cases = shapes
-        .iter()
-        .flat_map(|&s| [(s, KvDtype::F16), (s, KvDtype::F32)]);
-    for ((hd, nh, bs, len), dtype) in cases {
+    let cases = shapes.iter().flat_map(|&s| {
+        [
+            (s, KvDtype::F16, None),
+            (s, KvDtype::F32, None),
+            // A sliding window shorter than the prompt (and one not a multiple of 16).
+            (s, KvDtype::F32, Some(7)),
+            (s, KvDtype::F16, Some(20)),
+        ]
+    });
+    for ((hd, nh, bs, len), dtype, window) in cases {
         let mut cache = CpuKvCache::with_dtype(1, 8, bs, 1, hd, dtype);
         let k = wave(len * hd, 7919, 1000);
         let v = wave(len * hd, 104_729, 997);
@@ -81,17 +92,17 @@ fn paged_equals_dense() {
             block_table: &table,
         }];
         let scale = 1.0 / (hd as f32).sqrt();
-        paged_attention(&cache, 0, &q, nh, &seqs, scale, &mut out);
+        paged_attention(&cache, 0, &q, nh, &seqs, scale, window, &mut out);
         // The reference reads what the cache holds: f16-rounded or exact values.
         let (kr, vr) = match dtype {
             KvDtype::F16 => (f16_round(&k), f16_round(&v)),
             KvDtype::F32 => (k.clone(), v.clone()),
         };
-        let want = dense(&q, &kr, &vr, len, nh, hd, f64::from(scale));
+        let want = dense(&q, &kr, &vr, len, nh, hd, f64::from(scale), window);
         for (i, (g, w)) in out.iter().zip(&want).enumerate() {
             assert!(
                 (f64::from(*g) - w).abs() < 2e-5,
-                "hd {hd} {dtype} at {i}: {g} vs {w}"
+                "hd {hd} {dtype} window {window:?} at {i}: {g} vs {w}"
             );
         }
     }
@@ -120,6 +131,7 @@ fn avx512_matches_portable() {
                     kc: &kc,
                     vc: &vc,
                     table: &table,
+                    start: 0,
                     n,
                     kvh: 1,
                     nkv,

@@ -28,42 +28,7 @@ use half::{
     slice::{HalfBitsSliceExt, HalfFloatSliceExt},
 };
 
-/// Element type of the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KvDtype {
-    #[default]
-    F16,
-    F32,
-}
-
-impl KvDtype {
-    pub fn size(self) -> usize {
-        match self {
-            KvDtype::F16 => 2,
-            KvDtype::F32 => 4,
-        }
-    }
-
-    /// `f16` / `f32` (the flag's values).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "f16" | "float16" | "fp16" => Ok(KvDtype::F16),
-            "f32" | "float32" | "fp32" => Ok(KvDtype::F32),
-            other => Err(format!(
-                "unknown KV cache dtype `{other}` (supported: f16, f32)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for KvDtype {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            KvDtype::F16 => "f16",
-            KvDtype::F32 => "f32",
-        })
-    }
-}
+pub use crate::backend::types::KvDtype;
 
 /// A cache element: stored from f32, read back as f32.
 pub trait KvElem: Copy + Send + Sync + 'static {

@@ -3,8 +3,10 @@
 //! a host KV cache (f16 or f32). Multi-threaded with rayon.
 
 pub mod attention;
+pub mod backend;
 pub mod kv_cache;
 pub mod matmul;
 pub mod ops;
+pub mod pool;
 pub mod qdef;
 pub mod simd;

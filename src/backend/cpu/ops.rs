@@ -102,33 +102,38 @@ pub fn add_rmsnorm(x: &mut [f32], y: &[f32], w: &[f32], eps: f32, out: &mut [f32
     }
 }
 
-/// How RoPE pairs the dimensions of a head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RopeStyle {
-    /// Pairs `(2i, 2i+1)`: GGUF Llama (llama.cpp permutes Q/K at conversion).
-    Interleaved,
-    /// Pairs `(i, i + d/2)`: Hugging Face Llama/Qwen2, GGUF Qwen2.
-    Neox,
-}
+pub use crate::backend::types::RopeStyle;
 
-/// Rotary embedding with precomputed inverse frequencies (`inv_freq [rot_dim/2]`).
+/// Rotary embedding with precomputed inverse frequencies (`inv_freq [rot_dim/2]`); cos and
+/// sin are scaled by `factor` (YaRN's attention factor, else 1).
 #[derive(Debug, Clone)]
 pub struct Rope {
     pub style: RopeStyle,
     pub head_dim: usize,
     pub inv_freq: Vec<f64>,
+    pub factor: f32,
 }
 
 impl Rope {
+    pub fn from_params(p: &crate::backend::types::RopeParams) -> Self {
+        Rope {
+            style: p.style,
+            head_dim: p.head_dim,
+            inv_freq: p.inv_freq.clone(),
+            factor: p.attention_factor,
+        }
+    }
+
     /// `(cos, sin)` of every token's angles, `[T, rot_dim / 2]`, computed in f64 once per
     /// batch and shared by every layer and head.
     pub fn table(&self, positions: &[usize]) -> Vec<(f32, f32)> {
+        let m = f64::from(self.factor);
         positions
             .iter()
             .flat_map(|&pos| {
                 self.inv_freq.iter().map(move |&f| {
                     let a = pos as f64 * f;
-                    (a.cos() as f32, a.sin() as f32)
+                    ((a.cos() * m) as f32, (a.sin() * m) as f32)
                 })
             })
             .collect()
@@ -214,14 +219,20 @@ pub fn silu_mul(gate_up: &[f32], f: usize, out: &mut [f32]) {
     });
 }
 
-/// Splits fused `qkv [T, qd + 2 kvd]` rows into `q [T, qd]`, `k`, `v [T, kvd]` and rotates
-/// q and k with `table` (from [`Rope::table`]), row chunks in parallel.
+/// Per-head RMSNorm of q and k before RoPE (Qwen3): `(q weights, k weights, eps)`, each
+/// `[head_dim]`.
+pub type QkNorm<'a> = Option<(&'a [f32], &'a [f32], f32)>;
+
+/// Splits fused `qkv [T, qd + 2 kvd]` rows into `q [T, qd]`, `k`, `v [T, kvd]`, normalizes
+/// q and k per head (`qk_norm`), and rotates them with `table` (from [`Rope::table`]), row
+/// chunks in parallel.
 #[allow(clippy::too_many_arguments)]
 pub fn split_qkv_rope(
     rope: &Rope,
     table: &[(f32, f32)],
     qkv: &[f32],
     (nh, nkv): (usize, usize),
+    qk_norm: QkNorm<'_>,
     q: &mut [f32],
     k: &mut [f32],
     v: &mut [f32],
@@ -235,6 +246,15 @@ pub fn split_qkv_rope(
             q[i * qd..(i + 1) * qd].copy_from_slice(&r[..qd]);
             k[i * kvd..(i + 1) * kvd].copy_from_slice(&r[qd..qd + kvd]);
             v[i * kvd..(i + 1) * kvd].copy_from_slice(&r[qd + kvd..]);
+        }
+        if let Some((qw, kw, eps)) = qk_norm {
+            let mut tmp = vec![0f32; hd]; // one head
+            for (x, w) in [(&mut *q, qw), (&mut *k, kw)] {
+                for head in x.chunks_exact_mut(hd) {
+                    tmp.copy_from_slice(head);
+                    rmsnorm_row(&tmp, w, eps, head);
+                }
+            }
         }
         rope.apply_table(q, nh, table);
         rope.apply_table(k, nkv, table);
@@ -279,6 +299,7 @@ mod tests {
             style,
             head_dim: 4,
             inv_freq: vec![1.0, 0.0],
+            factor: 1.0,
         };
         let mut x = vec![1.0f32, 0.0, 1.0, 0.0];
         rope(RopeStyle::Interleaved).apply(&mut x, 1, &[1]);
