@@ -73,6 +73,9 @@ pub struct RawRequest {
     pub suffix: Option<String>,
     /// `user` / `safety_identifier`: logged with the request.
     pub user: Option<String>,
+    /// What the output must match (`response_format`, `guided_*`), with the field it came
+    /// from (named in compile errors).
+    pub constraint: Option<(String, crate::guided::Constraint)>,
 }
 
 impl RawRequest {
@@ -104,6 +107,7 @@ impl RawRequest {
             echo: false,
             suffix: None,
             user: None,
+            constraint: None,
         }
     }
 }
@@ -125,6 +129,8 @@ pub struct ValidRequest {
     pub echo: Option<String>,
     /// `user` / `safety_identifier` (logged with the request).
     pub user: Option<String>,
+    /// The compiled constraint (its initial state), when the request has one.
+    pub guide: Option<crate::guided::Guide>,
 }
 
 impl ValidRequest {
@@ -137,6 +143,7 @@ impl ValidRequest {
             starts_in_thinking: self.starts_in_thinking,
             think: self.budget.think,
             ttc: self.budget.ttc.clone(),
+            guide: self.guide.clone(),
         }
     }
 
@@ -203,6 +210,8 @@ pub struct ModelView<'a> {
     pub vocab_size: usize,
     /// How the model marks thinking (`None`: no markers).
     pub reasoning: Option<&'a ReasoningFormat>,
+    /// Grammar compiler for constrained decoding (`None`: constraints are a 400).
+    pub guides: Option<&'a crate::guided::GuideFactory>,
 }
 
 /// The server side of budget decisions: presets, load levels, and the load right now.
@@ -290,6 +299,21 @@ pub fn validate(
         }
         (PromptInput::Chat(_), true) => None,
     };
+    let guide = match raw.constraint.take() {
+        None => None,
+        Some((param, c)) => {
+            let f = m.guides.ok_or_else(|| {
+                ValidateError::invalid(
+                    param.as_str(),
+                    format!("`{param}` is not available: the grammar engine failed to start for this model"),
+                )
+            })?;
+            Some(
+                f.compile(&c, &param)
+                    .map_err(|e| ValidateError::invalid(e.param, e.message))?,
+            )
+        }
+    };
     let raw_budget = std::mem::take(&mut raw.budget);
     let n_given = raw.n;
     let mut v = check(raw, ids, &limits)?;
@@ -304,6 +328,7 @@ pub fn validate(
     v.budget = crate::budget::build(&raw_budget, &cx)?;
     v.starts_in_thinking = m.reasoning.is_some_and(|f| f.starts_in_thinking(&text));
     v.echo = echo;
+    v.guide = guide;
     Ok(v)
 }
 
@@ -521,6 +546,7 @@ pub fn check(
         starts_in_thinking: false,
         echo: None,
         user,
+        guide: None,
     })
 }
 

@@ -177,6 +177,7 @@ fn check_request(
         context_length: m.model.cfg.max_position,
         vocab_size: m.model.cfg.vocab_size,
         reasoning: m.reasoning.as_ref(),
+        guides: s.guides(),
     };
     let stats = s.engine.stats();
     let env = BudgetEnv {

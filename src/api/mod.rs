@@ -134,6 +134,9 @@ pub struct AppState {
     pub vocab: Arc<TokenBytes>,
     /// API keys, per-key rate limits and usage (no keys: every route is open).
     pub auth: Arc<auth::Auth>,
+    /// Grammar compiler for constrained decoding, built on first use (a failure is logged
+    /// once; constrained requests are then 400s).
+    guides: Arc<std::sync::OnceLock<Option<crate::guided::GuideFactory>>>,
     ready: Arc<AtomicBool>,
 }
 
@@ -155,6 +158,7 @@ impl AppState {
         Ok(AppState {
             vocab,
             auth: Arc::new(auth::Auth::default()),
+            guides: Arc::new(std::sync::OnceLock::new()),
             engine,
             model,
             served_name,
@@ -182,6 +186,18 @@ impl AppState {
     pub fn with_budget(mut self, budget: BudgetConfig) -> Self {
         self.budget = Arc::new(budget);
         self
+    }
+
+    /// The grammar compiler (built on first call).
+    pub fn guides(&self) -> Option<&crate::guided::GuideFactory> {
+        self.guides
+            .get_or_init(|| {
+                let t = &self.model.tokenizer;
+                crate::guided::GuideFactory::new(&self.vocab, t.clone(), &t.eos_ids)
+                    .map_err(|e| tracing::error!(error = %e, "the grammar engine cannot start"))
+                    .ok()
+            })
+            .as_ref()
     }
 
     pub fn set_ready(&self, ready: bool) {

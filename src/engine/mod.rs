@@ -9,6 +9,7 @@ pub mod core;
 #[cfg(feature = "cuda")]
 pub mod cuda_runner;
 pub mod detok;
+mod guide;
 pub mod handle;
 pub mod probes;
 mod reqstate;

@@ -22,7 +22,7 @@ fn sample(logits: &[f32], p: &SamplingParams, seed: u64, step: u32) -> SampledTo
 /// Candidate set after truncation, in the sampler's order.
 fn candidates(logits: &[f32], p: &SamplingParams) -> Vec<u32> {
     let mut s = Sampler::new(logits.len(), &[]);
-    let dist = s.prepare(logits, p, &TokenHistory::new(&[])).unwrap();
+    let dist = s.prepare(logits, p, &TokenHistory::new(&[]), None).unwrap();
     let top_k = p.top_k_limit().filter(|&k| k < logits.len());
     let top_p = (p.top_p < 1.0).then_some(f64::from(p.top_p));
     let min_p = (p.min_p > 0.0).then_some(f64::from(p.min_p));
