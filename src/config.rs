@@ -247,6 +247,18 @@ pub struct ServeConfig {
     )]
     pub metrics_compat: MetricsCompat,
 
+    /// How tool calls are written in model output (read for `tool_choice` auto, forced for
+    /// required / named): `hermes` (`<tool_call>{json}</tool_call>`, Qwen and Hermes models,
+    /// and the prompt ponder writes for templates without tool support), `llama3_json`
+    /// (the whole output is `{"name", "parameters"}`), `none` (auto is a 400).
+    #[arg(
+        long,
+        env = "PONDER_TOOL_CALL_PARSER",
+        value_enum,
+        default_value = "hermes"
+    )]
+    pub tool_call_parser: crate::tools::ToolParser,
+
     /// Origins allowed by CORS, comma-separated (`*` = any); default none (no CORS headers).
     #[arg(long, env = "PONDER_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,

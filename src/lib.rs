@@ -26,4 +26,5 @@ pub mod model;
 pub mod reasoning;
 pub mod sample;
 pub mod sched;
+pub mod tools;
 pub mod validate;

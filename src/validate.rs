@@ -76,6 +76,10 @@ pub struct RawRequest {
     /// What the output must match (`response_format`, `guided_*`), with the field it came
     /// from (named in compile errors).
     pub constraint: Option<(String, crate::guided::Constraint)>,
+    /// Chat `tools` / `tool_choice` / `parallel_tool_calls`.
+    pub tools: Option<crate::tools::Tools>,
+    /// Chat messages in OpenAI's shape (with `tool_calls`, `tool_call_id`), for templates.
+    pub chat_json: Vec<serde_json::Value>,
 }
 
 impl RawRequest {
@@ -108,6 +112,8 @@ impl RawRequest {
             suffix: None,
             user: None,
             constraint: None,
+            tools: None,
+            chat_json: Vec::new(),
         }
     }
 }
@@ -131,6 +137,8 @@ pub struct ValidRequest {
     pub user: Option<String>,
     /// The compiled constraint (its initial state), when the request has one.
     pub guide: Option<crate::guided::Guide>,
+    /// Output text is parsed for tool calls in this format.
+    pub tool_parser: Option<crate::tools::ToolParser>,
 }
 
 impl ValidRequest {
@@ -212,6 +220,8 @@ pub struct ModelView<'a> {
     pub reasoning: Option<&'a ReasoningFormat>,
     /// Grammar compiler for constrained decoding (`None`: constraints are a 400).
     pub guides: Option<&'a crate::guided::GuideFactory>,
+    /// `--tool-call-parser`.
+    pub tool_parser: crate::tools::ToolParser,
 }
 
 /// The server side of budget decisions: presets, load levels, and the load right now.
@@ -256,6 +266,16 @@ pub fn validate(
         Some(suffix) => Some(Fim::of(m.tokenizer, suffix)?),
     };
     let (ids, text) = match &raw.prompt {
+        PromptInput::Chat(_) if tool_turns(&raw) => {
+            let text = crate::tools::render(m.template, &raw.chat_json, raw.tools.as_ref())
+                .map_err(|e| {
+                    ValidateError::invalid(
+                        "messages",
+                        format!("the model's chat template rejected `messages`: {e}"),
+                    )
+                })?;
+            (encode(m.tokenizer, &text)?, text)
+        }
         PromptInput::Chat(messages) => {
             let text = m.template.render(messages, true).map_err(|e| {
                 ValidateError::invalid(
@@ -299,6 +319,32 @@ pub fn validate(
         }
         (PromptInput::Chat(_), true) => None,
     };
+    use crate::tools::{forced_grammar, ToolChoice, ToolParser};
+    let mut tool_parser = None;
+    if let Some(t) = &raw.tools {
+        let forced = forced_grammar(t, m.tool_parser);
+        match (&t.choice, m.tool_parser) {
+            (ToolChoice::None, _) => {}
+            (ToolChoice::Auto, ToolParser::None) => {
+                return Err(ValidateError::invalid(
+                    "tool_choice",
+                    "`tool_choice` auto needs a tool-call parser: start the server with \
+                     --tool-call-parser hermes or llama3_json",
+                ))
+            }
+            (_, ToolParser::None) => tool_parser = Some(ToolParser::Hermes),
+            (_, p) => tool_parser = Some(p),
+        }
+        if let Some(g) = forced {
+            if let Some((param, _)) = &raw.constraint {
+                return Err(ValidateError::invalid(
+                    param.as_str(),
+                    format!("`{param}` cannot be combined with a required or named `tool_choice`"),
+                ));
+            }
+            raw.constraint = Some(("tool_choice".to_string(), g));
+        }
+    }
     let guide = match raw.constraint.take() {
         None => None,
         Some((param, c)) => {
@@ -329,7 +375,17 @@ pub fn validate(
     v.starts_in_thinking = m.reasoning.is_some_and(|f| f.starts_in_thinking(&text));
     v.echo = echo;
     v.guide = guide;
+    v.tool_parser = tool_parser;
     Ok(v)
+}
+
+/// The chat needs the tool-aware rendering: tools given, or tool calls / results in it.
+fn tool_turns(raw: &RawRequest) -> bool {
+    raw.tools.is_some()
+        || raw
+            .chat_json
+            .iter()
+            .any(|m| m.get("tool_calls").is_some() || m["role"] == "tool")
 }
 
 /// Fill-in-the-middle (`suffix`): the model's FIM tokens around the prompt and the suffix,
@@ -547,6 +603,7 @@ pub fn check(
         echo: None,
         user,
         guide: None,
+        tool_parser: None,
     })
 }
 

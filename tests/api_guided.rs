@@ -184,3 +184,72 @@ async fn bad_constraints_are_400s_naming_the_field() {
         200
     );
 }
+
+fn weather_tool() -> Value {
+    json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"], "additionalProperties": false}}}])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tool_calls_round_trip_json_and_stream() {
+    let state = real_app();
+    let (status, v) = chat(
+        &state,
+        "What is the weather in Paris?",
+        json!({"tools": weather_tool(), "tool_choice": "required", "temperature": 0,
+            "max_tokens": 64, "parallel_tool_calls": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(c["message"]["content"], Value::Null);
+    let calls = c["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["type"], "function");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert!(calls[0]["id"].as_str().unwrap().starts_with("call_"));
+    let args: Value =
+        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+
+    // The result goes back as a `tool` message; the answer is plain content.
+    let body = json!({"messages": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"}],
+        "tools": weather_tool(), "tool_choice": "none", "temperature": 0, "max_tokens": 24});
+    let (status, v) = call(&state, post("/v1/chat/completions", body.to_string())).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["choices"][0]["message"]["content"].is_string());
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+
+    // Streaming: no call text leaks into content; one tool_calls delta, then the finish.
+    let body = json!({"messages": [{"role": "user", "content": "Weather in Rome?"}],
+        "tools": weather_tool(), "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0, "max_tokens": 64, "stream": true, "parallel_tool_calls": false});
+    let text = body_text(send(&state, post("/v1/chat/completions", body.to_string())).await).await;
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|f| f.strip_prefix("data: "))
+        .filter(|f| *f != "[DONE]")
+        .map(|f| serde_json::from_str(f).unwrap())
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "");
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(deltas.len(), 1, "{text}");
+    assert_eq!(deltas[0].as_array().unwrap().len(), 1, "{text}");
+    assert_eq!(deltas[0][0]["index"], 0);
+    assert_eq!(deltas[0][0]["function"]["name"], "get_weather");
+    let last = &chunks[chunks.len() - 1]["choices"][0];
+    assert_eq!(last["finish_reason"], "tool_calls");
+}

@@ -132,6 +132,7 @@ async fn run(
         }),
         vocab: s.vocab.clone(),
         echo: valid.echo.clone(),
+        tool_parser: valid.tool_parser,
     };
     let prompt_tokens = valid.prompt_token_ids.len();
     if valid.stream {
@@ -178,6 +179,7 @@ fn check_request(
         vocab_size: m.model.cfg.vocab_size,
         reasoning: m.reasoning.as_ref(),
         guides: s.guides(),
+        tool_parser: s.tool_parser,
     };
     let stats = s.engine.stats();
     let env = BudgetEnv {

@@ -137,6 +137,8 @@ pub struct AppState {
     /// Grammar compiler for constrained decoding, built on first use (a failure is logged
     /// once; constrained requests are then 400s).
     guides: Arc<std::sync::OnceLock<Option<crate::guided::GuideFactory>>>,
+    /// `--tool-call-parser`: the format tool calls are read in (and forced in).
+    pub tool_parser: crate::tools::ToolParser,
     ready: Arc<AtomicBool>,
 }
 
@@ -159,6 +161,7 @@ impl AppState {
             vocab,
             auth: Arc::new(auth::Auth::default()),
             guides: Arc::new(std::sync::OnceLock::new()),
+            tool_parser: crate::tools::ToolParser::Hermes,
             engine,
             model,
             served_name,

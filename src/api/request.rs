@@ -18,7 +18,7 @@ use crate::guided::Constraint;
 use crate::model::template::ChatMessage;
 use crate::validate::{PromptInput, RawRequest, ValidateError};
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant"];
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
 
 /// The JSON value, shortened for an error message.
 fn shown(v: &Value) -> String {
@@ -98,17 +98,6 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, ValidateError> {
                 "the request body must be a JSON object, given {}",
                 shown(&other)
             ),
-        )),
-    }
-}
-
-/// A field whose feature is not built yet: a 400 rather than a silent ignore.
-fn not_yet(f: &Fields<'_>, k: &str) -> Result<(), ValidateError> {
-    match f.get(k) {
-        None => Ok(()),
-        Some(_) => Err(ValidateError::invalid(
-            k,
-            format!("`{k}` is not supported yet"),
         )),
     }
 }
@@ -544,10 +533,10 @@ pub fn parse_chat(body: &[u8]) -> Result<RawRequest, ValidateError> {
             .collect::<Result<Vec<_>, _>>()?,
         Some(v) => return Err(wrong("messages", "an array of messages", v)),
     };
+    let (messages, json): (Vec<ChatMessage>, Vec<Value>) = messages.into_iter().unzip();
     let mut r = common(&f, PromptInput::Chat(messages))?;
-    for k in ["tools", "tool_choice", "parallel_tool_calls"] {
-        not_yet(&f, k)?;
-    }
+    r.tools = crate::tools::parse(&obj)?;
+    r.chat_json = json;
     if let Some(v) = f.int("max_completion_tokens")? {
         r.max_tokens = Some(("max_completion_tokens", v));
     }
@@ -582,7 +571,9 @@ pub fn parse_chat(body: &[u8]) -> Result<RawRequest, ValidateError> {
     Ok(r)
 }
 
-fn message(i: usize, m: &Value) -> Result<ChatMessage, ValidateError> {
+/// One message: its plain form and its OpenAI-shaped JSON for templates that render tool
+/// calls (`tool_calls` arguments parsed into objects, as templates print them).
+fn message(i: usize, m: &Value) -> Result<(ChatMessage, Value), ValidateError> {
     let p = format!("messages[{i}]");
     let o = m
         .as_object()
@@ -599,11 +590,34 @@ fn message(i: usize, m: &Value) -> Result<ChatMessage, ValidateError> {
         Some(v) => {
             return Err(wrong(
                 &format!("{p}.role"),
-                "one of system, developer, user, assistant",
+                "one of system, developer, user, assistant, tool",
                 v,
             ))
         }
     };
+    let calls = match f.get("tool_calls") {
+        Some(v) if role == "assistant" => Some(tool_calls(&p, v)?),
+        Some(_) => {
+            return Err(ValidateError::invalid(
+                format!("{p}.tool_calls"),
+                format!("`{p}.tool_calls` is only allowed on assistant messages"),
+            ))
+        }
+        None => None,
+    };
+    let call_id = f.string("tool_call_id").map_err(|_| {
+        wrong(
+            &format!("{p}.tool_call_id"),
+            "a string",
+            o.get("tool_call_id").unwrap_or(&Value::Null),
+        )
+    })?;
+    if role == "tool" && call_id.is_none() {
+        return Err(ValidateError::invalid(
+            format!("{p}.tool_call_id"),
+            format!("`{p}.tool_call_id` is required on tool messages"),
+        ));
+    }
     let content = match f.get("content") {
         None if role == "assistant" => String::new(),
         None => {
@@ -630,7 +644,50 @@ fn message(i: usize, m: &Value) -> Result<ChatMessage, ValidateError> {
     };
     // Templates written for OpenAI's roles know `system`; `developer` is its newer name.
     let role = if role == "developer" { "system" } else { role };
-    Ok(ChatMessage::new(role, &content))
+    let mut json = serde_json::json!({"role": role, "content": content});
+    if role == "assistant" && content.is_empty() && calls.is_some() {
+        json["content"] = Value::Null;
+    }
+    if let Some(c) = calls {
+        json["tool_calls"] = c;
+    }
+    if let Some(id) = call_id {
+        json["tool_call_id"] = Value::String(id.to_string());
+    }
+    if let Some(Value::String(n)) = f.get("name") {
+        json["name"] = Value::String(n.clone());
+    }
+    Ok((ChatMessage::new(role, &content), json))
+}
+
+/// An assistant message's `tool_calls`, with each `function.arguments` string parsed.
+fn tool_calls(p: &str, v: &Value) -> Result<Value, ValidateError> {
+    let a = v
+        .as_array()
+        .ok_or_else(|| wrong(&format!("{p}.tool_calls"), "an array", v))?;
+    let mut out = Vec::with_capacity(a.len());
+    for (j, c) in a.iter().enumerate() {
+        let q = format!("{p}.tool_calls[{j}]");
+        let f = c
+            .get("function")
+            .filter(|f| f.get("name").is_some_and(Value::is_string))
+            .ok_or_else(|| wrong(&q, "an object {id, type, function: {name, arguments}}", c))?;
+        let args = match f.get("arguments") {
+            Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| {
+                ValidateError::invalid(
+                    format!("{q}.function.arguments"),
+                    format!("`{q}.function.arguments` must be a JSON object in a string: {e}"),
+                )
+            })?,
+            Some(v @ Value::Object(_)) => v.clone(),
+            _ => serde_json::json!({}),
+        };
+        out.push(
+            serde_json::json!({"id": c.get("id").cloned().unwrap_or(Value::Null),
+            "type": "function", "function": {"name": f["name"], "arguments": args}}),
+        );
+    }
+    Ok(Value::Array(out))
 }
 
 fn text_part(p: &str, part: &Value) -> Result<String, ValidateError> {
@@ -765,7 +822,7 @@ mod tests {
             (r#"{"messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "`temperature` must be a number, given \"hot\"", "temperature"),
             (r#"{"messages":[{"role":"user","content":"x"}],"n":1.5}"#, "`n` must be an integer, given 1.5", "n"),
             (r#"{"messages":[{"role":"user","content":"x"}],"stop":["a",3]}"#, "`stop[1]` must be a string, given 3", "stop[1]"),
-            (r#"{"messages":[{"role":"tool","content":"x"}]}"#, "`messages[0].role` must be one of system, developer, user, assistant, given \"tool\"", "messages[0].role"),
+            (r#"{"messages":[{"role":"tool","content":"x"}]}"#, "`messages[0].tool_call_id` is required on tool messages", "messages[0].tool_call_id"),
             (r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#, "`messages[0].content[0].type` must be \"text\" (this model reads text only), given \"image_url\"", "messages[0].content[0].type"),
             (r#"{"messages":[]}"#, "`messages` must hold at least one message", "messages"),
             (r#"{"model":"m"}"#, "`messages` is required", "messages"),

@@ -133,6 +133,8 @@ pub struct Meta {
     pub vocab: Arc<TokenBytes>,
     /// Completions `echo`: the prompt text before each choice's text.
     pub echo: Option<String>,
+    /// Chat with tools: output is parsed for calls in this format.
+    pub tool_parser: Option<crate::tools::ToolParser>,
 }
 
 impl Meta {
@@ -172,6 +174,21 @@ impl Meta {
                     .logprobs
                     .then(|| json!({"content": chat_logprobs(t, &self.vocab, &c.logprobs)}));
                 let mut msg = json!({"role": "assistant", "content": c.text});
+                let mut reason = reason;
+                let calls = self
+                    .tool_parser
+                    .and_then(|p| crate::tools::parse_calls(&c.text, p));
+                if let Some((content, calls)) = calls {
+                    msg["content"] = if content.is_empty() {
+                        Value::Null
+                    } else {
+                        json!(content)
+                    };
+                    msg["tool_calls"] = crate::tools::calls_json(&calls, false);
+                    if c.finish == Some(FinishReason::Stop) {
+                        reason = "tool_calls";
+                    }
+                }
                 if self.reasoning {
                     let r = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
                     msg["reasoning_content"] = json!(r);

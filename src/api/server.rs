@@ -36,6 +36,8 @@ pub async fn serve(
     )?
     .with_budget(cfg.budget_config()?)
     .with_auth(cfg.auth_config()?);
+    let mut state = state;
+    state.tool_parser = cfg.tool_call_parser;
     let state = match cfg.metrics_compat {
         crate::config::MetricsCompat::None => state,
         crate::config::MetricsCompat::Vllm => state.with_vllm_metrics()?,
