@@ -110,6 +110,30 @@ fn main() {
     });
     run(&m, 2, None); // warm-up
     let g = guide.as_ref();
+    if let Some(g) = g {
+        // The grammar's own cost: mask + advance per token of a valid document, one thread.
+        let text = (0..12)
+            .map(|i| format!("{{\"name\": \"P{i}\", \"age\": {}}}", 20 + i))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let ids = m.tokenizer.encode(&format!("[{text}"), false).expect("encode");
+        let mut best = f64::MAX;
+        for _ in 0..rounds {
+            let mut st = g.clone();
+            let t = Instant::now();
+            for &id in &ids {
+                let mask = st.mask().expect("mask");
+                assert!(mask.is_allowed(id), "token {id} not allowed");
+                st.advance(id).expect("advance");
+            }
+            best = best.min(t.elapsed().as_secs_f64() / ids.len() as f64);
+        }
+        println!(
+            "grammar alone: {:.1} us per token (mask + advance, {} tokens, best of {rounds})",
+            best * 1e6,
+            ids.len()
+        );
+    }
     // walls[i][r]: wall seconds of ks[i] in round r; steps of the last round (guided: gwalls).
     let mut walls = vec![Vec::new(); ks.len()];
     let mut gwalls = vec![Vec::new(); ks.len()];
