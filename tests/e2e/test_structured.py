@@ -15,7 +15,7 @@ MODEL = "SmolLM2-135M-Instruct.Q4_1"
 class City(BaseModel):
     name: str = Field(max_length=24)
     country: str = Field(max_length=24)
-    population: int
+    population: int = Field(ge=0, le=100_000_000)
 
 
 def parse_api(client):
