@@ -116,7 +116,10 @@ fn main() {
             .map(|i| format!("{{\"name\": \"P{i}\", \"age\": {}}}", 20 + i))
             .collect::<Vec<_>>()
             .join(", ");
-        let ids = m.tokenizer.encode(&format!("[{text}"), false).expect("encode");
+        let ids = m
+            .tokenizer
+            .encode(&format!("[{text}"), false)
+            .expect("encode");
         let mut best = f64::MAX;
         for _ in 0..rounds {
             let mut st = g.clone();

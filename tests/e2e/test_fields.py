@@ -111,3 +111,15 @@ def test_conditional_fields_with_their_condition(server):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
             "logprobs": True, "top_logprobs": 2}
     assert post(server, "/v1/chat/completions", json.dumps(body).encode())[0] == 200
+
+
+def test_logit_bias_changes_the_greedy_answer(server, client):
+    """`logit_bias` is applied in the sampler: -100 on the greedy first token replaces it."""
+    kw = dict(model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}],
+              temperature=0, max_tokens=3, logprobs=True)
+    first = client.chat.completions.create(**kw).choices[0].logprobs.content[0]
+    assert first.token == "The"
+    status, _, tok = post(server, "/tokenize", json.dumps({"prompt": "The", "add_special_tokens": False}).encode())
+    assert status == 200 and tok["count"] == 1
+    banned = client.chat.completions.create(**kw, logit_bias={str(tok["tokens"][0]): -100})
+    assert banned.choices[0].logprobs.content[0].token != "The"
