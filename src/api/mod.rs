@@ -12,6 +12,7 @@
 //! `ponder serve` (server.rs).
 
 pub mod auth;
+mod constraint;
 pub mod error;
 pub mod fields;
 mod handlers;

@@ -14,7 +14,6 @@ use serde_json::{Map, Value};
 
 use super::fields;
 use crate::budget::{RawAuto, RawBudget, RawCertaindex, RawGate, RawMinAgreement, RawTtc};
-use crate::guided::Constraint;
 use crate::model::template::ChatMessage;
 use crate::validate::{PromptInput, RawRequest, ValidateError};
 
@@ -30,7 +29,7 @@ fn shown(v: &Value) -> String {
     }
 }
 
-fn wrong(param: &str, expected: &str, v: &Value) -> ValidateError {
+pub(super) fn wrong(param: &str, expected: &str, v: &Value) -> ValidateError {
     ValidateError::invalid(
         param,
         format!("`{param}` must be {expected}, given {}", shown(v)),
@@ -38,11 +37,11 @@ fn wrong(param: &str, expected: &str, v: &Value) -> ValidateError {
 }
 
 /// Typed reads of a JSON object's fields.
-struct Fields<'a>(&'a Map<String, Value>);
+pub(super) struct Fields<'a>(pub(super) &'a Map<String, Value>);
 
 impl<'a> Fields<'a> {
     /// The field, `None` when absent or `null`.
-    fn get(&self, k: &str) -> Option<&'a Value> {
+    pub(super) fn get(&self, k: &str) -> Option<&'a Value> {
         self.0.get(k).filter(|v| !v.is_null())
     }
 
@@ -60,13 +59,13 @@ impl<'a> Fields<'a> {
         self.get(k).map(|v| as_int(k, v)).transpose()
     }
 
-    fn bool(&self, k: &str) -> Result<Option<bool>, ValidateError> {
+    pub(super) fn bool(&self, k: &str) -> Result<Option<bool>, ValidateError> {
         self.get(k)
             .map(|v| v.as_bool().ok_or_else(|| wrong(k, "a boolean", v)))
             .transpose()
     }
 
-    fn string(&self, k: &str) -> Result<Option<&'a str>, ValidateError> {
+    pub(super) fn string(&self, k: &str) -> Result<Option<&'a str>, ValidateError> {
         self.get(k)
             .map(|v| v.as_str().ok_or_else(|| wrong(k, "a string", v)))
             .transpose()
@@ -98,141 +97,6 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, ValidateError> {
                 "the request body must be a JSON object, given {}",
                 shown(&other)
             ),
-        )),
-    }
-}
-
-/// `response_format` or one of the vLLM-style `guided_*` fields (at most one of them).
-fn constraint(f: &Fields<'_>) -> Result<Option<(String, Constraint)>, ValidateError> {
-    const KEYS: [&str; 5] = [
-        "response_format",
-        "guided_json",
-        "guided_regex",
-        "guided_choice",
-        "guided_grammar",
-    ];
-    let given: Vec<&str> = KEYS.into_iter().filter(|k| f.get(k).is_some()).collect();
-    if given.len() > 1 {
-        return Err(ValidateError::invalid(
-            given[1],
-            format!("give one output constraint, given {}", given.join(" and ")),
-        ));
-    }
-    let Some(&k) = given.first() else {
-        return Ok(None);
-    };
-    let v = f.get(k).unwrap_or(&Value::Null);
-    let c = match k {
-        "response_format" => return response_format(v),
-        "guided_json" => match v {
-            Value::String(s) => Constraint::JsonSchema {
-                schema: serde_json::from_str(s).map_err(|e| {
-                    wrong(
-                        k,
-                        &format!("a JSON schema (the string is not JSON: {e})"),
-                        v,
-                    )
-                })?,
-                strict: false,
-            },
-            Value::Object(_) => Constraint::JsonSchema {
-                schema: v.clone(),
-                strict: false,
-            },
-            _ => return Err(wrong(k, "a JSON schema object", v)),
-        },
-        "guided_regex" => Constraint::Regex(f.string(k)?.unwrap_or_default().to_string()),
-        "guided_choice" => {
-            let a = v
-                .as_array()
-                .filter(|a| !a.is_empty())
-                .ok_or_else(|| wrong(k, "a non-empty array of strings", v))?;
-            Constraint::Choice(
-                a.iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        c.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| wrong(&format!("{k}[{i}]"), "a string", c))
-                    })
-                    .collect::<Result<_, _>>()?,
-            )
-        }
-        _ => Constraint::Grammar(f.string(k)?.unwrap_or_default().to_string()),
-    };
-    Ok(Some((k.to_string(), c)))
-}
-
-/// OpenAI `response_format`: `text` (no constraint), `json_object`, `json_schema`.
-fn response_format(v: &Value) -> Result<Option<(String, Constraint)>, ValidateError> {
-    let o = v
-        .as_object()
-        .ok_or_else(|| wrong("response_format", "an object with `type`", v))?;
-    let f = Fields(o);
-    match f.get("type") {
-        Some(Value::String(t)) if t == "text" => {
-            known_fields("response_format", o, &["type"])?;
-            Ok(None)
-        }
-        Some(Value::String(t)) if t == "json_object" => {
-            known_fields("response_format", o, &["type"])?;
-            Ok(Some(("response_format".into(), Constraint::JsonObject)))
-        }
-        Some(Value::String(t)) if t == "json_schema" => {
-            known_fields("response_format", o, &["type", "json_schema"])?;
-            let p = "response_format.json_schema";
-            let js = f
-                .get("json_schema")
-                .ok_or_else(|| ValidateError::invalid(p, format!("`{p}` is required")))?;
-            let jo = js
-                .as_object()
-                .ok_or_else(|| wrong(p, "an object {name, schema, strict}", js))?;
-            known_fields(p, jo, &["name", "description", "schema", "strict"])?;
-            let jf = Fields(jo);
-            if let Some(name) = jf.string("name").map_err(|_| {
-                wrong(
-                    &format!("{p}.name"),
-                    "a string",
-                    jo.get("name").unwrap_or(&Value::Null),
-                )
-            })? {
-                let ok = (1..=64).contains(&name.len())
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                if !ok {
-                    return Err(ValidateError::invalid(
-                        format!("{p}.name"),
-                        format!(
-                            "`{p}.name` must be 1 to 64 of a-z, A-Z, 0-9, _ and -, given {name:?}"
-                        ),
-                    ));
-                }
-            }
-            let strict = jf
-                .bool("strict")
-                .map_err(|_| {
-                    wrong(
-                        &format!("{p}.strict"),
-                        "a boolean",
-                        jo.get("strict").unwrap_or(&Value::Null),
-                    )
-                })?
-                .unwrap_or(false);
-            let schema = jf.get("schema").cloned().unwrap_or(serde_json::json!({}));
-            Ok(Some((
-                format!("{p}.schema"),
-                Constraint::JsonSchema { schema, strict },
-            )))
-        }
-        Some(t) => Err(wrong(
-            "response_format.type",
-            "one of text, json_object, json_schema",
-            t,
-        )),
-        None => Err(ValidateError::invalid(
-            "response_format.type",
-            "`response_format.type` is required",
         )),
     }
 }
@@ -307,7 +171,7 @@ fn common(f: &Fields<'_>, prompt: PromptInput) -> Result<RawRequest, ValidateErr
         ttc: f.get("ttc").map(ttc).transpose()?,
     };
     r.min_tokens = f.int("min_tokens")?;
-    r.constraint = constraint(f)?;
+    r.constraint = super::constraint::constraint(f)?;
     r.logit_bias = logit_bias(f)?;
     // Abuse-tracking ids: logged with the request (`user`, or its successor).
     r.user = f
@@ -358,7 +222,11 @@ const TTC_FIELDS: &[&str] = &[
 ];
 
 /// Rejects fields of our own objects that we do not know (a typo must not be ignored).
-fn known_fields(param: &str, o: &Map<String, Value>, known: &[&str]) -> Result<(), ValidateError> {
+pub(super) fn known_fields(
+    param: &str,
+    o: &Map<String, Value>,
+    known: &[&str],
+) -> Result<(), ValidateError> {
     match o.keys().find(|k| !known.contains(&k.as_str())) {
         None => Ok(()),
         Some(k) => Err(ValidateError::invalid(
@@ -780,98 +648,5 @@ fn prompt(v: &Value) -> Result<PromptInput, ValidateError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chat_err(body: &str) -> (String, Option<String>) {
-        let e = parse_chat(body.as_bytes()).unwrap_err();
-        (e.to_string(), e.param())
-    }
-
-    #[test]
-    fn chat_fields_are_read() {
-        let body = r#"{"model":"m","messages":[{"role":"developer","content":[{"type":"text","text":"a"},
-            {"type":"text","text":"b"}]},{"role":"user","content":"hi"},{"role":"assistant","content":null}],
-            "n":2,"max_tokens":5,"max_completion_tokens":7,"temperature":0.5,"top_k":3,"stop":"x","seed":-1,
-            "logprobs":true,"top_logprobs":2,"stream":true,"stream_options":{"include_usage":true},
-            "user":"u","top_p":null}"#;
-        let r = parse_chat(body.as_bytes()).unwrap();
-        assert_eq!(
-            r.prompt,
-            PromptInput::Chat(vec![
-                ChatMessage::new("system", "a\nb"),
-                ChatMessage::new("user", "hi"),
-                ChatMessage::new("assistant", "")
-            ])
-        );
-        assert_eq!(r.model.as_deref(), Some("m"));
-        assert_eq!(r.n, Some(2));
-        assert_eq!(r.max_tokens, Some(("max_completion_tokens", 7)));
-        assert_eq!(r.temperature, Some(0.5));
-        assert_eq!(r.top_k, Some(3));
-        assert_eq!(r.top_p, None);
-        assert_eq!(r.stop, vec!["x".to_string()]);
-        assert_eq!(r.seed, Some(u64::MAX));
-        assert!(r.logprobs && r.stream && r.include_usage);
-        assert_eq!(r.top_logprobs, Some(("top_logprobs", 2)));
-    }
-
-    #[test]
-    fn wrong_types_name_the_field_and_value() {
-        let cases = [
-            (r#"{"messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "`temperature` must be a number, given \"hot\"", "temperature"),
-            (r#"{"messages":[{"role":"user","content":"x"}],"n":1.5}"#, "`n` must be an integer, given 1.5", "n"),
-            (r#"{"messages":[{"role":"user","content":"x"}],"stop":["a",3]}"#, "`stop[1]` must be a string, given 3", "stop[1]"),
-            (r#"{"messages":[{"role":"tool","content":"x"}]}"#, "`messages[0].tool_call_id` is required on tool messages", "messages[0].tool_call_id"),
-            (r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#, "`messages[0].content[0].type` must be \"text\" (this model reads text only), given \"image_url\"", "messages[0].content[0].type"),
-            (r#"{"messages":[]}"#, "`messages` must hold at least one message", "messages"),
-            (r#"{"model":"m"}"#, "`messages` is required", "messages"),
-            (r#"[1]"#, "the request body must be a JSON object, given [1]", "body"),
-            (r#"{"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#, "`stream_options` is only allowed when `stream` is true", "stream_options"),
-        ];
-        for (body, msg, param) in cases {
-            assert_eq!(
-                chat_err(body),
-                (msg.to_string(), Some(param.to_string())),
-                "{body}"
-            );
-        }
-        assert_eq!(
-            chat_err("{\"messages\": [").0,
-            "the request body is not valid JSON: EOF while parsing a list at line 1 column 14"
-        );
-    }
-
-    #[test]
-    fn completion_prompts() {
-        let p = |s: &str| parse_completion(s.as_bytes()).map(|r| r.prompt);
-        assert_eq!(p(r#"{"prompt":"hi"}"#), Ok(PromptInput::Text("hi".into())));
-        assert_eq!(
-            p(r#"{"prompt":["hi"]}"#),
-            Ok(PromptInput::Text("hi".into()))
-        );
-        assert_eq!(
-            p(r#"{"prompt":[1,2,3]}"#),
-            Ok(PromptInput::TokenIds(vec![1, 2, 3]))
-        );
-        assert_eq!(
-            p(r#"{"prompt":[[4,5]]}"#),
-            Ok(PromptInput::TokenIds(vec![4, 5]))
-        );
-        assert_eq!(
-            p(r#"{"prompt":["a","b","c"]}"#).unwrap_err().to_string(),
-            "`prompt` must hold a single prompt (batched prompts are not supported), given 3"
-        );
-        assert_eq!(
-            p(r#"{"prompt":[1,"x"]}"#).unwrap_err().to_string(),
-            "`prompt[1]` must be an integer, given \"x\""
-        );
-        assert_eq!(
-            p(r#"{"prompt":{"a":1}}"#).unwrap_err().to_string(),
-            "`prompt` must be a string, an array of token ids, or an array holding one of those, given {\"a\":1}"
-        );
-        let r = parse_completion(br#"{"prompt":"x","logprobs":3}"#).unwrap();
-        assert!(r.logprobs);
-        assert_eq!(r.top_logprobs, Some(("logprobs", 3)));
-    }
-}
+#[path = "request_tests.rs"]
+mod tests;
