@@ -69,6 +69,8 @@ pub struct RawRequest {
     pub logit_bias: Vec<(String, f32)>,
     /// Completions `echo`: the prompt text leads each choice's text.
     pub echo: bool,
+    /// Completions `best_of` (> `n`): candidates generated, the `n` best returned.
+    pub best_of: Option<i64>,
     /// Completions `suffix`: fill in the middle between the prompt and this text.
     pub suffix: Option<String>,
     /// `user` / `safety_identifier`: logged with the request.
@@ -109,6 +111,7 @@ impl RawRequest {
             budget: RawBudget::default(),
             logit_bias: Vec::new(),
             echo: false,
+            best_of: None,
             suffix: None,
             user: None,
             constraint: None,
@@ -139,14 +142,30 @@ pub struct ValidRequest {
     pub guide: Option<crate::guided::Guide>,
     /// Output text is parsed for tool calls in this format.
     pub tool_parser: Option<crate::tools::ToolParser>,
+    /// Completions `best_of` > `n`: this many candidates run; the `n` with the highest mean
+    /// token logprob are returned.
+    pub best_of: Option<usize>,
 }
 
 impl ValidRequest {
     pub fn generate_request(&self) -> GenerateRequest {
+        // best_of ranks candidates by their tokens' logprobs: the engine reports them.
+        let params = match self.best_of {
+            Some(_) if !self.params.logprobs => {
+                let mut raw = self.params.clone().into_raw();
+                raw.logprobs = true;
+                raw.validate().unwrap_or_else(|_| self.params.clone())
+            }
+            _ => self.params.clone(),
+        };
         GenerateRequest {
             prompt_token_ids: self.prompt_token_ids.clone(),
-            n: self.budget.ttc.as_ref().map_or(self.n, |p| p.n),
-            params: self.params.clone(),
+            n: self
+                .budget
+                .ttc
+                .as_ref()
+                .map_or(self.best_of.unwrap_or(self.n), |p| p.n),
+            params,
             priority: 0,
             starts_in_thinking: self.starts_in_thinking,
             think: self.budget.think,
@@ -551,6 +570,11 @@ pub fn check(
                 })
         })
         .collect::<Result<Vec<u32>, _>>()?;
+    let best_of = match raw.best_of {
+        None => None,
+        Some(b) if b <= max_n => Some(b as usize),
+        Some(b) => return Err(out_of_range("best_of", format!("in [n, {max_n}]"), b)),
+    };
     let logit_bias = raw
         .logit_bias
         .iter()
@@ -604,6 +628,7 @@ pub fn check(
         user,
         guide: None,
         tool_parser: None,
+        best_of,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Router tests for "no silent ignores": unknown and unsupported fields are 400s naming them,
-//! `logit_bias` reaches the sampler checked, completions `echo` / `suffix` / `best_of`, the
+//! `logit_bias` reaches the sampler checked, completions `echo` / `suffix` / `best_of` (the n
+//! best of more candidates), the
 //! OpenAI fields whose only supported value is the default, and logprobs `bytes` / order.
 
 mod api_support;
@@ -189,14 +190,38 @@ async fn completions_echo_suffix_and_best_of() {
             "suffix"
         )
     );
+    // best_of > n: the engine runs best_of candidates with logprobs; n come back, without
+    // logprobs unless asked for.
     let body = r#"{"prompt":"x","best_of":3,"n":2}"#;
-    assert_eq!(
-        call(&state, post("/v1/completions", body)).await,
-        bad(
-            "`best_of` must equal `n` (2): ranking more candidates than are returned is not implemented, given 3",
-            "best_of"
-        )
-    );
+    let (status, v) = call(&state, post("/v1/completions", body)).await;
+    assert_eq!(status, 200, "{v}");
+    let req = engine.last_request();
+    assert_eq!((req.n, req.params.logprobs), (3, true));
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(v["choices"][1]["index"], 1);
+    assert_eq!(v["choices"][0]["logprobs"], Value::Null);
+    // Usage counts every candidate's tokens.
+    assert_eq!(v["usage"]["completion_tokens"], 6);
+    let cases = [
+        (
+            r#"{"prompt":"x","best_of":1,"n":2}"#,
+            "`best_of` must be >= `n` (2), given 1",
+        ),
+        (
+            r#"{"prompt":"x","best_of":17}"#,
+            "`best_of` must be in [n, 16], given 17",
+        ),
+        (
+            r#"{"prompt":"x","best_of":2,"stream":true}"#,
+            "`best_of` > `n` cannot be used with `stream` (candidates are ranked at the end)",
+        ),
+    ];
+    for (body, msg) in cases {
+        assert_eq!(
+            call(&state, post("/v1/completions", body)).await,
+            bad(msg, "best_of")
+        );
+    }
     let body = r#"{"prompt":"x","best_of":2,"n":2}"#;
     assert_eq!(call(&state, post("/v1/completions", body)).await.0, 200);
     assert_eq!(engine.last_request().n, 2);

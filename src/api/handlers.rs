@@ -133,6 +133,7 @@ async fn run(
         vocab: s.vocab.clone(),
         echo: valid.echo.clone(),
         tool_parser: valid.tool_parser,
+        keep: valid.best_of.map(|_| valid.n),
     };
     let prompt_tokens = valid.prompt_token_ids.len();
     if valid.stream {

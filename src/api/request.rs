@@ -606,15 +606,25 @@ pub fn parse_completion(body: &[u8]) -> Result<RawRequest, ValidateError> {
     r.suffix = f.string("suffix")?.map(str::to_string);
     if let Some(best_of) = f.int("best_of")? {
         let n = r.n.unwrap_or(1);
-        if best_of != n {
+        if best_of < n {
             return Err(ValidateError::invalid(
                 "best_of",
-                format!(
-                    "`best_of` must equal `n` ({n}): ranking more candidates than are returned \
-                     is not implemented, given {best_of}"
-                ),
+                format!("`best_of` must be >= `n` ({n}), given {best_of}"),
             ));
         }
+        if best_of > n && r.stream {
+            return Err(ValidateError::invalid(
+                "best_of",
+                "`best_of` > `n` cannot be used with `stream` (candidates are ranked at the end)",
+            ));
+        }
+        if best_of > n && r.budget.ttc.is_some() {
+            return Err(ValidateError::invalid(
+                "best_of",
+                "`best_of` > `n` cannot be combined with `ttc` (which picks its own winner)",
+            ));
+        }
+        r.best_of = (best_of > n).then_some(best_of);
     }
     Ok(r)
 }

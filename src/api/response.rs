@@ -5,7 +5,8 @@
 //! completions `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`.
 //! `bytes` are the token's raw bytes (a token ending inside a UTF-8 character included), and
 //! alternatives come most likely first on both endpoints (the completions dict keeps that
-//! order). Completions `echo` puts the prompt text before each choice's text.
+//! order). Completions `echo` puts the prompt text before each choice's text; `best_of`
+//! returns the `n` candidates with the highest mean token logprob (usage counts them all).
 //! A logprob of -inf (a token the filters removed) is sent as -9999.0, as OpenAI does.
 //! Usage counts the prompt once, however many samples (`n`) there are, and every generated
 //! token of every sample (aggregated requests included: stopped samples' tokens too).
@@ -135,6 +136,8 @@ pub struct Meta {
     pub echo: Option<String>,
     /// Chat with tools: output is parsed for calls in this format.
     pub tool_parser: Option<crate::tools::ToolParser>,
+    /// Completions `best_of`: only this many candidates (the best) are returned.
+    pub keep: Option<usize>,
 }
 
 impl Meta {
@@ -313,13 +316,16 @@ pub async fn collect(
         }
         ttc = Some(report.to_json());
     } else {
+        if let Some(index) = choices.iter().position(|c| c.finish.is_none()) {
+            return Err(internal(format!(
+                "the engine closed the stream before sample {index} finished"
+            )));
+        }
+        if let Some(keep) = meta.keep {
+            choices = best_of(choices, keep);
+        }
         reason = choices.first().map_or("stop", Choice::finish_reason);
         for (index, c) in choices.iter().enumerate() {
-            if c.finish.is_none() {
-                return Err(internal(format!(
-                    "the engine closed the stream before sample {index} finished"
-                )));
-            }
             out.push(meta.choice_json(index, c, tokenizer));
         }
     }
@@ -334,6 +340,30 @@ pub async fn collect(
         body["ttc"] = t;
     }
     Ok(body)
+}
+
+/// `best_of`: the `keep` candidates with the highest mean token logprob, best first (ties:
+/// the earlier sample).
+pub fn best_of(mut choices: Vec<Choice>, keep: usize) -> Vec<Choice> {
+    let mean = |c: &Choice| {
+        let n = c.logprobs.len();
+        if n == 0 {
+            return f64::NEG_INFINITY;
+        }
+        c.logprobs.iter().map(|l| f64::from(l.logprob)).sum::<f64>() / n as f64
+    };
+    let mut order: Vec<(f64, usize)> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (mean(c), i))
+        .collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut taken: Vec<Option<Choice>> = choices.drain(..).map(Some).collect();
+    order
+        .into_iter()
+        .take(keep)
+        .filter_map(|(_, i)| taken[i].take())
+        .collect()
 }
 
 /// The finish reason of an aggregated request without a completed sample: the stop rule
@@ -367,6 +397,36 @@ mod tests {
             logprob_json(-std::f32::consts::LN_2).to_string(),
             "-0.6931472"
         );
+    }
+
+    #[test]
+    fn best_of_keeps_the_highest_mean_logprob() {
+        let c = |lps: &[f32], text: &str| Choice {
+            text: text.into(),
+            logprobs: lps
+                .iter()
+                .map(|&l| TokenLogprob {
+                    token: 0,
+                    logprob: l,
+                    top: vec![],
+                })
+                .collect(),
+            finish: Some(FinishReason::Stop),
+            ..Choice::default()
+        };
+        let all = vec![
+            c(&[-1.0, -3.0], "a"),
+            c(&[-0.5], "b"),
+            c(&[-2.0, -0.0], "c"),
+            c(&[], "d"),
+        ];
+        let best: Vec<String> = best_of(all.clone(), 2)
+            .into_iter()
+            .map(|c| c.text)
+            .collect();
+        assert_eq!(best, ["b", "c"]);
+        let best: Vec<String> = best_of(all, 4).into_iter().map(|c| c.text).collect();
+        assert_eq!(best, ["b", "c", "a", "d"]);
     }
 
     #[test]
