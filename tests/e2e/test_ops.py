@@ -72,3 +72,22 @@ def test_api_keys_wrong_or_missing_401_right_200(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_api_key_from_the_environment():
+    import os
+    import urllib.error
+    import urllib.request
+
+    proc, base, _ = spawn_server([], "e2e-auth-env.log", env={**os.environ, "PONDER_API_KEY": "sk-env"})
+    try:
+        try:
+            urllib.request.urlopen(base + "/v1/models", timeout=10)
+            raise AssertionError("expected 401")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
+        req = urllib.request.Request(base + "/v1/models", headers={"Authorization": "Bearer sk-env"})
+        assert urllib.request.urlopen(req, timeout=10).status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
