@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! intake commands -> drop cancelled requests -> deadlines -> schedule -> runner.execute
+//!                                  (guided samples' grammar masks meanwhile: guide.rs)
 //!   -> per seq in each logits row's sample_for: forced token (thinking budget) or a draw
-//!      (s1 "Wait" filter) -> scheduler.update_from_output
+//!      (s1 "Wait" filter; masked by its grammar, which the token then advances)
+//!   -> scheduler.update_from_output
 //!   -> per sample: detokenize, split reasoning/content, stop rules, Delta / Finished,
 //!      budget controller (aggregated requests) -> Launch wave / Stop sample / Finish + Report
 //! ```
