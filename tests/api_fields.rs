@@ -278,3 +278,50 @@ fn logprob_bytes_rebuild_partial_utf8_tokens() {
     // The emoji and the check mark are split inside their UTF-8 sequences.
     assert!(partial >= 2, "{entries:?}");
 }
+
+#[tokio::test]
+async fn tool_choice_auto_leaves_plain_answers_alone_and_needs_a_parser() {
+    let engine = FakeEngine::new(Behavior::Script);
+    let mut state = app(engine.clone());
+    let tools =
+        r#","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]"#;
+    let (status, v) = call(&state, post("/v1/chat/completions", chat_body(tools))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v["choices"][0],
+        json!({"index": 0, "message": {"role": "assistant", "content": "Hello world"},
+            "logprobs": null, "finish_reason": "stop"})
+    );
+    // auto sends the tools in the prompt: the fallback system prompt lists them.
+    let prompt = MODEL
+        .tokenizer
+        .decode(&engine.last_request().prompt_token_ids, false);
+    assert!(
+        prompt.starts_with("<|im_start|>system\nYou may call one or more functions"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains(
+            r#"<tools>
+{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}
+</tools>"#
+        ),
+        "{prompt}"
+    );
+    state.tool_parser = ponder::tools::ToolParser::None;
+    assert_eq!(
+        call(&state, post("/v1/chat/completions", chat_body(tools))).await,
+        bad(
+            "`tool_choice` auto needs a tool-call parser: start the server with --tool-call-parser hermes or llama3_json",
+            "tool_choice"
+        )
+    );
+    let named = format!(r#"{tools},"tool_choice":{{"type":"function","function":{{"name":"g"}}}}"#);
+    assert_eq!(
+        chat_err(&named).await,
+        bad(
+            "`tool_choice` names \"g\", which is not in `tools`",
+            "tool_choice"
+        )
+    );
+}
