@@ -5,14 +5,14 @@
 #                                  and copy them, stripped, into carry/bin (git-ignored); then
 #                                  run the device tool with carry: ["carry"].
 #   scripts/gpu-check.sh run       (on the GPU machine) kernel compile check, parity tests and
-#                                  the benchmark; table on stdout, full log under $OUT (or
+#                                  the benchmark (cuda_parity's ignored bench::gpu_bench); table on stdout, full log under $OUT (or
 #                                  ./gpu-check-out). Uses cargo when the machine has it,
 #                                  otherwise the binaries in carry/bin.
 # Record the results (date, device, command, numbers) in docs/gpu-results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-run}
-TESTS="cuda_kernels_compile cuda_parity cuda_bench"
+TESTS="cuda_kernels_compile cuda_parity backends"
 
 if [ "$mode" = prepare ]; then
   mkdir -p carry/bin
@@ -44,23 +44,25 @@ LOG=$OUT/gpu-check.log
     [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   done
   export CI=true
+  # A missing device fails the CUDA tests here instead of skipping them.
+  export PONDER_EXPECT_GPU=1
   status=0
   if command -v cargo >/dev/null; then
     run_test() { cargo test --release --features cuda --test "$1" -- --nocapture --test-threads=1 "${@:2}"; }
   else
     run_test() { "carry/bin/$1" --nocapture --test-threads=1 "${@:2}"; }
   fi
-  for t in cuda_kernels_compile cuda_parity; do
+  for t in cuda_kernels_compile cuda_parity backends; do
     echo "== $t"
     run_test "$t" || status=1
   done
-  echo "== cuda_bench"
-  run_test cuda_bench --ignored || status=1
+  echo "== gpu_bench"
+  run_test cuda_parity --ignored bench::gpu_bench || status=1
   echo "== exit status $status"
   exit $status
 } 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
 echo
 echo "== summary"
-grep -E "^(test |\| |floors:|device:|greedy decode|.*relative error|.*SKIPPED)" "$LOG" || true
+grep -E "^(test |\| |floors:|device:|.*greedy decode|.*relative (logit )?error|.*refuses|.*SKIPPED)" "$LOG" || true
 exit "$rc"

@@ -220,7 +220,7 @@ fn build_core(
             }
             (Device::Cuda, Ok(_)) | (Device::Auto, Ok(_)) => {
                 tracing::info!("device: cuda:0");
-                return ponder::engine::cuda_runner::cuda_core(model, &ecfg, 0, None)
+                return ponder::engine::cuda_core(model, &ecfg, 0, None)
                     .map_err(|e| anyhow::anyhow!("CUDA engine: {e}"));
             }
             (Device::Auto, Err(why)) => tracing::info!(%why, "device: cpu (no usable CUDA device)"),

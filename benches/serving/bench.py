@@ -5,14 +5,21 @@ streaming requests at fixed concurrency levels and reports output tokens/s, TTFT
 Workload (identical for every server): request i sends a fixed prompt of the same token
 count for every i (a zero-padded request number in front, so no server gets prefix-cache
 hits from its neighbours), temperature 0 (greedy), `max_tokens` = --output-tokens, and the
-server-specific `--extra` fields that make EOS impossible (ponder: `ignore_eos`; llama.cpp:
-`logit_bias` on the end-of-generation tokens), so every request generates exactly
---output-tokens tokens. A sanity request per server checks that count and the prompt length.
+`--extra` fields that make EOS impossible (`{"ignore_eos": true}` for ponder and llama.cpp's
+llama-server alike; another server may need `logit_bias` on its end-of-generation tokens),
+so every request generates exactly --output-tokens tokens. A sanity request per server
+checks that count and the prompt length.
 
 Per concurrency level c: a closed loop of c clients sends `max(--min-requests, 2c)`
 requests. Metrics (streamed chunks carrying non-empty text are "token events"):
   TTFT  send -> first token event;  ITL  gaps between consecutive token events (pooled);
   output tokens/s  = requests x output tokens / (first send -> last response) of the level.
+  With --pid (the server's process id, same machine): server CPU seconds (user + system, all
+  its threads) over the level, and cores = CPU seconds / wall time, i.e. how much CPU the
+  server got (on a shared machine: less than its thread count when others compete) or
+  burned (spinning threads count too). The 1-minute load average at the level's end is kept.
+  --append adds the levels to an existing --json file of the same label, so a script can run
+  one level at a time and alternate servers between levels.
 
   bench.py run --url http://127.0.0.1:8000 --label ponder --extra '{"ignore_eos": true}' \
       --concurrency 1 4 16 64 --json out.json
@@ -21,6 +28,7 @@ requests. Metrics (streamed chunks carrying non-empty text are "token events"):
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -37,6 +45,26 @@ def prompt(i, words):
     """Fixed-length prompt: a zero-padded request number, then `words` filler words."""
     w = (FILLER * (words // len(FILLER.split()) + 1)).split()[:words]
     return f"Request {i:06d}. " + " ".join(w)
+
+
+def cpu_seconds(pid):
+    """utime + stime of process `pid` (all its threads) in seconds; None without it."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load1():
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except OSError:
+        return None
 
 
 def pct(v, p):
@@ -116,7 +144,9 @@ async def level(session, url, model, c, n, args, extra, first_index):
             i = queue.pop(0)
             results.append(await one(session, url, model, i, args, extra))
 
+    cpu0 = cpu_seconds(args.pid)
     await asyncio.gather(*(worker() for _ in range(c)))
+    cpu1 = cpu_seconds(args.pid)
     errors = [r["error"] for r in results if "error" in r]
     if errors:
         sys.exit(f"c={c}: {len(errors)} of {n} requests failed, first: {errors[0]}")
@@ -127,13 +157,18 @@ async def level(session, url, model, c, n, args, extra, first_index):
     return {"concurrency": c, "requests": n, "wall_s": round(wall, 3),
             "output_tok_s": round(n * args.output_tokens / wall, 2),
             "ttft_ms_p50": ms(pct(ttft, 50)), "ttft_ms_p99": ms(pct(ttft, 99)),
-            "itl_ms_p50": ms(pct(itl, 50)), "itl_ms_p99": ms(pct(itl, 99))}
+            "itl_ms_p50": ms(pct(itl, 50)), "itl_ms_p99": ms(pct(itl, 99)),
+            "server_cpu_s": None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 2),
+            "server_cores": None if cpu0 is None or cpu1 is None else round((cpu1 - cpu0) / wall, 2),
+            "load1_end": load1()}
 
 
 async def run(args):
     extra = json.loads(args.extra)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
-    conn = aiohttp.TCPConnector(limit=0)
+    # A fresh connection per request: llama-server's HTTP layer (cpp-httplib) drops idle
+    # keep-alive connections, and aiohttp would send the next request into a closed socket.
+    conn = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(timeout=timeout, connector=conn) as s:
         async with s.get(args.url + "/v1/models") as r:
             models = await r.json(content_type=None)
@@ -143,13 +178,20 @@ async def run(args):
             await one(s, args.url, model, 900000 + i, args, extra)
         out = {"label": args.label, "model": model, "prompt_tokens": prompt_tokens,
                "output_tokens": args.output_tokens, "levels": []}
-        index = 1
+        index = args.first_index
         for c in args.concurrency:
             n = max(args.min_requests, 2 * c) if args.requests is None else args.requests
             r = await level(s, args.url, model, c, n, args, extra, index)
             index += n
             print(f"{args.label} c={c}: {json.dumps(r)}", flush=True)
             out["levels"].append(r)
+    if args.json and args.append and os.path.exists(args.json):
+        with open(args.json) as f:
+            prev = json.load(f)
+        if (prev["label"], prev["output_tokens"]) != (out["label"], out["output_tokens"]):
+            sys.exit(f"--append: {args.json} holds another run ({prev['label']})")
+        prev["levels"] += out["levels"]
+        out = prev
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
@@ -169,8 +211,9 @@ def report(paths):
         "",
         f"| concurrency | requests | output tok/s {la} | output tok/s {lb} | ratio {la}/{lb} "
         f"| TTFT p50 ms {la} | TTFT p50 ms {lb} | TTFT p99 ms {la} | TTFT p99 ms {lb} "
-        f"| ITL p50 ms {la} | ITL p50 ms {lb} | ITL p99 ms {la} | ITL p99 ms {lb} |",
-        "|" + "---|" * 13,
+        f"| ITL p50 ms {la} | ITL p50 ms {lb} | ITL p99 ms {la} | ITL p99 ms {lb} "
+        f"| cores {la} | cores {lb} |",
+        "|" + "---|" * 15,
     ]
     for x, y in zip(a["levels"], b["levels"]):
         ratio = x["output_tok_s"] / y["output_tok_s"] if y["output_tok_s"] else None
@@ -179,7 +222,12 @@ def report(paths):
             f"{fmt(y['output_tok_s'])} | {fmt(ratio, 2)}x | {fmt(x['ttft_ms_p50'], 0)} | "
             f"{fmt(y['ttft_ms_p50'], 0)} | {fmt(x['ttft_ms_p99'], 0)} | {fmt(y['ttft_ms_p99'], 0)} | "
             f"{fmt(x['itl_ms_p50'])} | {fmt(y['itl_ms_p50'])} | {fmt(x['itl_ms_p99'])} | "
-            f"{fmt(y['itl_ms_p99'])} |")
+            f"{fmt(y['itl_ms_p99'])} | {fmt(x.get('server_cores'), 2)} | "
+            f"{fmt(y.get('server_cores'), 2)} |")
+    if any(x.get("load1_end") is not None for x in a["levels"] + b["levels"]):
+        loads = lambda r: ", ".join(fmt(x.get("load1_end"), 2) for x in r["levels"])  # noqa: E731
+        lines += ["", f"1-minute load average at the end of each level: {la} {loads(a)}; "
+                      f"{lb} {loads(b)}."]
     print("\n".join(lines))
 
 
@@ -199,6 +247,9 @@ def main():
     r.add_argument("--warmup", type=int, default=2)
     r.add_argument("--timeout", type=float, default=1800)
     r.add_argument("--json")
+    r.add_argument("--append", action="store_true", help="add the levels to an existing --json")
+    r.add_argument("--first-index", type=int, default=1, help="request number of the first request")
+    r.add_argument("--pid", type=int, help="the server's process id: report its CPU use per level")
     rep = sub.add_parser("report")
     rep.add_argument("paths", nargs=2)
     args = p.parse_args()

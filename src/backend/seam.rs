@@ -86,13 +86,14 @@ pub trait Ops: Backend + Sized {
     );
     /// `y = x W^T (+ bias)`.
     fn linear(&mut self, x: &Self::Act, w: &Self::Matrix, y: &mut Self::Act);
-    /// Splits `qkv [T, (h + 2 kvh) d]`, normalizes q and k per head (if asked), rotates them,
+    /// Splits `qkv [T, (h + 2 kvh) d]` (a backend may rotate it in place), normalizes q and k
+    /// per head (if asked), rotates them,
     /// writes k and v into the cache at the batch's slots and attends causally (within the
     /// window) over each sequence's blocks: `out [T, h d]`.
     fn attention(
         &mut self,
         op: &AttnOp<'_, Self>,
-        qkv: &Self::Act,
+        qkv: &mut Self::Act,
         kv: &mut Self::Kv,
         batch: &Batch,
         out: &mut Self::Act,

@@ -2,12 +2,11 @@
 //! come in through an `EngineHandle` and results go out as per-request event streams.
 //!
 //! `types` is the client contract, `core` the single-owner loop body, `handle` the thread
-//! and admission control, `runner` the model execution (CPU; `cuda_runner` with `--features cuda`), `detok` the
-//! incremental detokenizer.
+//! and admission control, `runner` the model execution on any backend of the seam (built
+//! here: `cpu_core`, `cuda_core` with `--features cuda`), `probes` the probe prompts and
+//! state, `detok` the incremental detokenizer.
 
 pub mod core;
-#[cfg(feature = "cuda")]
-pub mod cuda_runner;
 pub mod detok;
 mod guide;
 pub mod handle;
@@ -110,6 +109,74 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
         cfg.kv_cache_dtype,
     )?;
     let runner = runner::Runner::new(backend, model.clone(), cache);
+    let prompts = probe_prompts(&model, cfg.probe_texts.as_ref())?;
+    Ok(
+        core::EngineCore::new(sched, Box::new(runner), model.tokenizer.clone())
+            .with_reasoning(model.reasoning.clone())
+            .with_probe_prompts(prompts),
+    )
+}
+
+/// How much device memory the CUDA KV cache gets.
+#[cfg(feature = "cuda")]
+#[derive(Debug, Clone, Copy)]
+pub enum KvSizing {
+    /// Exactly this many bytes.
+    Bytes(usize),
+    /// This fraction of the free memory after the weights are uploaded.
+    FreeFraction(f64),
+}
+
+/// Builds the GPU engine core for `model` on device `ordinal` (the twin of [`cpu_core`]):
+/// the CUDA backend packs its own weights from the checkpoint; the KV cache is sized from
+/// `cfg.kv_cache_bytes`, or from `free_fraction` of the free device memory when given.
+#[cfg(feature = "cuda")]
+pub fn cuda_core(
+    model: Arc<LoadedModel>,
+    cfg: &EngineConfig,
+    ordinal: usize,
+    free_fraction: Option<f64>,
+) -> Result<core::EngineCore, String> {
+    use crate::backend::cuda::backend::CudaBackend;
+    use crate::backend::cuda::device::GpuDevice;
+    use crate::backend::cuda::kv::GpuKvCache;
+    use crate::backend::seam::Ops;
+    let dev = Arc::new(GpuDevice::new(ordinal).map_err(|e| e.to_string())?);
+    let backend = CudaBackend::new(dev.clone());
+    let packed = Arc::new(
+        model
+            .pack_for(&backend, cfg.kv_cache_dtype)
+            .map_err(|e| e.to_string())?,
+    );
+    let c = &packed.cfg;
+    let per_block =
+        GpuKvCache::bytes_per_block(c.num_layers, cfg.block_size, c.num_kv_heads, c.head_dim);
+    let sizing = free_fraction.map_or(KvSizing::Bytes(cfg.kv_cache_bytes), KvSizing::FreeFraction);
+    let num_blocks = match sizing {
+        KvSizing::Bytes(b) => b / per_block,
+        KvSizing::FreeFraction(f) => {
+            GpuKvCache::blocks_for_fraction(&dev, f, per_block).map_err(|e| e.to_string())?
+        }
+    };
+    let cache = backend.kv_cache(
+        packed.kv_shape(num_blocks, cfg.block_size),
+        cfg.kv_cache_dtype,
+    )?;
+    tracing::info!(
+        device = ordinal,
+        arch = dev.arch,
+        num_blocks,
+        block_size = cfg.block_size,
+        bytes_per_block = per_block,
+        "CUDA runner ready"
+    );
+    let kv = KvConfig {
+        num_blocks,
+        block_size: cfg.block_size,
+        enable_prefix_caching: cfg.enable_prefix_caching,
+    };
+    let sched = Scheduler::new(cfg.sched.clone(), &kv).map_err(|e| e.to_string())?;
+    let runner = runner::Runner::new(backend, packed, cache);
     let prompts = probe_prompts(&model, cfg.probe_texts.as_ref())?;
     Ok(
         core::EngineCore::new(sched, Box::new(runner), model.tokenizer.clone())

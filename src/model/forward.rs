@@ -186,7 +186,7 @@ impl<B: Ops> Model<B> {
                 window: c.sliding_window,
                 scale,
             };
-            b.attention(&op, &a.qkv, kv, batch, &mut a.attn);
+            b.attention(&op, &mut a.qkv, kv, batch, &mut a.attn);
             b.linear(&a.attn, &lw.wo, &mut a.proj);
             b.norm(&mut a.x, Some(&a.proj), &lw.ffn_norm, eps, &mut a.xn);
             b.linear(&a.xn, &lw.gate_up, &mut a.gu);

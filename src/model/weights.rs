@@ -49,6 +49,43 @@ impl TensorSource for GgufFile {
     }
 }
 
+/// Tensors held in memory under canonical names (random test models, benches).
+#[derive(Default)]
+pub struct MemSource {
+    tensors: HashMap<String, (GgmlType, Vec<usize>, Storage)>,
+}
+
+impl MemSource {
+    /// Adds `m` (row-major, as a checkpoint stores it) under `name` (shape `[rows, cols]`).
+    pub fn matrix(&mut self, name: &str, m: QMatrix) {
+        assert!(
+            matches!(m.layout, crate::backend::tensor::Layout::RowMajor),
+            "`{name}`: a source holds row-major matrices"
+        );
+        let shape = vec![m.rows, m.cols];
+        self.tensors.insert(name.to_string(), (m.ty, shape, m.data));
+    }
+
+    /// Adds an f32 vector under `name`.
+    pub fn vector(&mut self, name: &str, v: &[f32]) {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let data = Storage::Owned(bytes.into());
+        self.tensors
+            .insert(name.to_string(), (GgmlType::F32, vec![v.len()], data));
+    }
+}
+
+impl TensorSource for MemSource {
+    fn tensor(&self, name: &str) -> Option<RawTensor> {
+        let (ty, shape, data) = self.tensors.get(name)?;
+        Some(RawTensor {
+            ty: *ty,
+            shape: shape.clone(),
+            data: data.clone(),
+        })
+    }
+}
+
 /// All `*.safetensors` files of a Hugging Face directory, memory-mapped.
 pub struct SafetensorsDir {
     /// canonical name -> (shard index, dtype, shape, byte range in shard)

@@ -102,7 +102,7 @@ fn run_case(
         .collect();
     let scale = 1.0 / (hd as f32).sqrt();
     let mut want = vec![f32::NAN; t * nh * hd];
-    cpu_attention(&cpu_cache, 0, &q, nh, &cpu_seqs, scale, &mut want);
+    cpu_attention(&cpu_cache, 0, &q, nh, &cpu_seqs, scale, None, &mut want);
     let descs: Vec<AttnSeqDesc<'_>> = cpu_seqs
         .iter()
         .map(|s| AttnSeqDesc {

@@ -1,17 +1,32 @@
-//! Greedy decode of an in-memory random Llama (bf16 weights, so both backends read identical
-//! weights) on the CPU and on the GPU: the first 32 generated tokens must be identical.
+//! Greedy decode of an in-memory random model (bf16 weights, so both backends read identical
+//! weights) through the one forward pass (`model::forward`) on the CPU and on the CUDA backend:
+//! the first 32 generated tokens must be identical. Two shapes: a Llama (no bias) and a
+//! Qwen2-style model with Q/K/V bias and more query heads per KV head.
+
+use std::sync::Arc;
 
 use super::*;
-use ponder::backend::cpu::attention::KvDtype;
-use ponder::engine::cuda_runner::{CudaRunner, KvSizing};
-use ponder::model::weights::{LayerWeights, Linear, LlamaWeights};
-use ponder::model::{BatchInput, LlamaModel, ModelConfig};
+use ponder::backend::cpu::backend::CpuBackend;
+use ponder::backend::cuda::backend::CudaBackend;
+use ponder::backend::seam::Ops;
+use ponder::backend::types::{Batch, KvDtype};
+use ponder::model::arch::{ArchSpec, LLAMA, QWEN2};
+use ponder::model::forward::Model;
+use ponder::model::rope::RopeScaling;
+use ponder::model::weights::{self, MemSource};
+use ponder::model::ModelConfig;
 
-fn random_model(seed: u64) -> LlamaModel {
-    let (h, f, layers, nh, nkv, vocab) = (128, 320, 3, 4, 2, 2048);
-    let hd = h / nh;
-    let cfg = ModelConfig {
-        arch: ponder::model::arch::LLAMA,
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn config(
+    arch: &'static ArchSpec,
+    (h, f, layers): (usize, usize, usize),
+    (nh, nkv, hd): (usize, usize, usize),
+    vocab: usize,
+    qkv_bias: bool,
+    style: RopeStyle,
+) -> ModelConfig {
+    ModelConfig {
+        arch,
         vocab_size: vocab,
         hidden_size: h,
         intermediate_size: f,
@@ -21,39 +36,50 @@ fn random_model(seed: u64) -> LlamaModel {
         head_dim: hd,
         rms_eps: 1e-5,
         rope_theta: 10000.0,
-        rope_style: RopeStyle::Neox,
-        rope_scaling: ponder::model::rope::RopeScaling::None,
-        max_position: 2048,
-        qkv_bias: false,
+        rope_style: style,
+        rope_scaling: RopeScaling::None,
+        max_position: 8192,
+        qkv_bias,
         qk_norm: false,
         sliding_window: None,
-    };
+    }
+}
+
+/// Every tensor `cfg` needs, random bf16 matrices and f32 vectors drawn from `seed` (matrix
+/// entries in +-`a`, embeddings in +-1, norms near 1), under canonical names; the LM head is
+/// tied to the embedding.
+pub(crate) fn random_source(cfg: &ModelConfig, seed: u64, a: f32) -> MemSource {
+    let (h, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+    let (qd, kvd) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
+    let mut src = MemSource::default();
     let mut s = seed;
-    let mut mat = |r: usize, c: usize, a: f32| {
+    let mut mat = |src: &mut MemSource, name: &str, r: usize, c: usize, a: f32| {
         s += 1;
-        bf16_matrix(r, c, &randf(r * c, s, a))
+        src.matrix(name, bf16_matrix(r, c, &bf(&randf(r * c, s, a))));
     };
-    let lin = |w: QMatrix| Linear::new(w, None);
-    let qkvd = (nh + 2 * nkv) * hd;
-    let layers_w = (0..layers)
-        .map(|_| LayerWeights {
-            attn_norm: vec![1.0; h],
-            qkv: lin(mat(qkvd, h, 0.15)),
-            wo: lin(mat(h, nh * hd, 0.15)),
-            ffn_norm: vec![1.0; h],
-            gate_up: lin(mat(2 * f, h, 0.15)),
-            down: lin(mat(h, f, 0.15)),
-        })
-        .collect();
-    let embed = mat(vocab, h, 1.0);
-    let weights = LlamaWeights {
-        lm_head: embed.clone(),
-        embed,
-        layers: layers_w,
-        final_norm: vec![1.0; h],
-        rope_freqs: None,
-    };
-    LlamaModel::new(cfg, weights)
+    mat(&mut src, "token_embd.weight", cfg.vocab_size, h, 1.0);
+    let near_one =
+        |n: usize, seed: u64| -> Vec<f32> { randf(n, seed, 0.1).iter().map(|x| 1.0 + x).collect() };
+    for l in 0..cfg.num_layers {
+        let n = |x: &str| format!("blk.{l}.{x}");
+        mat(&mut src, &n("attn_q.weight"), qd, h, a);
+        mat(&mut src, &n("attn_k.weight"), kvd, h, a);
+        mat(&mut src, &n("attn_v.weight"), kvd, h, a);
+        mat(&mut src, &n("attn_output.weight"), h, qd, a);
+        mat(&mut src, &n("ffn_gate.weight"), f, h, a);
+        mat(&mut src, &n("ffn_up.weight"), f, h, a);
+        mat(&mut src, &n("ffn_down.weight"), h, f, a);
+        if cfg.qkv_bias {
+            let sd = seed * 1000 + l as u64;
+            src.vector(&n("attn_q.bias"), &randf(qd, sd + 1, 0.5));
+            src.vector(&n("attn_k.bias"), &randf(kvd, sd + 2, 0.5));
+            src.vector(&n("attn_v.bias"), &randf(kvd, sd + 3, 0.5));
+        }
+        src.vector(&n("attn_norm.weight"), &near_one(h, seed * 77 + l as u64));
+        src.vector(&n("ffn_norm.weight"), &near_one(h, seed * 79 + l as u64));
+    }
+    src.vector("output_norm.weight", &near_one(h, seed * 83));
+    src
 }
 
 fn argmax(row: &[f32]) -> u32 {
@@ -66,18 +92,26 @@ fn argmax(row: &[f32]) -> u32 {
     b as u32
 }
 
-#[test]
-fn greedy_decode_32_tokens_identical() {
-    let Some(_dev) = device() else { return };
-    let model = random_model(100);
+fn greedy_32(cfg: ModelConfig, seed: u64) {
+    let Some(dev) = device() else { return };
+    let src = random_source(&cfg, seed, 0.15);
+    let cpu_model = Model::new(
+        cfg.clone(),
+        weights::load(&CpuBackend::new(), &cfg, &src).unwrap(),
+    );
+    let mut gpu_b = CudaBackend::new(Arc::new(dev));
+    let gpu_model = Model::new(cfg.clone(), weights::load(&gpu_b, &cfg, &src).unwrap());
     let bs = 16;
     let table: Vec<u32> = (1..9).collect(); // 8 blocks: 128 positions
-    let mut gpu = CudaRunner::with_model(&model, 0, KvSizing::Bytes(16 << 20), bs).unwrap();
+    let mut gpu_kv = gpu_b
+        .kv_cache(gpu_model.kv_shape(16, bs), KvDtype::F16)
+        .unwrap();
     // The CPU reference keeps K/V exactly (f32 cache).
-    let mut cpu_kv: CpuKvCache = model.new_kv_cache_dtype(16, bs, KvDtype::F32);
+    let mut cpu_kv = cpu_model.new_kv_cache_dtype(16, bs, KvDtype::F32);
+    let mut cpu_b = CpuBackend::new();
     let prompt: Vec<u32> = vec![1, 500, 77, 1999, 3, 3, 42, 1024, 9];
     let (mut cpu_toks, mut gpu_toks) = (prompt.clone(), prompt.clone());
-    let (mut cpu_last, mut gpu_last) = (Vec::new(), Vec::new());
+    let (mut cl, mut gl) = (Vec::new(), Vec::new());
     for step in 0..32 {
         let (cin, gin) = if step == 0 {
             (
@@ -91,33 +125,51 @@ fn greedy_decode_32_tokens_identical() {
                 Batch::single(&gpu_toks[n - 1..], n - 1, &table, bs),
             )
         };
-        let cl = model.forward(&cin, &mut cpu_kv);
-        let gl = gpu.forward_host(&gin).unwrap();
-        // The device argmax path picks the same token (re-running the step rewrites the same
-        // K/V into the same slots, so it is idempotent).
-        assert_eq!(
-            gpu.forward_greedy(&gin).unwrap(),
-            vec![argmax(&gl)],
-            "device argmax"
-        );
+        cpu_model.forward(&mut cpu_b, &cin, &mut cpu_kv, &mut cl);
+        gpu_model.forward(&mut gpu_b, &gin, &mut gpu_kv, &mut gl);
         cpu_toks.push(argmax(&cl));
         gpu_toks.push(argmax(&gl));
-        cpu_last = cl;
-        gpu_last = gl;
         if cpu_toks != gpu_toks {
             let (c, g) = (
                 cpu_toks[cpu_toks.len() - 1] as usize,
                 gpu_toks[gpu_toks.len() - 1] as usize,
             );
             panic!(
-                "greedy tokens diverge at step {step}: cpu {c} (logit {} vs {} for gpu's pick), gpu {g}",
-                cpu_last[c], cpu_last[g]
+                "{}: greedy tokens diverge at step {step}: cpu {c} (logit {} vs {} for gpu's pick), gpu {g}",
+                cfg.arch.name, cl[c], cl[g]
             );
         }
     }
-    check("final-step logits", &gpu_last, &cpu_last, 1e-2);
+    check("final-step logits", &gl, &cl, 1e-2);
     println!(
-        "greedy decode: 32 tokens identical: {:?}",
+        "{}: greedy decode: 32 tokens identical: {:?}",
+        cfg.arch.name,
         &gpu_toks[prompt.len()..]
     );
+}
+
+#[test]
+fn greedy_decode_32_tokens_identical_llama() {
+    let cfg = config(
+        LLAMA,
+        (128, 320, 3),
+        (4, 2, 32),
+        2048,
+        false,
+        RopeStyle::Neox,
+    );
+    greedy_32(cfg, 100);
+}
+
+#[test]
+fn greedy_decode_32_tokens_identical_qwen2_bias() {
+    let cfg = config(
+        QWEN2,
+        (128, 256, 2),
+        (8, 2, 16),
+        2048,
+        true,
+        RopeStyle::Neox,
+    );
+    greedy_32(cfg, 200);
 }

@@ -187,7 +187,7 @@ impl Ops for CpuBackend {
     fn attention(
         &mut self,
         op: &AttnOp<'_, Self>,
-        qkv: &Vec<f32>,
+        qkv: &mut Vec<f32>,
         kv: &mut CpuKvCache,
         batch: &Batch,
         out: &mut Vec<f32>,

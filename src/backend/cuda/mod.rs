@@ -9,6 +9,7 @@
 //! - Activations: residual stream f32, GEMM inputs bf16, GEMM outputs f32, KV cache bf16.
 
 pub mod attention;
+pub mod backend;
 pub mod device;
 pub mod gemm;
 pub mod kernels;

@@ -1,90 +1,35 @@
-//! GPU benchmark (ignored by default; run by scripts/gpu-check.sh with `--ignored`): decode
+//! GPU benchmark (ignored by default; scripts/gpu-check.sh runs it with `--ignored`): decode
 //! tokens/s at batch 1, 8, 64, 256 and prefill tokens/s of a SmolLM2-135M-shaped Llama with
 //! random bf16 weights (no model file needed), next to two measured floors:
 //! - memory bandwidth: a 1 GiB device-to-device copy (bytes read + written / time);
 //!   decode floor = bf16 weight bytes / bandwidth per step;
 //! - matmul: a 4096^3 bf16 GEMM with f32 output; prefill floor = 2 * matrix params * tokens / FLOP/s.
 //!
-//! Step times are wall time over whole steps (metadata upload, kernels, argmax, the D2H copy of
-//! the sampled ids), after a warm-up; the floors are CUDA-event timed.
-#![cfg(feature = "cuda")]
+//! Step times are wall time over whole steps of the model's forward pass (index uploads,
+//! kernels, the D2H copy of the logits rows), after a warm-up; the floors are CUDA-event timed.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::driver::sys::CUevent_flags;
-use half::bf16;
-use ponder::backend::cpu::ops::RopeStyle;
-use ponder::backend::cuda::device::GpuDevice;
-use ponder::backend::cuda::gemm::linear;
-use ponder::backend::cuda::{cuda_available, Result};
-use ponder::backend::dtype::GgmlType;
-use ponder::backend::tensor::{QMatrix, Storage};
-use ponder::engine::cuda_runner::{CudaRunner, KvSizing};
-use ponder::model::weights::{LayerWeights, Linear, LlamaWeights};
-use ponder::model::{BatchInput, LlamaModel, ModelConfig, SeqInput};
+use ponder::backend::cuda::backend::CudaBackend;
+use ponder::backend::cuda::kv::GpuKvCache;
+use ponder::backend::cuda::Result;
+use ponder::backend::seam::Ops;
+use ponder::backend::types::{Batch, KvDtype, SeqInput};
+use ponder::model::arch::LLAMA;
+use ponder::model::forward::Model;
+use ponder::model::weights;
+
+use super::decode::{config, random_source};
+use super::*;
 
 const BS: usize = 16;
 
-fn smollm2_shaped() -> LlamaModel {
-    let (h, f, layers, nh, nkv, vocab, hd) = (576, 1536, 30, 9, 3, 49152, 64);
-    let cfg = ModelConfig {
-        arch: ponder::model::arch::LLAMA,
-        vocab_size: vocab,
-        hidden_size: h,
-        intermediate_size: f,
-        num_layers: layers,
-        num_heads: nh,
-        num_kv_heads: nkv,
-        head_dim: hd,
-        rms_eps: 1e-5,
-        rope_theta: 100000.0,
-        rope_style: RopeStyle::Interleaved,
-        rope_scaling: ponder::model::rope::RopeScaling::None,
-        max_position: 8192,
-        qkv_bias: false,
-        qk_norm: false,
-        sliding_window: None,
-    };
-    let mut seed = 1u32;
-    let mut mat = |r: usize, c: usize| {
-        seed = seed.wrapping_mul(747796405).wrapping_add(2891336453);
-        let s = seed;
-        let bytes: Vec<u8> = (0..r * c)
-            .flat_map(|i| {
-                let x = ((i as u32).wrapping_mul(2654435761) ^ s) >> 8;
-                bf16::from_f32((x as f32 / (1u32 << 24) as f32 - 0.5) * 0.1).to_le_bytes()
-            })
-            .collect();
-        QMatrix::new(GgmlType::BF16, r, c, Storage::Owned(bytes.into())).unwrap()
-    };
-    let lin = |w| Linear::new(w, None);
-    let layers_w = (0..layers)
-        .map(|_| LayerWeights {
-            attn_norm: vec![1.0; h],
-            qkv: lin(mat((nh + 2 * nkv) * hd, h)),
-            wo: lin(mat(h, nh * hd)),
-            ffn_norm: vec![1.0; h],
-            gate_up: lin(mat(2 * f, h)),
-            down: lin(mat(h, f)),
-        })
-        .collect();
-    let embed = mat(vocab, h);
-    LlamaModel::new(
-        cfg,
-        LlamaWeights {
-            lm_head: embed.clone(),
-            embed,
-            layers: layers_w,
-            final_norm: vec![1.0; h],
-            rope_freqs: None,
-        },
-    )
-}
-
 /// `n` sequences, each computing `q` tokens at the end of a context of `ctx` tokens.
-fn batch(n: usize, q: usize, ctx: usize) -> BatchInput {
+fn batch(n: usize, q: usize, ctx: usize) -> Batch {
     let per = ctx.div_ceil(BS);
-    let mut b = BatchInput::default();
+    let mut b = Batch::default();
     for s in 0..n {
         let table: Vec<u32> = (0..per).map(|j| (1 + s * per + j) as u32).collect();
         b.seqs.push(SeqInput {
@@ -135,16 +80,37 @@ fn floors(dev: &GpuDevice) -> Result<(f64, f64)> {
 #[test]
 #[ignore = "GPU benchmark: run with --ignored on a GPU machine (scripts/gpu-check.sh)"]
 fn gpu_bench() {
-    if let Err(why) = cuda_available() {
-        println!("!!! SKIPPED: no CUDA device ({why}) !!!");
-        return;
-    }
-    let model = smollm2_shaped();
-    let mut r = CudaRunner::with_model(&model, 0, KvSizing::FreeFraction(0.4), BS).unwrap();
-    let (bw, flops) = floors(r.device()).unwrap();
-    let wb = r.weight_bytes() as f64;
-    let params = wb / 2.0;
-    println!("device: {:?} arch {}", r.device().cc, r.device().arch);
+    let Some(dev) = device() else { return };
+    let dev = Arc::new(dev);
+    // SmolLM2-135M's shape: hidden 576, FFN 1536, 30 layers, 9 heads / 3 KV heads of 64.
+    let cfg = config(
+        LLAMA,
+        (576, 1536, 30),
+        (9, 3, 64),
+        49152,
+        false,
+        RopeStyle::Interleaved,
+    );
+    let src = random_source(&cfg, 1, 0.05);
+    let backend = CudaBackend::new(dev.clone());
+    let model = Model::new(cfg.clone(), weights::load(&backend, &cfg, &src).unwrap());
+    // bf16 weight bytes read per step: every matrix once, the tied head once.
+    let (h, f, l, v) = (576usize, 1536usize, 30usize, 49152usize);
+    let params = (l * (h * (9 + 6) * 64 + h * 9 * 64 + 3 * h * f) + v * h) as f64;
+    let wb = 2.0 * params;
+    let per_block = GpuKvCache::bytes_per_block(l, BS, 3, 64);
+    let blocks = GpuKvCache::blocks_for_fraction(&dev, 0.4, per_block).unwrap();
+    let kv = backend
+        .kv_cache(model.kv_shape(blocks, BS), KvDtype::F16)
+        .unwrap();
+    let mut r = Bench {
+        backend,
+        model,
+        kv,
+        logits: Vec::new(),
+    };
+    let (bw, flops) = floors(&dev).unwrap();
+    println!("device: {:?} arch {}", dev.cc, dev.arch);
     println!(
         "floors: bandwidth {:.0} GB/s, bf16 GEMM {:.1} TFLOP/s, weights {:.1} MB (bf16)",
         bw / 1e9,
@@ -171,14 +137,29 @@ fn gpu_bench() {
     }
 }
 
-fn run(r: &mut CudaRunner, b: &BatchInput, name: &str, tokens: usize, floor_ms: f64) {
+struct Bench {
+    backend: CudaBackend,
+    model: Model<CudaBackend>,
+    kv: GpuKvCache,
+    logits: Vec<f32>,
+}
+
+impl Bench {
+    /// One whole step: index uploads, kernels, and the logits rows copied to the host.
+    fn step(&mut self, b: &Batch) {
+        self.model
+            .forward(&mut self.backend, b, &mut self.kv, &mut self.logits);
+    }
+}
+
+fn run(r: &mut Bench, b: &Batch, name: &str, tokens: usize, floor_ms: f64) {
     for _ in 0..3 {
-        r.forward_greedy(b).unwrap();
+        r.step(b);
     }
     let iters = 20;
     let t = Instant::now();
     for _ in 0..iters {
-        r.forward_greedy(b).unwrap();
+        r.step(b);
     }
     let ms = t.elapsed().as_secs_f64() * 1e3 / iters as f64;
     println!(

@@ -4,8 +4,8 @@
 //! Error metric: `max |gpu - cpu| / max(max |cpu|, 1e-6)` over the output (norm-wise relative
 //! error); bounds: f32 outputs < 1e-4, bf16 outputs (and anything downstream of bf16 rounding)
 //! < 1e-2. Outputs are poisoned with NaN before each launch, and any NaN fails the check.
-//! Without a CUDA device every test prints `SKIPPED: no CUDA device` and returns (they run
-//! on a GPU machine via scripts/gpu-check.sh).
+//! Without a CUDA device every test prints `SKIPPED: no CUDA device` and returns, unless
+//! `PONDER_EXPECT_GPU=1` (set by scripts/gpu-check.sh), where a missing device fails them.
 #![cfg(feature = "cuda")]
 
 use cudarc::driver::CudaSlice;
@@ -28,6 +28,9 @@ use ponder::backend::tensor::{QMatrix, Storage};
 
 fn device() -> Option<GpuDevice> {
     match cuda_available() {
+        Err(why) if std::env::var("PONDER_EXPECT_GPU").as_deref() == Ok("1") => {
+            panic!("PONDER_EXPECT_GPU=1 but there is no usable CUDA device: {why}")
+        }
         Err(why) => {
             let msg = format!("!!! SKIPPED: no CUDA device ({why}) !!!");
             eprintln!("{msg}");
@@ -216,6 +219,7 @@ fn rope_parity_both_styles() {
             style,
             head_dim: hd,
             inv_freq: inv_freq.clone(),
+            factor: 1.0,
         };
         let mut q: Vec<f32> = (0..t)
             .flat_map(|i| qkv[i * stride..i * stride + nh * hd].to_vec())
@@ -348,9 +352,7 @@ fn argmax_parity_lowest_index_on_ties() {
     assert_eq!(dev.download(&out).unwrap(), want);
 }
 
-#[path = "cuda_parity/attention.rs"]
 mod attention;
-#[path = "cuda_parity/decode.rs"]
+mod bench;
 mod decode;
-#[path = "cuda_parity/dequant.rs"]
 mod dequant;

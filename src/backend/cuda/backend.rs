@@ -1,0 +1,495 @@
+//! The CUDA backend behind the model seam (`backend::seam`): weights as bf16 on the device
+//! (dequantized there at load from the checkpoint's rows), cuBLAS GEMMs with f32
+//! accumulation, the bf16 paged cache and the kernels of `kernels/`.
+//!
+//! Buffers (stream-ordered, reused across steps; grown when a step is bigger):
+//!
+//! ```text
+//!  x     f32  [T, h]            residual stream (embedding out, += proj in the norms)
+//!  xn    bf16 [T, h]            normed: GEMM input      attn bf16 [T, qd]   act bf16 [T, f]
+//!  qkv   f32  [T, qd + 2 kvd]   rope'd in place; q read by attention, k/v cached
+//!  proj  f32  [T, h]   gu f32 [T, 2f]   logits f32 [R, vocab] (copied to the host)
+//! ```
+//!
+//! Not implemented on CUDA (refused at load by `check`, never at step time): per-head q/k
+//! norm (Qwen3), sliding windows, YaRN's attention factor, an f32 cache (the cache is bf16).
+//! A device error inside a step is unrecoverable: the op panics with the CUDA error (the
+//! seam's ops have no error path; the engine thread ends and requests fail).
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaSlice;
+use half::bf16;
+
+use super::attention::{paged_attention, AttnBatch, AttnKernel, AttnSeqDesc};
+use super::device::GpuDevice;
+use super::gemm::linear;
+use super::kv::GpuKvCache;
+use super::ops::{self, NormOut};
+use super::weights::upload_matrix;
+use crate::backend::seam::{AttnOp, Backend, Ops, Pack};
+use crate::backend::tensor::QMatrix;
+use crate::backend::types::{Batch, KvDtype, KvShape, Needs, RopeParams, RopeStyle};
+
+/// A linear layer on the device: `[out, in]` bf16 (shared with the embedding table when the
+/// LM head is tied), an f32 bias.
+pub struct GpuLinear {
+    pub w: Arc<CudaSlice<bf16>>,
+    pub bias: Option<CudaSlice<f32>>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// The embedding table `[vocab, hidden]` bf16.
+pub struct GpuTable {
+    pub w: Arc<CudaSlice<bf16>>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// RoPE on the device: inverse frequencies and the pairing.
+pub struct GpuRope {
+    pub inv_freq: CudaSlice<f64>,
+    pub neox: bool,
+}
+
+/// An activation buffer: `len` valid elements of an f32 or bf16 allocation.
+#[derive(Default)]
+pub enum GpuAct {
+    #[default]
+    Empty,
+    F32(CudaSlice<f32>, usize),
+    Bf16(CudaSlice<bf16>, usize),
+}
+
+impl GpuAct {
+    fn len(&self) -> usize {
+        match self {
+            GpuAct::Empty => 0,
+            GpuAct::F32(_, n) | GpuAct::Bf16(_, n) => *n,
+        }
+    }
+}
+
+fn fail<T>(what: &str, r: super::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("CUDA {what} failed (device state is unrecoverable): {e}"))
+}
+
+/// The CUDA backend: one device, and the current step's index buffers.
+pub struct CudaBackend {
+    pub dev: Arc<GpuDevice>,
+    positions: Option<CudaSlice<i32>>,
+    slots: Option<CudaSlice<i32>>,
+    attn_batch: Option<AttnBatch>,
+    qkv_stride: usize,
+}
+
+impl CudaBackend {
+    pub fn new(dev: Arc<GpuDevice>) -> Self {
+        CudaBackend {
+            dev,
+            positions: None,
+            slots: None,
+            attn_batch: None,
+            qkv_stride: 0,
+        }
+    }
+
+    /// `a` as an f32 buffer of `len` (reallocated only when too small).
+    fn f32_buf(&self, a: &mut GpuAct, len: usize) {
+        let fits = matches!(a, GpuAct::F32(s, _) if s.len() >= len);
+        if !fits {
+            *a = GpuAct::F32(
+                fail(
+                    "alloc",
+                    self.dev
+                        .stream
+                        .alloc_zeros::<f32>(len.max(1))
+                        .map_err(Into::into),
+                ),
+                len,
+            );
+        } else if let GpuAct::F32(_, n) = a {
+            *n = len;
+        }
+    }
+
+    fn bf16_buf(&self, a: &mut GpuAct, len: usize) {
+        let fits = matches!(a, GpuAct::Bf16(s, _) if s.len() >= len);
+        if !fits {
+            *a = GpuAct::Bf16(
+                fail(
+                    "alloc",
+                    self.dev
+                        .stream
+                        .alloc_zeros::<bf16>(len.max(1))
+                        .map_err(Into::into),
+                ),
+                len,
+            );
+        } else if let GpuAct::Bf16(_, n) = a {
+            *n = len;
+        }
+    }
+}
+
+fn f32_of(a: &GpuAct) -> &CudaSlice<f32> {
+    match a {
+        GpuAct::F32(s, _) => s,
+        _ => panic!("an f32 activation was expected"),
+    }
+}
+
+fn f32_mut(a: &mut GpuAct) -> &mut CudaSlice<f32> {
+    match a {
+        GpuAct::F32(s, _) => s,
+        _ => panic!("an f32 activation was expected"),
+    }
+}
+
+fn bf16_of(a: &GpuAct) -> &CudaSlice<bf16> {
+    match a {
+        GpuAct::Bf16(s, _) => s,
+        _ => panic!("a bf16 activation was expected"),
+    }
+}
+
+impl Backend for CudaBackend {
+    type Matrix = GpuLinear;
+    type Vector = CudaSlice<f32>;
+    type Table = GpuTable;
+    type Rope = GpuRope;
+    type Kv = GpuKvCache;
+    type Act = GpuAct;
+    const NAME: &'static str = "cuda";
+}
+
+impl Pack for CudaBackend {
+    fn matrix(&self, parts: Vec<QMatrix>, bias: Option<Vec<f32>>) -> Result<GpuLinear, String> {
+        // Parts of different storage types are joined on the host as f32 (the fused Q/K/V of
+        // a mixed-type file: a few MB, transient), then dequantized to bf16 like any matrix.
+        let m = match &parts[..] {
+            [one] => one.clone(),
+            _ => {
+                let rows: usize = parts.iter().map(|p| p.rows).sum();
+                let vals: Vec<f32> = parts.iter().flat_map(|p| p.to_f32()).collect();
+                QMatrix::from_f32(rows, parts[0].cols, &vals)
+            }
+        };
+        let w = upload_matrix(&self.dev, &m).map_err(|e| e.to_string())?;
+        for p in &parts {
+            p.data.release_pages();
+        }
+        let bias = bias
+            .map(|b| self.dev.upload(&b))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(GpuLinear {
+            w: Arc::new(w),
+            bias,
+            rows: m.rows,
+            cols: m.cols,
+        })
+    }
+
+    fn vector(&self, v: &[f32]) -> Result<CudaSlice<f32>, String> {
+        self.dev.upload(v).map_err(|e| e.to_string())
+    }
+
+    fn table(&self, t: QMatrix) -> Result<(GpuTable, Option<GpuLinear>), String> {
+        let w = Arc::new(upload_matrix(&self.dev, &t).map_err(|e| e.to_string())?);
+        t.data.release_pages();
+        let head = GpuLinear {
+            w: w.clone(),
+            bias: None,
+            rows: t.rows,
+            cols: t.cols,
+        };
+        Ok((
+            GpuTable {
+                w,
+                rows: t.rows,
+                cols: t.cols,
+            },
+            Some(head),
+        ))
+    }
+
+    fn rope(&self, r: &RopeParams) -> Result<GpuRope, String> {
+        if r.attention_factor != 1.0 {
+            return Err(format!(
+                "has no RoPE attention factor (YaRN's {}) yet",
+                r.attention_factor
+            ));
+        }
+        Ok(GpuRope {
+            inv_freq: self.dev.upload(&r.inv_freq).map_err(|e| e.to_string())?,
+            neox: r.style == RopeStyle::Neox,
+        })
+    }
+
+    fn check(&self, n: &Needs) -> Result<(), String> {
+        if n.qk_norm {
+            return Err("has no per-head q/k norm (Qwen3) kernel yet".into());
+        }
+        if n.sliding_window {
+            return Err("has no sliding-window attention yet".into());
+        }
+        if n.kv_dtype == KvDtype::F32 {
+            return Err("keeps its KV cache in bf16 (--kv-cache-dtype f32 is CPU only)".into());
+        }
+        if n.head_dim > super::attention::MAX_HEAD_DIM {
+            return Err(format!(
+                "attention supports head_dim <= {}, the model has {}",
+                super::attention::MAX_HEAD_DIM,
+                n.head_dim
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Ops for CudaBackend {
+    fn kv_cache(&self, s: KvShape, _dtype: KvDtype) -> Result<GpuKvCache, String> {
+        GpuKvCache::new(
+            &self.dev,
+            s.num_layers,
+            s.num_blocks,
+            s.block_size,
+            s.num_kv_heads,
+            s.head_dim,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn copy_blocks(&mut self, kv: &mut GpuKvCache, pairs: &[(u32, u32)]) {
+        fail("block copy", kv.copy_blocks(&self.dev, pairs));
+    }
+
+    fn embed(&mut self, table: &GpuTable, ids: &[u32], x: &mut GpuAct) {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= table.rows) {
+            panic!("token id {id} >= vocab {}", table.rows);
+        }
+        let t = ids.len();
+        self.f32_buf(x, t * table.cols);
+        let ids: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+        let ids = fail("upload", self.dev.upload(&ids));
+        fail(
+            "embedding",
+            ops::embedding(
+                &self.dev,
+                f32_mut(x),
+                &table.w,
+                &ids,
+                table.rows,
+                table.cols,
+            ),
+        );
+    }
+
+    fn norm(
+        &mut self,
+        x: &mut GpuAct,
+        add: Option<&GpuAct>,
+        w: &CudaSlice<f32>,
+        eps: f32,
+        out: &mut GpuAct,
+    ) {
+        let d = w.len();
+        let t = x.len() / d;
+        self.bf16_buf(out, t * d);
+        let GpuAct::Bf16(o, _) = out else {
+            unreachable!("sized as bf16 above")
+        };
+        let r = add.map(f32_of);
+        fail(
+            "rmsnorm",
+            ops::rmsnorm_residual(
+                &self.dev,
+                NormOut::Bf16(&mut o.slice_mut(..)),
+                f32_mut(x),
+                r,
+                w,
+                t,
+                d,
+                eps,
+            ),
+        );
+    }
+
+    fn linear(&mut self, x: &GpuAct, w: &GpuLinear, y: &mut GpuAct) {
+        let t = x.len() / w.cols;
+        self.f32_buf(y, t * w.rows);
+        let yb = f32_mut(y);
+        fail(
+            "linear",
+            linear(&self.dev, bf16_of(x), &*w.w, yb, t, w.rows, w.cols),
+        );
+        if let Some(b) = &w.bias {
+            fail("bias", ops::add_bias(&self.dev, yb, b, t));
+        }
+    }
+
+    fn attention(
+        &mut self,
+        op: &AttnOp<'_, Self>,
+        qkv: &mut GpuAct,
+        kv: &mut GpuKvCache,
+        batch: &Batch,
+        out: &mut GpuAct,
+    ) {
+        let t = batch.token_ids.len();
+        let hd = op.head_dim;
+        let (qd, kvd) = (op.heads * hd, op.kv_heads * hd);
+        let stride = qd + 2 * kvd;
+        if op.layer == 0 {
+            let to_i32 = |v: &[usize]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
+            if let Some(&s) = batch.slot_mapping.iter().find(|&&s| s >= kv.num_slots()) {
+                panic!("slot {s} >= {} slots", kv.num_slots());
+            }
+            self.positions = Some(fail("upload", self.dev.upload(&to_i32(&batch.positions))));
+            self.slots = Some(fail(
+                "upload",
+                self.dev.upload(&to_i32(&batch.slot_mapping)),
+            ));
+            let seqs: Vec<AttnSeqDesc<'_>> = batch
+                .seqs
+                .iter()
+                .map(|s| AttnSeqDesc {
+                    query_start: s.query_start,
+                    query_len: s.query_len,
+                    context_len: s.context_len,
+                    block_table: &s.block_table,
+                })
+                .collect();
+            self.attn_batch = Some(fail(
+                "attention batch",
+                AttnBatch::new(&self.dev, &seqs, t, kv.block_size, kv.num_blocks),
+            ));
+            self.qkv_stride = stride;
+        }
+        let (positions, slots, ab) = (
+            self.positions.as_ref().expect("set at layer 0"),
+            self.slots.as_ref().expect("set at layer 0"),
+            self.attn_batch.as_ref().expect("set at layer 0"),
+        );
+        // RoPE in place on q and k of the f32 qkv rows (the buffer the GEMM wrote).
+        let q = f32_mut(qkv);
+        let rope = op.rope;
+        fail(
+            "rope q",
+            ops::rope(
+                &self.dev,
+                &mut q.slice_mut(..),
+                positions,
+                &rope.inv_freq,
+                stride,
+                op.heads,
+                hd,
+                rope.neox,
+            ),
+        );
+        fail(
+            "rope k",
+            ops::rope(
+                &self.dev,
+                &mut q.slice_mut(qd..),
+                positions,
+                &rope.inv_freq,
+                stride,
+                op.kv_heads,
+                hd,
+                rope.neox,
+            ),
+        );
+        fail(
+            "cache write",
+            kv.reshape_and_cache(
+                &self.dev,
+                op.layer,
+                &q.slice(qd..),
+                &q.slice(qd + kvd..),
+                slots,
+                stride,
+            ),
+        );
+        self.bf16_buf(out, t * qd);
+        let GpuAct::Bf16(o, _) = out else {
+            unreachable!("sized as bf16 above")
+        };
+        fail(
+            "attention",
+            paged_attention(
+                &self.dev,
+                o,
+                &q.slice(..),
+                stride,
+                kv,
+                op.layer,
+                ab,
+                op.heads,
+                op.scale,
+                AttnKernel::Auto,
+            ),
+        );
+    }
+
+    fn silu_mul(&mut self, gu: &GpuAct, f: usize, out: &mut GpuAct) {
+        let t = gu.len() / (2 * f);
+        self.bf16_buf(out, t * f);
+        let GpuAct::Bf16(o, _) = out else {
+            unreachable!("sized as bf16 above")
+        };
+        fail(
+            "silu_mul",
+            ops::silu_mul(
+                &self.dev,
+                NormOut::Bf16(&mut o.slice_mut(..)),
+                f32_of(gu),
+                t,
+                f,
+            ),
+        );
+    }
+
+    fn logits(
+        &mut self,
+        x: &mut GpuAct,
+        add: Option<&GpuAct>,
+        rows: &[usize],
+        norm: &CudaSlice<f32>,
+        eps: f32,
+        head: &GpuLinear,
+        logits: &mut Vec<f32>,
+    ) {
+        let h = norm.len();
+        let t = x.len() / h;
+        let r = rows.len();
+        if let Some(&row) = rows.iter().find(|&&row| row >= t) {
+            panic!("logits row {row} >= {t} rows");
+        }
+        let mut xn = GpuAct::Empty;
+        self.norm(x, add, norm, eps, &mut xn);
+        logits.clear();
+        if r == 0 {
+            return;
+        }
+        let s = &self.dev.stream;
+        let rows_i: Vec<i32> = rows.iter().map(|&v| v as i32).collect();
+        let rows_d = fail("upload", self.dev.upload(&rows_i));
+        let mut last = fail("alloc", s.alloc_zeros::<bf16>(r * h).map_err(Into::into)); // [R, h]
+        fail(
+            "gather",
+            ops::gather_rows(&self.dev, &mut last, bf16_of(&xn), &rows_d, h),
+        );
+        let mut out = fail(
+            "alloc",
+            s.alloc_zeros::<f32>(r * head.rows).map_err(Into::into),
+        ); // [R, vocab]
+        fail(
+            "lm head",
+            linear(&self.dev, &last, &*head.w, &mut out, r, head.rows, h),
+        );
+        *logits = fail("download", self.dev.download(&out));
+    }
+}
