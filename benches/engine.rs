@@ -8,6 +8,9 @@
 //! Run: `cargo bench --bench engine` (needs `scripts/fetch-model`); `ENGINE_ROUNDS=5` for
 //! more rounds (default 3), `ENGINE_KS=1,32` for other concurrencies,
 //! `ENGINE_MAX_BATCHED_TOKENS=2048` for another step token budget (default: the server's).
+//! `ENGINE_GUIDED=1` also runs every K constrained by a JSON schema (an unbounded array of
+//! `{name, age}` objects, so the grammar never completes within the 64 tokens), interleaved
+//! with the plain runs, and prints the constrained throughput next to the plain one.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +23,7 @@ use ponder::sample::RawSamplingParams;
 
 const OUT_TOKENS: u32 = 64;
 
-fn run(m: &Arc<LoadedModel>, k: usize) -> (f64, usize) {
+fn run(m: &Arc<LoadedModel>, k: usize, guide: Option<&ponder::guided::Guide>) -> (f64, usize) {
     let mut cfg = EngineConfig {
         kv_cache_bytes: 1 << 30,
         ..Default::default()
@@ -49,11 +52,9 @@ fn run(m: &Arc<LoadedModel>, k: usize) -> (f64, usize) {
             .expect("template");
         let ids = m.tokenizer.encode(&r, false).expect("encode");
         let (s, tx, cancelled) = RequestStream::channel();
-        core.add(Submission {
-            req: GenerateRequest::new(ids, 1, params.clone()),
-            tx,
-            cancelled,
-        });
+        let mut req = GenerateRequest::new(ids, 1, params.clone());
+        req.guide = guide.cloned();
+        core.add(Submission { req, tx, cancelled });
         streams.push(s);
     }
     let t = Instant::now();
@@ -86,15 +87,68 @@ fn main() {
     let ks: Vec<usize> = env("ENGINE_KS")
         .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 8, 32, 64]);
-    run(&m, 2); // warm-up
-                // walls[i][r]: wall seconds of ks[i] in round r; steps of the last round.
+    let guide = env("ENGINE_GUIDED").map(|_| {
+        let doc: serde_json::Value = serde_json::from_str(&m.tokenizer.to_json()).expect("json");
+        let vocab =
+            ponder::guided::TokenBytes::from_tokenizer_json(&doc, m.model.cfg.vocab_size, |id| {
+                m.tokenizer.decode(&[id], false)
+            });
+        let f =
+            ponder::guided::GuideFactory::new(&vocab, m.tokenizer.clone(), &m.tokenizer.eos_ids)
+                .expect("grammar engine");
+        let schema = serde_json::json!({"type": "array", "items": {"type": "object",
+            "properties": {"name": {"type": "string", "maxLength": 8},
+                "age": {"type": "integer", "maximum": 120}}, "required": ["name", "age"]}});
+        f.compile(
+            &ponder::guided::Constraint::JsonSchema {
+                schema,
+                strict: false,
+            },
+            "bench",
+        )
+        .expect("schema")
+    });
+    run(&m, 2, None); // warm-up
+    let g = guide.as_ref();
+    if let Some(g) = g {
+        // The grammar's own cost: mask + advance per token of a valid document, one thread.
+        let text = (0..12)
+            .map(|i| format!("{{\"name\": \"P{i}\", \"age\": {}}}", 20 + i))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let ids = m
+            .tokenizer
+            .encode(&format!("[{text}"), false)
+            .expect("encode");
+        let mut best = f64::MAX;
+        for _ in 0..rounds {
+            let mut st = g.clone();
+            let t = Instant::now();
+            for &id in &ids {
+                let mask = st.mask().expect("mask");
+                assert!(mask.is_allowed(id), "token {id} not allowed");
+                st.advance(id).expect("advance");
+            }
+            best = best.min(t.elapsed().as_secs_f64() / ids.len() as f64);
+        }
+        println!(
+            "grammar alone: {:.1} us per token (mask + advance, {} tokens, best of {rounds})",
+            best * 1e6,
+            ids.len()
+        );
+    }
+    // walls[i][r]: wall seconds of ks[i] in round r; steps of the last round (guided: gwalls).
     let mut walls = vec![Vec::new(); ks.len()];
+    let mut gwalls = vec![Vec::new(); ks.len()];
     let mut steps = vec![0; ks.len()];
     for _ in 0..rounds {
         for (i, &k) in ks.iter().enumerate() {
-            let (dt, s) = run(&m, k);
+            let (dt, s) = run(&m, k, None);
             walls[i].push(dt);
             steps[i] = s;
+            if g.is_some() {
+                gwalls[i].push(run(&m, k, g).0);
+            }
         }
     }
     println!("rounds: {rounds} (figures are medians; wall s of every round in brackets)");
@@ -117,5 +171,20 @@ fn main() {
             steps[i],
             tps[i],
         );
+    }
+    if g.is_some() {
+        println!("\nJSON-schema constrained, same rounds:");
+        println!("| concurrent seqs | wall s | tokens/s | vs plain |");
+        println!("|---|---|---|---|");
+        for (i, &k) in ks.iter().enumerate() {
+            let all: Vec<String> = gwalls[i].iter().map(|w| format!("{w:.2}")).collect();
+            let t = (k * OUT_TOKENS as usize) as f64 / median(gwalls[i].clone());
+            println!(
+                "| {k} | {:.2} [{}] | {t:.1} | {:.3} |",
+                median(gwalls[i].clone()),
+                all.join(" "),
+                t / tps[i]
+            );
+        }
     }
 }

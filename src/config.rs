@@ -212,6 +212,71 @@ pub struct ServeConfig {
         default_value = "certainty"
     )]
     pub wave_priority: WavePriority,
+
+    /// Log lines as `text` (colours only when stdout is a terminal) or `json` (one object per
+    /// line, with the request id and span fields).
+    #[arg(long, env = "PONDER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// API key clients must send as `Authorization: Bearer <key>` on /v1/*, /tokenize and
+    /// /detokenize (repeatable; no key = no authentication). /health, /ready and /metrics
+    /// stay open (see --protect-metrics).
+    #[arg(long = "api-key", env = "PONDER_API_KEY")]
+    pub api_keys: Vec<String>,
+
+    /// File of API keys, one per line (blank lines and `#` comments skipped); adds to --api-key.
+    #[arg(long, env = "PONDER_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// /metrics needs an API key too.
+    #[arg(long, env = "PONDER_PROTECT_METRICS")]
+    pub protect_metrics: bool,
+
+    /// Requests per API key, e.g. `10/s` or `600/m` (a bucket of that many, refilled
+    /// evenly); beyond it 429 with Retry-After. Needs API keys.
+    #[arg(long, env = "PONDER_RATE_LIMIT_PER_KEY")]
+    pub rate_limit_per_key: Option<Rate>,
+
+    /// Also export metrics under another server's names: `vllm` adds `vllm:num_requests_waiting`,
+    /// `vllm:kv_cache_usage_perc`, ... (with a `model_name` label) for vLLM dashboards and
+    /// LLM-aware routers; `none` exports only the native `ponder_*` names.
+    #[arg(
+        long,
+        env = "PONDER_METRICS_COMPAT",
+        value_enum,
+        default_value = "none"
+    )]
+    pub metrics_compat: MetricsCompat,
+
+    /// How tool calls are written in model output (read for `tool_choice` auto, forced for
+    /// required / named): `hermes` (`<tool_call>{json}</tool_call>`, Qwen and Hermes models,
+    /// and the prompt ponder writes for templates without tool support), `llama3_json`
+    /// (the whole output is `{"name", "parameters"}`), `none` (auto is a 400).
+    #[arg(
+        long,
+        env = "PONDER_TOOL_CALL_PARSER",
+        value_enum,
+        default_value = "hermes"
+    )]
+    pub tool_call_parser: crate::tools::ToolParser,
+
+    /// Origins allowed by CORS, comma-separated (`*` = any); default none (no CORS headers).
+    #[arg(long, env = "PONDER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+/// `--metrics-compat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsCompat {
+    None,
+    Vllm,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `--wave-priority`.
@@ -334,6 +399,55 @@ impl ServeConfig {
             )?;
         }
         Ok(())
+    }
+
+    /// The auth sub-config: keys from --api-key and --api-key-file, the rate limit, CORS.
+    pub fn auth_config(&self) -> anyhow::Result<AuthConfig> {
+        let mut keys: Vec<String> = self.api_keys.iter().map(|k| k.trim().to_string()).collect();
+        if let Some(path) = &self.api_key_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--api-key-file {}: {e}", path.display()))?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string),
+            );
+        }
+        if let Some(i) = keys
+            .iter()
+            .position(|k| k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            anyhow::bail!(
+                "API key {} must be non-empty visible ASCII (no spaces)",
+                i + 1
+            );
+        }
+        if self.rate_limit_per_key.is_some() && keys.is_empty() {
+            anyhow::bail!("--rate-limit-per-key needs at least one --api-key or --api-key-file");
+        }
+        if self.protect_metrics && keys.is_empty() {
+            anyhow::bail!("--protect-metrics needs at least one --api-key or --api-key-file");
+        }
+        let origins: Vec<String> = self
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        // Each origin must be a valid header value (what the CORS layer sends back).
+        if let Some(o) = origins
+            .iter()
+            .find(|o| axum::http::HeaderValue::from_str(o).is_err())
+        {
+            anyhow::bail!("--allowed-origins: `{o}` is not a valid origin");
+        }
+        Ok(AuthConfig {
+            keys,
+            protect_metrics: self.protect_metrics,
+            rate: self.rate_limit_per_key,
+            allowed_origins: origins,
+        })
     }
 
     /// The budget sub-config: presets (from `--effort-presets`) and load levels.
@@ -536,4 +650,43 @@ mod tests {
             .unwrap_or_default();
         assert!(e.contains("invalid size `lots`"), "{e}");
     }
+}
+
+/// A request rate: `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: std::time::Duration,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    /// `10/s`, `600/m` (also `/sec`, `/min`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid rate `{s}` (examples: 10/s, 600/m)");
+        let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => std::time::Duration::from_secs(1),
+            "m" | "min" | "minute" => std::time::Duration::from_secs(60),
+            _ => return Err(bad()),
+        };
+        if count == 0 {
+            return Err(format!("invalid rate `{s}`: the count must be >= 1"));
+        }
+        Ok(Rate { count, per })
+    }
+}
+
+/// The auth sub-config (`ponder serve` flags, checked at boot).
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Accepted bearer tokens; empty = no authentication.
+    pub keys: Vec<String>,
+    /// `/metrics` needs a key too.
+    pub protect_metrics: bool,
+    /// Per-key request rate (a bucket of `count` requests, refilled over `per`).
+    pub rate: Option<Rate>,
+    /// CORS origins (`*` = any); empty = no CORS headers, preflights are 405.
+    pub allowed_origins: Vec<String>,
 }

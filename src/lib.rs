@@ -17,8 +17,8 @@
 //!  backend (seam; cpu | cuda: packing, kernels, KV storage)
 //! ```
 //!
-//! Layers, top to bottom: api, config, generate, validate, metrics, engine, budget, aggregate,
-//! sched, kv, model, reasoning, sample, backend.
+//! Layers, top to bottom: api, config, generate, validate, tools, metrics, engine, budget,
+//! aggregate, sched, kv, guided, model, reasoning, sample, backend.
 //!
 //! Each module depends only on modules after it in that list (tests/layering.rs checks this,
 //! and that no two sibling modules anywhere depend on each other in a cycle).
@@ -30,10 +30,12 @@ pub mod budget;
 pub mod config;
 pub mod engine;
 pub mod generate;
+pub mod guided;
 pub mod kv;
 pub mod metrics;
 pub mod model;
 pub mod reasoning;
 pub mod sample;
 pub mod sched;
+pub mod tools;
 pub mod validate;

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use ponder::config::{Device, ServeConfig};
+use ponder::config::{Device, LogFormat, ServeConfig};
 use ponder::engine::{cpu_core, EngineClient, EngineHandle};
 use ponder::model::{load_model, loader::default_model_path, template::ChatMessage};
 use ponder::reasoning::{ReasoningFormat, ReasoningParser};
@@ -145,18 +145,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `ponder serve`: load the model, start the engine thread, serve HTTP until SIGTERM.
 fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(cfg.log_format);
     cfg.validate()?;
     let path = match &cfg.model {
         Some(p) => p.clone(),
         None => default_model_path()?,
     };
     cfg.budget_config()?;
+    cfg.auth_config()?;
     tracing::info!(path = %path.display(), "loading model");
     let mut model = load_model(&path)?;
     if let Some(t) = &cfg.chat_template {
@@ -190,6 +186,23 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(ponder::api::serve(cfg, engine, model))
+}
+
+/// Logs to stdout: text (ANSI colours only when stdout is a terminal) or one JSON object per
+/// line (`--log-format json`); the level from `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => b.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => b
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Picks the backend for `--device` and builds the engine core on it.

@@ -1,5 +1,9 @@
-//! Every Prometheus metric of the server, in one place, with vLLM-compatible names under the
-//! `ponder:` prefix (Prometheus allows `:` in metric names; the `prometheus` crate accepts it).
+//! Every Prometheus metric of the server, in one place. Native names are `ponder_*` (vLLM's
+//! names with our prefix; no `:`, which Prometheus reserves for recording rules and
+//! `promtool check metrics` rejects). With `--metrics-compat vllm` the engine and request
+//! metrics are also exported under vLLM's own names (`vllm:num_requests_waiting`, ...) with
+//! its `model_name` label, so vLLM dashboards and LLM-aware routers (the Gateway API Inference
+//! Extension's endpoint picker reads queue length and KV use) work unchanged.
 //!
 //! Two kinds of values:
 //! - engine-owned state (running / waiting requests, KV usage, prefix cache, preemptions) is
@@ -18,31 +22,59 @@ use prometheus::{
 use crate::budget::{EarlyStop, TtcReport};
 use crate::engine::EngineStats;
 
-pub const NUM_REQUESTS_RUNNING: &str = "ponder:num_requests_running";
-pub const NUM_REQUESTS_WAITING: &str = "ponder:num_requests_waiting";
-pub const KV_CACHE_USAGE_PERC: &str = "ponder:kv_cache_usage_perc";
-pub const PREFIX_CACHE_QUERIES: &str = "ponder:prefix_cache_queries_total";
-pub const PREFIX_CACHE_HITS: &str = "ponder:prefix_cache_hits_total";
-pub const NUM_PREEMPTIONS: &str = "ponder:num_preemptions_total";
-pub const PROMPT_TOKENS: &str = "ponder:prompt_tokens_total";
-pub const GENERATION_TOKENS: &str = "ponder:generation_tokens_total";
-pub const REQUEST_SUCCESS: &str = "ponder:request_success_total";
-pub const TIME_TO_FIRST_TOKEN: &str = "ponder:time_to_first_token_seconds";
-pub const INTER_TOKEN_LATENCY: &str = "ponder:inter_token_latency_seconds";
-pub const E2E_REQUEST_LATENCY: &str = "ponder:e2e_request_latency_seconds";
-pub const REQUEST_QUEUE_TIME: &str = "ponder:request_queue_time_seconds";
-pub const HTTP_REQUESTS: &str = "ponder:http_requests_total";
-pub const REASONING_TOKENS: &str = "ponder:reasoning_tokens_total";
-pub const TTC_REQUESTS: &str = "ponder:ttc_requests_total";
-pub const TTC_SAMPLES: &str = "ponder:ttc_samples_per_request";
-pub const TTC_EARLY_STOPS: &str = "ponder:ttc_early_stops_total";
-pub const TTC_TOKENS: &str = "ponder:ttc_tokens_total";
-pub const TTC_TOKENS_SAVED: &str = "ponder:ttc_tokens_saved_total";
-pub const TTC_VOTE_AGREEMENT: &str = "ponder:ttc_vote_agreement";
-pub const TTC_PROBES: &str = "ponder:ttc_probes_total";
-pub const TTC_CERTAINDEX_EXITS: &str = "ponder:ttc_certaindex_exits_total";
-pub const TTC_VERIFIER_SCORE: &str = "ponder:ttc_verifier_score";
-pub const TTC_DECISIONS: &str = "ponder:ttc_decisions_total";
+pub const NUM_REQUESTS_RUNNING: &str = "ponder_num_requests_running";
+pub const NUM_REQUESTS_WAITING: &str = "ponder_num_requests_waiting";
+pub const KV_CACHE_USAGE_PERC: &str = "ponder_kv_cache_usage_perc";
+pub const PREFIX_CACHE_QUERIES: &str = "ponder_prefix_cache_queries_total";
+pub const PREFIX_CACHE_HITS: &str = "ponder_prefix_cache_hits_total";
+pub const NUM_PREEMPTIONS: &str = "ponder_num_preemptions_total";
+pub const PROMPT_TOKENS: &str = "ponder_prompt_tokens_total";
+pub const GENERATION_TOKENS: &str = "ponder_generation_tokens_total";
+pub const REQUEST_SUCCESS: &str = "ponder_request_success_total";
+pub const TIME_TO_FIRST_TOKEN: &str = "ponder_time_to_first_token_seconds";
+pub const INTER_TOKEN_LATENCY: &str = "ponder_inter_token_latency_seconds";
+pub const E2E_REQUEST_LATENCY: &str = "ponder_e2e_request_latency_seconds";
+pub const REQUEST_QUEUE_TIME: &str = "ponder_request_queue_time_seconds";
+pub const HTTP_REQUESTS: &str = "ponder_http_requests_total";
+pub const REASONING_TOKENS: &str = "ponder_reasoning_tokens_total";
+pub const TTC_REQUESTS: &str = "ponder_ttc_requests_total";
+pub const TTC_SAMPLES: &str = "ponder_ttc_samples_per_request";
+pub const TTC_EARLY_STOPS: &str = "ponder_ttc_early_stops_total";
+pub const TTC_TOKENS: &str = "ponder_ttc_tokens_total";
+pub const TTC_TOKENS_SAVED: &str = "ponder_ttc_tokens_saved_total";
+pub const TTC_VOTE_AGREEMENT: &str = "ponder_ttc_vote_agreement";
+pub const TTC_PROBES: &str = "ponder_ttc_probes_total";
+pub const TTC_CERTAINDEX_EXITS: &str = "ponder_ttc_certaindex_exits_total";
+pub const TTC_VERIFIER_SCORE: &str = "ponder_ttc_verifier_score";
+pub const TTC_DECISIONS: &str = "ponder_ttc_decisions_total";
+pub const API_KEY_REQUESTS: &str = "ponder_api_key_requests_total";
+
+/// Native name -> vLLM's names for it (`--metrics-compat vllm`). The KV gauge is exported as
+/// both vLLM names (`gpu_cache_usage_perc` before vLLM v1, `kv_cache_usage_perc` since).
+pub const VLLM_NAMES: &[(&str, &[&str])] = &[
+    (NUM_REQUESTS_RUNNING, &["vllm:num_requests_running"]),
+    (NUM_REQUESTS_WAITING, &["vllm:num_requests_waiting"]),
+    (
+        KV_CACHE_USAGE_PERC,
+        &["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"],
+    ),
+    (PREFIX_CACHE_QUERIES, &["vllm:prefix_cache_queries_total"]),
+    (PREFIX_CACHE_HITS, &["vllm:prefix_cache_hits_total"]),
+    (NUM_PREEMPTIONS, &["vllm:num_preemptions_total"]),
+    (PROMPT_TOKENS, &["vllm:prompt_tokens_total"]),
+    (GENERATION_TOKENS, &["vllm:generation_tokens_total"]),
+    (REQUEST_SUCCESS, &["vllm:request_success_total"]),
+    (TIME_TO_FIRST_TOKEN, &["vllm:time_to_first_token_seconds"]),
+    (
+        INTER_TOKEN_LATENCY,
+        &[
+            "vllm:inter_token_latency_seconds",
+            "vllm:time_per_output_token_seconds",
+        ],
+    ),
+    (E2E_REQUEST_LATENCY, &["vllm:e2e_request_latency_seconds"]),
+    (REQUEST_QUEUE_TIME, &["vllm:request_queue_time_seconds"]),
+];
 
 /// Latency buckets in seconds (vLLM's, trimmed).
 const TTFT_BUCKETS: &[f64] = &[
@@ -88,6 +120,9 @@ pub struct Metrics {
     ttc_certaindex_exits: IntCounter,
     ttc_verifier_score: Histogram,
     ttc_decisions: IntCounterVec,
+    api_key_requests: IntCounterVec,
+    /// `--metrics-compat vllm`: the served model name for vLLM's `model_name` label.
+    vllm_model_name: Option<String>,
 }
 
 fn hist(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Histogram> {
@@ -220,8 +255,18 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            api_key_requests: IntCounterVec::new(
+                Opts::new(
+                    API_KEY_REQUESTS,
+                    "Requests that presented each API key (label: the key's 1-based position \
+                     in --api-key / --api-key-file order).",
+                ),
+                &["key"],
+            )?,
+            vllm_model_name: None,
         };
         let r = &m.registry;
+        r.register(Box::new(m.api_key_requests.clone()))?;
         r.register(Box::new(m.running.clone()))?;
         r.register(Box::new(m.waiting.clone()))?;
         r.register(Box::new(m.kv_usage.clone()))?;
@@ -248,6 +293,23 @@ impl Metrics {
         r.register(Box::new(m.ttc_verifier_score.clone()))?;
         r.register(Box::new(m.ttc_decisions.clone()))?;
         Ok(m)
+    }
+
+    /// Also export vLLM's metric names, labelled `model_name="<served name>"`.
+    pub fn with_vllm_names(mut self, model_name: &str) -> Self {
+        self.vllm_model_name = Some(model_name.to_string());
+        self
+    }
+
+    /// Advances the per-key request counters to the auth layer's counts.
+    pub fn observe_key_usage(&self, usage: &[(usize, u64)]) {
+        for &(key, n) in usage {
+            let c = self.api_key_requests.with_label_values(&[&key.to_string()]);
+            let now = c.get();
+            if n > now {
+                c.inc_by(n - now);
+            }
+        }
     }
 
     /// One finished request with the finish reason of its (first) choice.
@@ -318,10 +380,42 @@ impl Metrics {
         advance_to(&self.prefix_queries, stats.prefix_cache_queries);
         advance_to(&self.prefix_hits, stats.prefix_cache_hits);
         advance_to(&self.preemptions, stats.num_preemptions);
+        let mut families = self.registry.gather();
+        if let Some(model) = &self.vllm_model_name {
+            families.extend(vllm_families(&families, model));
+        }
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        TextEncoder::new().encode(&families, &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
+}
+
+/// Copies of the mapped native families under vLLM's names, each sample labelled
+/// `model_name`.
+fn vllm_families(
+    native: &[prometheus::proto::MetricFamily],
+    model: &str,
+) -> Vec<prometheus::proto::MetricFamily> {
+    let mut out = Vec::new();
+    for f in native {
+        let Some((_, names)) = VLLM_NAMES.iter().find(|(n, _)| *n == f.name()) else {
+            continue;
+        };
+        for name in names.iter() {
+            let mut c = f.clone();
+            c.set_name((*name).to_string());
+            for m in c.mut_metric().iter_mut() {
+                let mut l = prometheus::proto::LabelPair::default();
+                l.set_name("model_name".to_string());
+                l.set_value(model.to_string());
+                let mut labels: Vec<_> = m.get_label().to_vec();
+                labels.insert(0, l);
+                m.set_label(labels);
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Moves a counter up to the engine's cumulative `total` (never down).
@@ -353,15 +447,15 @@ mod tests {
         m.record_finish("stop");
         let text = m.render(&stats).unwrap();
         for line in [
-            "ponder:num_requests_running 3",
-            "ponder:num_requests_waiting 2",
-            "ponder:kv_cache_usage_perc 0.25",
-            "ponder:num_preemptions_total 4",
-            "ponder:prefix_cache_queries_total 100",
-            "ponder:prefix_cache_hits_total 40",
-            "ponder:http_requests_total{route=\"/v1/models\",status=\"200\"} 1",
-            "ponder:request_success_total{finished_reason=\"stop\"} 1",
-            "# TYPE ponder:time_to_first_token_seconds histogram",
+            "ponder_num_requests_running 3",
+            "ponder_num_requests_waiting 2",
+            "ponder_kv_cache_usage_perc 0.25",
+            "ponder_num_preemptions_total 4",
+            "ponder_prefix_cache_queries_total 100",
+            "ponder_prefix_cache_hits_total 40",
+            "ponder_http_requests_total{route=\"/v1/models\",status=\"200\"} 1",
+            "ponder_request_success_total{finished_reason=\"stop\"} 1",
+            "# TYPE ponder_time_to_first_token_seconds histogram",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -375,6 +469,41 @@ mod tests {
                 ..stats
             })
             .unwrap();
-        assert!(text.lines().any(|l| l == "ponder:num_preemptions_total 4"));
+        assert!(text.lines().any(|l| l == "ponder_num_preemptions_total 4"));
+        assert!(!text.contains("vllm:"));
+    }
+
+    #[test]
+    fn vllm_names_mirror_the_native_ones_with_model_name() {
+        let m = Metrics::new().unwrap().with_vllm_names("smol");
+        m.record_finish("length");
+        m.observe_key_usage(&[(2, 5)]);
+        m.observe_key_usage(&[(2, 7)]);
+        let stats = EngineStats {
+            requests_running: 3,
+            requests_waiting: 2,
+            kv_cache_usage: 0.25,
+            ..EngineStats::default()
+        };
+        let text = m.render(&stats).unwrap();
+        for line in [
+            "ponder_num_requests_waiting 2",
+            "vllm:num_requests_waiting{model_name=\"smol\"} 2",
+            "vllm:num_requests_running{model_name=\"smol\"} 3",
+            "vllm:kv_cache_usage_perc{model_name=\"smol\"} 0.25",
+            "vllm:gpu_cache_usage_perc{model_name=\"smol\"} 0.25",
+            "vllm:request_success_total{model_name=\"smol\",finished_reason=\"length\"} 1",
+            "vllm:prompt_tokens_total{model_name=\"smol\"} 0",
+            "# TYPE vllm:time_to_first_token_seconds histogram",
+            "vllm:e2e_request_latency_seconds_count{model_name=\"smol\"} 0",
+            "ponder_api_key_requests_total{key=\"2\"} 7",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
+        }
+        // Only the mapped families are mirrored.
+        assert!(!text.contains("vllm:ttc"));
     }
 }

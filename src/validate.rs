@@ -64,6 +64,23 @@ pub struct RawRequest {
     /// Thinking budget and test-time compute (`reasoning_effort`, `thinking_token_budget`,
     /// `min_thinking_tokens`, `ttc`).
     pub budget: RawBudget,
+    /// `logit_bias` as sent: (key, bias); keys are checked as token ids here.
+    pub logit_bias: Vec<(String, f32)>,
+    /// Completions `echo`: the prompt text leads each choice's text.
+    pub echo: bool,
+    /// Completions `best_of` (> `n`): candidates generated, the `n` best returned.
+    pub best_of: Option<i64>,
+    /// Completions `suffix`: fill in the middle between the prompt and this text.
+    pub suffix: Option<String>,
+    /// `user` / `safety_identifier`: logged with the request.
+    pub user: Option<String>,
+    /// What the output must match (`response_format`, `guided_*`), with the field it came
+    /// from (named in compile errors).
+    pub constraint: Option<(String, crate::guided::Constraint)>,
+    /// Chat `tools` / `tool_choice` / `parallel_tool_calls`.
+    pub tools: Option<crate::tools::Tools>,
+    /// Chat messages in OpenAI's shape (with `tool_calls`, `tool_call_id`), for templates.
+    pub chat_json: Vec<serde_json::Value>,
 }
 
 impl RawRequest {
@@ -91,6 +108,14 @@ impl RawRequest {
             stream: false,
             include_usage: false,
             budget: RawBudget::default(),
+            logit_bias: Vec::new(),
+            echo: false,
+            best_of: None,
+            suffix: None,
+            user: None,
+            constraint: None,
+            tools: None,
+            chat_json: Vec::new(),
         }
     }
 }
@@ -108,18 +133,43 @@ pub struct ValidRequest {
     pub budget: Budget,
     /// The rendered prompt ends inside thinking (its template opened `<think>`).
     pub starts_in_thinking: bool,
+    /// Completions `echo`: the prompt text that leads each choice.
+    pub echo: Option<String>,
+    /// `user` / `safety_identifier` (logged with the request).
+    pub user: Option<String>,
+    /// The compiled constraint (its initial state), when the request has one.
+    pub guide: Option<crate::guided::Guide>,
+    /// Output text is parsed for tool calls in this format.
+    pub tool_parser: Option<crate::tools::ToolParser>,
+    /// Completions `best_of` > `n`: this many candidates run; the `n` with the highest mean
+    /// token logprob are returned.
+    pub best_of: Option<usize>,
 }
 
 impl ValidRequest {
     pub fn generate_request(&self) -> GenerateRequest {
+        // best_of ranks candidates by their tokens' logprobs: the engine reports them.
+        let params = match self.best_of {
+            Some(_) if !self.params.logprobs => {
+                let mut raw = self.params.clone().into_raw();
+                raw.logprobs = true;
+                raw.validate().unwrap_or_else(|_| self.params.clone())
+            }
+            _ => self.params.clone(),
+        };
         GenerateRequest {
             prompt_token_ids: self.prompt_token_ids.clone(),
-            n: self.budget.ttc.as_ref().map_or(self.n, |p| p.n),
-            params: self.params.clone(),
+            n: self
+                .budget
+                .ttc
+                .as_ref()
+                .map_or(self.best_of.unwrap_or(self.n), |p| p.n),
+            params,
             priority: 0,
             starts_in_thinking: self.starts_in_thinking,
             think: self.budget.think,
             ttc: self.budget.ttc.clone(),
+            guide: self.guide.clone(),
         }
     }
 
@@ -181,6 +231,12 @@ impl From<BudgetError> for ValidateError {
     }
 }
 
+impl From<crate::tools::ToolError> for ValidateError {
+    fn from(e: crate::tools::ToolError) -> Self {
+        ValidateError::invalid(e.param, e.message)
+    }
+}
+
 impl ValidateError {
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
         ValidateError::Invalid {
@@ -212,6 +268,10 @@ pub struct ModelView<'a> {
     pub vocab_size: usize,
     /// How the model marks thinking (`None`: no markers).
     pub reasoning: Option<&'a ReasoningFormat>,
+    /// Grammar compiler for constrained decoding (`None`: constraints are a 400).
+    pub guides: Option<&'a crate::guided::GuideFactory>,
+    /// `--tool-call-parser`.
+    pub tool_parser: crate::tools::ToolParser,
 }
 
 /// The server side of budget decisions: presets, load levels, and the load right now.
@@ -251,7 +311,21 @@ pub fn validate(
         max_tokens_limit: server.max_tokens_limit,
         max_n: server.max_n,
     };
+    let fim = match raw.suffix.take() {
+        None => None,
+        Some(suffix) => Some(Fim::of(m.tokenizer, suffix)?),
+    };
     let (ids, text) = match &raw.prompt {
+        PromptInput::Chat(_) if tool_turns(&raw) => {
+            let text = crate::tools::render(m.template, &raw.chat_json, raw.tools.as_ref())
+                .map_err(|e| {
+                    ValidateError::invalid(
+                        "messages",
+                        format!("the model's chat template rejected `messages`: {e}"),
+                    )
+                })?;
+            (encode(m.tokenizer, &text)?, text)
+        }
         PromptInput::Chat(messages) => {
             let text = m.template.render(messages, true).map_err(|e| {
                 ValidateError::invalid(
@@ -261,14 +335,79 @@ pub fn validate(
             })?;
             (encode(m.tokenizer, &text)?, text)
         }
-        PromptInput::Text(text) => (encode(m.tokenizer, text)?, text.clone()),
+        PromptInput::Text(text) => match &fim {
+            None => (encode(m.tokenizer, text)?, text.clone()),
+            Some(f) => (
+                f.wrap(m.tokenizer, encode(m.tokenizer, text)?)?,
+                text.clone(),
+            ),
+        },
         PromptInput::TokenIds(ids) => {
-            let ids = token_ids(ids, limits.vocab_size)?;
+            let mut ids = token_ids(ids, limits.vocab_size)?;
+            if let Some(f) = &fim {
+                ids = f.wrap(m.tokenizer, ids)?;
+            }
             // The tail is enough to see whether the prompt opened thinking.
             let tail = m
                 .tokenizer
                 .decode(&ids[ids.len().saturating_sub(8)..], false);
             (ids, tail)
+        }
+    };
+    let echo = match (&raw.prompt, raw.echo) {
+        (_, false) => None,
+        (_, true) if raw.logprobs => {
+            return Err(ValidateError::invalid(
+                "echo",
+                "`echo` with `logprobs` is not supported: prompt tokens are not scored",
+            ))
+        }
+        (PromptInput::Text(t), true) => Some(t.clone()),
+        (PromptInput::TokenIds(ids), true) => {
+            let ids = token_ids(ids, limits.vocab_size)?;
+            Some(m.tokenizer.decode(&ids, false))
+        }
+        (PromptInput::Chat(_), true) => None,
+    };
+    use crate::tools::{forced_grammar, ToolChoice, ToolParser};
+    let mut tool_parser = None;
+    if let Some(t) = &raw.tools {
+        let forced = forced_grammar(t, m.tool_parser);
+        match (&t.choice, m.tool_parser) {
+            (ToolChoice::None, _) => {}
+            (ToolChoice::Auto, ToolParser::None) => {
+                return Err(ValidateError::invalid(
+                    "tool_choice",
+                    "`tool_choice` auto needs a tool-call parser: start the server with \
+                     --tool-call-parser hermes or llama3_json",
+                ))
+            }
+            (_, ToolParser::None) => tool_parser = Some(ToolParser::Hermes),
+            (_, p) => tool_parser = Some(p),
+        }
+        if let Some(g) = forced {
+            if let Some((param, _)) = &raw.constraint {
+                return Err(ValidateError::invalid(
+                    param.as_str(),
+                    format!("`{param}` cannot be combined with a required or named `tool_choice`"),
+                ));
+            }
+            raw.constraint = Some(("tool_choice".to_string(), g));
+        }
+    }
+    let guide = match raw.constraint.take() {
+        None => None,
+        Some((param, c)) => {
+            let f = m.guides.ok_or_else(|| {
+                ValidateError::invalid(
+                    param.as_str(),
+                    format!("`{param}` is not available: the grammar engine failed to start for this model"),
+                )
+            })?;
+            Some(
+                f.compile(&c, &param)
+                    .map_err(|e| ValidateError::invalid(e.param, e.message))?,
+            )
         }
     };
     let raw_budget = std::mem::take(&mut raw.budget);
@@ -284,7 +423,73 @@ pub fn validate(
     };
     v.budget = crate::budget::build(&raw_budget, &cx)?;
     v.starts_in_thinking = m.reasoning.is_some_and(|f| f.starts_in_thinking(&text));
+    v.echo = echo;
+    v.guide = guide;
+    v.tool_parser = tool_parser;
     Ok(v)
+}
+
+/// The chat needs the tool-aware rendering: tools given, or tool calls / results in it.
+fn tool_turns(raw: &RawRequest) -> bool {
+    raw.tools.is_some()
+        || raw
+            .chat_json
+            .iter()
+            .any(|m| m.get("tool_calls").is_some() || m["role"] == "tool")
+}
+
+/// Fill-in-the-middle (`suffix`): the model's FIM tokens around the prompt and the suffix,
+/// prefix-suffix-middle order, so the completion is the middle.
+struct Fim {
+    prefix: u32,
+    suffix_tok: u32,
+    middle: u32,
+    suffix: String,
+}
+
+/// FIM token spellings: Qwen2.5-Coder / DeepSeek style, then StarCoder style.
+const FIM_NAMES: &[[&str; 3]] = &[
+    ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"],
+    ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"],
+];
+
+impl Fim {
+    fn of(t: &Tokenizer, suffix: String) -> Result<Fim, ValidateError> {
+        FIM_NAMES
+            .iter()
+            .find_map(|[p, s, m]| {
+                Some(Fim {
+                    prefix: t.token_to_id(p)?,
+                    suffix_tok: t.token_to_id(s)?,
+                    middle: t.token_to_id(m)?,
+                    suffix: suffix.clone(),
+                })
+            })
+            .ok_or_else(|| {
+                ValidateError::invalid(
+                    "suffix",
+                    "`suffix` is not supported by this model: its vocabulary has no \
+                     fill-in-the-middle tokens (<|fim_prefix|>, <|fim_suffix|>, <|fim_middle|>)",
+                )
+            })
+    }
+
+    /// `[bos] <prefix> prompt <suffix> suffix <middle>`.
+    fn wrap(&self, t: &Tokenizer, prompt: Vec<u32>) -> Result<Vec<u32>, ValidateError> {
+        let bos = t.bos_id.filter(|b| prompt.first() == Some(b));
+        let body = &prompt[usize::from(bos.is_some())..];
+        let mut ids: Vec<u32> = bos.into_iter().collect();
+        ids.push(self.prefix);
+        ids.extend_from_slice(body);
+        ids.push(self.suffix_tok);
+        ids.extend(
+            encode(t, &self.suffix)?
+                .into_iter()
+                .filter(|&i| Some(i) != t.bos_id),
+        );
+        ids.push(self.middle);
+        Ok(ids)
+    }
 }
 
 fn encode(t: &Tokenizer, text: &str) -> Result<Vec<u32>, ValidateError> {
@@ -396,6 +601,32 @@ pub fn check(
                 })
         })
         .collect::<Result<Vec<u32>, _>>()?;
+    let best_of = match raw.best_of {
+        None => None,
+        Some(b) if b <= max_n => Some(b as usize),
+        Some(b) => return Err(out_of_range("best_of", format!("in [n, {max_n}]"), b)),
+    };
+    let logit_bias = raw
+        .logit_bias
+        .iter()
+        .map(|(k, b)| {
+            k.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&t| (t as usize) < lim.vocab_size)
+                .map(|t| (t, *b))
+                .ok_or_else(|| {
+                    ValidateError::invalid(
+                        "logit_bias",
+                        format!(
+                            "`logit_bias` keys must be token ids in [0, {}), given \"{k}\"",
+                            lim.vocab_size
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let user = raw.user;
     let d = RawSamplingParams::default();
     let params = RawSamplingParams {
         temperature: raw.temperature.unwrap_or(d.temperature),
@@ -413,6 +644,7 @@ pub fn check(
         stop_token_ids,
         ignore_eos: raw.ignore_eos,
         min_tokens,
+        logit_bias,
     }
     .validate()?;
     Ok(ValidRequest {
@@ -423,197 +655,13 @@ pub fn check(
         include_usage: raw.include_usage,
         budget: Budget::default(),
         starts_in_thinking: false,
+        echo: None,
+        user,
+        guide: None,
+        tool_parser: None,
+        best_of,
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIM: Limits = Limits {
-        context_length: 100,
-        vocab_size: 1000,
-        max_tokens_limit: 50,
-        max_n: 16,
-    };
-
-    fn req() -> RawRequest {
-        RawRequest::new(PromptInput::TokenIds(vec![1, 2, 3]))
-    }
-
-    fn err(raw: RawRequest, prompt_len: usize) -> (String, Option<String>) {
-        let e = check(raw, vec![7; prompt_len], &LIM).unwrap_err();
-        (e.to_string(), e.param())
-    }
-
-    #[test]
-    fn defaults_and_default_max_tokens() {
-        let v = check(req(), vec![5; 10], &LIM).unwrap();
-        assert_eq!(v.n, 1);
-        // context 100 - prompt 10 = 90, capped by the server limit 50.
-        assert_eq!(v.params.max_tokens, 50);
-        assert_eq!(v.params.temperature, 1.0);
-        let v = check(req(), vec![5; 80], &LIM).unwrap();
-        assert_eq!(v.params.max_tokens, 20);
-    }
-
-    #[test]
-    fn range_messages() {
-        let s = |x: &str| Some(x.to_string());
-        let small = Limits { max_n: 4, ..LIM };
-        let e = check(
-            RawRequest {
-                n: Some(5),
-                ..req()
-            },
-            vec![1; 3],
-            &small,
-        )
-        .unwrap_err();
-        assert_eq!(e.to_string(), "`n` must be in [1, 4], given 5");
-        assert_eq!(
-            err(
-                RawRequest {
-                    n: Some(10000),
-                    ..req()
-                },
-                3
-            ),
-            ("`n` must be in [1, 16], given 10000".into(), s("n"))
-        );
-        assert_eq!(
-            err(
-                RawRequest {
-                    n: Some(0),
-                    ..req()
-                },
-                3
-            )
-            .0,
-            "`n` must be in [1, 16], given 0"
-        );
-        assert_eq!(
-            err(
-                RawRequest {
-                    max_tokens: Some(("max_completion_tokens", 60)),
-                    ..req()
-                },
-                3
-            ),
-            (
-                "`max_completion_tokens` must be <= 50, given 60".into(),
-                s("max_completion_tokens")
-            )
-        );
-        assert_eq!(
-            err(
-                RawRequest {
-                    max_tokens: Some(("max_tokens", 0)),
-                    ..req()
-                },
-                3
-            )
-            .0,
-            "`max_tokens` must be >= 1, given 0"
-        );
-        assert_eq!(
-            err(
-                RawRequest {
-                    top_logprobs: Some(("logprobs", 21)),
-                    logprobs: true,
-                    ..req()
-                },
-                3
-            ),
-            (
-                "`logprobs` must be in [0, 20], given 21".into(),
-                s("logprobs")
-            )
-        );
-        assert_eq!(
-            err(
-                RawRequest {
-                    temperature: Some(2.5),
-                    ..req()
-                },
-                3
-            ),
-            (
-                "`temperature` must be in [0, 2], given 2.5".into(),
-                s("temperature")
-            )
-        );
-        assert_eq!(
-            err(
-                RawRequest {
-                    stop_token_ids: vec![5, 1000],
-                    ..req()
-                },
-                3
-            )
-            .0,
-            "`stop_token_ids[1]` must be a token id in [0, 1000), given 1000"
-        );
-        assert_eq!(
-            err(req(), 0),
-            ("`prompt` must not be empty".into(), s("prompt"))
-        );
-    }
-
-    #[test]
-    fn context_overflow_names_both_numbers_and_the_limit() {
-        let (msg, _) = err(
-            RawRequest {
-                max_tokens: Some(("max_tokens", 30)),
-                ..req()
-            },
-            80,
-        );
-        assert_eq!(
-            msg,
-            "this model's maximum context length is 100 tokens, but 110 tokens were requested \
-             (80 in the prompt + 30 for the completion); reduce the prompt or `max_tokens`"
-        );
-        // Over the context and over the server limit (50): the context error wins.
-        let e = check(
-            RawRequest {
-                max_tokens: Some(("max_tokens", i64::MAX)),
-                ..req()
-            },
-            vec![1; 3],
-            &LIM,
-        )
-        .unwrap_err();
-        assert_eq!(
-            e,
-            ValidateError::ContextOverflow {
-                param: "prompt",
-                limit: 100,
-                prompt: 3,
-                max_tokens: i64::MAX as usize
-            }
-        );
-        assert!(e
-            .to_string()
-            .contains("9223372036854775810 tokens were requested"));
-        // A prompt that fills the context leaves no room even for the default.
-        assert_eq!(
-            check(req(), vec![1; 100], &LIM).unwrap_err(),
-            ValidateError::ContextOverflow {
-                param: "prompt",
-                limit: 100,
-                prompt: 100,
-                max_tokens: 1
-            }
-        );
-    }
-
-    #[test]
-    fn prompt_token_ids_are_checked_against_the_vocabulary() {
-        assert_eq!(token_ids(&[0, 999], 1000), Ok(vec![0, 999]));
-        assert_eq!(
-            token_ids(&[3, -1], 1000).unwrap_err().to_string(),
-            "`prompt[1]` must be a token id in [0, 1000), given -1"
-        );
-    }
-}
+mod tests;

@@ -92,9 +92,15 @@ async fn bad_fields_are_400_with_exact_messages() {
         ),
         (
             CHAT,
-            r#"{"messages":[{"role":"tool","content":"x"}]}"#.to_string(),
-            "`messages[0].role` must be one of system, developer, user, assistant, given \"tool\"",
+            r#"{"messages":[{"role":"robot","content":"x"}]}"#.to_string(),
+            "`messages[0].role` must be one of system, developer, user, assistant, tool, given \"robot\"",
             "messages[0].role",
+        ),
+        (
+            CHAT,
+            r#"{"messages":[{"role":"tool","content":"x"}]}"#.to_string(),
+            "`messages[0].tool_call_id` is required on tool messages",
+            "messages[0].tool_call_id",
         ),
         (
             CHAT,

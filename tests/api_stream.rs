@@ -78,9 +78,10 @@ async fn chat_stream_exact_frames_with_usage() {
         ),
     ];
     assert_eq!(chunks, want);
-    // The wire text of one frame, byte for byte (serde_json keeps keys sorted).
+    // The wire text of one frame, byte for byte (keys in OpenAI's order: serde_json keeps
+    // insertion order).
     let first = format!(
-        r#"{{"choices":[{{"delta":{{"content":"","role":"assistant"}},"finish_reason":null,"index":0,"logprobs":null}}],"created":{created},"id":{id},"model":"smol","object":"chat.completion.chunk","usage":null}}"#
+        r#"{{"id":{id},"object":"chat.completion.chunk","created":{created},"model":"smol","choices":[{{"index":0,"delta":{{"role":"assistant","content":""}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
     );
     assert_eq!(f[0], first);
 }

@@ -135,21 +135,21 @@ async fn consensus_stops_live_samples_and_counts_them_as_wasted() {
     // The same account in the metrics.
     let text = body_text(send(&state, get("/metrics")).await).await;
     for line in [
-        "ponder:ttc_requests_total{strategy=\"self_consistency\"} 1",
-        "ponder:ttc_early_stops_total{reason=\"consensus\"} 1",
-        "ponder:ttc_tokens_total{kind=\"answer\"} 3",
-        "ponder:ttc_tokens_total{kind=\"wasted\"} 0",
-        "ponder:ttc_samples_per_request_sum 4",
-        "ponder:ttc_samples_per_request_count 1",
-        "ponder:ttc_vote_agreement_sum 1",
+        "ponder_ttc_requests_total{strategy=\"self_consistency\"} 1",
+        "ponder_ttc_early_stops_total{reason=\"consensus\"} 1",
+        "ponder_ttc_tokens_total{kind=\"answer\"} 3",
+        "ponder_ttc_tokens_total{kind=\"wasted\"} 0",
+        "ponder_ttc_samples_per_request_sum 4",
+        "ponder_ttc_samples_per_request_count 1",
+        "ponder_ttc_vote_agreement_sum 1",
         // The stopped sample had 0 of the completed samples' mean 1 token: 1 saved (not
         // 4 x 4096 allowed - 3 generated).
-        "ponder:ttc_tokens_saved_total 1",
-        "ponder:ttc_tokens_total{kind=\"probe\"} 0",
+        "ponder_ttc_tokens_saved_total 1",
+        "ponder_ttc_tokens_total{kind=\"probe\"} 0",
         // One launch, the finish.
-        "ponder:ttc_decisions_total{kind=\"launch\"} 1",
-        "ponder:ttc_decisions_total{kind=\"finish\"} 1",
-        "ponder:reasoning_tokens_total 0",
+        "ponder_ttc_decisions_total{kind=\"launch\"} 1",
+        "ponder_ttc_decisions_total{kind=\"finish\"} 1",
+        "ponder_reasoning_tokens_total 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -175,7 +175,7 @@ async fn low_agreement_ends_between_waves_and_is_counted_once() {
     assert_eq!(r["answer"], "7");
     assert_eq!(v["usage"]["completion_tokens"], 4);
     let text = body_text(send(&state, get("/metrics")).await).await;
-    let line = "ponder:ttc_early_stops_total{reason=\"low_agreement\"} 1";
+    let line = "ponder_ttc_early_stops_total{reason=\"low_agreement\"} 1";
     assert!(
         text.lines().any(|l| l == line),
         "missing `{line}` in\n{text}"

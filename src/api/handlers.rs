@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,49 +17,63 @@ use super::error::ApiError;
 use super::response::{collect, Kind, Meta};
 use super::stream::{sse_response, SseRequest};
 use super::track::Tracker;
-use super::{request, unix_now, AppState, ROUTES};
+use super::{request, unix_now, AppState, RequestId, ROUTES};
 use crate::budget::LoadSnapshot;
-use crate::sample::fresh_seed;
 use crate::validate::{validate, BudgetEnv, ModelView, ValidateError};
 
 pub async fn chat_completions(
     State(s): State<AppState>,
+    rid: Option<Extension<RequestId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    generate(s, Kind::Chat, body).await
+    generate(s, Kind::Chat, rid.map(|r| r.0), body).await
 }
 
 pub async fn completions(
     State(s): State<AppState>,
+    rid: Option<Extension<RequestId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    generate(s, Kind::Completion, body).await
+    generate(s, Kind::Completion, rid.map(|r| r.0), body).await
 }
 
-async fn generate(s: AppState, kind: Kind, body: Result<Bytes, BytesRejection>) -> Response {
-    let id = format!(
-        "{}{:016x}{:016x}",
-        kind.id_prefix(),
-        fresh_seed(),
-        fresh_seed()
-    );
+/// The id of a response body: the endpoint's prefix and a random UUID (32 hex digits).
+pub fn response_id(kind: Kind) -> String {
+    format!("{}{}", kind.id_prefix(), uuid::Uuid::new_v4().simple())
+}
+
+/// `incoming`: the client's `X-Request-Id` (logged as the request id and echoed by the
+/// middleware); without one, the response id is the request id.
+async fn generate(
+    s: AppState,
+    kind: Kind,
+    incoming: Option<RequestId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = response_id(kind);
+    let request_id = incoming.map_or_else(|| id.clone(), |r| r.0);
     let started = Instant::now();
-    let span = tracing::info_span!("request", request_id = %id, route = kind.id_prefix());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        route = kind.id_prefix(),
+        user = tracing::field::Empty
+    );
     let mut resp = match run(s, kind, body, id.clone()).instrument(span).await {
         Ok(r) => r,
         Err(e) => {
             if e.class().0.is_server_error() {
-                tracing::warn!(request_id = %id, message = %e.message(), "request failed");
+                tracing::warn!(%request_id, message = %e.message(), "request failed");
             }
             e.into_response()
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     // Streams are logged when the response starts; their tokens follow in the body.
     tracing::info!(
-        request_id = %id,
+        %request_id,
         status = resp.status().as_u16(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "request"
@@ -94,6 +108,9 @@ async fn run(
             request_id: id.clone(),
             detail: format!("the validation task failed: {e}"),
         })??;
+    if let Some(user) = &valid.user {
+        tracing::Span::current().record("user", user.as_str());
+    }
     let m = &s.model;
     let gen = valid.generate_request();
     // Aggregated requests buffer up to `ttc.n` samples; plain ones have `n` choices.
@@ -113,6 +130,10 @@ async fn run(
             v["strategy"] = json!("single");
             v
         }),
+        vocab: s.vocab.clone(),
+        echo: valid.echo.clone(),
+        tool_parser: valid.tool_parser,
+        keep: valid.best_of.map(|_| valid.n),
     };
     let prompt_tokens = valid.prompt_token_ids.len();
     if valid.stream {
@@ -158,6 +179,8 @@ fn check_request(
         context_length: m.model.cfg.max_position,
         vocab_size: m.model.cfg.vocab_size,
         reasoning: m.reasoning.as_ref(),
+        guides: s.guides(),
+        tool_parser: s.tool_parser,
     };
     let stats = s.engine.stats();
     let env = BudgetEnv {
@@ -176,12 +199,14 @@ fn check_request(
     })
 }
 
+/// The served model as an OpenAI model object.
+pub fn model_object(s: &AppState) -> serde_json::Value {
+    json!({"id": &*s.served_name, "object": "model", "created": s.started, "owned_by": "ponder",
+        "max_model_len": s.model.model.cfg.max_position})
+}
+
 pub async fn models(State(s): State<AppState>) -> Response {
-    Json(json!({"object": "list", "data": [{
-        "id": &*s.served_name, "object": "model", "created": s.started, "owned_by": "ponder",
-        "max_model_len": s.model.model.cfg.max_position,
-    }]}))
-    .into_response()
+    Json(json!({"object": "list", "data": [model_object(&s)]})).into_response()
 }
 
 pub async fn health(State(s): State<AppState>) -> Response {
@@ -203,6 +228,7 @@ pub async fn ready(State(s): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
+    s.metrics.observe_key_usage(&s.auth.usage());
     match s.metrics.render(&s.engine.stats()) {
         Ok(text) => (
             [(
@@ -213,7 +239,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         )
             .into_response(),
         Err(e) => {
-            let request_id = format!("metrics-{:016x}", fresh_seed());
+            let request_id = format!("metrics-{}", uuid::Uuid::new_v4().simple());
             ApiError::Internal {
                 request_id,
                 detail: format!("rendering metrics failed: {e}"),

@@ -1,7 +1,7 @@
 //! Wire requests: a JSON body -> `validate::RawRequest`, checking types and shapes only
-//! (ranges are `validate`'s job). Unknown fields are ignored; `null` reads as absent; a known
-//! field of the wrong type is rejected with its name and the value given:
-//! "`temperature` must be a number, given \"hot\"".
+//! (ranges are `validate`'s job). Fields not honoured are a 400 naming them (fields.rs);
+//! `null` reads as absent; a known field of the wrong type is rejected with its name and the
+//! value given: "`temperature` must be a number, given \"hot\"".
 //!
 //! Chat: `messages` (system | developer | user | assistant; content a string or an array of
 //! `{"type":"text","text":...}` parts), `logprobs` bool + `top_logprobs` int,
@@ -12,77 +12,13 @@
 
 use serde_json::{Map, Value};
 
+use super::fields;
+use super::read::{as_int, known_fields, shown, wrong, Fields};
 use crate::budget::{RawAuto, RawBudget, RawCertaindex, RawGate, RawMinAgreement, RawTtc};
 use crate::model::template::ChatMessage;
 use crate::validate::{PromptInput, RawRequest, ValidateError};
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant"];
-
-/// The JSON value, shortened for an error message.
-fn shown(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 64 {
-        format!("{}...", s.chars().take(61).collect::<String>())
-    } else {
-        s
-    }
-}
-
-fn wrong(param: &str, expected: &str, v: &Value) -> ValidateError {
-    ValidateError::invalid(
-        param,
-        format!("`{param}` must be {expected}, given {}", shown(v)),
-    )
-}
-
-/// Typed reads of a JSON object's fields.
-struct Fields<'a>(&'a Map<String, Value>);
-
-impl<'a> Fields<'a> {
-    /// The field, `None` when absent or `null`.
-    fn get(&self, k: &str) -> Option<&'a Value> {
-        self.0.get(k).filter(|v| !v.is_null())
-    }
-
-    fn number(&self, k: &str) -> Result<Option<f32>, ValidateError> {
-        self.get(k)
-            .map(|v| {
-                v.as_f64()
-                    .map(|x| x as f32)
-                    .ok_or_else(|| wrong(k, "a number", v))
-            })
-            .transpose()
-    }
-
-    fn int(&self, k: &str) -> Result<Option<i64>, ValidateError> {
-        self.get(k).map(|v| as_int(k, v)).transpose()
-    }
-
-    fn bool(&self, k: &str) -> Result<Option<bool>, ValidateError> {
-        self.get(k)
-            .map(|v| v.as_bool().ok_or_else(|| wrong(k, "a boolean", v)))
-            .transpose()
-    }
-
-    fn string(&self, k: &str) -> Result<Option<&'a str>, ValidateError> {
-        self.get(k)
-            .map(|v| v.as_str().ok_or_else(|| wrong(k, "a string", v)))
-            .transpose()
-    }
-}
-
-fn as_int(param: &str, v: &Value) -> Result<i64, ValidateError> {
-    match v.as_i64() {
-        Some(i) => Ok(i),
-        // Beyond i64: keep it out of range rather than calling it a non-integer.
-        None if v.as_u64().is_some() => Ok(i64::MAX),
-        // JSON Schema counts 510.0 as an integer; accept integral floats in range.
-        None => match v.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Ok(f as i64),
-            _ => Err(wrong(param, "an integer", v)),
-        },
-    }
-}
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
 
 fn object(body: &[u8]) -> Result<Map<String, Value>, ValidateError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
@@ -98,6 +34,23 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, ValidateError> {
             ),
         )),
     }
+}
+
+/// `logit_bias`: an object of token id (a decimal string) -> bias.
+fn logit_bias(f: &Fields<'_>) -> Result<Vec<(String, f32)>, ValidateError> {
+    let Some(v) = f.get("logit_bias") else {
+        return Ok(Vec::new());
+    };
+    let o = v
+        .as_object()
+        .ok_or_else(|| wrong("logit_bias", "an object of token id -> bias", v))?;
+    o.iter()
+        .map(|(k, b)| {
+            b.as_f64()
+                .map(|b| (k.clone(), b as f32))
+                .ok_or_else(|| wrong(&format!("logit_bias.{k}"), "a number", b))
+        })
+        .collect()
 }
 
 /// Fields both endpoints share (all but the prompt, `logprobs` and `max_completion_tokens`).
@@ -153,7 +106,13 @@ fn common(f: &Fields<'_>, prompt: PromptInput) -> Result<RawRequest, ValidateErr
         ttc: f.get("ttc").map(ttc).transpose()?,
     };
     r.min_tokens = f.int("min_tokens")?;
-    f.string("user")?;
+    r.constraint = super::constraint::constraint(f)?;
+    r.logit_bias = logit_bias(f)?;
+    // Abuse-tracking ids: logged with the request (`user`, or its successor).
+    r.user = f
+        .string("safety_identifier")?
+        .or(f.string("user")?)
+        .map(str::to_string);
     r.stream = f.bool("stream")?.unwrap_or(false);
     if let Some(opts) = f.get("stream_options") {
         let o = opts
@@ -196,20 +155,6 @@ const TTC_FIELDS: &[&str] = &[
     "scorer",
     "auto",
 ];
-
-/// Rejects fields of our own objects that we do not know (a typo must not be ignored).
-fn known_fields(param: &str, o: &Map<String, Value>, known: &[&str]) -> Result<(), ValidateError> {
-    match o.keys().find(|k| !known.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(k) => Err(ValidateError::invalid(
-            format!("{param}.{k}"),
-            format!(
-                "`{param}.{k}` is not a known field; allowed: {}",
-                known.join(", ")
-            ),
-        )),
-    }
-}
 
 /// The `ttc` object (ponder's test-time compute request).
 fn ttc(v: &Value) -> Result<RawTtc, ValidateError> {
@@ -356,6 +301,7 @@ fn ttc(v: &Value) -> Result<RawTtc, ValidateError> {
 /// `POST /v1/chat/completions` body.
 pub fn parse_chat(body: &[u8]) -> Result<RawRequest, ValidateError> {
     let obj = object(body)?;
+    fields::check(&obj, fields::CHAT_FIELDS, "/v1/chat/completions")?;
     let f = Fields(&obj);
     let messages = match f.get("messages") {
         None => return Err(ValidateError::invalid("messages", "`messages` is required")),
@@ -372,16 +318,47 @@ pub fn parse_chat(body: &[u8]) -> Result<RawRequest, ValidateError> {
             .collect::<Result<Vec<_>, _>>()?,
         Some(v) => return Err(wrong("messages", "an array of messages", v)),
     };
+    let (messages, json): (Vec<ChatMessage>, Vec<Value>) = messages.into_iter().unzip();
     let mut r = common(&f, PromptInput::Chat(messages))?;
+    r.tools = crate::tools::parse(&obj)?;
+    r.chat_json = json;
     if let Some(v) = f.int("max_completion_tokens")? {
         r.max_tokens = Some(("max_completion_tokens", v));
     }
     r.logprobs = f.bool("logprobs")?.unwrap_or(false);
     r.top_logprobs = f.int("top_logprobs")?.map(|v| ("top_logprobs", v));
+    if f.bool("store")? == Some(true) {
+        return Err(ValidateError::invalid(
+            "store",
+            "`store` must be false: this server does not store completions",
+        ));
+    }
+    if let Some(v) = f.get("modalities") {
+        if v != &serde_json::json!(["text"]) {
+            return Err(wrong(
+                "modalities",
+                "[\"text\"] (this server generates text only)",
+                v,
+            ));
+        }
+    }
+    match f.string("service_tier")? {
+        None | Some("auto" | "default") => {}
+        Some(t) => {
+            return Err(ValidateError::invalid(
+                "service_tier",
+                format!(
+                "`service_tier` must be auto or default (this server has one tier), given \"{t}\""
+            ),
+            ))
+        }
+    }
     Ok(r)
 }
 
-fn message(i: usize, m: &Value) -> Result<ChatMessage, ValidateError> {
+/// One message: its plain form and its OpenAI-shaped JSON for templates that render tool
+/// calls (`tool_calls` arguments parsed into objects, as templates print them).
+fn message(i: usize, m: &Value) -> Result<(ChatMessage, Value), ValidateError> {
     let p = format!("messages[{i}]");
     let o = m
         .as_object()
@@ -398,11 +375,34 @@ fn message(i: usize, m: &Value) -> Result<ChatMessage, ValidateError> {
         Some(v) => {
             return Err(wrong(
                 &format!("{p}.role"),
-                "one of system, developer, user, assistant",
+                "one of system, developer, user, assistant, tool",
                 v,
             ))
         }
     };
+    let calls = match f.get("tool_calls") {
+        Some(v) if role == "assistant" => Some(tool_calls(&p, v)?),
+        Some(_) => {
+            return Err(ValidateError::invalid(
+                format!("{p}.tool_calls"),
+                format!("`{p}.tool_calls` is only allowed on assistant messages"),
+            ))
+        }
+        None => None,
+    };
+    let call_id = f.string("tool_call_id").map_err(|_| {
+        wrong(
+            &format!("{p}.tool_call_id"),
+            "a string",
+            o.get("tool_call_id").unwrap_or(&Value::Null),
+        )
+    })?;
+    if role == "tool" && call_id.is_none() {
+        return Err(ValidateError::invalid(
+            format!("{p}.tool_call_id"),
+            format!("`{p}.tool_call_id` is required on tool messages"),
+        ));
+    }
     let content = match f.get("content") {
         None if role == "assistant" => String::new(),
         None => {
@@ -429,7 +429,50 @@ fn message(i: usize, m: &Value) -> Result<ChatMessage, ValidateError> {
     };
     // Templates written for OpenAI's roles know `system`; `developer` is its newer name.
     let role = if role == "developer" { "system" } else { role };
-    Ok(ChatMessage::new(role, &content))
+    let mut json = serde_json::json!({"role": role, "content": content});
+    if role == "assistant" && content.is_empty() && calls.is_some() {
+        json["content"] = Value::Null;
+    }
+    if let Some(c) = calls {
+        json["tool_calls"] = c;
+    }
+    if let Some(id) = call_id {
+        json["tool_call_id"] = Value::String(id.to_string());
+    }
+    if let Some(Value::String(n)) = f.get("name") {
+        json["name"] = Value::String(n.clone());
+    }
+    Ok((ChatMessage::new(role, &content), json))
+}
+
+/// An assistant message's `tool_calls`, with each `function.arguments` string parsed.
+fn tool_calls(p: &str, v: &Value) -> Result<Value, ValidateError> {
+    let a = v
+        .as_array()
+        .ok_or_else(|| wrong(&format!("{p}.tool_calls"), "an array", v))?;
+    let mut out = Vec::with_capacity(a.len());
+    for (j, c) in a.iter().enumerate() {
+        let q = format!("{p}.tool_calls[{j}]");
+        let f = c
+            .get("function")
+            .filter(|f| f.get("name").is_some_and(Value::is_string))
+            .ok_or_else(|| wrong(&q, "an object {id, type, function: {name, arguments}}", c))?;
+        let args = match f.get("arguments") {
+            Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| {
+                ValidateError::invalid(
+                    format!("{q}.function.arguments"),
+                    format!("`{q}.function.arguments` must be a JSON object in a string: {e}"),
+                )
+            })?,
+            Some(v @ Value::Object(_)) => v.clone(),
+            _ => serde_json::json!({}),
+        };
+        out.push(
+            serde_json::json!({"id": c.get("id").cloned().unwrap_or(Value::Null),
+            "type": "function", "function": {"name": f["name"], "arguments": args}}),
+        );
+    }
+    Ok(Value::Array(out))
 }
 
 fn text_part(p: &str, part: &Value) -> Result<String, ValidateError> {
@@ -465,6 +508,7 @@ fn text_part(p: &str, part: &Value) -> Result<String, ValidateError> {
 /// `POST /v1/completions` body.
 pub fn parse_completion(body: &[u8]) -> Result<RawRequest, ValidateError> {
     let obj = object(body)?;
+    fields::check(&obj, fields::COMPLETION_FIELDS, "/v1/completions")?;
     let f = Fields(&obj);
     let prompt = match f.get("prompt") {
         None => return Err(ValidateError::invalid("prompt", "`prompt` is required")),
@@ -474,6 +518,30 @@ pub fn parse_completion(body: &[u8]) -> Result<RawRequest, ValidateError> {
     if let Some(k) = f.int("logprobs")? {
         r.logprobs = true;
         r.top_logprobs = Some(("logprobs", k));
+    }
+    r.echo = f.bool("echo")?.unwrap_or(false);
+    r.suffix = f.string("suffix")?.map(str::to_string);
+    if let Some(best_of) = f.int("best_of")? {
+        let n = r.n.unwrap_or(1);
+        if best_of < n {
+            return Err(ValidateError::invalid(
+                "best_of",
+                format!("`best_of` must be >= `n` ({n}), given {best_of}"),
+            ));
+        }
+        if best_of > n && r.stream {
+            return Err(ValidateError::invalid(
+                "best_of",
+                "`best_of` > `n` cannot be used with `stream` (candidates are ranked at the end)",
+            ));
+        }
+        if best_of > n && r.budget.ttc.is_some() {
+            return Err(ValidateError::invalid(
+                "best_of",
+                "`best_of` > `n` cannot be combined with `ttc` (which picks its own winner)",
+            ));
+        }
+        r.best_of = (best_of > n).then_some(best_of);
     }
     Ok(r)
 }
@@ -507,98 +575,4 @@ fn prompt(v: &Value) -> Result<PromptInput, ValidateError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chat_err(body: &str) -> (String, Option<String>) {
-        let e = parse_chat(body.as_bytes()).unwrap_err();
-        (e.to_string(), e.param())
-    }
-
-    #[test]
-    fn chat_fields_are_read() {
-        let body = r#"{"model":"m","messages":[{"role":"developer","content":[{"type":"text","text":"a"},
-            {"type":"text","text":"b"}]},{"role":"user","content":"hi"},{"role":"assistant","content":null}],
-            "n":2,"max_tokens":5,"max_completion_tokens":7,"temperature":0.5,"top_k":3,"stop":"x","seed":-1,
-            "logprobs":true,"top_logprobs":2,"stream":true,"stream_options":{"include_usage":true},
-            "user":"u","unknown_field":{"x":1},"top_p":null}"#;
-        let r = parse_chat(body.as_bytes()).unwrap();
-        assert_eq!(
-            r.prompt,
-            PromptInput::Chat(vec![
-                ChatMessage::new("system", "a\nb"),
-                ChatMessage::new("user", "hi"),
-                ChatMessage::new("assistant", "")
-            ])
-        );
-        assert_eq!(r.model.as_deref(), Some("m"));
-        assert_eq!(r.n, Some(2));
-        assert_eq!(r.max_tokens, Some(("max_completion_tokens", 7)));
-        assert_eq!(r.temperature, Some(0.5));
-        assert_eq!(r.top_k, Some(3));
-        assert_eq!(r.top_p, None);
-        assert_eq!(r.stop, vec!["x".to_string()]);
-        assert_eq!(r.seed, Some(u64::MAX));
-        assert!(r.logprobs && r.stream && r.include_usage);
-        assert_eq!(r.top_logprobs, Some(("top_logprobs", 2)));
-    }
-
-    #[test]
-    fn wrong_types_name_the_field_and_value() {
-        let cases = [
-            (r#"{"messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "`temperature` must be a number, given \"hot\"", "temperature"),
-            (r#"{"messages":[{"role":"user","content":"x"}],"n":1.5}"#, "`n` must be an integer, given 1.5", "n"),
-            (r#"{"messages":[{"role":"user","content":"x"}],"stop":["a",3]}"#, "`stop[1]` must be a string, given 3", "stop[1]"),
-            (r#"{"messages":[{"role":"tool","content":"x"}]}"#, "`messages[0].role` must be one of system, developer, user, assistant, given \"tool\"", "messages[0].role"),
-            (r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#, "`messages[0].content[0].type` must be \"text\" (this model reads text only), given \"image_url\"", "messages[0].content[0].type"),
-            (r#"{"messages":[]}"#, "`messages` must hold at least one message", "messages"),
-            (r#"{"model":"m"}"#, "`messages` is required", "messages"),
-            (r#"[1]"#, "the request body must be a JSON object, given [1]", "body"),
-            (r#"{"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#, "`stream_options` is only allowed when `stream` is true", "stream_options"),
-        ];
-        for (body, msg, param) in cases {
-            assert_eq!(
-                chat_err(body),
-                (msg.to_string(), Some(param.to_string())),
-                "{body}"
-            );
-        }
-        assert_eq!(
-            chat_err("{\"messages\": [").0,
-            "the request body is not valid JSON: EOF while parsing a list at line 1 column 14"
-        );
-    }
-
-    #[test]
-    fn completion_prompts() {
-        let p = |s: &str| parse_completion(s.as_bytes()).map(|r| r.prompt);
-        assert_eq!(p(r#"{"prompt":"hi"}"#), Ok(PromptInput::Text("hi".into())));
-        assert_eq!(
-            p(r#"{"prompt":["hi"]}"#),
-            Ok(PromptInput::Text("hi".into()))
-        );
-        assert_eq!(
-            p(r#"{"prompt":[1,2,3]}"#),
-            Ok(PromptInput::TokenIds(vec![1, 2, 3]))
-        );
-        assert_eq!(
-            p(r#"{"prompt":[[4,5]]}"#),
-            Ok(PromptInput::TokenIds(vec![4, 5]))
-        );
-        assert_eq!(
-            p(r#"{"prompt":["a","b","c"]}"#).unwrap_err().to_string(),
-            "`prompt` must hold a single prompt (batched prompts are not supported), given 3"
-        );
-        assert_eq!(
-            p(r#"{"prompt":[1,"x"]}"#).unwrap_err().to_string(),
-            "`prompt[1]` must be an integer, given \"x\""
-        );
-        assert_eq!(
-            p(r#"{"prompt":{"a":1}}"#).unwrap_err().to_string(),
-            "`prompt` must be a string, an array of token ids, or an array holding one of those, given {\"a\":1}"
-        );
-        let r = parse_completion(br#"{"prompt":"x","logprobs":3}"#).unwrap();
-        assert!(r.logprobs);
-        assert_eq!(r.top_logprobs, Some(("logprobs", 3)));
-    }
-}
+mod tests;

@@ -3,6 +3,10 @@
 //!
 //! Logprobs: chat `{"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`,
 //! completions `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`.
+//! `bytes` are the token's raw bytes (a token ending inside a UTF-8 character included), and
+//! alternatives come most likely first on both endpoints (the completions dict keeps that
+//! order). Completions `echo` puts the prompt text before each choice's text; `best_of`
+//! returns the `n` candidates with the highest mean token logprob (usage counts them all).
 //! A logprob of -inf (a token the filters removed) is sent as -9999.0, as OpenAI does.
 //! Usage counts the prompt once, however many samples (`n`) there are, and every generated
 //! token of every sample (aggregated requests included: stopped samples' tokens too).
@@ -12,12 +16,15 @@
 //! has `content: null` and the stop reason as `finish_reason` (`deadline`, `token_budget`):
 //! no cut-off text is passed off as an answer; the report has every sample's account.
 
+use std::sync::Arc;
+
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::track::Tracker;
 use crate::budget::TtcReport;
 use crate::engine::{EngineEvent, RequestStream, TokenLogprob};
+use crate::guided::TokenBytes;
 use crate::model::tokenizer::Tokenizer;
 use crate::sample::FinishReason;
 
@@ -52,24 +59,24 @@ fn token_text(t: &Tokenizer, id: u32) -> String {
     t.decode(&[id], false)
 }
 
-fn chat_token(t: &Tokenizer, id: u32, logprob: f32) -> Map<String, Value> {
+fn chat_token(t: &Tokenizer, vocab: &TokenBytes, id: u32, logprob: f32) -> Map<String, Value> {
     let s = token_text(t, id);
     let mut m = Map::new();
     m.insert("token".into(), json!(s));
     m.insert("logprob".into(), logprob_json(logprob));
-    m.insert("bytes".into(), json!(s.as_bytes()));
+    m.insert("bytes".into(), json!(vocab.bytes(id)));
     m
 }
 
 /// Chat logprobs entries (the `content` array) for `lps`.
-pub fn chat_logprobs(t: &Tokenizer, lps: &[TokenLogprob]) -> Vec<Value> {
+pub fn chat_logprobs(t: &Tokenizer, vocab: &TokenBytes, lps: &[TokenLogprob]) -> Vec<Value> {
     lps.iter()
         .map(|lp| {
-            let mut m = chat_token(t, lp.token, lp.logprob);
+            let mut m = chat_token(t, vocab, lp.token, lp.logprob);
             let top: Vec<Value> = lp
                 .top
                 .iter()
-                .map(|&(id, l)| Value::Object(chat_token(t, id, l)))
+                .map(|&(id, l)| Value::Object(chat_token(t, vocab, id, l)))
                 .collect();
             m.insert("top_logprobs".into(), Value::Array(top));
             Value::Object(m)
@@ -123,6 +130,14 @@ pub struct Meta {
     pub aggregated: bool,
     /// Budget asked versus granted for requests that asked for one without aggregation.
     pub grant: Option<Value>,
+    /// Every token's raw bytes (logprobs `bytes`).
+    pub vocab: Arc<TokenBytes>,
+    /// Completions `echo`: the prompt text before each choice's text.
+    pub echo: Option<String>,
+    /// Chat with tools: output is parsed for calls in this format.
+    pub tool_parser: Option<crate::tools::ToolParser>,
+    /// Completions `best_of`: only this many candidates (the best) are returned.
+    pub keep: Option<usize>,
 }
 
 impl Meta {
@@ -160,8 +175,23 @@ impl Meta {
             Kind::Chat => {
                 let lp = self
                     .logprobs
-                    .then(|| json!({"content": chat_logprobs(t, &c.logprobs)}));
+                    .then(|| json!({"content": chat_logprobs(t, &self.vocab, &c.logprobs)}));
                 let mut msg = json!({"role": "assistant", "content": c.text});
+                let mut reason = reason;
+                let calls = self
+                    .tool_parser
+                    .and_then(|p| crate::tools::parse_calls(&c.text, p));
+                if let Some((content, calls)) = calls {
+                    msg["content"] = if content.is_empty() {
+                        Value::Null
+                    } else {
+                        json!(content)
+                    };
+                    msg["tool_calls"] = crate::tools::calls_json(&calls, false);
+                    if c.finish == Some(FinishReason::Stop) {
+                        reason = "tool_calls";
+                    }
+                }
                 if self.reasoning {
                     let r = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
                     msg["reasoning_content"] = json!(r);
@@ -173,7 +203,12 @@ impl Meta {
                 let lp = self
                     .logprobs
                     .then(|| completion_logprobs(t, &c.logprobs, &mut 0));
-                let mut v = json!({"index": index, "text": c.text, "logprobs": lp, "finish_reason": reason});
+                let text = match &self.echo {
+                    Some(e) => format!("{e}{}", c.text),
+                    None => c.text.clone(),
+                };
+                let mut v =
+                    json!({"index": index, "text": text, "logprobs": lp, "finish_reason": reason});
                 if self.reasoning {
                     let r = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
                     v["reasoning_content"] = json!(r);
@@ -281,13 +316,16 @@ pub async fn collect(
         }
         ttc = Some(report.to_json());
     } else {
+        if let Some(index) = choices.iter().position(|c| c.finish.is_none()) {
+            return Err(internal(format!(
+                "the engine closed the stream before sample {index} finished"
+            )));
+        }
+        if let Some(keep) = meta.keep {
+            choices = best_of(choices, keep);
+        }
         reason = choices.first().map_or("stop", Choice::finish_reason);
         for (index, c) in choices.iter().enumerate() {
-            if c.finish.is_none() {
-                return Err(internal(format!(
-                    "the engine closed the stream before sample {index} finished"
-                )));
-            }
             out.push(meta.choice_json(index, c, tokenizer));
         }
     }
@@ -302,6 +340,30 @@ pub async fn collect(
         body["ttc"] = t;
     }
     Ok(body)
+}
+
+/// `best_of`: the `keep` candidates with the highest mean token logprob, best first (ties:
+/// the earlier sample).
+pub fn best_of(mut choices: Vec<Choice>, keep: usize) -> Vec<Choice> {
+    let mean = |c: &Choice| {
+        let n = c.logprobs.len();
+        if n == 0 {
+            return f64::NEG_INFINITY;
+        }
+        c.logprobs.iter().map(|l| f64::from(l.logprob)).sum::<f64>() / n as f64
+    };
+    let mut order: Vec<(f64, usize)> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (mean(c), i))
+        .collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut taken: Vec<Option<Choice>> = choices.drain(..).map(Some).collect();
+    order
+        .into_iter()
+        .take(keep)
+        .filter_map(|(_, i)| taken[i].take())
+        .collect()
 }
 
 /// The finish reason of an aggregated request without a completed sample: the stop rule
@@ -335,6 +397,36 @@ mod tests {
             logprob_json(-std::f32::consts::LN_2).to_string(),
             "-0.6931472"
         );
+    }
+
+    #[test]
+    fn best_of_keeps_the_highest_mean_logprob() {
+        let c = |lps: &[f32], text: &str| Choice {
+            text: text.into(),
+            logprobs: lps
+                .iter()
+                .map(|&l| TokenLogprob {
+                    token: 0,
+                    logprob: l,
+                    top: vec![],
+                })
+                .collect(),
+            finish: Some(FinishReason::Stop),
+            ..Choice::default()
+        };
+        let all = vec![
+            c(&[-1.0, -3.0], "a"),
+            c(&[-0.5], "b"),
+            c(&[-2.0, -0.0], "c"),
+            c(&[], "d"),
+        ];
+        let best: Vec<String> = best_of(all.clone(), 2)
+            .into_iter()
+            .map(|c| c.text)
+            .collect();
+        assert_eq!(best, ["b", "c"]);
+        let best: Vec<String> = best_of(all, 4).into_iter().map(|c| c.text).collect();
+        assert_eq!(best, ["b", "c", "a", "d"]);
     }
 
     #[test]

@@ -34,7 +34,14 @@ pub async fn serve(
         cfg.served_model_name.clone(),
         cfg.http_limits(),
     )?
-    .with_budget(cfg.budget_config()?);
+    .with_budget(cfg.budget_config()?)
+    .with_auth(cfg.auth_config()?);
+    let mut state = state;
+    state.tool_parser = cfg.tool_call_parser;
+    let state = match cfg.metrics_compat {
+        crate::config::MetricsCompat::None => state,
+        crate::config::MetricsCompat::Vllm => state.with_vllm_metrics()?,
+    };
     let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;

@@ -6,7 +6,8 @@
 //!        finish chunk per choice {"delta":{},"finish_reason":"stop"|"length"}
 //!        [usage chunk]          {"choices":[],"usage":{...}}  when stream_options.include_usage
 //!        data: [DONE]
-//! completions: the same without role chunks; choices carry `text`.
+//! completions: the same without role chunks; choices carry `text` (`echo`: a first chunk per
+//!        choice with the prompt text).
 //! engine error: data: {"error":{...}} then data: [DONE]
 //! reasoning models: reasoning deltas {"delta":{"reasoning_content":"...","reasoning":"..."}}
 //! budget asked/granted or aggregation: {"choices":[],"ttc":{...}} before the usage chunk
@@ -61,6 +62,8 @@ struct State {
     buffered: Vec<Choice>,
     /// The finish reason of choice 0 (the request's, for the metrics).
     final_reason: &'static str,
+    /// Chat with tools: per choice, content held back once a tool call may be starting.
+    holdback: Vec<Option<crate::tools::Holdback>>,
     closed: bool,
 }
 
@@ -81,12 +84,19 @@ impl State {
     }
 
     fn start(&mut self) {
+        let choices = if self.req.meta.aggregated {
+            1
+        } else {
+            self.req.n
+        };
+        if let Some(echo) = self.req.meta.echo.clone() {
+            for index in 0..choices {
+                self.push_chunk(
+                    json!({"index": index, "text": echo, "logprobs": null, "finish_reason": null}),
+                );
+            }
+        }
         if self.req.meta.kind == Kind::Chat {
-            let choices = if self.req.meta.aggregated {
-                1
-            } else {
-                self.req.n
-            };
             for index in 0..choices {
                 self.push_chunk(
                     json!({"index": index, "delta": {"role": "assistant", "content": ""},
@@ -181,17 +191,23 @@ impl State {
 
     /// Content / reasoning / logprobs of choice `index` (nothing when all are empty).
     fn push_delta(&mut self, index: usize, text: &str, reasoning: &str, logprobs: &[TokenLogprob]) {
+        let held;
+        let text = match self.holdback.get_mut(index).and_then(Option::as_mut) {
+            Some(h) => {
+                held = h.push(text);
+                held.as_str()
+            }
+            None => text,
+        };
         if text.is_empty() && reasoning.is_empty() && logprobs.is_empty() {
             return;
         }
         let tokenizer = &self.req.model.tokenizer;
         let choice = match self.req.meta.kind {
             Kind::Chat => {
-                let lp = self
-                    .req
-                    .meta
-                    .logprobs
-                    .then(|| json!({"content": chat_logprobs(tokenizer, logprobs)}));
+                let lp = self.req.meta.logprobs.then(
+                    || json!({"content": chat_logprobs(tokenizer, &self.req.meta.vocab, logprobs)}),
+                );
                 let mut delta = json!({});
                 if !reasoning.is_empty() {
                     delta["reasoning_content"] = json!(reasoning);
@@ -222,7 +238,24 @@ impl State {
         if index == 0 {
             self.final_reason = c.finish_reason();
         }
-        self.push_reason(index, c.finish_reason());
+        let mut reason = c.finish_reason();
+        if let Some(h) = self.holdback.get_mut(index).and_then(Option::take) {
+            let mut h = h;
+            let (rest, calls) = h.finish();
+            if !rest.is_empty() {
+                self.push_chunk(json!({"index": index, "delta": {"content": rest},
+                    "logprobs": null, "finish_reason": null}));
+            }
+            if !calls.is_empty() {
+                let calls = crate::tools::calls_json(&calls, true);
+                self.push_chunk(json!({"index": index, "delta": {"tool_calls": calls},
+                    "logprobs": null, "finish_reason": null}));
+                if c.finish == Some(crate::sample::FinishReason::Stop) {
+                    reason = "tool_calls";
+                }
+            }
+        }
+        self.push_reason(index, reason);
     }
 
     fn push_reason(&mut self, index: usize, reason: &str) {
@@ -301,7 +334,18 @@ pub fn sse_response(req: SseRequest) -> Response {
         buffered: vec![Choice::default(); if aggregated { n } else { 0 }],
         final_reason: "stop",
         closed: false,
+        holdback: Vec::new(),
     };
+    let choices = if aggregated { 1 } else { n };
+    st.holdback = (0..choices)
+        .map(|_| {
+            st.req
+                .meta
+                .tool_parser
+                .filter(|_| st.req.meta.kind == Kind::Chat)
+                .map(crate::tools::Holdback::new)
+        })
+        .collect();
     st.start();
     let body = futures_util::stream::unfold(st, |mut st| async move {
         loop {

@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! intake commands -> drop cancelled requests -> deadlines -> schedule -> runner.execute
+//!                                  (guided samples' grammar masks meanwhile: guide.rs)
 //!   -> per seq in each logits row's sample_for: forced token (thinking budget) or a draw
-//!      (s1 "Wait" filter) -> scheduler.update_from_output
+//!      (s1 "Wait" filter; masked by its grammar, which the token then advances)
+//!   -> scheduler.update_from_output
 //!   -> per sample: detokenize, split reasoning/content, stop rules, Delta / Finished,
 //!      budget controller (aggregated requests) -> Launch wave / Stop sample / Finish + Report
 //! ```
@@ -196,6 +198,7 @@ impl EngineCore {
                 ctrl,
                 deadline,
                 progress: None,
+                guide: r.guide,
             },
         );
         self.apply(id, first);
@@ -246,7 +249,7 @@ impl EngineCore {
             let i = first + k;
             debug_assert_eq!(i, req.samples.len());
             self.seq_owner.insert(seq, (rid, i));
-            req.samples.push(SampleState::new(
+            let mut sample = SampleState::new(
                 seq,
                 sample_seed(req.base_seed, i as u32),
                 &req.prompt,
@@ -254,7 +257,9 @@ impl EngineCore {
                 self.reasoning.as_ref(),
                 req.starts_in_thinking,
                 limits,
-            ));
+            );
+            sample.guide = req.guide.clone();
+            req.samples.push(sample);
         }
         req.live += seqs.len();
         Ok(())
@@ -532,7 +537,18 @@ impl EngineCore {
         }
         let mut logits = std::mem::take(&mut self.logits);
         let (batch, sample_for) = step_batch(&out);
-        self.runner.execute(&out.copy_ops, &batch, &mut logits);
+        // Guided samples' masks are computed on a helper thread during the forward pass.
+        let guided = super::guide::guided_samples(&self.requests, &self.seq_owner, &sample_for);
+        if guided.is_empty() {
+            self.runner.execute(&out.copy_ops, &batch, &mut logits);
+        } else {
+            let (requests, runner) = (&mut self.requests, &mut self.runner);
+            std::thread::scope(|sc| {
+                let masks = sc.spawn(|| super::guide::compute_masks(requests, &guided));
+                runner.execute(&out.copy_ops, &batch, &mut logits);
+                let _ = masks.join();
+            });
+        }
         let vocab = self.runner.vocab_size();
         let mut sampled: Vec<(SeqId, u32)> = Vec::new();
         let mut events: Vec<(SeqId, u32, Tok, Option<TokenLogprob>)> = Vec::new();
@@ -590,7 +606,14 @@ impl EngineCore {
             let lg = &logits[j.row * vocab..(j.row + 1) * vocab];
             match j.forced {
                 Some(t) => sampler.score(lg, &req.params, &s.history, t),
-                None => sampler.sample(lg, &req.params, &s.history, s.seed, s.output.len() as u32),
+                None => sampler.sample_guided(
+                    lg,
+                    &req.params,
+                    &s.history,
+                    s.seed,
+                    s.output.len() as u32,
+                    s.mask.as_ref(),
+                ),
             }
         };
         let draws: Vec<_> = if jobs.len() >= PARALLEL_SAMPLING_ROWS {
@@ -611,6 +634,11 @@ impl EngineCore {
             let s = &mut req.samples[j.si];
             let thinking = s.think.in_thinking();
             let mut forced = j.forced.is_some();
+            let had_mask = s.mask.take().is_some();
+            if let Some(e) = s.mask_err.take() {
+                failed.push((rid, format!("constrained decoding failed: {e}")));
+                continue;
+            }
             let drawn = match (j.forced, drawn) {
                 (None, Ok(t)) => {
                     let eos = self.sampler.eos_token_ids();
@@ -631,6 +659,12 @@ impl EngineCore {
                     logprob,
                     top_logprobs,
                 }) => {
+                    if had_mask && !self.sampler.eos_token_ids().contains(&token) {
+                        if let Some(Err(e)) = s.guide.as_mut().map(|g| g.advance(token)) {
+                            failed.push((rid, format!("constrained decoding failed: {e}")));
+                            continue;
+                        }
+                    }
                     sampled.push((seq, token));
                     let lp = req.params.logprobs.then_some(TokenLogprob {
                         token,

@@ -8,6 +8,7 @@
 
 pub mod core;
 pub mod detok;
+mod guide;
 pub mod handle;
 pub mod probes;
 mod reqstate;

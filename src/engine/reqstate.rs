@@ -41,6 +41,11 @@ pub(super) struct SampleState {
     text: String,
     sent: usize,
     pub done: bool,
+    /// Constrained decoding: this sample's grammar state, and the mask for its next token
+    /// (computed during the forward pass; taken by the draw).
+    pub guide: Option<crate::guided::Guide>,
+    pub mask: Option<toktrie::SimpleVob>,
+    pub mask_err: Option<String>,
 }
 
 impl SampleState {
@@ -65,6 +70,9 @@ impl SampleState {
             text: String::new(),
             sent: 0,
             done: false,
+            guide: None,
+            mask: None,
+            mask_err: None,
         }
     }
 
@@ -174,6 +182,8 @@ pub(super) struct RequestState {
     pub deadline: Option<Instant>,
     /// The last progress sent (a new one goes out only when it differs).
     pub progress: Option<crate::budget::TtcProgress>,
+    /// Constrained decoding: every sample starts from a clone of this.
+    pub guide: Option<crate::guided::Guide>,
 }
 
 impl RequestState {

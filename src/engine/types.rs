@@ -32,6 +32,9 @@ pub struct GenerateRequest {
     /// Aggregated test-time compute: the controller decides how many of `ttc.n` samples
     /// run and stops them; `None` = `n` independent samples.
     pub ttc: Option<TtcPlan>,
+    /// Constrained decoding: each sample starts from a clone of this guide (its content must
+    /// match the grammar; thinking is not constrained).
+    pub guide: Option<crate::guided::Guide>,
 }
 
 impl GenerateRequest {
@@ -45,6 +48,7 @@ impl GenerateRequest {
             starts_in_thinking: false,
             think: ThinkLimits::default(),
             ttc: None,
+            guide: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //!
 //!  logits [vocab] --copy--> scratch
 //!     -> repetition penalty (prompt + output), frequency/presence (output)
+//!     -> logit_bias (added), grammar mask (disallowed = -inf)
 //!     -> min_tokens: EOS + stop ids = -inf
 //!     -> / temperature                       <- logprobs are taken HERE
 //!     -> top_k -> top_p -> min_p (truncation)
@@ -34,7 +35,7 @@ mod stop;
 pub use history::TokenHistory;
 pub use params::{
     RawSamplingParams, SamplingParams, SamplingParamsError, DEFAULT_MAX_TOKENS, GREEDY_TEMPERATURE,
-    MAX_STOP_STRINGS, MAX_STOP_STRING_BYTES, MAX_STOP_TOKEN_IDS, MAX_TOP_LOGPROBS,
+    MAX_LOGIT_BIAS, MAX_STOP_STRINGS, MAX_STOP_STRING_BYTES, MAX_STOP_TOKEN_IDS, MAX_TOP_LOGPROBS,
 };
 pub use rng::{fresh_seed, sample_seed, uniform};
 pub use sampler::{SampleError, SampledToken, Sampler};

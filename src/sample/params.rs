@@ -10,6 +10,7 @@
 //! - `1 <= max_tokens`, `min_tokens <= max_tokens`.
 //! - At most `MAX_STOP_STRINGS` stop strings, each non-empty and at most
 //!   `MAX_STOP_STRING_BYTES` bytes; at most `MAX_STOP_TOKEN_IDS` stop token ids.
+//! - At most `MAX_LOGIT_BIAS` `logit_bias` entries, each bias in [-100, 100], ids distinct.
 //!
 //! Token ids are not checked against the vocabulary here (this layer does not
 //! know it); the sampler ignores ids outside the vocabulary.
@@ -25,6 +26,8 @@ pub const MAX_STOP_STRINGS: usize = 16;
 pub const MAX_STOP_STRING_BYTES: usize = 256;
 /// Most extra stop token ids per request.
 pub const MAX_STOP_TOKEN_IDS: usize = 64;
+/// Most `logit_bias` entries per request (OpenAI's documented limit).
+pub const MAX_LOGIT_BIAS: usize = 300;
 /// `max_tokens` when the client gives none (OpenAI completions default).
 pub const DEFAULT_MAX_TOKENS: u32 = 16;
 /// Temperatures below this are greedy (as in vLLM): dividing by them would
@@ -57,6 +60,12 @@ pub enum SamplingParamsError {
     },
     #[error("`stop_token_ids` must hold at most {limit} ids, given {given}")]
     TooManyStopTokenIds { limit: usize, given: usize },
+    #[error("`logit_bias` must hold at most {limit} entries, given {given}")]
+    TooManyLogitBiases { limit: usize, given: usize },
+    #[error("`logit_bias` values must be in [-100, 100], given {given} for token {token}")]
+    LogitBiasOutOfRange { token: u32, given: f32 },
+    #[error("`logit_bias` names token {token} twice")]
+    LogitBiasDuplicate { token: u32 },
 }
 
 impl SamplingParamsError {
@@ -70,6 +79,9 @@ impl SamplingParamsError {
             | Self::EmptyStopString { .. }
             | Self::StopStringTooLong { .. } => "stop",
             Self::TooManyStopTokenIds { .. } => "stop_token_ids",
+            Self::TooManyLogitBiases { .. }
+            | Self::LogitBiasOutOfRange { .. }
+            | Self::LogitBiasDuplicate { .. } => "logit_bias",
         }
     }
 }
@@ -109,6 +121,9 @@ pub struct RawSamplingParams {
     pub ignore_eos: bool,
     /// EOS and stop token ids are suppressed until this many output tokens.
     pub min_tokens: u32,
+    /// OpenAI `logit_bias`: `(token, bias)` added to the token's logit after the penalties
+    /// (-100 bans a token in practice, +100 all but forces it).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for RawSamplingParams {
@@ -130,6 +145,7 @@ impl Default for RawSamplingParams {
             stop_token_ids: Vec::new(),
             ignore_eos: false,
             min_tokens: 0,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -224,6 +240,21 @@ impl RawSamplingParams {
                 limit: MAX_STOP_TOKEN_IDS,
                 given: self.stop_token_ids.len(),
             });
+        }
+        if self.logit_bias.len() > MAX_LOGIT_BIAS {
+            return Err(SamplingParamsError::TooManyLogitBiases {
+                limit: MAX_LOGIT_BIAS,
+                given: self.logit_bias.len(),
+            });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(self.logit_bias.len());
+        for &(token, given) in &self.logit_bias {
+            if !((-100.0..=100.0).contains(&given) && given.is_finite()) {
+                return Err(SamplingParamsError::LogitBiasOutOfRange { token, given });
+            }
+            if !seen.insert(token) {
+                return Err(SamplingParamsError::LogitBiasDuplicate { token });
+            }
         }
         Ok(SamplingParams(self))
     }

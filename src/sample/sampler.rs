@@ -6,6 +6,8 @@
 //!  logits (vocab,) --copy--> x
 //!  x[t] for t seen in prompt+output : x > 0 ? x / rep : x * rep   (repetition)
 //!  x[t] for t in output             : x -= freq * count; x -= presence
+//!  x[t] for (t, b) in logit_bias     : x += b
+//!  x[t] for t the grammar disallows : -inf      (constrained decoding: `sample_guided`)
 //!  output_len < min_tokens          : x[eos], x[stop ids] = -inf
 //!  not greedy                       : x /= temperature
 //!  ---- logprobs = log_softmax(x) here (greedy: temperature 1) ----
@@ -206,7 +208,21 @@ impl Sampler {
         seq_seed: u64,
         step: u32,
     ) -> Result<SampledToken, SampleError> {
-        let dist = self.prepare(logits, params, history)?;
+        self.sample_guided(logits, params, history, seq_seed, step, None)
+    }
+
+    /// `sample` with only the tokens `mask` allows (constrained decoding): the others' logits
+    /// are -inf before the softmax, so logprobs describe the constrained distribution.
+    pub fn sample_guided(
+        &mut self,
+        logits: &[f32],
+        params: &SamplingParams,
+        history: &TokenHistory,
+        seq_seed: u64,
+        step: u32,
+        mask: Option<&toktrie::SimpleVob>,
+    ) -> Result<SampledToken, SampleError> {
+        let dist = self.prepare(logits, params, history, mask)?;
         let (token, sorted) = if params.is_greedy() {
             (dist.argmax, 0)
         } else {
@@ -224,7 +240,7 @@ impl Sampler {
         history: &TokenHistory,
         token: u32,
     ) -> Result<SampledToken, SampleError> {
-        let dist = self.prepare(logits, params, history)?;
+        let dist = self.prepare(logits, params, history, None)?;
         Ok(self.scored(token, &dist, params, 0))
     }
 
@@ -265,6 +281,7 @@ impl Sampler {
         logits: &[f32],
         params: &SamplingParams,
         history: &TokenHistory,
+        mask: Option<&toktrie::SimpleVob>,
     ) -> Result<Dist, SampleError> {
         if logits.len() != self.vocab {
             return Err(SampleError::WrongVocabSize {
@@ -275,6 +292,19 @@ impl Sampler {
         let x = &mut self.x;
         x.copy_from_slice(logits);
         apply_penalties(x, params, history);
+        for &(t, b) in &params.logit_bias {
+            if let Some(v) = x.get_mut(t as usize) {
+                *v += b;
+            }
+        }
+        if let Some(m) = mask {
+            // The grammar's allowed set: every other token gets -inf.
+            for (i, v) in x.iter_mut().enumerate() {
+                if !m.is_allowed(i as u32) {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+        }
         if (history.output_len() as u64) < u64::from(params.min_tokens) {
             let eos: &[u32] = if params.ignore_eos {
                 &[]

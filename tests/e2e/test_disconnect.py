@@ -39,10 +39,10 @@ def test_twenty_streams_cut_mid_stream_free_all_blocks(server, client):
     assert got == [3] * 20
     deadline = time.time() + 20
     while time.time() < deadline:
-        running = metric(server, "ponder:num_requests_running")
-        usage = metric(server, "ponder:kv_cache_usage_perc")
+        running = metric(server, "ponder_num_requests_running")
+        usage = metric(server, "ponder_kv_cache_usage_perc")
         if running == 0 and usage == 0:
             break
         time.sleep(0.2)
-    assert metric(server, "ponder:num_requests_running") == 0
-    assert metric(server, "ponder:kv_cache_usage_perc") == 0
+    assert metric(server, "ponder_num_requests_running") == 0
+    assert metric(server, "ponder_kv_cache_usage_perc") == 0

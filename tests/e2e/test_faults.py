@@ -54,7 +54,7 @@ def metric(base, name):
 def assert_idle(base, within=20.0):
     """No running or waiting request and an empty KV cache, within `within` seconds."""
     deadline = time.time() + within
-    names = ["ponder:num_requests_running", "ponder:num_requests_waiting", "ponder:kv_cache_usage_perc"]
+    names = ["ponder_num_requests_running", "ponder_num_requests_waiting", "ponder_kv_cache_usage_perc"]
     while True:
         vals = [metric(base, n) for n in names]
         if vals == [0, 0, 0] or time.time() > deadline:
@@ -209,7 +209,7 @@ def test_disconnect_while_waiting_for_a_non_stream_response_cancels(server):
     # 4000 tokens each would take minutes: idle within 20 s means the requests were cancelled.
     socks = [raw_request(server, long_body(stream=False)) for _ in range(4)]
     time.sleep(1.5)
-    assert metric(server, "ponder:num_requests_running") >= 1
+    assert metric(server, "ponder_num_requests_running") >= 1
     for s in socks:
         s.close()
     assert_idle(server)

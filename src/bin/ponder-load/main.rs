@@ -279,11 +279,11 @@ async fn engine_state(addr: SocketAddr) -> anyhow::Result<((f64, f64, f64), f64)
     let get = |n: &str| metric(&text, n).ok_or_else(|| anyhow::anyhow!("{n} not in /metrics"));
     Ok((
         (
-            get("ponder:num_requests_running")?,
-            get("ponder:num_requests_waiting")?,
-            get("ponder:kv_cache_usage_perc")?,
+            get("ponder_num_requests_running")?,
+            get("ponder_num_requests_waiting")?,
+            get("ponder_kv_cache_usage_perc")?,
         ),
-        get("ponder:num_preemptions_total")?,
+        get("ponder_num_preemptions_total")?,
     ))
 }
 

@@ -22,7 +22,7 @@ fn sample(logits: &[f32], p: &SamplingParams, seed: u64, step: u32) -> SampledTo
 /// Candidate set after truncation, in the sampler's order.
 fn candidates(logits: &[f32], p: &SamplingParams) -> Vec<u32> {
     let mut s = Sampler::new(logits.len(), &[]);
-    let dist = s.prepare(logits, p, &TokenHistory::new(&[])).unwrap();
+    let dist = s.prepare(logits, p, &TokenHistory::new(&[]), None).unwrap();
     let top_k = p.top_k_limit().filter(|&k| k < logits.len());
     let top_p = (p.top_p < 1.0).then_some(f64::from(p.top_p));
     let min_p = (p.min_p > 0.0).then_some(f64::from(p.min_p));
@@ -393,6 +393,55 @@ fn min_tokens_masks_eos_and_stop_ids() {
     });
     let h = TokenHistory::new(&[]);
     assert_eq!(s.sample(&x, &p, &h, 0, 0).unwrap().token, EOS);
+}
+
+#[test]
+fn logit_bias_is_added_after_penalties_and_before_temperature() {
+    // +2 on token 0 (0.5 -> 2.5) beats token 1 (2.0); -100 on token 1 removes it in practice.
+    let p = params(RawSamplingParams {
+        temperature: 0.0,
+        logit_bias: vec![(0, 2.0)],
+        logprobs: true,
+        ..Default::default()
+    });
+    assert_eq!(sample(&LOGITS, &p, 0, 0).token, 0);
+    let p = params(RawSamplingParams {
+        temperature: 0.5,
+        logit_bias: vec![(1, -100.0), (2, 1.0)],
+        logprobs: true,
+        ..Default::default()
+    });
+    let t = sample(&LOGITS, &p, 0, 0);
+    let biased = [0.5f64, -98.0, 2.5, -1.0, 1.0].map(|v| v / 0.5);
+    let want = log_softmax(&biased);
+    assert!((f64::from(t.logprob) - want[t.token as usize]).abs() < 1e-5);
+    // Ids outside the vocabulary are ignored here (validate.rs rejects them first).
+    let p = params(RawSamplingParams {
+        temperature: 0.0,
+        logit_bias: vec![(99, 100.0)],
+        ..Default::default()
+    });
+    assert_eq!(sample(&LOGITS, &p, 0, 0).token, 1);
+    let e = RawSamplingParams {
+        logit_bias: vec![(4, 100.5)],
+        ..Default::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(
+        (e.to_string(), e.param()),
+        (
+            "`logit_bias` values must be in [-100, 100], given 100.5 for token 4".to_string(),
+            "logit_bias"
+        )
+    );
+    let e = RawSamplingParams {
+        logit_bias: vec![(4, 1.0), (4, 2.0)],
+        ..Default::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(e.to_string(), "`logit_bias` names token 4 twice");
 }
 
 #[test]
