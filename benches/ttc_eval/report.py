@@ -72,22 +72,23 @@ def section_header(doc: dict) -> list[str]:
     out = ["# ttc evaluation: accuracy vs generated tokens on a real model", ""]
     if m.get("validation_note"):
         out += [f"> {m['validation_note']}", ""]
-    keys = (("date", "Date (UTC)"), ("command", "Command"), ("git_commit", "Commit"),
+    keys = (("date", "Date (UTC, last invocation)"), ("command", "Command"),
+            ("git_commit", "Commit (last invocation; each run's own is in the runs table)"),
             ("host", "Host"), ("problems", "Problems"), ("seed", "Seed"),
             ("concurrency", "Concurrency"), ("sampling", "Sampling"),
             ("greedy_sampling", "Greedy sampling"), ("certaindex", "Certaindex"),
             ("template", "Chat template"), ("system_prompt", "System prompt"),
-            ("bootstrap", "Bootstrap"), ("wall_s", "Wall time (s)"))
+            ("bootstrap", "Bootstrap"), ("wall_s", "Wall time of the runs (s)"))
     for key, label in keys:
         if m.get(key) not in (None, ""):
             value = m[key]
             value = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
             out.append(f"- {label}: `{value}`")
-    for role, info in sorted(m.get("models", {}).items()):
+    for role, info in sorted(m.get("models", {}).items(), key=lambda kv: kv[0] != "small"):
         out.append(f"- Model ({role}): `{info['file']}` ({info['name']}, {info['bytes']:,} "
                    f"bytes, sha256 `{info['sha256']}`), {info['parameters_tied'] / 1e6:.0f}M "
                    f"parameters ({info['parameters'] / 1e6:.0f}M tensors in the file)")
-    for role, cmd in sorted(m.get("servers", {}).items()):
+    for role, cmd in sorted(m.get("servers", {}).items(), key=lambda kv: kv[0] != "small"):
         out.append(f"- Server ({role}): `{cmd}`")
     return out + [""]
 
@@ -98,8 +99,10 @@ def section_runs(doc: dict) -> list[str]:
     for r in doc["runs"]:
         rows.append([f"`{r['name']}`", r["model"], f"`{json.dumps(r['ttc'], sort_keys=True)}`",
                      str(r.get("requests", 0)), str(r.get("errors", 0)),
-                     _fmt(r.get("wall_s"), ".0f"), r.get("status", "")])
-    out += _table(["run", "model", "ttc", "requests", "errors", "wall (s)", "status"], rows)
+                     _fmt(r.get("wall_s"), ".0f"), r.get("date") or "", r.get("git_commit") or "",
+                     r.get("status", "")])
+    out += _table(["run", "model", "ttc", "requests", "errors", "wall (s)", "finished (UTC)",
+                   "commit", "status"], rows)
     return out + [""]
 
 
@@ -157,6 +160,17 @@ def section_pass(doc: dict) -> list[str]:
     return out + [""]
 
 
+def section_verifier(doc: dict) -> list[str]:
+    v = doc.get("verifier")
+    if not v:
+        return []
+    return ["## Verifier signal (self-verification scores of the `sc16` samples)", "",
+            f"Answered samples: {v['right']} right, {v['wrong']} wrong. Mean score "
+            f"{_fmt(v['mean_right'], '.3f')} right, {_fmt(v['mean_wrong'], '.3f')} wrong; "
+            f"scores range {v['min']:.3f}..{v['max']:.3f}; AUROC (right above wrong) "
+            f"{_fmt(v['auroc'], '.3f')} (0.5 = no signal).", ""]
+
+
 def section_certaindex(doc: dict) -> list[str]:
     by = {r["policy"]: r for r in doc["summary"]}
     pairs = [("1 sample", "majority-1", "certaindex-1"), ("8 samples", "majority-8",
@@ -211,7 +225,8 @@ def section_skipped(doc: dict) -> list[str]:
 
 
 def markdown(doc: dict) -> str:
-    parts = (section_header, section_policies, section_pass, section_certaindex,
+    parts = (section_header, section_policies, section_pass, section_verifier,
+             section_certaindex,
              section_checks, section_skipped, section_runs)
     out: list[str] = []
     for part in parts:

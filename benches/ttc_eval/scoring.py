@@ -117,3 +117,32 @@ def summarize(results: list[dict], policy_order: list[str], resamples: int = 200
         ok_ref = ref is not None and ref["mean_tokens"] > 0
         r["rel_tokens"] = r["mean_tokens"] / ref["mean_tokens"] if ok_ref else float("nan")
     return rows
+
+
+def auroc(positive: list[float], negative: list[float]) -> float:
+    """P(a random positive scores above a random negative), ties counting half (the
+    Mann-Whitney statistic); NaN when either list is empty."""
+    if not positive or not negative:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
+    return wins / (len(positive) * len(negative))
+
+
+def verifier_signal(rows: list[dict]) -> dict | None:
+    """How well self-verification scores separate right from wrong answered samples in
+    the result rows of a scored run (None when no sample has a score)."""
+    right, wrong = [], []
+    for row in rows:
+        if row["error"] is not None:
+            continue
+        for s in row["samples"]:
+            if s["answer"] is None or s.get("score") is None:
+                continue
+            (right if is_correct(s["answer"], row["expected"]) else wrong).append(s["score"])
+    if not right and not wrong:
+        return None
+    scores = right + wrong
+    return {"right": len(right), "wrong": len(wrong),
+            "mean_right": float(np.mean(right)) if right else float("nan"),
+            "mean_wrong": float(np.mean(wrong)) if wrong else float("nan"),
+            "min": min(scores), "max": max(scores), "auroc": auroc(right, wrong)}

@@ -47,6 +47,18 @@ def test_bootstrap_ci_known_inputs():
     assert scoring.bootstrap_ci(few, seed=0) == (0.4, 0.9)
 
 
+def test_auroc_and_verifier_signal():
+    assert scoring.auroc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert scoring.auroc([0.1], [0.9]) == 0.0
+    assert scoring.auroc([0.5, 0.5], [0.5]) == 0.5
+    rows = [row("sc16", 0, [sample(0, "12", score=0.9), sample(1, "7", score=0.4),
+                            sample(2, None, score=0.1), sample(3, "7", score=0.95)])]
+    v = scoring.verifier_signal(rows)
+    assert (v["right"], v["wrong"], v["auroc"]) == (1, 2, 0.5)
+    assert (v["min"], v["max"]) == (0.4, 0.95)
+    assert scoring.verifier_signal([row("sc16", 0, [sample(0, "1")])]) is None
+
+
 def results_of(policy, kind, correct, tokens, samples=1, probe=0, reasoning=None, exits=0):
     return [{"policy": policy, "kind": kind, "problem": i, "level": 2 + i % 2,
              "answer": None, "correct": bool(c), "tokens": tokens, "samples": samples,
@@ -112,6 +124,7 @@ def test_markdown_and_plot(tmp_path):
     assert "| `check-fixed-1` | sc16, first 1 | 1 | 1/1 | 1/1 |" in md
     assert "- `auto-s0`: skipped: the server answered HTTP 400: unknown strategy" in md
     assert "## Notes" in md and "see README" in md
+    assert "## Verifier signal" in md and "AUROC (right above wrong) 0.500" in md
     png = report.write_plot(tmp_path / "docs" / "r.png", doc)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -143,6 +156,25 @@ def test_bad_arguments_exit_2(capsys, tmp_path):
     assert ttc_eval.main(["--runs", "nope", "--dry-run"]) == 2
     assert ttc_eval.main(["--model-small", str(tmp_path / "missing.gguf")]) == 2
     assert "missing.gguf not found" in capsys.readouterr().err
+
+
+def test_resume_reuses_only_runs_of_the_same_shape(tmp_path):
+    doc = make_doc()
+    meta = dict(doc["meta"], problems="2", template_sha256="t")
+    for r in doc["runs"]:
+        spec = next((x for x in rn.all_runs() + rn.check_runs() if x.name == r["name"]), None)
+        r.update(ttc=spec.ttc, sampling=spec.sampling, seed_index=spec.seed_index)
+    path = report.write_json(tmp_path / "results.json", dict(doc, meta=meta))
+    runs = rn.select(None)
+    reuse, servers = ttc_eval.resumable(path, meta, runs)
+    # auto-s0 was skipped: run again; the rest is reused
+    assert sorted(reuse) == ["cdx8", "check-fixed-1", "sc16"]
+    assert servers == {"small": "ponder serve --model s.gguf"}
+    # another certaindex setting: its runs are not reused
+    other = rn.select(None, {**rn.CERTAINDEX, "probe_every": 64})
+    assert sorted(ttc_eval.resumable(path, meta, other)[0]) == ["check-fixed-1", "sc16"]
+    # other problems: nothing
+    assert ttc_eval.resumable(path, dict(meta, problems="3"), runs) == ({}, {})
 
 
 def test_serve_args_defaults_give_way():

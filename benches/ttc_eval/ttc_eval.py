@@ -45,7 +45,9 @@ from server import Server, ServerError  # noqa: E402
 
 DEFAULT_SMALL = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 DEFAULT_LARGE = "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
-DEFAULT_TEMPLATE = str(HERE / "qwen-think.jinja")
+# relative to the working directory (the repository root under scripts/ttc-eval), so the
+# report shows the path a reader types
+DEFAULT_TEMPLATE = os.path.relpath(HERE / "qwen-think.jinja")
 # `ponder serve` flags of every server unless given after `--`: a KV cache far above what
 # 2 requests of 16 samples use (~17k tokens of 175k for the 0.5B model), so the server never
 # reaches its load levels and shrinks nothing (a shrunk request is counted as failed).
@@ -73,6 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", help=f"comma list of run groups (default: all): {list(rn.GROUPS)}")
     p.add_argument("--check-problems", type=int, default=rn.CHECK_PROBLEMS,
                    help="problems the check runs use (the first ones)")
+    p.add_argument("--certaindex-every", type=int, default=rn.CERTAINDEX["probe_every"],
+                   help="certaindex: probe every this many thinking tokens")
+    p.add_argument("--certaindex-agree", type=int, default=rn.CERTAINDEX["agree"],
+                   help="certaindex: exit once this many probes in a row agree")
     p.add_argument("--concurrency", type=int, default=2,
                    help="requests in flight (each sampled one is 8-16 sequences)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per request")
@@ -139,7 +145,7 @@ def model_meta(path: str) -> dict:
 def run_record(run: rn.Run, n_problems: int) -> dict:
     """The results JSON's entry for one run (rows and status filled in as it goes)."""
     return {**asdict(run), "problems": n_problems, "requests": 0, "errors": 0,
-            "wall_s": None, "status": "not run", "rows": []}
+            "wall_s": None, "status": "not run", "git_commit": None, "date": None, "rows": []}
 
 
 def build_doc(meta: dict, records: list[dict]) -> dict:
@@ -160,7 +166,9 @@ def build_doc(meta: dict, records: list[dict]) -> dict:
                          for p, s in by_sample) / len(by_sample)
     return {"meta": meta, "runs": records, "policies": [asdict(p) for p in policies],
             "summary": summary, "checks": check.check_all(run_rows),
-            "sample_accuracy": sample_acc, "results": results}
+            "sample_accuracy": sample_acc,
+            "verifier": scoring.verifier_signal(run_rows.get("sc16", [])),
+            "results": results}
 
 
 def write_outputs(doc: dict, args: argparse.Namespace) -> None:
@@ -178,20 +186,24 @@ def print_summary(doc: dict) -> None:
               f"{c['answers_equal']}/{c['problems']} answers equal")
 
 
-def resumable(path: Path, meta: dict) -> dict[str, dict]:
-    """Runs of an earlier results JSON that can be reused: same problems, seed, sampling,
-    models and template, the same request shape, and completed without errors."""
+def resumable(path: Path, meta: dict, runs: list[rn.Run]) -> tuple[dict[str, dict], dict]:
+    """Runs of an earlier results JSON that can be reused, and the earlier server command
+    lines: the same problems, seed and template, and per run the same model file (sha256),
+    request shape (ttc, sampling, seed) and no failed request."""
     if not path.exists():
-        return {}
+        return {}, {}
     old = json.loads(path.read_text())
-    same = ("problems", "seed", "sampling", "greedy_sampling", "certaindex", "template_sha256")
-    if any(old["meta"].get(k) != meta.get(k) for k in same):
-        return {}
+    if any(old["meta"].get(k) != meta.get(k) for k in ("problems", "seed", "template_sha256")):
+        return {}, {}
     shas = {role: m["sha256"] for role, m in meta["models"].items()}
     old_shas = {role: m["sha256"] for role, m in old["meta"].get("models", {}).items()}
-    return {r["name"]: r for r in old["runs"]
-            if r["status"] == "done" and r["errors"] == 0
-            and old_shas.get(r["model"]) == shas.get(r["model"])}
+    wanted = {r.name: asdict(r) for r in runs}
+    shape = ("model", "ttc", "sampling", "seed_index")
+    reuse = {r["name"]: r for r in old["runs"]
+             if r["name"] in wanted and r["status"] == "done" and r["errors"] == 0
+             and old_shas.get(r["model"]) == shas.get(r["model"])
+             and all(r.get(k) == wanted[r["name"]][k] for k in shape)}
+    return reuse, old["meta"].get("servers", {})
 
 
 async def run_one_run(args, url: str, model_id: str, run: rn.Run,
@@ -217,6 +229,8 @@ async def run_one_run(args, url: str, model_id: str, run: rn.Run,
         print(f"{run.name}: {record['status']}", file=sys.stderr)
         return
     record.update(rows=rows, requests=len(rows), wall_s=round(time.monotonic() - t0, 1),
+                  git_commit=git_commit(), date=dt.datetime.now(dt.timezone.utc).strftime(
+                      "%Y-%m-%d %H:%M:%S"),
                   errors=sum(r["error"] is not None for r in rows), status="done")
     acc = sum(r["correct"] for r in rows) / len(rows)
     print(f"{run.name}: server answer accuracy {acc:.3f} in {record['wall_s']:.0f} s",
@@ -247,6 +261,11 @@ async def run_model(args, role: str, runs: list[rn.Run], records: dict[str, dict
             server.stop()
 
 
+def certaindex_of(args: argparse.Namespace) -> dict:
+    return {**rn.CERTAINDEX, "probe_every": args.certaindex_every,
+            "agree": args.certaindex_agree}
+
+
 def serve_args(given: list[str]) -> list[str]:
     """DEFAULT_SERVE_ARGS (each unless its flag is among `given`), then `given`."""
     flags = {a.split("=", 1)[0] for a in given}
@@ -272,7 +291,7 @@ def base_meta(args: argparse.Namespace, problems: list[prob.Problem]) -> dict:
         "concurrency": args.concurrency,
         "sampling": rn.SAMPLING,
         "greedy_sampling": rn.GREEDY,
-        "certaindex": rn.CERTAINDEX,
+        "certaindex": certaindex_of(args),
         "template": args.template,
         "template_sha256": gguf_info.sha256_of(args.template),
         "system_prompt": prob.SYSTEM_PROMPT,
@@ -288,12 +307,15 @@ async def evaluate(args: argparse.Namespace, runs: list[rn.Run]) -> int:
     problems = prob.generate(args.problems, args.seed)
     meta = base_meta(args, problems)
     out = Path(args.out_dir) / "results.json"
-    reuse = resumable(out, meta) if args.resume else {}
+    reuse, servers = resumable(out, meta, runs) if args.resume else ({}, {})
+    if reuse:
+        print(f"reusing runs {sorted(reuse)} of {out}", file=sys.stderr)
+        meta["servers"] = servers
     records = {r.name: reuse.get(r.name) or run_record(r, len(problems)) for r in runs}
-    started = time.monotonic()
 
     def save() -> None:
-        meta["wall_s"] = round(time.monotonic() - started, 1)
+        # the runs' own wall times, reused ones included (server starts not counted)
+        meta["wall_s"] = round(sum(r["wall_s"] or 0 for r in records.values()), 1)
         report.write_json(out, build_doc(meta, list(records.values())))
 
     for role in ("small", "large"):
@@ -319,7 +341,7 @@ def report_only(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        runs = rn.select(args.runs)
+        runs = rn.select(args.runs, certaindex_of(args))
         prob.generate(args.problems, args.seed)  # validates --problems
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
