@@ -261,6 +261,27 @@ def _draw(ax, rows: list[dict], x_of) -> None:
                         fontsize=7, color=color)
 
 
+def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The (cost, accuracy, name) points no other point beats (cheaper or as cheap, and at
+    least as accurate, one of them strictly), by increasing cost."""
+    front: list[tuple[float, float, str]] = []
+    for x, y, name in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y, name))
+    return front
+
+
+def _draw_front(ax, rows: list[dict], x_of) -> None:
+    """The Pareto frontier of the policies (pass@N excluded: not a policy) as a dashed step."""
+    front = pareto_front([(x_of(r), r["accuracy"], r["policy"]) for r in rows
+                          if r["kind"] != "pass" and x_of(r)])
+    if front:
+        xs = [p[0] for p in front]
+        ys = [p[1] for p in front]
+        ax.step(xs + [xs[-1] * 1.5], ys + [ys[-1]], where="post", color="black",
+                linestyle="--", linewidth=0.8, alpha=0.6, label="Pareto frontier")
+
+
 def _axis(ax, xlabel: str) -> None:
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -278,13 +299,17 @@ def write_plot(path: str | Path, doc: dict) -> Path:
     rows = [r for r in doc["summary"]
             if r["mean_tokens"] > 0 and not math.isnan(r["mean_tokens"])]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), dpi=110)
-    _draw(left, [r for r in rows if r["policy"] != "greedy-large"],
-          lambda r: r["mean_tokens"])
+    small = [r for r in rows if r["policy"] != "greedy-large"]
+    _draw(left, small, lambda r: r["mean_tokens"])
+    _draw_front(left, small, lambda r: r["mean_tokens"])
     _axis(left, "mean generated tokens per problem (probe + wasted incl.; log)")
     left.set_ylabel("accuracy (95% bootstrap CI)")
     left.set_title("small model: accuracy vs tokens")
-    _draw(right, [r for r in rows if r["kind"] != "pass"],
-          lambda r: (r["mean_tokens"] * (_params(doc, r) or 0)) / 1e9)
+    def compute(r):
+        return (r["mean_tokens"] * (_params(doc, r) or 0)) / 1e9
+
+    _draw(right, [r for r in rows if r["kind"] != "pass"], compute)
+    _draw_front(right, rows, compute)
     _axis(right, "compute per problem: parameters x tokens (1e9; log)")
     right.set_title("accuracy vs compute (incl. the large model)")
     handles, labels = left.get_legend_handles_labels()

@@ -129,6 +129,13 @@ def test_markdown_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+def test_pareto_front():
+    pts = [(100, 0.4, "a"), (200, 0.4, "b"), (150, 0.5, "c"), (900, 0.45, "d"),
+           (1800, 0.6, "e"), (100, 0.3, "f")]
+    assert [p[2] for p in report.pareto_front(pts)] == ["a", "c", "e"]
+    assert report.pareto_front([]) == []
+
+
 def test_report_only_round_trip(tmp_path):
     doc = make_doc()
     js = report.write_json(tmp_path / "results.json", doc)

@@ -55,7 +55,9 @@ DEFAULT_SERVE_ARGS = (("--kv-cache-memory", "2GiB"),)
 NOTES = """Method, generator design, calibration and the choice of sampling:
 `benches/ttc_eval/README.md`. Every policy row is derived from the per-sample reports of
 the runs listed at the end (`sc16`: one 16-sample request per problem; the first N samples
-of it are an N-sample request's samples, checked above against real requests)."""
+of it are an N-sample request's samples, checked above against real requests). The previous
+evaluation (SmolLM2-135M-Instruct on one-line arithmetic, policies run one by one) is in git
+history: `git show 2ce2540:docs/ttc-eval.md`."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
