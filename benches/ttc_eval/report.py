@@ -256,9 +256,13 @@ def _draw(ax, rows: list[dict], x_of) -> None:
         connect = kind in ("majority", "pass")
         ax.errorbar(x, y, yerr=err, fmt=marker, color=color, capsize=3, label=label,
                     linestyle="-" if connect else "none", markersize=6, alpha=0.9)
+        # one label per point (policies on the same point joined), alternating heights
+        labels: dict[tuple[float, float], list[str]] = {}
         for r, xi, yi in zip(rs, x, y):
-            ax.annotate(r["policy"], (xi, yi), textcoords="offset points", xytext=(5, 4),
-                        fontsize=7, color=color)
+            labels.setdefault((xi, yi), []).append(r["policy"])
+        for i, ((xi, yi), names) in enumerate(labels.items()):
+            ax.annotate(" = ".join(names), (xi, yi), textcoords="offset points",
+                        xytext=(5, (4, -11, 12)[i % 3]), fontsize=7, color=color)
 
 
 def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:

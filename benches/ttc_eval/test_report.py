@@ -142,7 +142,8 @@ def test_report_only_round_trip(tmp_path):
     md, png = tmp_path / "r.md", tmp_path / "r.png"
     rc = ttc_eval.main(["--report-only", str(js), "--report", str(md), "--plot", str(png)])
     assert rc == 0 and png.exists()
-    # the report is rebuilt from the raw rows: the same text
+    # the report is rebuilt from the raw rows: the same text, with today's notes
+    doc["meta"]["notes"] = ttc_eval.NOTES
     assert md.read_text() == report.markdown(doc)
 
 

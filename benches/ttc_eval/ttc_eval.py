@@ -334,7 +334,8 @@ async def evaluate(args: argparse.Namespace, runs: list[rn.Run]) -> int:
 
 def report_only(args: argparse.Namespace) -> int:
     old = json.loads(Path(args.report_only).read_text())
-    doc = build_doc(old["meta"], old["runs"])
+    # the notes are the method's pointer text: today's, not the run's
+    doc = build_doc({**old["meta"], "notes": NOTES}, old["runs"])
     write_outputs(doc, args)
     print_summary(doc)
     return 0
