@@ -1,162 +1,166 @@
-"""The policies under test and the request body each one sends.
+"""Policies, derived offline from the runs' per-sample reports (runs.py says why that is
+exact), and the honest token count of each.
 
-Edit the tables below to change what is measured. A policy is a name plus the `ttc`
-object of POST /v1/chat/completions; fixed-N policies launch exactly N samples
-(min_samples = n = N), adaptive ones may stop early.
+    policy            run           samples used            answer                 tokens counted
+    majority-N        sc16          the first N             majority vote          their tokens
+    best-of-8-score   sc16          the first 8             best verifier score    + their probe tokens
+    verifier-vote-8   sc16          the first 8             score-weighted vote    + their probe tokens
+    certaindex-1      cdx8          sample 0                its answer             + its probe tokens
+    certaindex-8      cdx8          all 8                   majority vote          + their probe tokens
+    auto-s0, auto-s1  auto-s0/-s1   what the server ran     the server's answer    ttc.tokens.total
+    greedy-small/-large             the one sample          its answer             its tokens
+    pass@N (ceiling)  sc16          the first N             correct if any is      as majority-N
+
+A sample's `tokens` are every token it generated (thinking, answer, and, for a sample
+stopped early, the wasted ones); prompt tokens are not counted. The votes mirror the
+server's (src/aggregate/vote.rs): samples without an answer do not vote; equal weights go
+to the answer first given by the lowest sample index; best-score ranks by score
+(unscored lowest), then mean logprob, ties to the lowest index.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 
-from problems import Problem
-
-# Answer extraction and equivalence the server uses for every policy.
-COMMON_TTC = {
-    "extract": "last_number",
-    "equivalence": "numeric",
-}
-
-# Sampling parameters of every request (the per-problem `seed` is added per request).
-SAMPLING = {
-    # 0.4: where majority voting helps this model (fixed-8 beats fixed-1); at 0.8 its samples
-    # scatter so widely that votes add nothing.
-    "temperature": 0.4,
-    "top_p": 0.95,
-    "max_completion_tokens": 96,
-    "stop": ["\n\n"],
-}
-
-FIXED_N = (1, 2, 4, 8, 16)
-
-# The reference policy for "tokens relative to" and the verdict.
-REFERENCE = "fixed-8"
-
-ADAPTIVE = {
-    # ESC with waves of 2 (the `auto` effort preset): stop once 2 consecutive answers agree.
-    "esc-2": {
-        "strategy": "self_consistency",
-        "n": 8,
-        "min_samples": 2,
-        "esc_window": 2,
-        "aggregation": "majority",
-    },
-    # esc-2 plus a DeepConf-style gate: samples after the first wave stop once their 8-token
-    # window mean logprob falls below the median of the first wave's lowest window means.
-    "esc-2-gate": {
-        "strategy": "self_consistency",
-        "n": 8,
-        "min_samples": 2,
-        "esc_window": 2,
-        "confidence_gate": {"window": 8, "percentile": 50},
-        "aggregation": "majority",
-    },
-    # esc-2 plus DeepConf-low's aggressive gate (keep the most confident ~10%): later samples
-    # stop once their 8-token window mean logprob falls below the 90th percentile of the
-    # first wave's lowest window means.
-    "esc-2-deepconf-low": {
-        "strategy": "self_consistency",
-        "n": 8,
-        "min_samples": 2,
-        "esc_window": 2,
-        "confidence_gate": {"window": 8, "percentile": 90},
-        "aggregation": "majority",
-    },
-    # esc-2 plus difficulty-adaptive stopping: after two waves (4 answers), end the request
-    # when the leading answer holds less than 60% of them; scattered answers mean the
-    # problem is beyond the model and more votes rarely change the winner.
-    "esc-2-agree": {
-        "strategy": "self_consistency",
-        "n": 8,
-        "min_samples": 2,
-        "esc_window": 2,
-        "min_agreement": {"after": 4, "share": 0.6},
-        "aggregation": "majority",
-    },
-    # esc-2-agree plus the DeepConf-low gate of esc-2-deepconf-low.
-    "esc-2-agree-deepconf-low": {
-        "strategy": "self_consistency",
-        "n": 8,
-        "min_samples": 2,
-        "esc_window": 2,
-        "min_agreement": {"after": 4, "share": 0.6},
-        "confidence_gate": {"window": 8, "percentile": 90},
-        "aggregation": "majority",
-    },
-    # Early-stopping self-consistency: stop once the last 4 completed samples agree.
-    "esc": {
-        "strategy": "self_consistency",
-        "n": 16,
-        "min_samples": 4,
-        "esc_window": 4,
-        "aggregation": "majority",
-    },
-    # Stop once the leading answer holds >= 75% of the votes (after >= 4 samples).
-    "consensus": {
-        "strategy": "self_consistency",
-        "n": 16,
-        "min_samples": 4,
-        "consensus": 0.75,
-        "aggregation": "majority",
-    },
-    # DeepConf-style: the first wave sets a confidence threshold (10th percentile of
-    # the lowest 16-token window mean logprob); later samples falling below it stop.
-    "deepconf": {
-        "strategy": "self_consistency",
-        "n": 16,
-        "min_samples": 4,
-        "consensus": 0.75,
-        "confidence_gate": {"window": 16, "percentile": 10},
-        "aggregation": "confidence_weighted",
-    },
-}
+from runs import FIXED_N
+from scoring import is_correct
 
 
 @dataclass(frozen=True)
 class Policy:
     name: str
-    kind: str  # "fixed" | "adaptive"
-    ttc: dict = field(hash=False)
+    kind: str  # majority | verifier | certaindex | auto | greedy | pass
+    run: str  # the run it is derived from
+    n: int | None  # samples it uses (None: as many as the server launched)
+    ttc_note: str  # how it is obtained, for the report's policy table
 
 
-def all_policies() -> list[Policy]:
-    """Fixed-N (ascending N), then the adaptive table in its order."""
-    fixed = [
-        Policy(
-            f"fixed-{n}",
-            "fixed",
-            {
-                "strategy": "self_consistency",
-                "n": n,
-                "min_samples": n,
-                "aggregation": "majority",
-                **COMMON_TTC,
-            },
-        )
-        for n in FIXED_N
+def policy_table() -> list[Policy]:
+    """Every policy in report order (pass@N last: a ceiling, not a policy)."""
+    table = [Policy(f"majority-{n}", "majority", "sc16", n,
+                    f"first {n} of the 16 samples, majority vote") for n in FIXED_N]
+    table += [
+        Policy("best-of-8-score", "verifier", "sc16", 8,
+               "first 8 samples, the answer of the best self-verification score"),
+        Policy("verifier-vote-8", "verifier", "sc16", 8,
+               "first 8 samples, votes weighted by self-verification score"),
+        Policy("certaindex-1", "certaindex", "cdx8", 1,
+               "sample 0 of the certaindex run (1-sample shape)"),
+        Policy("certaindex-8", "certaindex", "cdx8", 8,
+               "all 8 samples of the certaindex run, majority vote"),
+        Policy("auto-s0", "auto", "auto-s0", None, 'strategy "auto", n 16, seed 0'),
+        Policy("auto-s1", "auto", "auto-s1", None, 'strategy "auto", n 16, seed 1'),
+        Policy("greedy-small", "greedy", "greedy-small", 1, "1 sample, temperature 0"),
+        Policy("greedy-large", "greedy", "greedy-large", 1,
+               "1 sample, temperature 0, the large model"),
     ]
-    adaptive = [Policy(name, "adaptive", {**ttc, **COMMON_TTC}) for name, ttc in ADAPTIVE.items()]
-    return fixed + adaptive
+    table += [Policy(f"pass@{n}", "pass", "sc16", n,
+                     f"first {n} samples: correct when any of them is") for n in FIXED_N]
+    return table
 
 
-def select(policies: list[Policy], names: str | None) -> list[Policy]:
-    """The policies named in a comma list (all when `names` is empty), in table order."""
-    if not names:
-        return policies
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
-    known = {p.name for p in policies}
-    unknown = [n for n in wanted if n not in known]
-    if unknown:
-        raise ValueError(f"unknown policies {unknown}; known: {sorted(known)}")
-    return [p for p in policies if p.name in wanted]
+def _ordered(samples: list[dict]) -> list[dict]:
+    return sorted(samples, key=lambda s: s["index"])
 
 
-def request_body(model: str, problem: Problem, policy: Policy, sampling: dict | None = None) -> dict:
-    """The JSON body of POST /v1/chat/completions for one (problem, policy)."""
-    return {
-        "model": model,
-        "messages": [{"role": "user", "content": problem.prompt}],
-        **(SAMPLING if sampling is None else sampling),
-        "seed": problem.seed,
-        "ttc": policy.ttc,
-    }
+def weighted_vote(samples: list[dict], weight) -> str | None:
+    """The heaviest answer key; ties -> the key first given by the lowest sample index."""
+    hist: dict[str, float] = {}
+    for s in _ordered(samples):
+        if s["answer"] is not None:
+            hist[s["answer"]] = hist.get(s["answer"], 0.0) + weight(s)
+    best, best_w = None, -math.inf
+    for key, w in hist.items():  # insertion order = first appearance
+        if w > best_w:
+            best, best_w = key, w
+    return best
+
+
+def majority(samples: list[dict]) -> str | None:
+    return weighted_vote(samples, lambda s: 1.0)
+
+
+def _score_weight(s: dict) -> float:
+    score = s.get("score")
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return 0.0
+    return min(max(float(score), 0.0), 1.0)
+
+
+def verifier_vote(samples: list[dict]) -> str | None:
+    return weighted_vote(samples, _score_weight)
+
+
+def best_by_score(samples: list[dict]) -> str | None:
+    """The answer of the answered sample with the best score, then mean logprob."""
+
+    def rank(s):
+        score = s.get("score")
+        lp = s.get("mean_logprob")
+        return (-math.inf if score is None else score, -math.inf if lp is None else lp)
+
+    best = None
+    for s in _ordered(samples):
+        if s["answer"] is not None and (best is None or rank(s) > rank(best)):
+            best = s
+    return None if best is None else best["answer"]
+
+
+def first_n(row: dict, n: int) -> list[dict]:
+    """The samples with index < n (the samples an n-sample request would have run)."""
+    samples = [s for s in row["samples"] if s["index"] < n]
+    if len(samples) != n:
+        raise ValueError(f"run {row['run']} problem {row['problem']}: {len(samples)} samples "
+                         f"below index {n}, expected {n}")
+    return samples
+
+
+def sample_tokens(samples: list[dict], with_probes: bool) -> int:
+    """Tokens the samples generated, plus their probes' tokens when `with_probes`."""
+    return sum(s["tokens"] + ((s.get("probe_tokens") or 0) if with_probes else 0)
+               for s in samples)
+
+
+def _outcome(policy: Policy, row: dict) -> tuple[str | None, bool, int, list[dict]]:
+    """(answer, correct, tokens, samples used) of `policy` on one successful run row."""
+    expected = row["expected"]
+    if policy.kind in ("auto", "greedy"):
+        samples = row["samples"]
+        return row["answer"], is_correct(row["answer"], expected), row["tokens"]["total"], samples
+    samples = first_n(row, policy.n)
+    if policy.kind == "pass":
+        correct = any(is_correct(s["answer"], expected) for s in samples)
+        return None, correct, sample_tokens(samples, False), samples
+    if policy.name == "best-of-8-score":
+        answer = best_by_score(samples)
+    elif policy.name == "verifier-vote-8":
+        answer = verifier_vote(samples)
+    else:
+        answer = majority(samples)
+    with_probes = policy.kind in ("verifier", "certaindex")
+    return answer, is_correct(answer, expected), sample_tokens(samples, with_probes), samples
+
+
+def derive(policy: Policy, row: dict) -> dict:
+    """One policy result (one problem) from its run's row; a failed request is wrong and
+    has no token count."""
+    out = {"policy": policy.name, "kind": policy.kind, "problem": row["problem"],
+           "level": row["level"], "answer": None, "correct": False, "tokens": None,
+           "samples": None, "reasoning_tokens": None, "probe_tokens": None,
+           "exits": None, "latency_s": row.get("latency_s"), "error": row["error"]}
+    if row["error"] is not None:
+        return out
+    answer, correct, tokens, used = _outcome(policy, row)
+    out.update(answer=answer, correct=correct, tokens=tokens, samples=len(used),
+               reasoning_tokens=sum(s["reasoning_tokens"] or 0 for s in used),
+               probe_tokens=sum(s.get("probe_tokens") or 0 for s in used),
+               exits=sum(s.get("certaindex_exit_at") is not None for s in used))
+    return out
+
+
+def derive_all(run_rows: dict[str, list[dict]]) -> tuple[list[Policy], list[dict]]:
+    """The policies whose run is present, and their results (every problem of the run)."""
+    policies = [p for p in policy_table() if p.run in run_rows]
+    results = [derive(p, row) for p in policies for row in run_rows[p.run]]
+    return policies, results

@@ -1,16 +1,16 @@
-"""Scoring: answer parsing, bootstrap confidence intervals, per-policy summary, verdict.
+"""Scoring: answer parsing, bootstrap confidence intervals and the per-policy summary.
 
 Conventions:
-  - A result is correct when `ttc.answer` parses to exactly the expected integer
-    (Fraction arithmetic: "12", "12.0", "$12", "12%", "24/2" and "1.2e1" are all 12;
-    null or unparsable is wrong).
-  - A request that errored counts as wrong in the accuracy (the denominator is always
-    every problem), and its tokens are unknown: mean tokens are over the requests
-    that succeeded. Error counts are shown next to every row.
-  - The bootstrap resamples problems with replacement (`resamples` draws, seeded);
-    the index matrix depends only on (number of problems, seed), so every policy is
-    resampled with the same draws (a paired bootstrap). CI = the 2.5 / 97.5 percentiles
-    (numpy's linear interpolation) of the resampled accuracies.
+  - An answer is correct when it parses to exactly the expected integer (Fraction
+    arithmetic: "12", "12.0", "$12", "12%", "24/2" and "1.2e1" are all 12; null or
+    unparsable is wrong).
+  - A request that failed counts as wrong (the denominator is always every problem), and
+    its tokens are unknown: token means are over the requests that succeeded. Error counts
+    are shown next to every row.
+  - The bootstrap resamples problems with replacement (`resamples` draws, seeded); the
+    index matrix depends only on (number of problems, seed), so every policy is resampled
+    with the same draws (a paired bootstrap). CI = the 2.5 / 97.5 percentiles (numpy's
+    linear interpolation) of the resampled accuracies.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from policies import REFERENCE
+# The policy that "tokens vs" compares with.
+REFERENCE = "majority-8"
 
 _GROUPED = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
 _FRAC = re.compile(r"([-+]?)\s*\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}")
@@ -68,35 +69,49 @@ def bootstrap_ci(correct, resamples: int = 2000, seed: int = 0,
     return (float(lo), float(hi))
 
 
+def _mean(values) -> float:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def summarize_policy(name: str, rs: list[dict], resamples: int, seed: int) -> dict:
+    """One summary row from one policy's per-problem results."""
+    rs = sorted(rs, key=lambda r: r["problem"])
+    correct = [bool(r["correct"]) for r in rs]
+    ok = [r for r in rs if r["error"] is None]
+    samples = sum(r["samples"] for r in ok)
+    thinking = sum(r["reasoning_tokens"] for r in ok)
+    per_level = {}
+    for level in sorted({r["level"] for r in rs}):
+        lv = [bool(r["correct"]) for r in rs if r["level"] == level]
+        per_level[level] = sum(lv) / len(lv)
+    return {
+        "policy": name,
+        "kind": rs[0]["kind"],
+        "problems": len(rs),
+        "errors": len(rs) - len(ok),
+        "accuracy": sum(correct) / len(correct),
+        "ci": bootstrap_ci(correct, resamples, seed),
+        "mean_tokens": _mean(r["tokens"] for r in ok),
+        "mean_samples": samples / len(ok) if ok else float("nan"),
+        "reasoning_per_sample": thinking / samples if samples else float("nan"),
+        "mean_probe_tokens": _mean(r["probe_tokens"] for r in ok),
+        "probe_per_1k_thinking": (1000.0 * sum(r["probe_tokens"] for r in ok) / thinking
+                                  if thinking else float("nan")),
+        "exit_share": sum(r["exits"] for r in ok) / samples if samples else float("nan"),
+        "per_level": per_level,
+    }
+
+
 def summarize(results: list[dict], policy_order: list[str], resamples: int = 2000,
               seed: int = 0) -> list[dict]:
-    """One row per policy (in `policy_order`, skipping policies without results)."""
+    """One row per policy (in `policy_order`, skipping policies without results), with
+    `rel_tokens` = mean tokens / the REFERENCE policy's."""
     rows = []
     for name in policy_order:
-        rs = sorted((r for r in results if r["policy"] == name), key=lambda r: r["problem"])
-        if not rs:
-            continue
-        correct = [bool(r["correct"]) for r in rs]
-        ok = [r for r in rs if r["error"] is None]
-        tokens = [r["completion_tokens"] for r in ok]
-        launched = [r["samples_launched"] for r in ok if r["samples_launched"] is not None]
-        latency = [r["latency_s"] for r in ok if r["latency_s"] is not None]
-        per_level = {}
-        for level in sorted({r["level"] for r in rs}):
-            lv = [bool(r["correct"]) for r in rs if r["level"] == level]
-            per_level[level] = sum(lv) / len(lv)
-        rows.append({
-            "policy": name,
-            "kind": rs[0]["kind"],
-            "problems": len(rs),
-            "errors": len(rs) - len(ok),
-            "accuracy": sum(correct) / len(correct),
-            "ci": bootstrap_ci(correct, resamples, seed),
-            "mean_tokens": float(np.mean(tokens)) if tokens else float("nan"),
-            "mean_samples": float(np.mean(launched)) if launched else float("nan"),
-            "p50_latency_s": float(np.median(latency)) if latency else float("nan"),
-            "per_level": per_level,
-        })
+        rs = [r for r in results if r["policy"] == name]
+        if rs:
+            rows.append(summarize_policy(name, rs, resamples, seed))
     ref = next((r for r in rows if r["policy"] == REFERENCE), None)
     for r in rows:
         ok_ref = ref is not None and ref["mean_tokens"] > 0
@@ -104,30 +119,30 @@ def summarize(results: list[dict], policy_order: list[str], resamples: int = 200
     return rows
 
 
-def verdict(rows: list[dict], max_rel_tokens: float = 0.5) -> str:
-    """Does an adaptive policy reach the reference's accuracy (>= the lower end of its CI)
-    with <= `max_rel_tokens` of its tokens? Names the best such policy (highest accuracy,
-    then fewest tokens), or, if none, the best adaptive policy by accuracy."""
-    ref = next((r for r in rows if r["policy"] == REFERENCE), None)
-    adaptive = [r for r in rows if r["kind"] == "adaptive"]
-    if ref is None or not adaptive:
-        return f"Verdict: n/a (needs {REFERENCE} and at least one adaptive policy)."
-    lo, hi = ref["ci"]
-    best_key = lambda r: (-r["accuracy"], r["mean_tokens"])  # noqa: E731
-    passing = [r for r in adaptive
-               if r["accuracy"] >= lo and r["rel_tokens"] <= max_rel_tokens]
-    pct = f"{100 * max_rel_tokens:.0f}%"
-    ref_txt = f"{REFERENCE} accuracy {ref['accuracy']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}]"
-    if passing:
-        b = min(passing, key=best_key)
-        return (f"Verdict: YES. `{b['policy']}` reaches {b['accuracy']:.3f} (within {ref_txt}) "
-                f"using {100 * b['rel_tokens']:.0f}% of {REFERENCE}'s tokens (<= {pct}).")
-    b = min(adaptive, key=best_key)
-    why = []
-    if b["accuracy"] < lo:
-        why.append("accuracy below the CI")
-    if not b["rel_tokens"] <= max_rel_tokens:
-        why.append(f"tokens above {pct}")
-    return (f"Verdict: NO. Best adaptive policy `{b['policy']}`: accuracy {b['accuracy']:.3f} "
-            f"({ref_txt}) using {100 * b['rel_tokens']:.0f}% of {REFERENCE}'s tokens "
-            f"({', '.join(why)}).")
+def auroc(positive: list[float], negative: list[float]) -> float:
+    """P(a random positive scores above a random negative), ties counting half (the
+    Mann-Whitney statistic); NaN when either list is empty."""
+    if not positive or not negative:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
+    return wins / (len(positive) * len(negative))
+
+
+def verifier_signal(rows: list[dict]) -> dict | None:
+    """How well self-verification scores separate right from wrong answered samples in
+    the result rows of a scored run (None when no sample has a score)."""
+    right, wrong = [], []
+    for row in rows:
+        if row["error"] is not None:
+            continue
+        for s in row["samples"]:
+            if s["answer"] is None or s.get("score") is None:
+                continue
+            (right if is_correct(s["answer"], row["expected"]) else wrong).append(s["score"])
+    if not right and not wrong:
+        return None
+    scores = right + wrong
+    return {"right": len(right), "wrong": len(wrong),
+            "mean_right": float(np.mean(right)) if right else float("nan"),
+            "mean_wrong": float(np.mean(wrong)) if wrong else float("nan"),
+            "min": min(scores), "max": max(scores), "auroc": auroc(right, wrong)}
