@@ -264,13 +264,8 @@ fn logprob_bytes_rebuild_partial_utf8_tokens() {
     let entries = ponder::api::response::chat_logprobs(&MODEL.tokenizer, &vocab, &lps);
     let mut bytes = Vec::new();
     let mut partial = 0;
-    for e in &entries {
-        let b: Vec<u8> = e["bytes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u8)
-            .collect();
+    for e in &entries.content {
+        let b = e.bytes.clone();
         partial += usize::from(std::str::from_utf8(&b).is_err());
         bytes.extend(b);
     }

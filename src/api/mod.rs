@@ -12,9 +12,11 @@
 //! `ponder serve` (server.rs).
 
 pub mod auth;
+pub mod body;
 mod constraint;
 pub mod error;
 pub mod fields;
+pub mod fold;
 mod handlers;
 mod read;
 pub mod request;

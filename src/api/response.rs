@@ -1,5 +1,6 @@
-//! Response bodies in OpenAI's shape, for both endpoints, whole (`collect`) or as stream
-//! chunks (`Meta::chunk`, used by `stream.rs`).
+//! Rendering of response bodies (the typed `body.rs` structs) in OpenAI's shape, for both
+//! endpoints: whole (`collect`, from `fold::Outcome`) or as stream chunks (`Meta`'s chunk
+//! builders, used by `stream.rs`).
 //!
 //! Logprobs: chat `{"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`,
 //! completions `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`.
@@ -18,12 +19,16 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+use super::body::{
+    self, ChatChoice, ChatChunkChoice, ChatLogprobs, ChatTokenLogprob, Chunk, CompletionChoice,
+    CompletionLogprobs, Delta, Message, Reasoning, Usage,
+};
 use super::error::ApiError;
+use super::fold::{best_of, Choice, Fold};
 use super::track::Tracker;
-use crate::budget::TtcReport;
-use crate::engine::{EngineEvent, RequestStream, TokenLogprob};
+use crate::engine::{RequestStream, TokenLogprob};
 use crate::guided::TokenBytes;
 use crate::model::tokenizer::Tokenizer;
 use crate::sample::FinishReason;
@@ -46,12 +51,12 @@ impl Kind {
     }
 }
 
-/// A logprob as JSON: shortest decimal of the f32, -9999.0 when not finite.
-pub fn logprob_json(x: f32) -> Value {
+/// A logprob on the wire: the shortest decimal of the f32, -9999.0 when not finite.
+pub fn logprob_value(x: f32) -> f64 {
     if !x.is_finite() {
-        return json!(MIN_LOGPROB);
+        return MIN_LOGPROB;
     }
-    json!(format!("{x}").parse::<f64>().unwrap_or(f64::from(x)))
+    format!("{x}").parse::<f64>().unwrap_or(f64::from(x))
 }
 
 /// The text of one token as the client sees it (special tokens included).
@@ -59,60 +64,60 @@ fn token_text(t: &Tokenizer, id: u32) -> String {
     t.decode(&[id], false)
 }
 
-fn chat_token(t: &Tokenizer, vocab: &TokenBytes, id: u32, logprob: f32) -> Map<String, Value> {
-    let s = token_text(t, id);
-    let mut m = Map::new();
-    m.insert("token".into(), json!(s));
-    m.insert("logprob".into(), logprob_json(logprob));
-    m.insert("bytes".into(), json!(vocab.bytes(id)));
-    m
+fn chat_token(t: &Tokenizer, vocab: &TokenBytes, id: u32, logprob: f32) -> ChatTokenLogprob {
+    ChatTokenLogprob {
+        token: token_text(t, id),
+        logprob: logprob_value(logprob),
+        bytes: vocab.bytes(id).to_vec(),
+        top_logprobs: None,
+    }
 }
 
-/// Chat logprobs entries (the `content` array) for `lps`.
-pub fn chat_logprobs(t: &Tokenizer, vocab: &TokenBytes, lps: &[TokenLogprob]) -> Vec<Value> {
-    lps.iter()
-        .map(|lp| {
-            let mut m = chat_token(t, vocab, lp.token, lp.logprob);
-            let top: Vec<Value> = lp
-                .top
-                .iter()
-                .map(|&(id, l)| Value::Object(chat_token(t, vocab, id, l)))
-                .collect();
-            m.insert("top_logprobs".into(), Value::Array(top));
-            Value::Object(m)
+/// Chat logprobs for `lps`.
+pub fn chat_logprobs(t: &Tokenizer, vocab: &TokenBytes, lps: &[TokenLogprob]) -> ChatLogprobs {
+    let content = lps
+        .iter()
+        .map(|lp| ChatTokenLogprob {
+            top_logprobs: Some(
+                lp.top
+                    .iter()
+                    .map(|&(id, l)| chat_token(t, vocab, id, l))
+                    .collect(),
+            ),
+            ..chat_token(t, vocab, lp.token, lp.logprob)
         })
-        .collect()
+        .collect();
+    ChatLogprobs { content }
 }
 
-/// Completions logprobs object for `lps`; `offset` is the text offset (in chars) of the
-/// first token and is advanced past the last.
-pub fn completion_logprobs(t: &Tokenizer, lps: &[TokenLogprob], offset: &mut usize) -> Value {
-    let mut tokens = Vec::with_capacity(lps.len());
-    let mut token_logprobs = Vec::with_capacity(lps.len());
-    let mut top_logprobs = Vec::with_capacity(lps.len());
-    let mut text_offset = Vec::with_capacity(lps.len());
+/// Completions logprobs for `lps`; `offset` is the text offset (in chars) of the first
+/// token and is advanced past the last.
+pub fn completion_logprobs(
+    t: &Tokenizer,
+    lps: &[TokenLogprob],
+    offset: &mut usize,
+) -> CompletionLogprobs {
+    let mut out = CompletionLogprobs {
+        tokens: Vec::with_capacity(lps.len()),
+        token_logprobs: Vec::with_capacity(lps.len()),
+        top_logprobs: Vec::with_capacity(lps.len()),
+        text_offset: Vec::with_capacity(lps.len()),
+    };
     for lp in lps {
         let s = token_text(t, lp.token);
-        text_offset.push(*offset);
+        out.text_offset.push(*offset);
         *offset += s.chars().count();
-        tokens.push(json!(s));
-        token_logprobs.push(logprob_json(lp.logprob));
+        out.tokens.push(s);
+        out.token_logprobs.push(logprob_value(lp.logprob));
         // Two ids can decode to the same text: the first (most likely) one is kept.
         let mut top = Map::new();
         for &(id, l) in &lp.top {
             top.entry(token_text(t, id))
-                .or_insert_with(|| logprob_json(l));
+                .or_insert_with(|| Value::from(logprob_value(l)));
         }
-        top_logprobs.push(Value::Object(top));
+        out.top_logprobs.push(top);
     }
-    json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": text_offset})
-}
-
-/// `usage`, with `completion_tokens_details.reasoning_tokens` (0 for models without markers).
-pub fn usage(prompt_tokens: usize, completion_tokens: usize, reasoning_tokens: usize) -> Value {
-    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens}})
+    out
 }
 
 /// What every response object of one request repeats.
@@ -140,112 +145,208 @@ pub struct Meta {
     pub keep: Option<usize>,
 }
 
+/// One stream chunk's content, either endpoint.
+pub enum ChunkChoices {
+    Chat(Vec<ChatChunkChoice>),
+    Completion(Vec<CompletionChoice>),
+}
+
+/// What a chunk carries besides its choices.
+#[derive(Default)]
+pub struct ChunkExtra {
+    /// `Some` when the client asked for usage: null (`Some(None)`) but on the usage chunk.
+    pub usage: Option<Option<Usage>>,
+    pub ttc: Option<Value>,
+    pub ttc_progress: Option<Value>,
+}
+
 impl Meta {
-    /// A stream chunk with the given choices (and `usage`, when the client asked for it:
-    /// `null` on every chunk but the final usage chunk).
-    pub fn chunk(&self, choices: Vec<Value>, usage: Option<Value>) -> Value {
-        let object = match self.kind {
-            Kind::Chat => "chat.completion.chunk",
-            Kind::Completion => "text_completion",
-        };
-        let mut v = json!({"id": self.id, "object": object, "created": self.created, "model": self.model,
-            "choices": choices});
-        if let (Some(u), Value::Object(m)) = (usage, &mut v) {
-            m.insert("usage".into(), u);
-        }
-        v
+    fn chunk<C: serde::Serialize>(
+        &self,
+        object: &'static str,
+        choices: Vec<C>,
+        x: ChunkExtra,
+    ) -> Value {
+        body::to_value(&Chunk {
+            id: self.id.clone(),
+            object,
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage: x.usage,
+            ttc: x.ttc,
+            ttc_progress: x.ttc_progress,
+        })
     }
 
-    /// The choice of an aggregated request none of whose samples completed: no content, the
-    /// stop rule that ended them as the finish reason.
-    pub fn no_answer_choice(&self, reason: &str) -> Value {
+    /// A stream chunk as JSON.
+    pub fn chunk_json(&self, choices: ChunkChoices, x: ChunkExtra) -> Value {
+        match choices {
+            ChunkChoices::Chat(c) => self.chunk("chat.completion.chunk", c, x),
+            ChunkChoices::Completion(c) => self.chunk("text_completion", c, x),
+        }
+    }
+
+    /// A chunk without choices (progress, the report, usage).
+    pub fn bare_chunk(&self, x: ChunkExtra) -> Value {
         match self.kind {
-            Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": null},
-                "logprobs": null, "finish_reason": reason}),
-            Kind::Completion => {
-                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason})
+            Kind::Chat => self.chunk_json(ChunkChoices::Chat(Vec::new()), x),
+            Kind::Completion => self.chunk_json(ChunkChoices::Completion(Vec::new()), x),
+        }
+    }
+
+    /// A chat message of a whole response: tool calls parsed out of the text when the
+    /// request has tools (`finish_reason` becomes `tool_calls` for a sample that stopped).
+    fn message(&self, c: &Choice) -> (Message, &'static str) {
+        let mut reason = c.finish_reason();
+        let mut msg = Message {
+            role: "assistant",
+            content: Some(c.text.clone()),
+            tool_calls: None,
+            reasoning: Reasoning::of(self.reasoning, &c.reasoning),
+        };
+        let calls = self
+            .tool_parser
+            .and_then(|p| crate::tools::parse_calls(&c.text, p));
+        if let Some((content, calls)) = calls {
+            msg.content = (!content.is_empty()).then_some(content);
+            msg.tool_calls = Some(crate::tools::calls_json(&calls, false));
+            if c.finish == Some(FinishReason::Stop) {
+                reason = "tool_calls";
             }
         }
+        (msg, reason)
     }
 
-    /// A finished choice (whole response) in the endpoint's shape.
-    pub fn choice_json(&self, index: usize, c: &Choice, t: &Tokenizer) -> Value {
-        let reason = c.finish_reason();
+    fn chat_choice(&self, index: usize, c: &Choice, t: &Tokenizer) -> ChatChoice {
+        let (message, finish_reason) = self.message(c);
+        ChatChoice {
+            index,
+            message,
+            logprobs: self
+                .logprobs
+                .then(|| chat_logprobs(t, &self.vocab, &c.logprobs)),
+            finish_reason,
+        }
+    }
+
+    fn completion_choice(&self, index: usize, c: &Choice, t: &Tokenizer) -> CompletionChoice {
+        CompletionChoice {
+            index,
+            text: match &self.echo {
+                Some(e) => format!("{e}{}", c.text),
+                None => c.text.clone(),
+            },
+            logprobs: self
+                .logprobs
+                .then(|| completion_logprobs(t, &c.logprobs, &mut 0)),
+            finish_reason: Some(c.finish_reason()),
+            reasoning_content: self
+                .reasoning
+                .then(|| (!c.reasoning.is_empty()).then(|| c.reasoning.clone())),
+        }
+    }
+
+    /// Chat chunk choice with a delta.
+    pub fn chat_delta(
+        &self,
+        index: usize,
+        delta: Delta,
+        logprobs: Option<ChatLogprobs>,
+    ) -> ChunkChoices {
+        ChunkChoices::Chat(vec![ChatChunkChoice {
+            index,
+            delta,
+            logprobs,
+            finish_reason: None,
+        }])
+    }
+
+    /// The final chunk choice of `index`: no content, the finish reason.
+    pub fn finish_choice(&self, index: usize, reason: &'static str) -> ChunkChoices {
+        match self.kind {
+            Kind::Chat => ChunkChoices::Chat(vec![ChatChunkChoice {
+                index,
+                delta: Delta::default(),
+                logprobs: None,
+                finish_reason: Some(reason),
+            }]),
+            Kind::Completion => ChunkChoices::Completion(vec![CompletionChoice {
+                index,
+                text: String::new(),
+                logprobs: None,
+                finish_reason: Some(reason),
+                reasoning_content: None,
+            }]),
+        }
+    }
+
+    /// A whole response body from its choices.
+    fn whole(
+        &self,
+        choices: &[Choice],
+        no_answer: Option<&'static str>,
+        usage: Usage,
+        ttc: Option<Value>,
+        t: &Tokenizer,
+    ) -> Value {
         match self.kind {
             Kind::Chat => {
-                let lp = self
-                    .logprobs
-                    .then(|| json!({"content": chat_logprobs(t, &self.vocab, &c.logprobs)}));
-                let mut msg = json!({"role": "assistant", "content": c.text});
-                let mut reason = reason;
-                let calls = self
-                    .tool_parser
-                    .and_then(|p| crate::tools::parse_calls(&c.text, p));
-                if let Some((content, calls)) = calls {
-                    msg["content"] = if content.is_empty() {
-                        Value::Null
-                    } else {
-                        json!(content)
-                    };
-                    msg["tool_calls"] = crate::tools::calls_json(&calls, false);
-                    if c.finish == Some(FinishReason::Stop) {
-                        reason = "tool_calls";
-                    }
+                let mut out: Vec<ChatChoice> = choices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| self.chat_choice(i, c, t))
+                    .collect();
+                if let Some(reason) = no_answer {
+                    out.push(ChatChoice {
+                        index: 0,
+                        message: Message {
+                            role: "assistant",
+                            content: None,
+                            tool_calls: None,
+                            reasoning: Reasoning::default(),
+                        },
+                        logprobs: None,
+                        finish_reason: reason,
+                    });
                 }
-                if self.reasoning {
-                    let r = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
-                    msg["reasoning_content"] = json!(r);
-                    msg["reasoning"] = json!(r);
-                }
-                json!({"index": index, "message": msg, "logprobs": lp, "finish_reason": reason})
+                body::to_value(&body::ChatCompletion {
+                    id: self.id.clone(),
+                    object: "chat.completion",
+                    created: self.created,
+                    model: self.model.clone(),
+                    choices: out,
+                    usage,
+                    ttc,
+                })
             }
             Kind::Completion => {
-                let lp = self
-                    .logprobs
-                    .then(|| completion_logprobs(t, &c.logprobs, &mut 0));
-                let text = match &self.echo {
-                    Some(e) => format!("{e}{}", c.text),
-                    None => c.text.clone(),
-                };
-                let mut v =
-                    json!({"index": index, "text": text, "logprobs": lp, "finish_reason": reason});
-                if self.reasoning {
-                    let r = (!c.reasoning.is_empty()).then_some(c.reasoning.as_str());
-                    v["reasoning_content"] = json!(r);
+                let mut out: Vec<CompletionChoice> = choices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| self.completion_choice(i, c, t))
+                    .collect();
+                if let Some(reason) = no_answer {
+                    out.push(CompletionChoice {
+                        index: 0,
+                        text: String::new(),
+                        logprobs: None,
+                        finish_reason: Some(reason),
+                        reasoning_content: None,
+                    });
                 }
-                v
+                body::to_value(&body::Completion {
+                    id: self.id.clone(),
+                    object: "text_completion",
+                    created: self.created,
+                    model: self.model.clone(),
+                    choices: out,
+                    usage,
+                    ttc,
+                })
             }
         }
     }
-}
-
-/// One sample being accumulated.
-#[derive(Debug, Default, Clone)]
-pub struct Choice {
-    pub text: String,
-    pub reasoning: String,
-    pub logprobs: Vec<TokenLogprob>,
-    pub finish: Option<FinishReason>,
-}
-
-impl Choice {
-    /// OpenAI's finish_reason; a sample the controller stopped reads as `length` (its text
-    /// is cut short; the `ttc` report says why).
-    pub fn finish_reason(&self) -> &'static str {
-        match self.finish {
-            Some(FinishReason::Abort) => "length",
-            Some(r) => r.as_str(),
-            None => "length",
-        }
-    }
-}
-
-/// Per-request accumulation shared by the JSON and SSE paths.
-#[derive(Debug, Default)]
-pub struct Totals {
-    pub completion_tokens: usize,
-    pub reasoning_tokens: usize,
-    pub report: Option<TtcReport>,
 }
 
 /// Reads `stream` to the end and builds the whole response body.
@@ -257,144 +358,43 @@ pub async fn collect(
     prompt_tokens: usize,
     tracker: &mut Tracker,
 ) -> Result<Value, ApiError> {
-    let mut choices: Vec<Choice> = (0..n).map(|_| Choice::default()).collect();
-    let mut totals = Totals::default();
+    let mut fold = Fold::new(&meta.id, n, meta.aggregated, false, prompt_tokens);
     while let Some(ev) = stream.next().await {
         tracker.event(&ev);
-        match ev {
-            EngineEvent::Delta {
-                sample,
-                text,
-                reasoning,
-                logprobs,
-                ..
-            } => {
-                let c = choice(&mut choices, sample, &meta.id)?;
-                c.text.push_str(&text);
-                c.reasoning.push_str(&reasoning);
-                c.logprobs.extend(logprobs);
-            }
-            EngineEvent::Finished {
-                sample,
-                reason,
-                completion_tokens,
-                reasoning_tokens,
-                ..
-            } => {
-                choice(&mut choices, sample, &meta.id)?.finish = Some(reason);
-                totals.completion_tokens += completion_tokens;
-                totals.reasoning_tokens += reasoning_tokens;
-            }
-            EngineEvent::Report(r) => totals.report = Some(*r),
-            EngineEvent::Progress(_) => {}
-            EngineEvent::Error(msg) => return Err(ApiError::Engine(msg)),
-        }
+        fold.event(ev)?;
     }
-    let internal = |detail: String| ApiError::Internal {
-        request_id: meta.id.clone(),
-        detail,
+    let outcome = fold.finish()?;
+    let mut choices = outcome.choices;
+    let ttc = match &outcome.report {
+        Some(r) => Some(r.to_json()),
+        None => meta.grant.clone(),
     };
-    let mut out = Vec::with_capacity(n);
-    let mut ttc = meta.grant.clone();
-    let reason: &str;
-    if meta.aggregated {
-        let report = totals.report.take().ok_or_else(|| {
-            internal("the engine closed an aggregated request without its report".into())
-        })?;
-        match report.winner_sample {
-            Some(w) => {
-                let c = choices.get(w).ok_or_else(|| {
-                    internal(format!("the report names sample {w}, beyond n={n}"))
-                })?;
-                reason = c.finish_reason();
-                out.push(meta.choice_json(0, c, tokenizer));
+    let reason = match outcome.no_answer {
+        Some(r) => r,
+        None => {
+            if let Some(keep) = meta.keep.filter(|_| !meta.aggregated) {
+                choices = best_of(choices, keep);
             }
-            None => {
-                reason = no_answer_reason(&report);
-                out.push(meta.no_answer_choice(reason));
-            }
+            choices.first().map_or("stop", Choice::finish_reason)
         }
-        ttc = Some(report.to_json());
-    } else {
-        if let Some(index) = choices.iter().position(|c| c.finish.is_none()) {
-            return Err(internal(format!(
-                "the engine closed the stream before sample {index} finished"
-            )));
-        }
-        if let Some(keep) = meta.keep {
-            choices = best_of(choices, keep);
-        }
-        reason = choices.first().map_or("stop", Choice::finish_reason);
-        for (index, c) in choices.iter().enumerate() {
-            out.push(meta.choice_json(index, c, tokenizer));
-        }
-    }
+    };
     tracker.done(prompt_tokens, reason);
-    let object = match meta.kind {
-        Kind::Chat => "chat.completion",
-        Kind::Completion => "text_completion",
-    };
-    let mut body = json!({"id": meta.id, "object": object, "created": meta.created, "model": meta.model,
-        "choices": out, "usage": usage(prompt_tokens, totals.completion_tokens, totals.reasoning_tokens)});
-    if let Some(t) = ttc {
-        body["ttc"] = t;
-    }
-    Ok(body)
-}
-
-/// `best_of`: the `keep` candidates with the highest mean token logprob, best first (ties:
-/// the earlier sample).
-pub fn best_of(mut choices: Vec<Choice>, keep: usize) -> Vec<Choice> {
-    let mean = |c: &Choice| {
-        let n = c.logprobs.len();
-        if n == 0 {
-            return f64::NEG_INFINITY;
-        }
-        c.logprobs.iter().map(|l| f64::from(l.logprob)).sum::<f64>() / n as f64
-    };
-    let mut order: Vec<(f64, usize)> = choices
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (mean(c), i))
-        .collect();
-    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut taken: Vec<Option<Choice>> = choices.drain(..).map(Some).collect();
-    order
-        .into_iter()
-        .take(keep)
-        .filter_map(|(_, i)| taken[i].take())
-        .collect()
-}
-
-/// The finish reason of an aggregated request without a completed sample: the stop rule
-/// that ended its samples.
-pub fn no_answer_reason(r: &TtcReport) -> &'static str {
-    r.stop_reason.map_or("length", |s| s.as_str())
-}
-
-fn choice<'a>(
-    choices: &'a mut [Choice],
-    sample: usize,
-    id: &str,
-) -> Result<&'a mut Choice, ApiError> {
-    let n = choices.len();
-    choices.get_mut(sample).ok_or_else(|| ApiError::Internal {
-        request_id: id.to_string(),
-        detail: format!("the engine sent an event for sample {sample} of a request with n={n}"),
-    })
+    Ok(meta.whole(&choices, outcome.no_answer, outcome.usage, ttc, tokenizer))
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn logprob_values() {
-        assert_eq!(logprob_json(f32::NEG_INFINITY), json!(-9999.0));
-        assert_eq!(logprob_json(f32::NAN), json!(-9999.0));
-        assert_eq!(logprob_json(-0.5), json!(-0.5));
+        assert_eq!(logprob_value(f32::NEG_INFINITY), -9999.0);
+        assert_eq!(logprob_value(f32::NAN), -9999.0);
+        assert_eq!(logprob_value(-0.5), -0.5);
         assert_eq!(
-            logprob_json(-std::f32::consts::LN_2).to_string(),
+            json!(logprob_value(-std::f32::consts::LN_2)).to_string(),
             "-0.6931472"
         );
     }
@@ -432,7 +432,7 @@ mod tests {
     #[test]
     fn usage_counts() {
         assert_eq!(
-            usage(7, 9, 4),
+            body::to_value(&Usage::new(7, 9, 4)),
             json!({"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16,
                 "completion_tokens_details": {"reasoning_tokens": 4}})
         );

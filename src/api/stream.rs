@@ -30,15 +30,16 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::body::{CompletionChoice, Delta, Reasoning};
 use super::error::ApiError;
-use super::response::{
-    chat_logprobs, completion_logprobs, no_answer_reason, usage, Choice, Kind, Meta, Totals,
-};
+use super::fold::{Choice, Fold, Step};
+use super::response::{chat_logprobs, completion_logprobs, ChunkChoices, ChunkExtra, Kind, Meta};
 use super::track::Tracker;
-use crate::engine::{EngineEvent, RequestStream, TokenLogprob};
+use crate::engine::{RequestStream, TokenLogprob};
 use crate::model::LoadedModel;
+use crate::sample::FinishReason;
 
 /// Everything one streaming response needs.
 pub struct SseRequest {
@@ -53,15 +54,11 @@ pub struct SseRequest {
 
 struct State {
     req: SseRequest,
+    /// Folds the engine's events; `None` once the stream ended.
+    fold: Option<Fold>,
     pending: VecDeque<Bytes>,
     /// Completions `text_offset` per choice.
     offsets: Vec<usize>,
-    finished: Vec<bool>,
-    totals: Totals,
-    /// Aggregated requests: every sample's output until the report picks one.
-    buffered: Vec<Choice>,
-    /// The finish reason of choice 0 (the request's, for the metrics).
-    final_reason: &'static str,
     /// Chat with tools: per choice, content held back once a tool call may be starting.
     holdback: Vec<Option<crate::tools::Holdback>>,
     closed: bool,
@@ -74,12 +71,15 @@ pub fn frame(v: &Value) -> Bytes {
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
 impl State {
-    fn usage_field(&self) -> Option<Value> {
-        self.req.include_usage.then_some(Value::Null)
+    fn extra(&self) -> ChunkExtra {
+        ChunkExtra {
+            usage: self.req.include_usage.then_some(None),
+            ..ChunkExtra::default()
+        }
     }
 
-    fn push_chunk(&mut self, choice: Value) {
-        let chunk = self.req.meta.chunk(vec![choice], self.usage_field());
+    fn push(&mut self, choices: ChunkChoices) {
+        let chunk = self.req.meta.chunk_json(choices, self.extra());
         self.pending.push_back(frame(&chunk));
     }
 
@@ -91,100 +91,70 @@ impl State {
         };
         if let Some(echo) = self.req.meta.echo.clone() {
             for index in 0..choices {
-                self.push_chunk(
-                    json!({"index": index, "text": echo, "logprobs": null, "finish_reason": null}),
-                );
+                self.push(ChunkChoices::Completion(vec![CompletionChoice {
+                    index,
+                    text: echo.clone(),
+                    logprobs: None,
+                    finish_reason: None,
+                    reasoning_content: None,
+                }]));
             }
         }
         if self.req.meta.kind == Kind::Chat {
             for index in 0..choices {
-                self.push_chunk(
-                    json!({"index": index, "delta": {"role": "assistant", "content": ""},
-                    "logprobs": null, "finish_reason": null}),
-                );
+                let delta = Delta {
+                    role: Some("assistant"),
+                    content: Some(String::new()),
+                    ..Delta::default()
+                };
+                let c = self.req.meta.chat_delta(index, delta, None);
+                self.push(c);
             }
         }
     }
 
-    fn on_event(&mut self, ev: EngineEvent) {
+    fn on_event(&mut self, ev: crate::engine::EngineEvent) {
         self.req.tracker.event(&ev);
-        let n = self.req.n;
-        match ev {
-            EngineEvent::Delta {
-                sample,
+        let Some(fold) = self.fold.as_mut() else {
+            return;
+        };
+        match fold.event(ev) {
+            Ok(None) => {}
+            Ok(Some(step)) => self.on_step(step),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn on_step(&mut self, step: Step) {
+        match step {
+            Step::Delta {
+                index,
                 text,
                 reasoning,
                 logprobs,
-                ..
-            } if sample < n => {
-                if self.req.meta.aggregated {
-                    let c = &mut self.buffered[sample];
-                    c.text.push_str(&text);
-                    c.reasoning.push_str(&reasoning);
-                    c.logprobs.extend(logprobs);
-                } else {
-                    self.push_delta(sample, &text, &reasoning, &logprobs);
-                }
+            } => self.push_delta(index, &text, &reasoning, &logprobs),
+            Step::Finish { index, reason } => {
+                let c = Choice {
+                    finish: Some(reason),
+                    ..Choice::default()
+                };
+                self.push_finish(index, &c);
             }
-            EngineEvent::Finished {
-                sample,
-                reason,
-                completion_tokens,
-                reasoning_tokens,
-                ..
-            } if sample < n => {
-                self.finished[sample] = true;
-                self.totals.completion_tokens += completion_tokens;
-                self.totals.reasoning_tokens += reasoning_tokens;
-                if self.req.meta.aggregated {
-                    self.buffered[sample].finish = Some(reason);
-                } else {
-                    let c = Choice {
-                        finish: Some(reason),
-                        ..Choice::default()
-                    };
-                    self.push_finish(sample, &c);
-                }
+            Step::Progress(p) => {
+                let x = ChunkExtra {
+                    ttc_progress: Some(p.to_json()),
+                    ..self.extra()
+                };
+                let chunk = self.req.meta.bare_chunk(x);
+                self.pending.push_back(frame(&chunk));
             }
-            EngineEvent::Progress(p) => {
-                if self.req.meta.aggregated {
-                    let mut chunk = self.req.meta.chunk(Vec::new(), self.usage_field());
-                    chunk["ttc_progress"] = p.to_json();
-                    self.pending.push_back(frame(&chunk));
-                }
+            Step::Winner(c) => {
+                self.push_delta(0, &c.text, &c.reasoning, &c.logprobs);
+                self.push_finish(0, &c);
             }
-            EngineEvent::Report(r) => {
-                let winner = r.winner_sample.filter(|&w| w < n);
-                match winner {
-                    Some(w) if self.req.meta.aggregated => {
-                        let c = std::mem::take(&mut self.buffered[w]);
-                        self.push_delta(0, &c.text, &c.reasoning, &c.logprobs);
-                        self.push_finish(0, &c);
-                        self.final_reason = c.finish_reason();
-                    }
-                    None if self.req.meta.aggregated && r.winner_sample.is_none() => {
-                        let reason = no_answer_reason(&r);
-                        self.push_reason(0, reason);
-                        self.final_reason = reason;
-                    }
-                    _ => {
-                        let request_id = self.req.meta.id.clone();
-                        let detail = format!(
-                            "the aggregation report names no usable sample ({winner:?} of n={n})"
-                        );
-                        return self.fail(ApiError::Internal { request_id, detail });
-                    }
-                }
-                self.totals.report = Some(*r);
-            }
-            EngineEvent::Error(msg) => self.fail(ApiError::Engine(msg)),
-            EngineEvent::Delta { sample, .. } | EngineEvent::Finished { sample, .. } => {
-                self.fail(ApiError::Internal {
-                    request_id: self.req.meta.id.clone(),
-                    detail: format!(
-                        "the engine sent an event for sample {sample} of a request with n={n}"
-                    ),
-                });
+            Step::NoAnswer(reason) => {
+                let c = self.req.meta.finish_choice(0, reason);
+                self.push(c);
             }
         }
     }
@@ -203,71 +173,61 @@ impl State {
             return;
         }
         let tokenizer = &self.req.model.tokenizer;
-        let choice = match self.req.meta.kind {
+        let meta = &self.req.meta;
+        let choices = match meta.kind {
             Kind::Chat => {
-                let lp = self.req.meta.logprobs.then(
-                    || json!({"content": chat_logprobs(tokenizer, &self.req.meta.vocab, logprobs)}),
-                );
-                let mut delta = json!({});
-                if !reasoning.is_empty() {
-                    delta["reasoning_content"] = json!(reasoning);
-                    delta["reasoning"] = json!(reasoning);
-                }
-                if !text.is_empty() || reasoning.is_empty() {
-                    delta["content"] = json!(text);
-                }
-                json!({"index": index, "delta": delta, "logprobs": lp, "finish_reason": null})
+                let lp = meta
+                    .logprobs
+                    .then(|| chat_logprobs(tokenizer, &meta.vocab, logprobs));
+                let delta = Delta {
+                    content: (!text.is_empty() || reasoning.is_empty()).then(|| text.to_string()),
+                    reasoning: Reasoning::delta(reasoning),
+                    ..Delta::default()
+                };
+                meta.chat_delta(index, delta, lp)
             }
             Kind::Completion => {
-                let lp =
-                    self.req.meta.logprobs.then(|| {
-                        completion_logprobs(tokenizer, logprobs, &mut self.offsets[index])
-                    });
-                let mut v =
-                    json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null});
-                if !reasoning.is_empty() {
-                    v["reasoning_content"] = json!(reasoning);
-                }
-                v
+                let lp = meta
+                    .logprobs
+                    .then(|| completion_logprobs(tokenizer, logprobs, &mut self.offsets[index]));
+                ChunkChoices::Completion(vec![CompletionChoice {
+                    index,
+                    text: text.to_string(),
+                    logprobs: lp,
+                    finish_reason: None,
+                    reasoning_content: (!reasoning.is_empty()).then(|| Some(reasoning.to_string())),
+                }])
             }
         };
-        self.push_chunk(choice);
+        self.push(choices);
     }
 
     fn push_finish(&mut self, index: usize, c: &Choice) {
-        if index == 0 {
-            self.final_reason = c.finish_reason();
-        }
         let mut reason = c.finish_reason();
-        if let Some(h) = self.holdback.get_mut(index).and_then(Option::take) {
-            let mut h = h;
+        if let Some(mut h) = self.holdback.get_mut(index).and_then(Option::take) {
             let (rest, calls) = h.finish();
             if !rest.is_empty() {
-                self.push_chunk(json!({"index": index, "delta": {"content": rest},
-                    "logprobs": null, "finish_reason": null}));
+                let delta = Delta {
+                    content: Some(rest),
+                    ..Delta::default()
+                };
+                let d = self.req.meta.chat_delta(index, delta, None);
+                self.push(d);
             }
             if !calls.is_empty() {
-                let calls = crate::tools::calls_json(&calls, true);
-                self.push_chunk(json!({"index": index, "delta": {"tool_calls": calls},
-                    "logprobs": null, "finish_reason": null}));
-                if c.finish == Some(crate::sample::FinishReason::Stop) {
+                let delta = Delta {
+                    tool_calls: Some(crate::tools::calls_json(&calls, true)),
+                    ..Delta::default()
+                };
+                let d = self.req.meta.chat_delta(index, delta, None);
+                self.push(d);
+                if c.finish == Some(FinishReason::Stop) {
                     reason = "tool_calls";
                 }
             }
         }
-        self.push_reason(index, reason);
-    }
-
-    fn push_reason(&mut self, index: usize, reason: &str) {
-        let choice = match self.req.meta.kind {
-            Kind::Chat => {
-                json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason})
-            }
-            Kind::Completion => {
-                json!({"index": index, "text": "", "logprobs": null, "finish_reason": reason})
-            }
-        };
-        self.push_chunk(choice);
+        let f = self.req.meta.finish_choice(index, reason);
+        self.push(f);
     }
 
     /// An error event, then `[DONE]`; nothing more is read.
@@ -280,40 +240,38 @@ impl State {
         self.pending.push_back(frame(&e.envelope()));
         self.pending.push_back(Bytes::from_static(DONE));
         self.closed = true;
+        self.fold = None;
     }
 
     /// The engine closed the stream.
     fn end(&mut self) {
-        let request_id = self.req.meta.id.clone();
-        if self.req.meta.aggregated {
-            if self.totals.report.is_none() {
-                let detail = "the engine closed an aggregated request without its report".into();
-                return self.fail(ApiError::Internal { request_id, detail });
-            }
-        } else if let Some(index) = self.finished.iter().position(|f| !f) {
-            let detail = format!("the engine closed the stream before sample {index} finished");
-            return self.fail(ApiError::Internal { request_id, detail });
-        }
+        let Some(fold) = self.fold.take() else {
+            self.closed = true;
+            return;
+        };
+        let outcome = match fold.finish() {
+            Ok(o) => o,
+            Err(e) => return self.fail(e),
+        };
         self.req
             .tracker
-            .done(self.req.prompt_tokens, self.final_reason);
-        let ttc = match &self.totals.report {
+            .done(self.req.prompt_tokens, outcome.reason);
+        let ttc = match &outcome.report {
             Some(r) => Some(r.to_json()),
             None => self.req.meta.grant.clone(),
         };
-        if let Some(t) = ttc {
-            let mut chunk = self.req.meta.chunk(Vec::new(), self.usage_field());
-            chunk["ttc"] = t;
+        if ttc.is_some() {
+            let chunk = self.req.meta.bare_chunk(ChunkExtra {
+                ttc,
+                ..self.extra()
+            });
             self.pending.push_back(frame(&chunk));
         }
         if self.req.include_usage {
-            let t = &self.totals;
-            let u = usage(
-                self.req.prompt_tokens,
-                t.completion_tokens,
-                t.reasoning_tokens,
-            );
-            let chunk = self.req.meta.chunk(Vec::new(), Some(u));
+            let chunk = self.req.meta.bare_chunk(ChunkExtra {
+                usage: Some(Some(outcome.usage)),
+                ..ChunkExtra::default()
+            });
             self.pending.push_back(frame(&chunk));
         }
         self.pending.push_back(Bytes::from_static(DONE));
@@ -325,14 +283,12 @@ impl State {
 pub fn sse_response(req: SseRequest) -> Response {
     let n = req.n;
     let aggregated = req.meta.aggregated;
+    let fold = Fold::new(&req.meta.id, n, aggregated, true, req.prompt_tokens);
     let mut st = State {
         req,
+        fold: Some(fold),
         pending: VecDeque::new(),
         offsets: vec![0; n],
-        finished: vec![false; n],
-        totals: Totals::default(),
-        buffered: vec![Choice::default(); if aggregated { n } else { 0 }],
-        final_reason: "stop",
         closed: false,
         holdback: Vec::new(),
     };
