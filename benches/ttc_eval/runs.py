@@ -12,8 +12,10 @@ One run serves many policies (policies.py derives them offline):
                   run tests that claim on a few problems.
   cdx8            the fixed-8 shape with certaindex early exit; its sample 0 is the 1-sample
                   certaindex policy (checked by `check` too).
-  auto-s0/-s1     strategy "auto" (the server decides), two request seeds. A server that
-                  does not know "auto" answers 400: the run is skipped with that message.
+  auto-s0/-s1     strategy "auto" (the server decides), two request seeds, with the
+                  policy's parameters spelled out (AUTO: the server's defaults, so that the
+                  results JSON records what ran). A server that does not know "auto"
+                  answers 400: the run is skipped with that message.
   greedy          1 sample at temperature 0, on the small model (the baseline) and on the
                   large one (run `greedy-large`, its own server).
   check           real fixed-N requests (N = 1, 4, 8, plain majority, no scorer) and a real
@@ -48,6 +50,10 @@ CERTAINDEX = {"probe_every": 32, "agree": 2, "max_tokens": 16}
 FIXED_N = (1, 2, 4, 8, 16)
 CHECK_N = (1, 4, 8)
 CHECK_PROBLEMS = 5
+# The `auto` policy's parameters (`ttc.auto`): the server's defaults (src/budget/strategy.rs,
+# `AutoPolicy`), chosen by replaying sc16's samples of the even-numbered problems.
+AUTO = {"first": 2, "wave": 2, "confidence": 0.8, "hopeless_after": 4, "hopeless_share": 0.51}
+
 # The second seed of the `auto` runs: seed + AUTO_SEED_STEP * k (mod 2^31).
 AUTO_SEED_STEP = 1_000_003
 
@@ -76,10 +82,10 @@ def all_runs(certaindex: dict | None = None) -> list[Run]:
     return [
         Run("sc16", "small", _sc(16, scorer="self_verify"), SAMPLING),
         Run("cdx8", "small", _sc(8, certaindex=certaindex), SAMPLING),
-        Run("auto-s0", "small", {"strategy": "auto", "n": 16, **COMMON_TTC}, SAMPLING,
-            seed_index=0, optional=True),
-        Run("auto-s1", "small", {"strategy": "auto", "n": 16, **COMMON_TTC}, SAMPLING,
-            seed_index=1, optional=True),
+        Run("auto-s0", "small", {"strategy": "auto", "n": 16, "auto": AUTO, **COMMON_TTC},
+            SAMPLING, seed_index=0, optional=True),
+        Run("auto-s1", "small", {"strategy": "auto", "n": 16, "auto": AUTO, **COMMON_TTC},
+            SAMPLING, seed_index=1, optional=True),
         Run("greedy-small", "small", _sc(1), GREEDY),
         Run("greedy-large", "large", _sc(1), GREEDY),
     ]

@@ -36,6 +36,9 @@ use crate::reasoning::ReasoningFormat;
 use crate::sample::{fresh_seed, sample_seed, FinishReason, SampledToken, Sampler};
 use crate::sched::{SchedError, Scheduler, SeqGroupRequest, SeqId};
 
+mod emit;
+mod probing;
+
 /// Rows sampled in parallel from this many up (below, the engine thread samples them
 /// itself: a parallel region costs about what sampling one row does, ~30 us).
 const PARALLEL_SAMPLING_ROWS: usize = 4;
@@ -339,102 +342,6 @@ impl EngineCore {
         }
     }
 
-    /// Forks a probe of sample `si` of request `rid`. When it cannot start (the sample holds
-    /// no KV, no sequence slot is free) the controller hears so at once: its actions are
-    /// returned as the error.
-    fn start_probe(&mut self, rid: u64, si: usize, kind: ProbeKind) -> Result<(), Vec<Action>> {
-        let Some(req) = self.requests.get_mut(&rid) else {
-            return Ok(());
-        };
-        let eos = self.sampler.eos_token_ids();
-        let (suffix, max_new) = match kind {
-            ProbeKind::Answer => (
-                &self.prompts.answer,
-                req.ctrl
-                    .as_ref()
-                    .and_then(|c| c.plan().certaindex)
-                    .map_or(16, |c| c.max_tokens),
-            ),
-            ProbeKind::Verify => {
-                let ended = req.samples[si]
-                    .output
-                    .last()
-                    .is_some_and(|t| eos.contains(t));
-                let p = &self.prompts;
-                (if ended { &p.verify } else { &p.verify_open }, 1)
-            }
-        };
-        let started = match req.samples.get(si).and_then(|s| s.seq) {
-            Some(seq) if !suffix.is_empty() => {
-                self.sched.add_probe(seq, suffix).map_err(|e| e.to_string())
-            }
-            Some(_) => Err("the model family has no probe prompt".to_string()),
-            None => Err("the sample has ended".to_string()),
-        };
-        match started {
-            Ok(pid) => {
-                self.probes.insert(
-                    pid,
-                    Probe {
-                        rid,
-                        sample: si,
-                        kind,
-                        out: Vec::new(),
-                        max_new,
-                        tokens: 0,
-                    },
-                );
-                Ok(())
-            }
-            Err(why) => {
-                tracing::debug!(rid, sample = si, kind = kind.as_str(), %why, "probe not started");
-                let acts = req
-                    .ctrl
-                    .as_mut()
-                    .map_or_else(Vec::new, |c| c.on_probe(si, kind, ProbeResult::Dropped, 0));
-                Err(acts)
-            }
-        }
-    }
-
-    /// Drops the probes of request `rid` (of one sample, or all); their KV is freed now.
-    fn cancel_probes(&mut self, rid: u64, sample: Option<usize>) {
-        let gone: Vec<SeqId> = self
-            .probes
-            .iter()
-            .filter(|(_, p)| p.rid == rid && sample.is_none_or(|s| s == p.sample))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in gone {
-            self.probes.remove(&id);
-            self.sched.finish_seq(id);
-        }
-    }
-
-    /// A probe ended with `result`: free it and tell the controller.
-    fn end_probe(&mut self, pid: SeqId, result: ProbeResult) {
-        let Some(p) = self.probes.remove(&pid) else {
-            return;
-        };
-        self.sched.finish_seq(pid);
-        self.tell_probe(p, result);
-    }
-
-    /// Tells the controller a (freed) probe's result and carries out what it decides.
-    fn tell_probe(&mut self, p: Probe, result: ProbeResult) {
-        let rid = p.rid;
-        self.tell_probe_inner(p, result);
-        self.send_progress(rid);
-    }
-
-    fn tell_probe_inner(&mut self, p: Probe, result: ProbeResult) {
-        let acts = match self.requests.get_mut(&p.rid).and_then(|r| r.ctrl.as_mut()) {
-            Some(c) => c.on_probe(p.sample, p.kind, result, p.tokens),
-            None => return,
-        };
-        self.apply(p.rid, acts);
-    }
-
     /// Ends a live sample at the controller's request; its blocks are freed at once.
     fn stop_sample(&mut self, rid: u64, si: usize, reason: EarlyStop) {
         let Some(req) = self.requests.get_mut(&rid) else {
@@ -682,25 +589,7 @@ impl EngineCore {
             }
         }
         self.sched.update_from_output(&out, &sampled);
-        // Answer probes: the decoded token; done at max_new, EOS or a line after some text.
-        let eos = self.sampler.eos_token_ids().to_vec();
-        let mut done_probes: Vec<(SeqId, ProbeResult)> = Vec::new();
-        for &(seq, token) in &sampled {
-            let Some(p) = self.probes.get_mut(&seq) else {
-                continue;
-            };
-            if eos.contains(&token) {
-                let text = self.tokenizer.decode(&p.out, true);
-                done_probes.push((seq, ProbeResult::Answer(text)));
-                continue;
-            }
-            p.out.push(token);
-            let text = self.tokenizer.decode(&p.out, true);
-            let line_done = text.trim_start().contains('\n');
-            if p.out.len() >= p.max_new || line_done {
-                done_probes.push((seq, ProbeResult::Answer(text)));
-            }
-        }
+        let done_probes = self.advance_answer_probes(&sampled);
         // The samples' tokens first, then what the probes decided: a certaindex exit then
         // applies from the next step on, after the tokens the sample has seen.
         for (seq, token, tok, lp) in events {
@@ -732,53 +621,5 @@ impl EngineCore {
                 c.observe_load(level);
             }
         }
-    }
-
-    /// Appends a sampled token to its sample, streams what can be shown, finishes if due,
-    /// and lets the controller react.
-    fn emit(&mut self, seq: SeqId, token: u32, tok: Tok, lp: Option<TokenLogprob>) {
-        let Some(&(rid, si)) = self.seq_owner.get(&seq) else {
-            return;
-        };
-        let Some(req) = self.requests.get_mut(&rid) else {
-            return;
-        };
-        let s = &mut req.samples[si];
-        let (delta, finish) = s.push_token(si, token, lp, &req.params, &self.tokenizer);
-        let _ = req.tx.send(delta);
-        let mut acts = match req.ctrl.as_mut() {
-            Some(c) => c.on_token(si, tok),
-            None => Vec::new(),
-        };
-        // The controller may have stopped this very sample (budget, low confidence).
-        let stopped_now = acts
-            .iter()
-            .any(|a| matches!(a, Action::Stop { sample, .. } if *sample == si));
-        let Some(reason) = finish.filter(|_| !stopped_now) else {
-            self.apply(rid, acts);
-            return;
-        };
-        let s = &mut req.samples[si];
-        s.done = true;
-        let _ = req.tx.send(s.finished_event(si, reason, None));
-        req.live -= 1;
-        if let Some(c) = req.ctrl.as_mut() {
-            let s = &req.samples[si];
-            let rt = s.think.thinking_tokens() as usize;
-            let more = c.on_finished(si, s.content(), rt);
-            acts.extend(more);
-        }
-        // Actions first (a verification probe forks the sample's KV), then its sequence ends.
-        self.apply(rid, acts);
-        self.send_progress(rid);
-        if let Some(s) = self
-            .requests
-            .get_mut(&rid)
-            .and_then(|r| r.samples.get_mut(si))
-        {
-            s.seq = None;
-        }
-        self.seq_owner.remove(&seq);
-        self.sched.finish_seq(seq);
     }
 }

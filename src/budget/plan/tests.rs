@@ -130,8 +130,15 @@ fn effort_presets_clamp_and_aggregate() {
     );
     let a = p.auto.unwrap();
     assert_eq!(
-        (a.first, a.wave, a.confidence, a.max_thinking),
-        (2, 2, 0.85, Some(8192))
+        (
+            a.first,
+            a.wave,
+            a.confidence,
+            a.hopeless_after,
+            a.hopeless_share,
+            a.max_thinking
+        ),
+        (2, 2, 0.8, 4, 0.51, Some(8192))
     );
     // A request field wins over the preset.
     let mixed = RawBudget {
