@@ -124,6 +124,27 @@ unsafe fn neg(x: __m256) -> __m256 {
     unsafe { _mm256_xor_ps(x, _mm256_set1_ps(-0.0)) }
 }
 
+/// Eight f16 at `p` as f32.
+#[inline(always)]
+unsafe fn f16x8(p: *const u8) -> __m256 {
+    // SAFETY: 16 readable bytes at p (caller); F16C enabled by the caller.
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+}
+
+/// Eight u8 at `p` as i32.
+#[inline(always)]
+unsafe fn u8x8(p: *const u8) -> __m256i {
+    // SAFETY: 8 readable bytes at p (caller); AVX2 enabled by the caller.
+    unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i)) }
+}
+
+/// Eight i8 at `p` as i32.
+#[inline(always)]
+unsafe fn i8x8(p: *const u8) -> __m256i {
+    // SAFETY: 8 readable bytes at p (caller); AVX2 enabled by the caller.
+    unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)) }
+}
+
 /// One 32-block's scale terms for column half `h` (8 columns; `qdef`'s names).
 #[derive(Clone, Copy)]
 struct Scales8 {
@@ -138,34 +159,39 @@ struct Scales8 {
 unsafe fn scales<F: Fmt>(r: *const u8, j: usize, h: usize) -> Scales8 {
     // SAFETY: offsets inside the record (packed::rec); 8 or 16 bytes each.
     unsafe {
-        let f16 = |o: usize| _mm256_cvtph_ps(_mm_loadu_si128(r.add(o + 16 * h) as *const __m128i));
-        let u8s =
-            |o: usize| _mm256_cvtepu8_epi32(_mm_loadl_epi64(r.add(o + 8 * h) as *const __m128i));
-        let i8s =
-            |o: usize| _mm256_cvtepi8_epi32(_mm_loadl_epi64(r.add(o + 8 * h) as *const __m128i));
+        // Functions, not closures (a closure would not get the caller's target features).
         let zero = _mm256_setzero_si256();
         let mut v = Scales8 {
-            dw: f16(rec::D),
+            dw: f16x8(r.add(rec::D + 16 * h)),
             mw: _mm256_setzero_ps(),
             k: [zero; 2],
             m: [zero; 2],
         };
         match F::TY {
-            GgmlType::Q4_1 | GgmlType::Q5_1 => v.mw = f16(rec::M),
+            GgmlType::Q4_1 | GgmlType::Q5_1 => v.mw = f16x8(r.add(rec::M + 16 * h)),
             GgmlType::Q4K | GgmlType::Q5K => {
-                v.dw = _mm256_mul_ps(v.dw, _mm256_cvtepi32_ps(u8s(rec::k4_sc(j))));
+                v.dw = _mm256_mul_ps(v.dw, _mm256_cvtepi32_ps(u8x8(r.add(rec::k4_sc(j) + 8 * h))));
                 v.mw = neg(_mm256_mul_ps(
-                    f16(rec::M),
-                    _mm256_cvtepi32_ps(u8s(rec::k4_m(j))),
+                    f16x8(r.add(rec::M + 16 * h)),
+                    _mm256_cvtepi32_ps(u8x8(r.add(rec::k4_m(j) + 8 * h))),
                 ));
             }
             GgmlType::Q2K => {
-                v.mw = neg(f16(rec::M));
-                v.k = [u8s(rec::q2_sc(2 * j)), u8s(rec::q2_sc(2 * j + 1))];
-                v.m = [u8s(rec::q2_m(2 * j)), u8s(rec::q2_m(2 * j + 1))];
+                v.mw = neg(f16x8(r.add(rec::M + 16 * h)));
+                v.k = [
+                    u8x8(r.add(rec::q2_sc(2 * j) + 8 * h)),
+                    u8x8(r.add(rec::q2_sc(2 * j + 1) + 8 * h)),
+                ];
+                v.m = [
+                    u8x8(r.add(rec::q2_m(2 * j) + 8 * h)),
+                    u8x8(r.add(rec::q2_m(2 * j + 1) + 8 * h)),
+                ];
             }
             GgmlType::Q3K | GgmlType::Q6K => {
-                v.k = [i8s(rec::k16_sc(2 * j)), i8s(rec::k16_sc(2 * j + 1))];
+                v.k = [
+                    i8x8(r.add(rec::k16_sc(2 * j) + 8 * h)),
+                    i8x8(r.add(rec::k16_sc(2 * j + 1) + 8 * h)),
+                ];
             }
             _ => {}
         }
@@ -209,30 +235,20 @@ unsafe fn tile<F: Fmt, const T: usize>(
                     let xl = lo.add(acts.plane_at(row, b));
                     let blk = acts.at(row, b);
                     let (a_s, a_s0) = (acts.s[blk], acts.s0[blk]);
-                    let sub = |x: __m256i, v: i32| _mm256_sub_epi32(x, _mm256_set1_epi32(v));
-                    let plane = |x: *const i8, js: std::ops::Range<usize>| {
-                        let a = quad_dot(&wa, x, js.clone(), widen);
-                        if F::BITS == 8 {
-                            let b = quad_dot(&wb, x, js, widen);
-                            _mm256_add_epi32(_mm256_slli_epi32(a, 4), b)
-                        } else {
-                            a
-                        }
-                    };
-                    let half = |js: std::ops::Range<usize>| {
-                        _mm256_add_epi32(_mm256_slli_epi32(plane(xh, js.clone()), 4), plane(xl, js))
-                    };
+                    // Plain functions, not closures: a closure is compiled without the
+                    // caller's target features, so its intrinsics would become calls.
+                    let w = (&wa, &wb, widen);
                     let s = match F::SPEC.fold {
                         Fold::Plain => {
-                            let s = half(0..8);
+                            let s = half_dot::<F>(w, xh, xl, 0..8);
                             let voff = if F::BITS == 8 { 128 } else { F::SPEC.off };
-                            [sub(s, voff * a_s), _mm256_setzero_si256()]
+                            [sub_set1(s, voff * a_s), _mm256_setzero_si256()]
                         }
                         Fold::Halves => {
                             let off = F::SPEC.off;
                             [
-                                sub(half(0..4), off * a_s0),
-                                sub(half(4..8), off * (a_s - a_s0)),
+                                sub_set1(half_dot::<F>(w, xh, xl, 0..4), off * a_s0),
+                                sub_set1(half_dot::<F>(w, xh, xl, 4..8), off * (a_s - a_s0)),
                             ]
                         }
                     };
@@ -241,6 +257,48 @@ unsafe fn tile<F: Fmt, const T: usize>(
             }
         }
         acc
+    }
+}
+
+/// `x - v` per lane.
+#[inline(always)]
+unsafe fn sub_set1(x: __m256i, v: i32) -> __m256i {
+    // SAFETY: register-only AVX2 operations (enabled by the caller).
+    unsafe { _mm256_sub_epi32(x, _mm256_set1_epi32(v)) }
+}
+
+/// One activation plane's dot with the block's quads `js` (8-bit weights: high nibble
+/// quads `w.0` scaled by 16 plus low quads `w.1`).
+#[inline(always)]
+unsafe fn plane_dot<F: Fmt>(
+    w: (&Quads, &Quads, usize),
+    x: *const i8,
+    js: std::ops::Range<usize>,
+) -> __m256i {
+    // SAFETY: 32 readable bytes at x (caller); AVX2 enabled by the caller.
+    unsafe {
+        let a = quad_dot(w.0, x, js.clone(), w.2);
+        if F::BITS == 8 {
+            let b = quad_dot(w.1, x, js, w.2);
+            _mm256_add_epi32(_mm256_slli_epi32(a, 4), b)
+        } else {
+            a
+        }
+    }
+}
+
+/// Both activation planes (high x 16 + low) against the block's quads `js`.
+#[inline(always)]
+unsafe fn half_dot<F: Fmt>(
+    w: (&Quads, &Quads, usize),
+    xh: *const i8,
+    xl: *const i8,
+    js: std::ops::Range<usize>,
+) -> __m256i {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let h = plane_dot::<F>(w, xh, js.clone());
+        _mm256_add_epi32(_mm256_slli_epi32(h, 4), plane_dot::<F>(w, xl, js))
     }
 }
 
