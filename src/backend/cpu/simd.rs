@@ -1,5 +1,5 @@
 //! Vector helpers for the element-wise CPU ops: a branch-free `exp` the compiler can
-//! vectorize, and a runtime switch that runs a loop body compiled with AVX2+FMA when the
+//! vectorize, and a runtime switch that runs a loop body compiled with AVX2+FMA+F16C when the
 //! CPU has them (the crate itself targets baseline x86-64, so plain loops get SSE2 only).
 
 /// `exp(x)` to ~1 ulp for x in [-87, 88] (clamped outside): x = n ln2 + r, |r| <= ln2/2,
@@ -21,14 +21,27 @@ pub fn exp(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// True when AVX2 and FMA can be used (checked once).
+/// True when F16C (half-precision conversions; implies AVX) can be used (checked once).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn has_f16c() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("f16c"))
+}
+
+/// True when AVX2, FMA and F16C can be used (checked once; every AVX2 CPU has F16C).
 #[inline]
 pub fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
         static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        *HAS.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -209,11 +222,11 @@ macro_rules! multiversion {
             #[inline(always)]
             fn body($($a: $t),*) $(-> $r)? $body
             #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
+            #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn fast($($a: $t),*) $(-> $r)? { body($($a),*) }
             #[cfg(target_arch = "x86_64")]
             if $crate::backend::cpu::simd::has_avx2() {
-                // SAFETY: AVX2 and FMA are present (checked at run time).
+                // SAFETY: AVX2, FMA and F16C are present (checked at run time).
                 return unsafe { fast($($a),*) };
             }
             body($($a),*)
