@@ -128,6 +128,14 @@ pub struct ServeConfig {
     #[arg(long, env = "PONDER_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
     pub max_num_batched_tokens: usize,
 
+    /// Target duration in ms of a step that prefills prompts while other sequences decode:
+    /// the prompt tokens of such a step are capped to what the measured cost per token fits
+    /// (at least 16), so running streams pause at most about this long while new prompts
+    /// are admitted. 0 = off (prompts take the token budget left after the decodes). For
+    /// slow CPUs, where a 512-token step takes seconds.
+    #[arg(long, env = "PONDER_MAX_STEP_MS", default_value_t = 0)]
+    pub max_step_ms: u32,
+
     /// Most requests waiting for admission; beyond it requests get 429 with Retry-After.
     #[arg(long, env = "PONDER_MAX_WAITING", default_value_t = 256)]
     pub max_waiting: usize,
@@ -498,6 +506,7 @@ impl ServeConfig {
             kv_cache_dtype: self.kv_cache_dtype,
             enable_prefix_caching: true,
             probe_texts,
+            max_step_ms: self.max_step_ms,
         })
     }
 

@@ -30,6 +30,7 @@ fn core(m: &Arc<LoadedModel>, kv_blocks: usize) -> EngineCore {
         kv_cache_dtype: dtype,
         enable_prefix_caching: true,
         probe_texts: None,
+        max_step_ms: 0,
     };
     cpu_core(m.clone(), &cfg).unwrap()
 }

@@ -1,6 +1,7 @@
 //! Property test of the scheduler driving a deterministic fake model over a shadow
 //! paged KV memory, with random arrivals, n > 1 groups, cancellations, early stops,
-//! tiny token budgets (chunked prefill) and a small block pool (preemptions).
+//! tiny token budgets (chunked prefill), prompt-token caps beside decodes
+//! (`set_prefill_cap`) and a small block pool (preemptions).
 //!
 //! The fake model stores `(token, position)` in each KV slot it writes; sampling a
 //! row reads the whole context back through the row's block table and draws
@@ -92,9 +93,15 @@ enum End {
     Stopped,
 }
 
-fn run(reqs: &[Req], cfg: SchedConfig, kv: KvConfig) -> Result<(SchedStats, u64), TestCaseError> {
+fn run(
+    reqs: &[Req],
+    cfg: SchedConfig,
+    kv: KvConfig,
+    prefill_cap: Option<usize>,
+) -> Result<(SchedStats, u64), TestCaseError> {
     let bs = kv.block_size;
     let mut s = Scheduler::new(cfg.clone(), &kv).unwrap();
+    s.set_prefill_cap(prefill_cap);
     let mut mem: Vec<Option<(u32, usize)>> = vec![None; kv.num_blocks * bs];
     let mut who: HashMap<SeqId, (usize, usize)> = HashMap::new(); // seq -> (req, sample)
     let mut shadow: HashMap<SeqId, Vec<u32>> = HashMap::new();
@@ -243,6 +250,7 @@ proptest! {
         caching in any::<bool>(),
         priority in any::<bool>(),
         wave_priority in any::<bool>(),
+        prefill_cap in prop::option::of(0usize..12),
     ) {
         // Any one sequence (prompt <= 27, output <= 11) fits alone with headroom,
         // so every request can always make progress.
@@ -255,7 +263,7 @@ proptest! {
             enable_priority: priority,
             wave_priority,
         };
-        run(&reqs, cfg, kv)?;
+        run(&reqs, cfg, kv, prefill_cap)?;
     }
 }
 
@@ -285,7 +293,7 @@ fn the_fake_workload_preempts_and_hits_the_cache() {
         enable_priority: false,
         wave_priority: true,
     };
-    let (stats, hits) = run(&reqs, cfg, kv).unwrap();
+    let (stats, hits) = run(&reqs, cfg, kv, None).unwrap();
     assert!(stats.num_preemptions > 0, "{stats:?}");
     assert!(hits > 0);
 }

@@ -29,6 +29,7 @@ use std::collections::VecDeque;
 use super::probes::{argmax, yes_share, Probe, ProbePrompts};
 use super::reqstate::{RequestState, SampleState};
 use super::runner::{step_batch, ModelRunner};
+use super::step_time::StepClock;
 use super::types::{EngineEvent, EngineStats, GenerateRequest, TokenLogprob};
 use crate::budget::{Action, Controller, EarlyStop, LoadSnapshot, ProbeKind, ProbeResult, Tok};
 use crate::model::tokenizer::Tokenizer;
@@ -97,6 +98,8 @@ pub struct EngineCore {
     /// `max_num_seqs`).
     probes: HashMap<SeqId, Probe>,
     prompts: ProbePrompts,
+    /// `--max-step-ms`: caps the prompt tokens of steps that also decode.
+    clock: Option<StepClock>,
 }
 
 impl EngineCore {
@@ -114,7 +117,14 @@ impl EngineCore {
             logits: Vec::new(),
             probes: HashMap::new(),
             prompts: ProbePrompts::default(),
+            clock: None,
         }
+    }
+
+    /// Bounds the time of steps that prefill while others decode (`step_time.rs`; 0: off).
+    pub fn with_step_target(mut self, max_step_ms: u32) -> Self {
+        self.clock = StepClock::new(max_step_ms);
+        self
     }
 
     /// The model family's probe prompts (certaindex and verification probes).
@@ -427,6 +437,10 @@ impl EngineCore {
     pub fn step(&mut self) -> usize {
         self.reap_deadlines();
         self.observe_load();
+        if let Some(c) = &self.clock {
+            let cap = c.cap(self.sched.num_running());
+            self.sched.set_prefill_cap(cap);
+        }
         let out = self.sched.schedule();
         // Probes preempted for blocks are gone: their controllers hear it.
         for &seq in &out.preempted {
@@ -446,6 +460,7 @@ impl EngineCore {
         let (batch, sample_for) = step_batch(&out);
         // Guided samples' masks are computed on a helper thread during the forward pass.
         let guided = super::guide::guided_samples(&self.requests, &self.seq_owner, &sample_for);
+        let started = Instant::now();
         if guided.is_empty() {
             self.runner.execute(&out.copy_ops, &batch, &mut logits);
         } else {
@@ -455,6 +470,9 @@ impl EngineCore {
                 runner.execute(&out.copy_ops, &batch, &mut logits);
                 let _ = masks.join();
             });
+        }
+        if let Some(c) = &mut self.clock {
+            c.observe(out.num_batched_tokens, started.elapsed());
         }
         let vocab = self.runner.vocab_size();
         let mut sampled: Vec<(SeqId, u32)> = Vec::new();

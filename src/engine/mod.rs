@@ -13,6 +13,7 @@ pub mod handle;
 pub mod probes;
 mod reqstate;
 pub mod runner;
+pub mod step_time;
 pub mod types;
 
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub struct EngineConfig {
     pub enable_prefix_caching: bool,
     /// Probe prompts (`--probe-prompts`); `None`: the defaults for the model's template.
     pub probe_texts: Option<probes::ProbeTexts>,
+    /// Step-time target in ms for steps that prefill prompts while others decode
+    /// (`--max-step-ms`, `step_time.rs`); 0: off.
+    pub max_step_ms: u32,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +56,7 @@ impl Default for EngineConfig {
             kv_cache_dtype: KvDtype::default(),
             enable_prefix_caching: true,
             probe_texts: None,
+            max_step_ms: 0,
         }
     }
 }
@@ -114,7 +119,8 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
     Ok(
         core::EngineCore::new(sched, Box::new(runner), model.tokenizer.clone())
             .with_reasoning(model.reasoning.clone())
-            .with_probe_prompts(prompts),
+            .with_probe_prompts(prompts)
+            .with_step_target(cfg.max_step_ms),
     )
 }
 
@@ -182,6 +188,7 @@ pub fn cuda_core(
     Ok(
         core::EngineCore::new(sched, Box::new(runner), model.tokenizer.clone())
             .with_reasoning(model.reasoning.clone())
-            .with_probe_prompts(prompts),
+            .with_probe_prompts(prompts)
+            .with_step_target(cfg.max_step_ms),
     )
 }

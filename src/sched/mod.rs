@@ -41,6 +41,11 @@
 //!    near its deadline), and an in-flight request finishes before new work starts:
 //!    mean latency falls under load (shortest-remaining-work first) at equal tokens.
 //!
+//! Prompt-token cap (`Scheduler::set_prefill_cap`, set per step by the engine's
+//! `--max-step-ms` clock): in a step that has decodes, continuing chunks and admissions
+//! together take at most the cap's prompt tokens (at least 1); a step without decodes is not
+//! capped. Decodes are never capped.
+//!
 //! Gang admission rule: an entry (sample 0 of a group with its n-1 unstarted
 //! samples, or one preempted sequence with n = 1) is admitted only if
 //! - `running seqs + reserved unstarted samples + n <= max_num_seqs` (a group's n

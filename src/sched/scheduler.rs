@@ -71,6 +71,8 @@ pub struct Scheduler {
     next_seq_id: SeqId,
     step: u64,
     pub(super) stats: SchedStats,
+    /// Most prompt tokens in a step that also carries decodes (`set_prefill_cap`).
+    prefill_cap: Option<usize>,
 }
 
 impl Scheduler {
@@ -94,6 +96,7 @@ impl Scheduler {
             next_seq_id: 0,
             step: 0,
             stats: SchedStats::default(),
+            prefill_cap: None,
         })
     }
 
@@ -216,6 +219,14 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Limits the prompt tokens (continuing chunks and admissions together) of a step that
+    /// also decodes to `cap` (at least 1), so the pause running streams see while prompts
+    /// are prefilled is bounded; a step with no decodes keeps the whole token budget.
+    /// `None` (the default): prompts share the token budget left after the decodes.
+    pub fn set_prefill_cap(&mut self, cap: Option<usize>) {
+        self.prefill_cap = cap.map(|c| c.max(1));
+    }
+
     /// Plans one step. Must be followed by `update_from_output` with its result
     /// (after the copy ops and the forward ran) before the next `schedule`.
     pub fn schedule(&mut self) -> SchedulerOutput {
@@ -233,6 +244,10 @@ impl Scheduler {
             .iter()
             .copied()
             .partition(|&id| self.remaining(id) == 1);
+        let mut prefill_left = match self.prefill_cap {
+            Some(cap) if !decodes.is_empty() => cap,
+            _ => usize::MAX,
+        };
         for sid in decodes.into_iter().chain(prefills) {
             if budget == 0 {
                 break;
@@ -245,13 +260,24 @@ impl Scheduler {
             {
                 continue; // preempted (a probe: dropped) earlier in this step, or awaiting its finish
             }
-            let n = self.remaining(sid).min(budget);
+            let remaining = self.remaining(sid);
+            let n = if remaining == 1 {
+                1
+            } else {
+                remaining.min(budget).min(prefill_left)
+            };
+            if n == 0 {
+                continue; // the step's prompt tokens are spent; decodes may still follow
+            }
             let computed = self.seqs[&sid].num_computed_tokens;
             loop {
                 match self.kv.allocate_slots(sid, computed, n) {
                     Ok(()) => {
                         out.seqs.push(self.row(sid, n));
                         budget -= n;
+                        if remaining > 1 {
+                            prefill_left -= n;
+                        }
                         break;
                     }
                     Err(KvError::NoFreeBlocks { .. }) => {
@@ -273,7 +299,7 @@ impl Scheduler {
         // 2. Waiting, as gangs, in order; stop at the first that does not fit.
         if out.preempted.is_empty() {
             let mut slots = self.reserved_slots();
-            while budget > 0 {
+            while budget > 0 && prefill_left > 0 {
                 let Some(idx) = self.next_waiting() else {
                     break;
                 };
@@ -289,7 +315,7 @@ impl Scheduler {
                     .get_computed_blocks(sid, &seq.token_ids)
                     .expect("waiting sequences hold no blocks");
                 let need = self.kv.blocks_for(len) - self.kv.block_table(sid).len() + gang;
-                let n = (len - cached).min(budget);
+                let n = (len - cached).min(budget).min(prefill_left);
                 if self.kv.num_free_blocks() < need
                     || self.kv.allocate_slots(sid, cached, n).is_err()
                 {
@@ -305,6 +331,7 @@ impl Scheduler {
                 slots += gang;
                 out.seqs.push(self.row(sid, n));
                 budget -= n;
+                prefill_left = prefill_left.saturating_sub(n);
             }
         }
 

@@ -130,6 +130,36 @@ fn decodes_go_first_then_prefill_chunks() {
     assert_eq!(o.seqs[1].token_ids, vec![tok(1, 1)]);
 }
 
+/// (seq, start_pos, num tokens) of each row.
+fn spans(out: &SchedulerOutput) -> Vec<(SeqId, usize, usize)> {
+    rows(out).into_iter().map(|r| (r.0, r.1, r.2)).collect()
+}
+
+#[test]
+fn prefill_cap_limits_prompt_tokens_only_beside_decodes() {
+    let mut s = sched(64, 4, 32, 8);
+    s.set_prefill_cap(Some(5));
+    // Nothing decodes yet: the first prompt takes the whole budget it needs.
+    assert_eq!(s.add_group(req(1, prompt(12, 0), 1, 0)).unwrap(), vec![0]);
+    assert_eq!(spans(&step(&mut s)), vec![(0, 0, 12)]);
+    // Seq 0 decodes: continuing chunks and admissions share 5 prompt tokens a step, in
+    // order, and an admission waits while the cap is spent.
+    assert_eq!(s.add_group(req(2, prompt(7, 100), 1, 1)).unwrap(), vec![1]);
+    assert_eq!(s.add_group(req(3, prompt(10, 200), 1, 2)).unwrap(), vec![2]);
+    assert_eq!(spans(&step(&mut s)), vec![(0, 12, 1), (1, 0, 5)]);
+    assert_eq!(spans(&step(&mut s)), vec![(0, 13, 1), (1, 5, 2), (2, 0, 3)]);
+    // Cap lifted: the rest of the prompt in one step, beside both decodes.
+    s.set_prefill_cap(None);
+    assert_eq!(spans(&step(&mut s)), vec![(0, 14, 1), (1, 7, 1), (2, 3, 7)]);
+    // A cap of 0 still lets prompts progress one token a step.
+    s.set_prefill_cap(Some(0));
+    assert_eq!(s.add_group(req(4, prompt(3, 300), 1, 3)).unwrap(), vec![3]);
+    assert_eq!(
+        spans(&step(&mut s)),
+        vec![(0, 15, 1), (1, 8, 1), (2, 10, 1), (3, 0, 1)]
+    );
+}
+
 #[test]
 fn group_of_8_prefills_once_and_shares_prompt_blocks() {
     let mut s = sched(64, 16, 2048, 64);
