@@ -11,8 +11,9 @@ fractions of the server's capacity, run against `--wave-priority certainty` and 
               of each class with a bootstrap 95% CI; generated tokens; load-shrunk requests
 
 A plain request is one chat completion (the eval's sampling, no `ttc`): its answer is the
-last number of its content. An auto request adds `ttc: {"strategy": "auto", "n": 16}` and
-its answer is `ttc.answer`. Both use the eval's prompt, template and seeds
+last number of its content. An auto request adds `ttc: {"strategy": "auto", "n": N}` (N =
+--auto-n, default 16; the server refuses an N above its --max-num-seqs) and its answer is
+`ttc.answer`. Both use the eval's prompt, template and seeds
 (benches/ttc_eval/), so accuracy is comparable across policies: a request's tokens depend
 only on its seed (batch invariance), but `auto`'s decisions read the server's load, so a
 policy that keeps the load lower may also grant more compute.
@@ -59,20 +60,21 @@ def arrivals(n: int, rate: float, plain_fraction: float, seed: int) -> list[tupl
     return out
 
 
-def body(model: str, problem, kind: str) -> dict:
+def body(model: str, problem, kind: str, auto_n: int) -> dict:
     b = {"model": model, "messages": messages(problem), **SAMPLING, "seed": problem.seed}
     if kind == "auto":
-        b["ttc"] = {"strategy": "auto", "n": 16, **COMMON_TTC}
+        b["ttc"] = {"strategy": "auto", "n": auto_n, **COMMON_TTC}
     return b
 
 
-async def send(client: httpx.AsyncClient, url: str, model: str, problem, kind: str) -> dict:
+async def send(client: httpx.AsyncClient, url: str, model: str, problem, kind: str,
+               auto_n: int) -> dict:
     row = {"problem": problem.id, "kind": kind, "expected": problem.answer, "status": None,
            "error": None, "answer": None, "correct": False, "tokens": None,
            "load_level": None, "latency_s": None}
     start = time.monotonic()
     try:
-        resp = await client.post(url, json=body(model, problem, kind))
+        resp = await client.post(url, json=body(model, problem, kind, auto_n))
     except httpx.HTTPError as e:
         row["error"] = f"{type(e).__name__}: {e}"
         row["latency_s"] = time.monotonic() - start
@@ -95,19 +97,20 @@ async def send(client: httpx.AsyncClient, url: str, model: str, problem, kind: s
 
 
 async def closed_loop(base: str, model: str, problems, kinds, concurrency: int,
-                      timeout_s: float) -> tuple[list[dict], float]:
+                      timeout_s: float, auto_n: int) -> tuple[list[dict], float]:
     url = base + "/v1/chat/completions"
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0)) as client:
         async def one(p, k):
             async with sem:
-                return await send(client, url, model, p, k)
+                return await send(client, url, model, p, k, auto_n)
         start = time.monotonic()
         rows = await asyncio.gather(*(one(p, k) for p, k in zip(problems, kinds)))
         return list(rows), time.monotonic() - start
 
 
-async def open_loop(base: str, model: str, problems, plan, timeout_s: float) -> list[dict]:
+async def open_loop(base: str, model: str, problems, plan, timeout_s: float,
+                    auto_n: int) -> list[dict]:
     url = base + "/v1/chat/completions"
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0),
@@ -116,7 +119,7 @@ async def open_loop(base: str, model: str, problems, plan, timeout_s: float) -> 
 
         async def one(p, at, kind):
             await asyncio.sleep(max(0.0, start + at - time.monotonic()))
-            return await send(client, url, model, p, kind)
+            return await send(client, url, model, p, kind, auto_n)
         return list(await asyncio.gather(*(one(p, at, k) for p, (at, k) in zip(problems, plan))))
 
 
@@ -155,6 +158,7 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=60, help="arrivals per run")
     p.add_argument("--loads", default="0.5,0.9", help="fractions of capacity")
     p.add_argument("--plain-fraction", type=float, default=0.5)
+    p.add_argument("--auto-n", type=int, default=16, help="ttc.n of the auto requests")
     p.add_argument("--calibrate-requests", type=int, default=40)
     p.add_argument("--calibrate-concurrency", type=int, default=8)
     p.add_argument("--capacity", type=float, help="req/s; skips calibration")
@@ -169,6 +173,7 @@ def main() -> int:
     problems = generate(n_problems, a.seed)
     base_args = ["--kv-cache-memory", "2GiB", *a.serve_arg]
     result = {"command": " ".join(sys.argv), "seed": a.seed, "requests": a.requests,
+              "auto_n": a.auto_n,
               "plain_fraction": a.plain_fraction, "runs": []}
 
     def server(policy: str) -> Server:
@@ -182,7 +187,8 @@ def main() -> int:
         with server("fcfs") as base:
             model = httpx.get(base + "/v1/models").json()["data"][0]["id"]
             rows, wall = asyncio.run(closed_loop(base, model, cal, kinds,
-                                                 a.calibrate_concurrency, a.timeout))
+                                                 a.calibrate_concurrency, a.timeout,
+                                                 a.auto_n))
         ok = sum(1 for r in rows if not r["error"])
         capacity = ok / wall
         print(f"capacity: {ok} requests in {wall:.1f} s = {capacity:.3f} req/s", flush=True)
@@ -198,7 +204,7 @@ def main() -> int:
                     model = httpx.get(base + "/v1/models").json()["data"][0]["id"]
                     t0 = time.monotonic()
                     rows = asyncio.run(open_loop(base, model, problems[:a.requests], plan,
-                                                 a.timeout))
+                                                 a.timeout, a.auto_n))
                     wall = time.monotonic() - t0
                 s = summary(rows, a.seed)
                 run = {"load": f, "rate_rps": f * capacity, "order": "-".join(order),
