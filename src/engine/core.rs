@@ -2,8 +2,9 @@
 //! runner) and the per-request output state. One iteration = one scheduler step:
 //!
 //! ```text
-//! intake commands -> drop cancelled requests -> deadlines -> schedule -> runner.execute
-//!                                  (guided samples' grammar masks meanwhile: guide.rs)
+//! intake commands -> drop cancelled requests -> deadlines, load level (core/lifecycle.rs)
+//!   -> prompt-token cap (--max-step-ms: step_time.rs) -> schedule -> runner.execute
+//!      (guided samples' grammar masks meanwhile: guide.rs; the step's time feeds the cap)
 //!   -> per seq in each logits row's sample_for: forced token (thinking budget) or a draw
 //!      (s1 "Wait" filter; masked by its grammar, which the token then advances)
 //!   -> scheduler.update_from_output
@@ -18,7 +19,7 @@
 //! (ids from the same counter as requests).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,13 +32,14 @@ use super::reqstate::{RequestState, SampleState};
 use super::runner::{step_batch, ModelRunner};
 use super::step_time::StepClock;
 use super::types::{EngineEvent, EngineStats, GenerateRequest, TokenLogprob};
-use crate::budget::{Action, Controller, EarlyStop, LoadSnapshot, ProbeKind, ProbeResult, Tok};
+use crate::budget::{Action, Controller, EarlyStop, ProbeKind, ProbeResult, Tok};
 use crate::model::tokenizer::Tokenizer;
 use crate::reasoning::ReasoningFormat;
 use crate::sample::{fresh_seed, sample_seed, FinishReason, SampledToken, Sampler};
 use crate::sched::{SchedError, Scheduler, SeqGroupRequest, SeqId};
 
 mod emit;
+mod lifecycle;
 mod probing;
 
 /// Rows sampled in parallel from this many up (below, the engine thread samples them
@@ -373,66 +375,6 @@ impl EngineCore {
         }
     }
 
-    fn fail(&mut self, rid: u64, msg: String) {
-        if let Some(r) = self.requests.get(&rid) {
-            let _ = r.tx.send(EngineEvent::Error(msg));
-        }
-        self.remove_request(rid);
-    }
-
-    /// Drops requests whose client went away (stream dropped or receiver closed).
-    pub fn reap_cancelled(&mut self) {
-        let gone: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.cancelled.load(Ordering::Acquire) || r.tx.is_closed())
-            .map(|(&id, _)| id)
-            .collect();
-        for id in gone {
-            self.remove_request(id);
-        }
-    }
-
-    /// Aggregated requests past their deadline: the controller stops their samples.
-    fn reap_deadlines(&mut self) {
-        let now = Instant::now();
-        let due: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.deadline.is_some_and(|d| now >= d))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in due {
-            let acts = match self.requests.get_mut(&id).and_then(|r| r.ctrl.as_mut()) {
-                Some(c) => c.on_deadline(),
-                None => continue,
-            };
-            self.apply(id, acts);
-        }
-    }
-
-    fn remove_request(&mut self, id: u64) {
-        self.probes.retain(|_, p| p.rid != id);
-        if let Some(r) = self.requests.remove(&id) {
-            for s in &r.samples {
-                if let Some(seq) = s.seq {
-                    self.seq_owner.remove(&seq);
-                }
-            }
-            for sid in r.sched_ids {
-                self.sched.abort_request(sid);
-            }
-        }
-    }
-
-    /// Fails every request (engine shutting down after an internal error).
-    pub fn fail_all(&mut self, msg: &str) {
-        let ids: Vec<u64> = self.requests.keys().copied().collect();
-        for id in ids {
-            self.fail(id, msg.to_string());
-        }
-    }
-
     /// One scheduler step. Returns the number of tokens computed (0 = nothing runnable).
     pub fn step(&mut self) -> usize {
         self.reap_deadlines();
@@ -624,20 +566,5 @@ impl EngineCore {
         }
         self.logits = logits;
         out.num_batched_tokens
-    }
-
-    /// Tells every aggregated request's controller the load level now (later waves are
-    /// sized by it).
-    fn observe_load(&mut self) {
-        let snap = LoadSnapshot {
-            num_waiting: self.sched.num_waiting(),
-            kv_usage: self.sched.kv_usage(),
-        };
-        for r in self.requests.values_mut() {
-            if let Some(c) = r.ctrl.as_mut() {
-                let level = c.plan().load_rule.level(&snap);
-                c.observe_load(level);
-            }
-        }
     }
 }
