@@ -133,7 +133,9 @@ unsafe fn heads<T: Load16, const NV: usize, const H: usize>(
                 _mm512_storeu_ps(scores.as_mut_ptr().add(j * np + p0), sc);
             }
         }
-        let m: [__m512; H] = std::array::from_fn(|j| _mm512_set1_ps(_mm512_reduce_max_ps(mx[j])));
+        let m = crate::unrolled!([_mm512_setzero_ps(); H], |j| _mm512_set1_ps(
+            _mm512_reduce_max_ps(mx[j])
+        ));
         // Pass 2: weights exp(score - max) (0 past n) and the weighted sum of V rows.
         let mut acc = [[_mm512_setzero_ps(); NV]; H];
         let mut lsum = [_mm512_setzero_ps(); H];
@@ -150,7 +152,7 @@ unsafe fn heads<T: Load16, const NV: usize, const H: usize>(
             let vt = c.vc.as_ptr().add(c.tile_at(p0) + (p0 % bs) * hd);
             for t in 0..(c.n - p0).min(16) {
                 let vr = vt.add(t * hd);
-                let v: [__m512; NV] = std::array::from_fn(|i| T::load16(vr.add(16 * i)));
+                let v = crate::unrolled!([_mm512_setzero_ps(); NV], |i| T::load16(vr.add(16 * i)));
                 for (aj, pj) in acc.iter_mut().zip(&pbuf) {
                     let w = _mm512_set1_ps(pj[t]);
                     for (a, vi) in aj.iter_mut().zip(&v) {

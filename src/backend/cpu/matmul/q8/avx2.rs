@@ -403,21 +403,22 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
         // SAFETY: b * 32 + 32 <= x.len() and the planes' lengths; b < the scale slices.
         unsafe {
             let xp = x.as_ptr().add(b * 32);
-            let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(xp.add(o)));
-            let m = v.iter().fold(_mm256_setzero_ps(), |m, &x| {
-                _mm256_max_ps(m, _mm256_and_ps(x, abs_mask))
-            });
+            let v = crate::unrolled!(|j| _mm256_loadu_ps(xp.add(8 * j)); 0 1 2 3);
+            let mut m = _mm256_setzero_ps();
+            for vj in v {
+                m = _mm256_max_ps(m, _mm256_and_ps(vj, abs_mask));
+            }
             let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
             let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
             let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
             let d = amax / QMAX as f32;
             let id = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
-            let q = v.map(|x| {
-                let p = _mm256_mul_ps(x, id);
+            let q = crate::unrolled!(|j| {
+                let p = _mm256_mul_ps(v[j], id);
                 let ordered = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(p, p));
                 let q = _mm256_and_si256(_mm256_cvtps_epi32(p), ordered);
                 _mm256_min_epi32(_mm256_max_epi32(q, qmin), qmax)
-            });
+            }; 0 1 2 3);
             let hsum = |v: __m256i| {
                 let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
                 let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
@@ -431,8 +432,12 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
             );
             let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
             let s = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b10_11_00_01)));
-            let hi = q.map(|q| _mm256_srai_epi32(_mm256_add_epi32(q, c128), 4));
-            let lo = [0, 1, 2, 3].map(|j| _mm256_sub_epi32(q[j], _mm256_slli_epi32(hi[j], 4)));
+            let hi = crate::unrolled!(|j| {
+                _mm256_srai_epi32(_mm256_add_epi32(q[j], c128), 4)
+            }; 0 1 2 3);
+            let lo = crate::unrolled!(|j| {
+                _mm256_sub_epi32(q[j], _mm256_slli_epi32(hi[j], 4))
+            }; 0 1 2 3);
             // Saturating packs work per 128-bit lane: restore element order with a permute.
             let bytes = |a: [__m256i; 4]| {
                 let p01 = _mm256_packs_epi32(a[0], a[1]);

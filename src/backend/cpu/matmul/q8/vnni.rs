@@ -57,9 +57,9 @@ pub(super) trait Fmt {
         unsafe {
             if Self::BITS == 8 {
                 let flip = _mm512_set1_epi8(-128);
-                return std::array::from_fn(|j| {
+                return crate::unrolled!(|j| {
                     _mm512_xor_si512(_mm512_loadu_si512(q.add(j * 64) as *const __m512i), flip)
-                });
+                }; 0 1 2 3 4 5 6 7);
             }
             let mut w = nibbles(q);
             for k in 4..Self::BITS {
@@ -304,33 +304,43 @@ pub(super) unsafe fn fold<F: Fmt>(
     }
 }
 
+/// |x| with NaN as 0 (`f32::max` in the definition skips NaN); `abs_mask` = 0x7fff_ffff lanes.
+#[inline(always)]
+unsafe fn abs_or_zero(x: __m512, abs_mask: __m512i) -> __m512 {
+    // SAFETY: register-only AVX-512F operations (enabled by the caller).
+    unsafe {
+        let a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), abs_mask));
+        _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(x, x), a)
+    }
+}
+
 /// `out[i]` = the max over the 16 lanes of `v[i]`, for 16 vectors at once (a transpose
 /// tree: 46 shuffles and maxes for all 16, where one `reduce_max` is ~8 dependent steps).
 #[inline(always)]
 unsafe fn reduce16_max(v: [__m512; 16]) -> __m512 {
     // SAFETY: register-only AVX-512F operations (enabled by the caller).
     unsafe {
-        let t: [__m512; 8] = std::array::from_fn(|i| {
+        let t = crate::unrolled!(|i| {
             let (a, b) = (v[2 * i], v[2 * i + 1]);
             _mm512_max_ps(
                 _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
                 _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
             )
-        });
-        let u: [__m512; 4] = std::array::from_fn(|j| {
+        }; 0 1 2 3 4 5 6 7);
+        let u = crate::unrolled!(|j| {
             let (c, d) = (t[2 * j], t[2 * j + 1]);
             _mm512_max_ps(
                 _mm512_shuffle_f32x4::<0b10_00_10_00>(c, d),
                 _mm512_shuffle_f32x4::<0b11_01_11_01>(c, d),
             )
-        });
-        let w: [__m512; 2] = std::array::from_fn(|l| {
+        }; 0 1 2 3);
+        let w = crate::unrolled!(|l| {
             let (e, f) = (u[2 * l], u[2 * l + 1]);
             _mm512_max_ps(
                 _mm512_shuffle_ps::<0b01_00_01_00>(e, f),
                 _mm512_shuffle_ps::<0b11_10_11_10>(e, f),
             )
-        });
+        }; 0 1);
         let z = _mm512_max_ps(
             _mm512_shuffle_ps::<0b10_00_10_00>(w[0], w[1]),
             _mm512_shuffle_ps::<0b11_01_11_01>(w[0], w[1]),
@@ -348,27 +358,27 @@ unsafe fn reduce16_add(v: [__m512i; 16]) -> __m512i {
     unsafe {
         let ps = _mm512_castsi512_ps;
         let si = _mm512_castps_si512;
-        let t: [__m512i; 8] = std::array::from_fn(|i| {
+        let t = crate::unrolled!(|i| {
             let (a, b) = (v[2 * i], v[2 * i + 1]);
             _mm512_add_epi32(
                 _mm512_shuffle_i32x4::<0b01_00_01_00>(a, b),
                 _mm512_shuffle_i32x4::<0b11_10_11_10>(a, b),
             )
-        });
-        let u: [__m512i; 4] = std::array::from_fn(|j| {
+        }; 0 1 2 3 4 5 6 7);
+        let u = crate::unrolled!(|j| {
             let (c, d) = (t[2 * j], t[2 * j + 1]);
             _mm512_add_epi32(
                 _mm512_shuffle_i32x4::<0b10_00_10_00>(c, d),
                 _mm512_shuffle_i32x4::<0b11_01_11_01>(c, d),
             )
-        });
-        let w: [__m512i; 2] = std::array::from_fn(|l| {
+        }; 0 1 2 3);
+        let w = crate::unrolled!(|l| {
             let (e, f) = (ps(u[2 * l]), ps(u[2 * l + 1]));
             _mm512_add_epi32(
                 si(_mm512_shuffle_ps::<0b01_00_01_00>(e, f)),
                 si(_mm512_shuffle_ps::<0b11_10_11_10>(e, f)),
             )
-        });
+        }; 0 1);
         let (g, h) = (ps(w[0]), ps(w[1]));
         let z = _mm512_add_epi32(
             si(_mm512_shuffle_ps::<0b10_00_10_00>(g, h)),
@@ -406,29 +416,27 @@ pub unsafe fn quantize_tile(
         // SAFETY (whole body): rows r < t read x[r * k + b * 32..][..32] < x.len(); the
         // writes stay in block b's 1024 plane bytes and 16 scale entries.
         unsafe {
-            let v: [[__m512; 2]; 16] = std::array::from_fn(|r| {
+            let v = crate::unrolled!(|r| {
                 if r < t {
                     let p = x.as_ptr().add(r * k + b * 32);
                     [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))]
                 } else {
                     [_mm512_setzero_ps(); 2]
                 }
-            });
-            // |x| with NaN as 0 (f32::max in the definition skips NaN).
-            let clean = |x: __m512| {
-                let a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), abs_mask));
-                _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(x, x), a)
-            };
-            let amax = reduce16_max(std::array::from_fn(|r| {
-                _mm512_max_ps(clean(v[r][0]), clean(v[r][1]))
-            }));
+            }; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+            let amax = reduce16_max(crate::unrolled!(|r| {
+                _mm512_max_ps(
+                    abs_or_zero(v[r][0], abs_mask),
+                    abs_or_zero(v[r][1], abs_mask),
+                )
+            }; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15));
             let dv = _mm512_div_ps(amax, _mm512_set1_ps(QMAX as f32));
             let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(dv, _mm512_setzero_ps());
             let idv = _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0), dv);
             let mut idr = [0f32; 16];
             _mm512_storeu_ps(idr.as_mut_ptr(), idv);
             let mut firsts = [_mm512_setzero_si512(); 16];
-            let sums: [__m512i; 16] = std::array::from_fn(|r| {
+            let sums = crate::unrolled!(|r| {
                 let id = _mm512_set1_ps(idr[r]);
                 let mut acc = _mm512_setzero_si512();
                 for (h, &vh) in v[r].iter().enumerate() {
@@ -453,7 +461,7 @@ pub unsafe fn quantize_tile(
                     );
                 }
                 acc
-            });
+            }; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
             let sv = reduce16_add(sums);
             _mm512_storeu_ps(d.as_mut_ptr().add(b * 16), dv);
             _mm512_storeu_si512(s.as_mut_ptr().add(b * 16) as *mut __m512i, sv);
