@@ -17,6 +17,11 @@ use std::collections::{HashMap, VecDeque};
 use super::{SchedConfig, SchedError, ScheduledSeq, SchedulerOutput, SeqGroupRequest, SeqId};
 use crate::kv::{KvCacheManager, KvConfig, KvError};
 
+/// With `wave_priority`: a continuation wave whose request is this many arrivals older than
+/// the newest waiting entry is no longer overtaken by smaller new requests, so a stream of
+/// plain requests cannot starve an in-flight aggregated request.
+const OVERTAKE_LIMIT: u64 = 32;
+
 /// Where a sequence is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqStatus {
@@ -512,16 +517,37 @@ impl Scheduler {
     /// Index in `waiting` of the next entry to admit.
     fn next_waiting(&self) -> Option<usize> {
         if self.cfg.wave_priority && !self.cfg.enable_priority {
-            // Preempted, then continuation waves by (rank, arrival), then new requests in
-            // queue order.
-            return (0..self.waiting.len()).min_by_key(|&i| {
-                let s = &self.seqs[&self.waiting[i]];
-                match (s.preempted, s.continuation) {
-                    (true, _) => (0, 0, 0, i),
-                    (false, Some(r)) => (1, r, s.arrival, i),
-                    (false, None) => (2, 0, 0, i),
+            // Preempted first (pushed to the front). Then the best continuation wave by
+            // (rank, arrival), unless the first new request is a smaller gang (less work:
+            // a plain 1-sample request before a 2-sample wave) and the wave has not yet been
+            // overtaken by OVERTAKE_LIMIT later arrivals. New requests stay FCFS.
+            if let Some(i) =
+                (0..self.waiting.len()).find(|&i| self.seqs[&self.waiting[i]].preempted)
+            {
+                return Some(i);
+            }
+            let wave = (0..self.waiting.len())
+                .filter_map(|i| {
+                    let s = &self.seqs[&self.waiting[i]];
+                    s.continuation.map(|r| ((r, s.arrival, i), i))
+                })
+                .min()
+                .map(|(_, i)| i);
+            let first_new = (0..self.waiting.len())
+                .find(|&i| self.seqs[&self.waiting[i]].continuation.is_none());
+            return match (wave, first_new) {
+                (Some(w), Some(f)) => {
+                    let (ws, fs) = (&self.seqs[&self.waiting[w]], &self.seqs[&self.waiting[f]]);
+                    let newest = self.waiting.iter().map(|id| self.seqs[id].arrival).max();
+                    let aged = newest.unwrap_or(0).saturating_sub(ws.arrival) >= OVERTAKE_LIMIT;
+                    Some(if fs.siblings.len() < ws.siblings.len() && !aged {
+                        f
+                    } else {
+                        w
+                    })
                 }
-            });
+                (w, f) => w.or(f),
+            };
         }
         if !self.cfg.enable_priority {
             return (!self.waiting.is_empty()).then_some(0);
