@@ -521,33 +521,21 @@ impl Scheduler {
             // (rank, arrival), unless the first new request is a smaller gang (less work:
             // a plain 1-sample request before a 2-sample wave) and the wave has not yet been
             // overtaken by OVERTAKE_LIMIT later arrivals. New requests stay FCFS.
-            if let Some(i) =
-                (0..self.waiting.len()).find(|&i| self.seqs[&self.waiting[i]].preempted)
-            {
+            let seq = |i: usize| &self.seqs[&self.waiting[i]];
+            let all = 0..self.waiting.len();
+            if let Some(i) = all.clone().find(|&i| seq(i).preempted) {
                 return Some(i);
             }
-            let wave = (0..self.waiting.len())
-                .filter_map(|i| {
-                    let s = &self.seqs[&self.waiting[i]];
-                    s.continuation.map(|r| ((r, s.arrival, i), i))
-                })
-                .min()
-                .map(|(_, i)| i);
-            let first_new = (0..self.waiting.len())
-                .find(|&i| self.seqs[&self.waiting[i]].continuation.is_none());
-            return match (wave, first_new) {
-                (Some(w), Some(f)) => {
-                    let (ws, fs) = (&self.seqs[&self.waiting[w]], &self.seqs[&self.waiting[f]]);
-                    let newest = self.waiting.iter().map(|id| self.seqs[id].arrival).max();
-                    let aged = newest.unwrap_or(0).saturating_sub(ws.arrival) >= OVERTAKE_LIMIT;
-                    Some(if fs.siblings.len() < ws.siblings.len() && !aged {
-                        f
-                    } else {
-                        w
-                    })
-                }
-                (w, f) => w.or(f),
+            let wave = (all.clone().filter(|&i| seq(i).continuation.is_some()))
+                .min_by_key(|&i| (seq(i).continuation, seq(i).arrival, i));
+            let new = all.clone().find(|&i| seq(i).continuation.is_none());
+            let (Some(w), Some(f)) = (wave, new) else {
+                return wave.or(new);
             };
+            let newest = all.map(|i| seq(i).arrival).max().unwrap_or(0);
+            let smaller = seq(f).siblings.len() < seq(w).siblings.len();
+            let aged = newest.saturating_sub(seq(w).arrival) >= OVERTAKE_LIMIT;
+            return Some(if smaller && !aged { f } else { w });
         }
         if !self.cfg.enable_priority {
             return (!self.waiting.is_empty()).then_some(0);

@@ -564,38 +564,37 @@ fn continuation_waves_wait_ahead_of_new_requests_by_rank() {
     assert_eq!(o.seqs.last().map(|r| r.seq_id), Some(new));
 }
 
+/// Two seq slots held by a running 2-sample request; then a 2-sample continuation wave
+/// (arrived 0) and a plain 1-sample request (arrived `plain_arrival`) wait. Returns the
+/// scheduler and the two waiting seq ids (wave, plain).
+fn wave_and_plain(plain_arrival: u64) -> (Scheduler, SeqId, SeqId) {
+    let mut s = sched(256, 4, 64, 2);
+    s.add_group(req(1, prompt(4, 100), 2, 1)).unwrap();
+    step(&mut s);
+    let mut wave = req(2, prompt(4, 200), 2, 0);
+    wave.continuation = Some(0);
+    let wave_id = s.add_group(wave).unwrap()[0];
+    let plain = s
+        .add_group(req(3, prompt(4, 300), 1, plain_arrival))
+        .unwrap()[0];
+    (s, wave_id, plain)
+}
+
 #[test]
 fn smallest_gang_first_and_no_entry_overtaken_more_than_the_limit() {
-    // One running request fills the 2 seq slots; a 2-sample continuation wave (arrived 0)
-    // and a plain 1-sample request (arrived 5) wait.
-    let mut s = sched(256, 4, 64, 2);
-    s.add_group(req(1, prompt(4, 100), 2, 1)).unwrap();
-    step(&mut s);
-    let mut wave = req(2, prompt(4, 200), 2, 0);
-    wave.continuation = Some(0);
-    let wave_id = s.add_group(wave).unwrap()[0];
-    let plain = s.add_group(req(3, prompt(4, 300), 1, 5)).unwrap()[0];
+    // One slot frees: the plain request goes first although it arrived later; the wave
+    // (2 slots) waits for both.
+    let (mut s, wave_id, plain) = wave_and_plain(5);
     let running: Vec<SeqId> = s.running_seq_ids();
     s.finish_seq(running[0]).unwrap();
-    // One slot free: the plain request goes first although it arrived later; the wave
-    // (2 slots) waits for both.
     let o = step(&mut s);
-    assert!(o.seqs.iter().any(|r| r.seq_id == plain), "{:?}", rows(&o));
-    assert!(
-        !o.seqs.iter().any(|r| r.seq_id == wave_id),
-        "{:?}",
-        rows(&o)
-    );
+    let ids: Vec<SeqId> = o.seqs.iter().map(|r| r.seq_id).collect();
+    assert!(ids.contains(&plain), "{:?}", rows(&o));
+    assert!(!ids.contains(&wave_id), "{:?}", rows(&o));
 
     // Overtaking is bounded: with an entry 32 arrivals newer than the wave in the queue,
-    // the wave goes ahead of a smaller new request.
-    let mut s = sched(256, 4, 64, 2);
-    s.add_group(req(1, prompt(4, 100), 2, 1)).unwrap();
-    step(&mut s);
-    let mut wave = req(2, prompt(4, 200), 2, 0);
-    wave.continuation = Some(0);
-    let wave_id = s.add_group(wave).unwrap()[0];
-    let plain = s.add_group(req(3, prompt(4, 300), 1, 32)).unwrap()[0];
+    // the wave goes ahead of the smaller new request (and takes both free slots).
+    let (mut s, wave_id, plain) = wave_and_plain(32);
     for seq in s.running_seq_ids() {
         s.finish_seq(seq).unwrap();
     }
