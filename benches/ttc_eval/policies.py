@@ -7,7 +7,7 @@ exact), and the honest token count of each.
     verifier-vote-8   sc16          the first 8             score-weighted vote    + their probe tokens
     certaindex-1      cdx8          sample 0                its answer             + its probe tokens
     certaindex-8      cdx8          all 8                   majority vote          + their probe tokens
-    auto-s0, auto-s1  auto-s0/-s1   what the server ran     the server's answer    ttc.tokens.total
+    auto-s0..-s2      auto-s0..-s2  what the server ran     the server's answer    ttc.tokens.total
     greedy-small/-large             the one sample          its answer             its tokens
     pass@N (ceiling)  sc16          the first N             correct if any is      as majority-N
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import runs as rn
 from runs import FIXED_N
 from scoring import is_correct
 
@@ -49,8 +50,8 @@ def policy_table() -> list[Policy]:
                "sample 0 of the certaindex run (1-sample shape)"),
         Policy("certaindex-8", "certaindex", "cdx8", 8,
                "all 8 samples of the certaindex run, majority vote"),
-        Policy("auto-s0", "auto", "auto-s0", None, 'strategy "auto", n 16, seed 0'),
-        Policy("auto-s1", "auto", "auto-s1", None, 'strategy "auto", n 16, seed 1'),
+        *(Policy(f"auto-s{k}", "auto", f"auto-s{k}", None, f'strategy "auto", n 16, seed {k}')
+          for k in rn.AUTO_SEEDS),
         Policy("greedy-small", "greedy", "greedy-small", 1, "1 sample, temperature 0"),
         Policy("greedy-large", "greedy", "greedy-large", 1,
                "1 sample, temperature 0, the large model"),

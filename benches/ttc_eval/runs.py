@@ -52,10 +52,14 @@ CHECK_N = (1, 4, 8)
 CHECK_PROBLEMS = 5
 # The `auto` policy's parameters (`ttc.auto`): the server's defaults (src/budget/strategy.rs,
 # `AutoPolicy`), chosen by replaying sc16's samples of the even-numbered problems.
-AUTO = {"first": 2, "wave": 2, "confidence": 0.8, "hopeless_after": 4, "hopeless_share": 0.51}
+AUTO = {"first": 2, "wave": 1, "confidence": 0.8, "hopeless_after": 3, "hopeless_share": 0.51}
+# ... and the server's default aggregation of `auto`: votes weigh exp(mean token logprob).
+AUTO_AGGREGATION = "confidence_weighted"
 
-# The second seed of the `auto` runs: seed + AUTO_SEED_STEP * k (mod 2^31).
+# The `auto` runs' request seeds: seed + AUTO_SEED_STEP * k (mod 2^31) for k in AUTO_SEEDS.
+# k = 0 draws sc16's samples (where the parameters were chosen); 1 and 2 draw new ones.
 AUTO_SEED_STEP = 1_000_003
+AUTO_SEEDS = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,9 @@ def all_runs(certaindex: dict | None = None) -> list[Run]:
     return [
         Run("sc16", "small", _sc(16, scorer="self_verify"), SAMPLING),
         Run("cdx8", "small", _sc(8, certaindex=certaindex), SAMPLING),
-        Run("auto-s0", "small", {"strategy": "auto", "n": 16, "auto": AUTO, **COMMON_TTC},
-            SAMPLING, seed_index=0, optional=True),
-        Run("auto-s1", "small", {"strategy": "auto", "n": 16, "auto": AUTO, **COMMON_TTC},
-            SAMPLING, seed_index=1, optional=True),
+        *(Run(f"auto-s{k}", "small", {"strategy": "auto", "n": 16, "auto": AUTO,
+                                      "aggregation": AUTO_AGGREGATION, **COMMON_TTC},
+              SAMPLING, seed_index=k, optional=True) for k in AUTO_SEEDS),
         Run("greedy-small", "small", _sc(1), GREEDY),
         Run("greedy-large", "large", _sc(1), GREEDY),
     ]
@@ -102,7 +105,7 @@ def check_runs(certaindex: dict | None = None) -> list[Run]:
 GROUPS = {
     "main": ("sc16",),
     "certaindex": ("cdx8",),
-    "auto": ("auto-s0", "auto-s1"),
+    "auto": tuple(f"auto-s{k}" for k in AUTO_SEEDS),
     "greedy": ("greedy-small",),
     "large": ("greedy-large",),
     "check": tuple(r.name for r in check_runs()),

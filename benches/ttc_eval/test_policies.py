@@ -36,7 +36,8 @@ def row(run, problem, samples, expected=12, answer=None, level=2, error=None, to
 
 def test_run_table_and_request_body():
     names = [r.name for r in rn.all_runs()]
-    assert names == ["sc16", "cdx8", "auto-s0", "auto-s1", "greedy-small", "greedy-large"]
+    assert names == ["sc16", "cdx8", "auto-s0", "auto-s1", "auto-s2", "greedy-small",
+                     "greedy-large"]
     runs = {r.name: r for r in rn.all_runs() + rn.check_runs()}
     assert runs["sc16"].ttc == {"strategy": "self_consistency", "n": 16, "min_samples": 16,
                                 "aggregation": "majority", "scorer": "self_verify",
@@ -65,6 +66,8 @@ def test_run_table_and_request_body():
     # the second auto seed differs, deterministically
     s1 = rn.request_body("qwen", p, runs["auto-s1"])["seed"]
     assert s1 == (p.seed + rn.AUTO_SEED_STEP) % 2**31 != p.seed
+    s2 = rn.request_body("qwen", p, runs["auto-s2"])["seed"]
+    assert s2 == (p.seed + 2 * rn.AUTO_SEED_STEP) % 2**31 not in (p.seed, s1)
 
 
 def test_template_opens_thinking_and_defaults_to_the_system_prompt():
@@ -77,7 +80,7 @@ def test_select_groups():
     assert [r.name for r in rn.select("main")] == ["sc16"]
     assert [r.name for r in rn.select("large,main")] == ["sc16", "greedy-large"]
     everything = [r.name for r in rn.select(None)]
-    assert everything[-1] == "greedy-large" and len(everything) == 10
+    assert everything[-1] == "greedy-large" and len(everything) == 11
     with pytest.raises(ValueError, match="unknown run groups"):
         rn.select("main,nope")
 

@@ -3,11 +3,12 @@
 import replay
 
 
-def row(answers, tokens=None, expected=7):
+def row(answers, tokens=None, expected=7, logprobs=None):
     tokens = tokens or [10] * len(answers)
+    logprobs = logprobs or [-0.1] * len(answers)
     return {"problem": 0, "expected": expected,
-            "samples": [{"index": i, "answer": a, "tokens": t}
-                        for i, (a, t) in enumerate(zip(answers, tokens))]}
+            "samples": [{"index": i, "answer": a, "tokens": t, "mean_logprob": lp}
+                        for i, (a, t, lp) in enumerate(zip(answers, tokens, logprobs))]}
 
 
 def test_p_majority_is_the_beta_posterior():
@@ -37,3 +38,14 @@ def test_a_scattered_vote_ends_after_four():
 def test_evaluate_counts_accuracy_tokens_and_samples():
     rows = [row(["7", "7"] + ["1"] * 14), row(["1", "2", "3", "4"] + ["7"] * 12)]
     assert replay.evaluate(rows) == (0.5, 30.0, 3.0)
+
+
+def test_the_server_defaults_add_one_sample_at_a_time_and_weigh_by_confidence():
+    defaults = dict(wave=1, hopeless_after=3, aggregation="confidence_weighted")
+    # 7, 8 split -> sample 2 says 7 (2-1, share 2/3: go on) -> sample 3 says 7: 3-1 ends it
+    assert replay.replay(row(["7", "8", "7", "7"] + ["1"] * 12), **defaults) == ("7", 40, 4)
+    # 1-1-1 is scattered; the most confident answer (sample 1) wins the weighted vote
+    r = row(["7", "8", "9"] + ["1"] * 13, logprobs=[-0.5, -0.01, -0.5] + [-0.1] * 13)
+    assert replay.replay(r, **defaults) == ("8", 30, 3)
+    # a plain majority gives the tie to the lowest sample index
+    assert replay.replay(r, wave=1, hopeless_after=3) == ("7", 30, 3)

@@ -382,6 +382,7 @@ pub fn build(raw: &RawBudget, cx: &BudgetContext<'_>) -> Result<Budget, BudgetEr
     let default_agg = match (strategy, t.scorer.as_deref()) {
         (Strategy::BestOfN, Some("self_verify")) => "best_score",
         (Strategy::BestOfN, _) => "best_logprob",
+        (Strategy::Auto, _) => "confidence_weighted",
         _ => "majority",
     };
     let aggregation =

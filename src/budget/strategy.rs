@@ -35,12 +35,17 @@ impl Strategy {
 ///     or more of the last wave hit their thinking budget, the next wave thinks up to twice
 ///     as long (at most `max_thinking`)
 /// ```
-/// With the defaults two agreeing answers end a request (P = 0.875), 2-1 does not (0.69),
-/// 3-1 does (0.81); four or more answers where no answer holds a majority (share below
-/// 0.51) end it too. Easy problems take 2 samples, contested ones up to about 6. The
-/// defaults were chosen by replaying the 16-sample runs of the ttc eval (Qwen2.5-Coder-0.5B,
-/// even-numbered problems; `docs/ttc-eval.md`): on that model more votes past a scattered
-/// first four rarely change the answer, so they cost tokens without buying accuracy.
+/// The leader is the vote's winner under the request's aggregation; `auto` defaults to
+/// `confidence_weighted` (each vote weighs exp(mean token logprob)), which in practice breaks
+/// ties towards the more confident sample. With the defaults two agreeing answers end a
+/// request (P = 0.875); after a split first wave one more sample runs at a time: 2-1 goes on
+/// (0.69), 3-1 ends it (0.81), and three or more answers in which the leader holds less than
+/// 0.51 of the weight (1-1-1, and 2-1-1 or 2-2 between about equally confident samples) end it
+/// as scattered. Easy problems take 2 samples, contested ones 3-5. The defaults were chosen by replaying the 16-sample run of the ttc
+/// eval (Qwen2.5-Coder-0.5B; `benches/ttc_eval/replay.py`, `docs/ttc-eval.md`): accuracy is
+/// flat across the settings that spend 35-50% of majority-8's tokens, so the cheapest of them
+/// within a point of majority-8 was taken; on that model votes past a scattered first three
+/// rarely change the answer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AutoPolicy {
     pub first: usize,
@@ -55,9 +60,9 @@ impl Default for AutoPolicy {
     fn default() -> Self {
         AutoPolicy {
             first: 2,
-            wave: 2,
+            wave: 1,
             confidence: 0.8,
-            hopeless_after: 4,
+            hopeless_after: 3,
             hopeless_share: 0.51,
             max_thinking: None,
         }

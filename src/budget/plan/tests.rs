@@ -123,7 +123,8 @@ fn effort_presets_clamp_and_aggregate() {
         ..RawBudget::default()
     };
     let p = build(&auto, &cx(&c, true)).unwrap().ttc.unwrap();
-    // The auto level is strategy auto: 2 first, waves of 2, up to 8.
+    // The auto level is strategy auto: 2 first, then one at a time, up to 8, votes weighted
+    // by confidence.
     assert_eq!(
         (p.strategy, p.n, p.min_samples, p.esc_window),
         (Strategy::Auto, 8, 2, None)
@@ -138,8 +139,9 @@ fn effort_presets_clamp_and_aggregate() {
             a.hopeless_share,
             a.max_thinking
         ),
-        (2, 2, 0.8, 4, 0.51, Some(8192))
+        (2, 1, 0.8, 3, 0.51, Some(8192))
     );
+    assert_eq!(p.aggregation, Aggregation::ConfidenceWeighted);
     // A request field wins over the preset.
     let mixed = RawBudget {
         reasoning_effort: Some("auto".into()),
@@ -339,7 +341,7 @@ fn auto_parameters_are_checked() {
         .unwrap();
     assert_eq!(
         (p.strategy, p.min_samples, p.auto.unwrap().wave),
-        (Strategy::Auto, 3, 2)
+        (Strategy::Auto, 3, 1)
     );
     assert_eq!(
         err(&auto(|a| a.confidence = Some(1.5)), &k),

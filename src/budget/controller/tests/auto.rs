@@ -6,6 +6,20 @@ fn auto_plan(n: usize) -> TtcPlan {
     let mut p = plan(n, 2);
     p.strategy = Strategy::Auto;
     p.auto = Some(crate::budget::AutoPolicy::default());
+    // the server's default aggregation for auto (with no tokens fed every weight is 1)
+    p.aggregation = Aggregation::ConfidenceWeighted;
+    p
+}
+
+/// Waves of two and a scattered vote only from four answers: the wave mechanics with more
+/// than one sample live.
+fn auto_plan_waves_of_two(n: usize) -> TtcPlan {
+    let mut p = auto_plan(n);
+    p.auto = Some(crate::budget::AutoPolicy {
+        wave: 2,
+        hopeless_after: 4,
+        ..Default::default()
+    });
     p
 }
 
@@ -34,13 +48,13 @@ fn auto_stops_an_easy_request_after_two_agreeing_samples() {
 }
 
 #[test]
-fn auto_runs_more_waves_while_the_vote_is_contested() {
+fn auto_adds_one_sample_at_a_time_while_the_vote_is_contested() {
     let mut c = Controller::new(auto_plan(8));
     c.start();
     assert_eq!(c.on_finished(0, "7", 0), vec![]);
-    assert_eq!(c.on_finished(1, "8", 0), vec![launch(2, 2)]);
-    // 2 to 1: P = 0.6875, not yet.
-    assert_eq!(c.on_finished(2, "7", 0), vec![]);
+    assert_eq!(c.on_finished(1, "8", 0), vec![launch(2, 1)]);
+    // 2 to 1: P = 0.6875, not yet; the leader holds 2/3 >= 0.51: not scattered.
+    assert_eq!(c.on_finished(2, "7", 0), vec![launch(3, 1)]);
     // 3 to 1: P = 0.8125 >= 0.8: the request ends.
     assert_eq!(c.on_finished(3, "7", 0), vec![Action::Finish]);
     let r = c.report();
@@ -49,8 +63,19 @@ fn auto_runs_more_waves_while_the_vote_is_contested() {
 }
 
 #[test]
+fn auto_runs_waves_of_two_when_asked() {
+    let mut c = Controller::new(auto_plan_waves_of_two(8));
+    c.start();
+    assert_eq!(c.on_finished(0, "7", 0), vec![]);
+    assert_eq!(c.on_finished(1, "8", 0), vec![launch(2, 2)]);
+    assert_eq!(c.on_finished(2, "7", 0), vec![]);
+    assert_eq!(c.on_finished(3, "7", 0), vec![Action::Finish]);
+    assert_eq!(c.report().launched(), 4);
+}
+
+#[test]
 fn auto_stops_a_live_sample_once_the_vote_is_settled() {
-    let mut c = Controller::new(auto_plan(8));
+    let mut c = Controller::new(auto_plan_waves_of_two(8));
     c.start();
     // No number: no vote. One answer alone: P = 0.75, not enough.
     assert_eq!(c.on_finished(0, "I cannot tell.", 0), vec![]);
@@ -67,6 +92,17 @@ fn auto_stops_a_live_sample_once_the_vote_is_settled() {
 #[test]
 fn auto_gives_up_on_a_scattered_vote_between_waves() {
     let mut c = Controller::new(auto_plan(16));
+    c.start();
+    assert_eq!(c.on_finished(0, "1", 0), vec![]);
+    assert_eq!(c.on_finished(1, "2", 0), vec![launch(2, 1)]);
+    // 3 answers, the leader holds 1/3 < 0.51: no further sample.
+    assert_eq!(c.on_finished(2, "3", 0), vec![Action::Finish]);
+    let r = c.report();
+    assert_eq!(r.stop_reason, Some(EarlyStop::LowAgreement));
+    assert!(r.decisions.iter().any(|d| d.why
+        == "auto: the leader holds 0.33 of 3 answers, below 0.51: more votes rarely change a scattered vote"));
+    // With waves of two the same rule waits for four answers.
+    let mut c = Controller::new(auto_plan_waves_of_two(16));
     c.start();
     let mut acts = Vec::new();
     for (i, a) in ["1", "2", "3", "4"].iter().enumerate() {
@@ -89,6 +125,7 @@ fn auto_doubles_the_thinking_of_a_wave_after_one_that_hit_its_budget() {
     p.think_budget = Some(100);
     p.auto = Some(crate::budget::AutoPolicy {
         max_thinking: Some(300),
+        wave: 2,
         // four scattered answers would end the request before the third wave
         hopeless_after: 16,
         ..Default::default()
@@ -114,4 +151,32 @@ fn auto_doubles_the_thinking_of_a_wave_after_one_that_hit_its_budget() {
         .decisions
         .iter()
         .any(|d| d.what == "thinking budget 200 -> 300"));
+}
+
+#[test]
+fn auto_breaks_a_split_vote_towards_the_more_confident_sample() {
+    let mut c = Controller::new(auto_plan(8));
+    c.start();
+    // weights exp(-0.5) = 0.607, exp(-0.01) = 0.990, exp(-0.5) = 0.607
+    tokens(&mut c, 0, 4, -0.5);
+    tokens(&mut c, 1, 4, -0.01);
+    assert_eq!(c.on_finished(0, "7", 0), vec![]);
+    assert_eq!(c.on_finished(1, "8", 0), vec![launch(2, 1)]);
+    tokens(&mut c, 2, 4, -0.5);
+    // 1-1-1: "8" leads on weight with 0.990 / 2.204 = 0.45 < 0.51: scattered, "8" answers.
+    assert_eq!(c.on_finished(2, "9", 0), vec![Action::Finish]);
+    let r = c.report();
+    assert_eq!(r.answer.as_deref(), Some("8"));
+    assert_eq!(r.stop_reason, Some(EarlyStop::LowAgreement));
+    // Plain majority gives the tie to the lowest sample index.
+    let mut p = auto_plan(8);
+    p.aggregation = Aggregation::Majority;
+    let mut c = Controller::new(p);
+    c.start();
+    tokens(&mut c, 0, 4, -0.5);
+    tokens(&mut c, 1, 4, -0.01);
+    c.on_finished(0, "7", 0);
+    c.on_finished(1, "8", 0);
+    assert_eq!(c.on_finished(2, "9", 0), vec![Action::Finish]);
+    assert_eq!(c.report().answer.as_deref(), Some("7"));
 }
