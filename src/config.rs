@@ -211,8 +211,8 @@ pub struct ServeConfig {
     pub load_kv_critical: f64,
 
     /// Where a later wave of an aggregated request waits: `certainty` (ahead of new
-    /// requests, the most settled request first, behind a smaller new request such as a
-    /// plain 1-sample one, overtaken by at most 32 later arrivals) or `fcfs` (at the back of
+    /// requests, the most settled request first, behind a new request of no larger gang such
+    /// as a plain 1-sample one, overtaken by at most 32 later arrivals) or `fcfs` (at the back of
     /// the queue, like a new request).
     #[arg(
         long,

@@ -18,8 +18,8 @@ use super::{SchedConfig, SchedError, ScheduledSeq, SchedulerOutput, SeqGroupRequ
 use crate::kv::{KvCacheManager, KvConfig, KvError};
 
 /// With `wave_priority`: a continuation wave whose request is this many arrivals older than
-/// the newest waiting entry is no longer overtaken by smaller new requests, so a stream of
-/// plain requests cannot starve an in-flight aggregated request.
+/// the newest waiting entry is no longer overtaken by new requests of no larger gangs, so a
+/// stream of plain requests cannot starve an in-flight aggregated request.
 const OVERTAKE_LIMIT: u64 = 32;
 
 /// Where a sequence is in its life.
@@ -518,9 +518,10 @@ impl Scheduler {
     fn next_waiting(&self) -> Option<usize> {
         if self.cfg.wave_priority && !self.cfg.enable_priority {
             // Preempted first (pushed to the front). Then the best continuation wave by
-            // (rank, arrival), unless the first new request is a smaller gang (less work:
-            // a plain 1-sample request before a 2-sample wave) and the wave has not yet been
-            // overtaken by OVERTAKE_LIMIT later arrivals. New requests stay FCFS.
+            // (rank, arrival), unless the first new request is a gang no larger than the
+            // wave (no more work: a plain 1-sample request before a 1- or 2-sample wave)
+            // and the wave has not yet been overtaken by OVERTAKE_LIMIT later arrivals.
+            // New requests stay FCFS.
             let seq = |i: usize| &self.seqs[&self.waiting[i]];
             let all = 0..self.waiting.len();
             if let Some(i) = all.clone().find(|&i| seq(i).preempted) {
@@ -533,9 +534,9 @@ impl Scheduler {
                 return wave.or(new);
             };
             let newest = all.map(|i| seq(i).arrival).max().unwrap_or(0);
-            let smaller = seq(f).siblings.len() < seq(w).siblings.len();
+            let no_larger = seq(f).siblings.len() <= seq(w).siblings.len();
             let aged = newest.saturating_sub(seq(w).arrival) >= OVERTAKE_LIMIT;
-            return Some(if smaller && !aged { f } else { w });
+            return Some(if no_larger && !aged { f } else { w });
         }
         if !self.cfg.enable_priority {
             return (!self.waiting.is_empty()).then_some(0);

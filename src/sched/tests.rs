@@ -526,11 +526,12 @@ fn a_probe_is_the_first_victim_and_is_dropped_not_recomputed() {
 
 #[test]
 fn continuation_waves_wait_ahead_of_new_requests_by_rank() {
-    // One running request fills the 2 seq slots; three entries wait.
+    // One running request fills the 2 seq slots; three entries wait: a new 2-sample
+    // request (a larger gang than the waves, so it does not overtake them) and two waves.
     let mut s = sched(64, 4, 64, 2);
     s.add_group(req(1, prompt(4, 100), 2, 1)).unwrap();
     step(&mut s);
-    s.add_group(req(2, prompt(4, 200), 1, 2)).unwrap(); // new, arrived 2
+    s.add_group(req(2, prompt(4, 200), 2, 2)).unwrap(); // new, arrived 2
     let mut wave = |id: u64, arrival: u64, rank: u32| {
         let mut r = req(id, prompt(4, 300 + id as u32), 1, arrival);
         r.continuation = Some(rank);
@@ -564,14 +565,14 @@ fn continuation_waves_wait_ahead_of_new_requests_by_rank() {
     assert_eq!(o.seqs.last().map(|r| r.seq_id), Some(new));
 }
 
-/// Two seq slots held by a running 2-sample request; then a 2-sample continuation wave
-/// (arrived 0) and a plain 1-sample request (arrived `plain_arrival`) wait. Returns the
-/// scheduler and the two waiting seq ids (wave, plain).
-fn wave_and_plain(plain_arrival: u64) -> (Scheduler, SeqId, SeqId) {
+/// Two seq slots held by a running 2-sample request; then a `wave_n`-sample continuation
+/// wave (arrived 0) and a plain 1-sample request (arrived `plain_arrival`) wait. Returns
+/// the scheduler and the two waiting seq ids (wave, plain).
+fn wave_and_plain(wave_n: usize, plain_arrival: u64) -> (Scheduler, SeqId, SeqId) {
     let mut s = sched(256, 4, 64, 2);
     s.add_group(req(1, prompt(4, 100), 2, 1)).unwrap();
     step(&mut s);
-    let mut wave = req(2, prompt(4, 200), 2, 0);
+    let mut wave = req(2, prompt(4, 200), wave_n, 0);
     wave.continuation = Some(0);
     let wave_id = s.add_group(wave).unwrap()[0];
     let plain = s
@@ -581,20 +582,23 @@ fn wave_and_plain(plain_arrival: u64) -> (Scheduler, SeqId, SeqId) {
 }
 
 #[test]
-fn smallest_gang_first_and_no_entry_overtaken_more_than_the_limit() {
-    // One slot frees: the plain request goes first although it arrived later; the wave
-    // (2 slots) waits for both.
-    let (mut s, wave_id, plain) = wave_and_plain(5);
-    let running: Vec<SeqId> = s.running_seq_ids();
-    s.finish_seq(running[0]).unwrap();
-    let o = step(&mut s);
-    let ids: Vec<SeqId> = o.seqs.iter().map(|r| r.seq_id).collect();
-    assert!(ids.contains(&plain), "{:?}", rows(&o));
-    assert!(!ids.contains(&wave_id), "{:?}", rows(&o));
+fn no_larger_gang_first_and_no_entry_overtaken_more_than_the_limit() {
+    // One slot frees: the plain request goes first although it arrived later, against a
+    // 2-sample wave (which waits for both slots) and against a 1-sample one (equal gangs,
+    // but the wave's request may need more waves).
+    for wave_n in [2, 1] {
+        let (mut s, wave_id, plain) = wave_and_plain(wave_n, 5);
+        let running: Vec<SeqId> = s.running_seq_ids();
+        s.finish_seq(running[0]).unwrap();
+        let o = step(&mut s);
+        let ids: Vec<SeqId> = o.seqs.iter().map(|r| r.seq_id).collect();
+        assert!(ids.contains(&plain), "{wave_n}: {:?}", rows(&o));
+        assert!(!ids.contains(&wave_id), "{wave_n}: {:?}", rows(&o));
+    }
 
     // Overtaking is bounded: with an entry 32 arrivals newer than the wave in the queue,
     // the wave goes ahead of the smaller new request (and takes both free slots).
-    let (mut s, wave_id, plain) = wave_and_plain(32);
+    let (mut s, wave_id, plain) = wave_and_plain(2, 32);
     for seq in s.running_seq_ids() {
         s.finish_seq(seq).unwrap();
     }
