@@ -55,6 +55,8 @@ def policy_table() -> list[Policy]:
         Policy("greedy-small", "greedy", "greedy-small", 1, "1 sample, temperature 0"),
         Policy("greedy-large", "greedy", "greedy-large", 1,
                "1 sample, temperature 0, the large model"),
+        Policy("auto-large", "auto", "auto-large", None,
+               'strategy "auto", n 16, seed 0, the large model'),
     ]
     table += [Policy(f"pass@{n}", "pass", "sc16", n,
                      f"first {n} samples: correct when any of them is") for n in FIXED_N]

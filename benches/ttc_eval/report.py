@@ -62,7 +62,10 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def _params(doc: dict, policy: dict) -> int | None:
     """Parameters of the model that ran `policy` (tied embeddings counted once)."""
-    role = "large" if policy["policy"] == "greedy-large" else "small"
+    run_name = next((p["run"] for p in doc.get("policies", []) if p["name"] == policy["policy"]),
+                    None)
+    run = next((r for r in doc.get("runs", []) if r["name"] == run_name), None)
+    role = run["model"] if run else "small"
     info = doc["meta"].get("models", {}).get(role)
     return info.get("parameters_tied") if info else None
 

@@ -12,10 +12,11 @@ One run serves many policies (policies.py derives them offline):
                   run tests that claim on a few problems.
   cdx8            the fixed-8 shape with certaindex early exit; its sample 0 is the 1-sample
                   certaindex policy (checked by `check` too).
-  auto-s0/-s1     strategy "auto" (the server decides), two request seeds, with the
+  auto-s0..-s2    strategy "auto" (the server decides), three request seeds, with the
                   policy's parameters spelled out (AUTO: the server's defaults, so that the
                   results JSON records what ran). A server that does not know "auto"
                   answers 400: the run is skipped with that message.
+  auto-large      the same on the large model, seed 0 (a confirmation run).
   greedy          1 sample at temperature 0, on the small model (the baseline) and on the
                   large one (run `greedy-large`, its own server).
   check           real fixed-N requests (N = 1, 4, 8, plain majority, no scorer) and a real
@@ -91,6 +92,10 @@ def all_runs(certaindex: dict | None = None) -> list[Run]:
               SAMPLING, seed_index=k, optional=True) for k in AUTO_SEEDS),
         Run("greedy-small", "small", _sc(1), GREEDY),
         Run("greedy-large", "large", _sc(1), GREEDY),
+        # the confirmation run on the large model (seed 0, the server's `auto` defaults)
+        Run("auto-large", "large", {"strategy": "auto", "n": 16, "auto": AUTO,
+                                    "aggregation": AUTO_AGGREGATION, **COMMON_TTC},
+            SAMPLING, seed_index=0, optional=True),
     ]
 
 
@@ -108,9 +113,10 @@ GROUPS = {
     "auto": tuple(f"auto-s{k}" for k in AUTO_SEEDS),
     "greedy": ("greedy-small",),
     "large": ("greedy-large",),
+    "auto-large": ("auto-large",),
     "check": tuple(r.name for r in check_runs()),
 }
-DEFAULT_GROUPS = ("main", "certaindex", "auto", "greedy", "large", "check")
+DEFAULT_GROUPS = ("main", "certaindex", "auto", "greedy", "large", "auto-large", "check")
 
 
 def select(groups: str | None, certaindex: dict | None = None) -> list[Run]:

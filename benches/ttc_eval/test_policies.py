@@ -37,7 +37,7 @@ def row(run, problem, samples, expected=12, answer=None, level=2, error=None, to
 def test_run_table_and_request_body():
     names = [r.name for r in rn.all_runs()]
     assert names == ["sc16", "cdx8", "auto-s0", "auto-s1", "auto-s2", "greedy-small",
-                     "greedy-large"]
+                     "greedy-large", "auto-large"]
     runs = {r.name: r for r in rn.all_runs() + rn.check_runs()}
     assert runs["sc16"].ttc == {"strategy": "self_consistency", "n": 16, "min_samples": 16,
                                 "aggregation": "majority", "scorer": "self_verify",
@@ -80,7 +80,7 @@ def test_select_groups():
     assert [r.name for r in rn.select("main")] == ["sc16"]
     assert [r.name for r in rn.select("large,main")] == ["sc16", "greedy-large"]
     everything = [r.name for r in rn.select(None)]
-    assert everything[-1] == "greedy-large" and len(everything) == 11
+    assert everything[-1] == "auto-large" and len(everything) == 12
     with pytest.raises(ValueError, match="unknown run groups"):
         rn.select("main,nope")
 

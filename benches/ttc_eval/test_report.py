@@ -282,3 +282,12 @@ def test_retry_after_parsing():
     assert client.retry_after_s("2") == 2.0
     assert client.retry_after_s("999") == 30.0
     assert client.retry_after_s("soon") == 1.0
+
+
+def test_compute_uses_the_parameters_of_the_model_that_ran_the_policy():
+    doc = {"meta": {"models": {"small": {"parameters_tied": 5}, "large": {"parameters_tied": 15}}},
+           "policies": [{"name": "auto-large", "run": "auto-large"},
+                        {"name": "majority-8", "run": "sc16"}],
+           "runs": [{"name": "auto-large", "model": "large"}, {"name": "sc16", "model": "small"}]}
+    assert report._params(doc, {"policy": "auto-large"}) == 15
+    assert report._params(doc, {"policy": "majority-8"}) == 5
