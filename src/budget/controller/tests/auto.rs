@@ -48,29 +48,24 @@ fn auto_stops_an_easy_request_after_two_agreeing_samples() {
 }
 
 #[test]
-fn auto_adds_one_sample_at_a_time_while_the_vote_is_contested() {
-    let mut c = Controller::new(auto_plan(8));
-    c.start();
-    assert_eq!(c.on_finished(0, "7", 0), vec![]);
-    assert_eq!(c.on_finished(1, "8", 0), vec![launch(2, 1)]);
-    // 2 to 1: P = 0.6875, not yet; the leader holds 2/3 >= 0.51: not scattered.
-    assert_eq!(c.on_finished(2, "7", 0), vec![launch(3, 1)]);
-    // 3 to 1: P = 0.8125 >= 0.8: the request ends.
-    assert_eq!(c.on_finished(3, "7", 0), vec![Action::Finish]);
-    let r = c.report();
-    assert_eq!((r.launched(), r.answer.as_deref()), (4, Some("7")));
-    assert_eq!(r.stop_reason, Some(EarlyStop::Confident));
-}
-
-#[test]
-fn auto_runs_waves_of_two_when_asked() {
-    let mut c = Controller::new(auto_plan_waves_of_two(8));
-    c.start();
-    assert_eq!(c.on_finished(0, "7", 0), vec![]);
-    assert_eq!(c.on_finished(1, "8", 0), vec![launch(2, 2)]);
-    assert_eq!(c.on_finished(2, "7", 0), vec![]);
-    assert_eq!(c.on_finished(3, "7", 0), vec![Action::Finish]);
-    assert_eq!(c.report().launched(), 4);
+fn auto_adds_samples_while_the_vote_is_contested() {
+    // The default adds one sample at a time; with waves of two samples 2 and 3 run together.
+    for (p, wave, after_third) in [
+        (auto_plan(8), 1, vec![launch(3, 1)]),
+        (auto_plan_waves_of_two(8), 2, vec![]),
+    ] {
+        let mut c = Controller::new(p);
+        c.start();
+        assert_eq!(c.on_finished(0, "7", 0), vec![]);
+        assert_eq!(c.on_finished(1, "8", 0), vec![launch(2, wave)]);
+        // 2 to 1: P = 0.6875, not yet; the leader holds 2/3 >= 0.51: not scattered.
+        assert_eq!(c.on_finished(2, "7", 0), after_third);
+        // 3 to 1: P = 0.8125 >= 0.8: the request ends.
+        assert_eq!(c.on_finished(3, "7", 0), vec![Action::Finish]);
+        let r = c.report();
+        assert_eq!((r.launched(), r.answer.as_deref()), (4, Some("7")));
+        assert_eq!(r.stop_reason, Some(EarlyStop::Confident));
+    }
 }
 
 #[test]
