@@ -43,9 +43,10 @@ impl Strategy {
 /// 0.51 of the weight (1-1-1, and 2-1-1 or 2-2 between about equally confident samples) end it
 /// as scattered. Easy problems take 2 samples, contested ones 3-5. The defaults were chosen
 /// by replaying the 16-sample run of the ttc eval (Qwen2.5-Coder-0.5B;
-/// `benches/ttc_eval/replay.py`, `docs/ttc-eval.md`): accuracy is flat across the settings that spend 35-50% of majority-8's tokens, so the cheapest of them
-/// within a point of majority-8 was taken; on that model votes past a scattered first three
-/// rarely change the answer.
+/// `benches/ttc_eval/replay.py`, `docs/ttc-eval.md`): accuracy is flat across the settings
+/// that spend 35-50% of majority-8's tokens, so the cheapest of them within a point of
+/// majority-8 was taken; on that model votes past a scattered first three rarely change the
+/// answer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AutoPolicy {
     pub first: usize,
