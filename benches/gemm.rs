@@ -4,13 +4,15 @@
 //! bytes per second (what bounds M = 1) and the multiply-accumulates per second (what bounds
 //! large M). The kernel is the best this CPU has; `PONDER_CPU_ISA=avx512` (no AMX) or `avx2`
 //! select lower ones, to compare them in one session; `GEMM_ROWS=1,32` runs only those M and
-//! `GEMM_REPS=100` repeats each pass that often (for profiling).
+//! `GEMM_REPS=100` repeats each pass that often (for profiling), `GEMM_ACT_BITS=8` quantizes
+//! the activations to 8 bits (`--activation-bits`; default 12).
 //!
 //! Run: `cargo bench --bench gemm` (needs `scripts/fetch-model`).
 
 use std::time::Instant;
 
-use ponder::backend::cpu::matmul::linear;
+use ponder::backend::cpu::matmul::linear_with;
+use ponder::backend::cpu::matmul::q8::ActBits;
 use ponder::backend::tensor::QMatrix;
 use ponder::model::{load_model, loader::default_model_path};
 
@@ -30,8 +32,11 @@ fn main() {
     mats.extend(&w.lm_head.parts);
     let bytes: usize = mats.iter().map(|q| q.size_bytes()).sum();
     let macs_per_row: usize = mats.iter().map(|q| q.rows * q.cols).sum();
+    let bits = std::env::var("GEMM_ACT_BITS")
+        .map(|v| ActBits::parse(&v).expect("GEMM_ACT_BITS"))
+        .unwrap_or_default();
     println!(
-        "isa override: {} | rayon threads: {} | weights per pass: {:.1} MB",
+        "isa override: {} | activation bits: {bits} | rayon threads: {} | weights per pass: {:.1} MB",
         std::env::var("PONDER_CPU_ISA").unwrap_or_else(|_| "none".into()),
         rayon::current_num_threads(),
         bytes as f64 / 1e6
@@ -59,7 +64,7 @@ fn main() {
         let mut pass = || {
             rayon::scope(|_| {
                 for ((q, x), y) in mats.iter().zip(&xs).zip(ys.iter_mut()) {
-                    linear(x, q, None, y);
+                    linear_with(x, q, None, y, bits);
                 }
             })
         };

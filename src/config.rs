@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::backend::KvDtype;
 use crate::budget::{BudgetConfig, LoadRule};
-use crate::engine::EngineConfig;
+use crate::engine::{ActBits, EngineConfig};
 use crate::reasoning::ReasoningParser;
 use crate::sched::SchedConfig;
 use crate::validate::HttpLimits;
@@ -143,6 +143,13 @@ pub struct ServeConfig {
     /// Memory for the KV cache (e.g. 512MiB, 4GiB); the block count is derived from it.
     #[arg(long, env = "PONDER_KV_CACHE_MEMORY", default_value = "512MiB")]
     pub kv_cache_memory: ByteSize,
+
+    /// Bits of the integer activations in the CPU GEMM: 12 (the default; greedy outputs
+    /// match an f64 reference on the golden prompts) or 8 (llama.cpp's precision class: half
+    /// the multiply work, prefill ~1.4x faster, logits further from the reference; on
+    /// SmolLM2-135M it changes greedy answers). CPU backend only.
+    #[arg(long, env = "PONDER_ACTIVATION_BITS", default_value = "12", value_parser = ActBits::parse)]
+    pub activation_bits: ActBits,
 
     /// Element type of the CPU KV cache: f16 (half the memory and the bytes attention
     /// reads) or f32 (K/V kept exactly as computed). The CUDA cache is always bf16.
@@ -508,6 +515,7 @@ impl ServeConfig {
             enable_prefix_caching: true,
             probe_texts,
             max_step_ms: self.max_step_ms,
+            activation_bits: self.activation_bits,
         })
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::backend::cpu::attention::CpuKvCache;
 use crate::engine::core::Submission;
-use crate::engine::{cpu_core, EngineConfig, EngineEvent, GenerateRequest, RequestStream};
+use crate::engine::{cpu_core, ActBits, EngineConfig, EngineEvent, GenerateRequest, RequestStream};
 use crate::model::LoadedModel;
 use crate::sample::{FinishReason, SamplingParams};
 
@@ -32,6 +32,16 @@ pub fn generate(
     prompt: &[u32],
     params: &SamplingParams,
 ) -> Result<Generation, String> {
+    generate_with(m, prompt, params, ActBits::default())
+}
+
+/// [`generate`] with the CPU GEMM's activation precision `bits` (`--activation-bits`).
+pub fn generate_with(
+    m: &Arc<LoadedModel>,
+    prompt: &[u32],
+    params: &SamplingParams,
+    bits: ActBits,
+) -> Result<Generation, String> {
     let max_tokens = params.max_tokens as usize;
     if prompt.is_empty() {
         return Err("the prompt is empty".into());
@@ -53,6 +63,7 @@ pub fn generate(
         block_size: BLOCK,
         kv_cache_bytes: blocks * per_block,
         kv_cache_dtype: dtype,
+        activation_bits: bits,
         ..EngineConfig::default()
     };
     let mut core = cpu_core(m.clone(), &cfg)?;

@@ -31,6 +31,7 @@ fn core(m: &Arc<LoadedModel>, kv_blocks: usize) -> EngineCore {
         enable_prefix_caching: true,
         probe_texts: None,
         max_step_ms: 0,
+        activation_bits: Default::default(),
     };
     cpu_core(m.clone(), &cfg).unwrap()
 }
@@ -222,4 +223,33 @@ fn concurrent_forward_passes_finish_with_their_solo_logits() {
             );
         }
     }
+}
+
+/// `--activation-bits` reaches the GEMM: with 8-bit activations this model's greedy answer
+/// to the golden "capital of France" chat prompt differs from the 12-bit one (which is the
+/// f64 reference's, tests/golden.rs), while the 12-bit engine reproduces it.
+#[test]
+fn activation_bits_reach_the_gemm() {
+    use ponder::engine::ActBits;
+    let m = model();
+    let path = format!("{}/tests/golden/greedy.json", env!("CARGO_MANIFEST_DIR"));
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let case = &cases[0];
+    assert_eq!(case["name"], "chat_capital_france");
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let (prompt, want) = (
+        ids(&case["prompt_token_ids"]),
+        ids(&case["generated_token_ids"]),
+    );
+    let params = greedy(want.len() as u32);
+    let run = |bits| ponder::generate::generate_with(&m, &prompt, &params, bits).unwrap();
+    assert_eq!(run(ActBits::Twelve).token_ids, want);
+    assert_ne!(run(ActBits::Eight).token_ids[0], want[0]);
 }

@@ -135,3 +135,25 @@ fn flags_parse_and_validate_with_messages() {
         .unwrap_or_default();
     assert!(e.contains("invalid size `lots`"), "{e}");
 }
+
+#[test]
+fn activation_bits_flag() {
+    assert_eq!(
+        parse(&[]).engine_config().unwrap().activation_bits,
+        ActBits::Twelve
+    );
+    let c = parse(&["--activation-bits", "8"]);
+    assert_eq!(c.engine_config().unwrap().activation_bits, ActBits::Eight);
+    assert_eq!(
+        parse(&["--activation-bits", "12"]).activation_bits,
+        ActBits::Twelve
+    );
+    let e = Cli::try_parse_from(["ponder", "--activation-bits", "4"])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("unsupported activation bits `4` (supported: 8, 12)"),
+        "{e}"
+    );
+}

@@ -25,6 +25,7 @@ pub use types::{
 };
 
 use crate::backend::cpu::attention::CpuKvCache;
+pub use crate::backend::cpu::matmul::q8::ActBits;
 use crate::backend::KvDtype;
 use crate::kv::KvConfig;
 use crate::model::LoadedModel;
@@ -45,6 +46,8 @@ pub struct EngineConfig {
     /// Step-time target in ms for steps that prefill prompts while others decode
     /// (`--max-step-ms`, `step_time.rs`); 0: off.
     pub max_step_ms: u32,
+    /// Activation precision of the CPU integer GEMM (`--activation-bits`).
+    pub activation_bits: ActBits,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +60,7 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             probe_texts: None,
             max_step_ms: 0,
+            activation_bits: ActBits::default(),
         }
     }
 }
@@ -75,7 +79,7 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
     use crate::backend::cpu::backend::CpuBackend;
     use crate::backend::seam::{Ops, Pack};
     let c = &model.model.cfg;
-    let backend = CpuBackend::new();
+    let backend = CpuBackend::with_activation_bits(cfg.activation_bits);
     backend
         .check(&crate::model::Model::<CpuBackend>::needs(
             c,
@@ -148,6 +152,13 @@ pub fn cuda_core(
     use crate::backend::cuda::device::GpuDevice;
     use crate::backend::cuda::kv::GpuKvCache;
     use crate::backend::seam::Ops;
+    if cfg.activation_bits != ActBits::default() {
+        return Err(format!(
+            "--activation-bits {} applies to the CPU backend only (the CUDA backend multiplies \
+             bf16 activations); use --device cpu or leave it at 12",
+            cfg.activation_bits
+        ));
+    }
     let dev = Arc::new(GpuDevice::new(ordinal).map_err(|e| e.to_string())?);
     let backend = CudaBackend::new(dev.clone());
     let packed = Arc::new(

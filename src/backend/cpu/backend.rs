@@ -3,13 +3,17 @@
 //! blocks), activations as `Vec<f32>`, the f16/f32 paged cache, and a step run on the rayon
 //! pool with its workers kept polling (`pool.rs`).
 //!
+//! Configuration: the integer GEMM's activation precision (`--activation-bits`,
+//! `matmul::q8::ActBits`), the same for every linear layer of the instance.
+//!
 //! Per-step state: the RoPE table of the batch's positions (`[T, head_dim / 2]` cos/sin
 //! pairs, computed at layer 0 and shared by every layer: 8 bytes x T x head_dim / 2).
 
 use std::sync::Arc;
 
 use super::attention::{paged_attention, AttnSeq, CpuKvCache};
-use super::matmul::{linear, linear_parts};
+use super::matmul::q8::ActBits;
+use super::matmul::{linear_parts, linear_with};
 use super::ops::{add_in_place, add_rmsnorm, embedding, rmsnorm, silu_mul, split_qkv_rope, Rope};
 use super::pool;
 use crate::backend::seam::{AttnOp, Backend, Ops, Pack};
@@ -55,11 +59,21 @@ pub struct CpuBackend {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    /// Activation precision of the integer GEMM.
+    act: ActBits,
 }
 
 impl CpuBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A backend whose integer GEMM quantizes activations to `act`.
+    pub fn with_activation_bits(act: ActBits) -> Self {
+        CpuBackend {
+            act,
+            ..Self::default()
+        }
     }
 }
 
@@ -181,7 +195,7 @@ impl Ops for CpuBackend {
     fn linear(&mut self, x: &Vec<f32>, w: &CpuLinear, y: &mut Vec<f32>) {
         let t = x.len() / w.cols();
         y.resize(t * w.rows(), 0.0); // [T, out], every value written
-        linear_parts(x, &w.parts, w.bias.as_deref(), y);
+        linear_parts(x, &w.parts, w.bias.as_deref(), y, self.act);
     }
 
     fn attention(
@@ -259,9 +273,9 @@ impl Ops for CpuBackend {
         rmsnorm(&last, norm, eps, &mut normed);
         logits.resize(r * head.rows(), 0.0); // [R, vocab], every value written below
         if let [w] = &head.parts[..] {
-            linear(&normed, w, None, logits);
+            linear_with(&normed, w, None, logits, self.act);
         } else {
-            linear_parts(&normed, &head.parts, None, logits);
+            linear_parts(&normed, &head.parts, None, logits, self.act);
         }
     }
 }

@@ -29,6 +29,7 @@ use rayon::prelude::*;
 use crate::backend::dtype::GgmlType;
 use crate::backend::packed;
 use crate::backend::tensor::{Layout, QMatrix};
+use q8::ActBits;
 
 /// Activation rows handled per pass over a weight row; 8 accumulators + 4 decoded vectors fit
 /// in the 16 ymm registers.
@@ -47,10 +48,16 @@ unsafe impl Sync for OutPtr {}
 ///
 /// Shapes: `x` is `[m, k]`, part `p` is `[n_p, k]`, `y` is `[m, sum n_p]`, `bias` is
 /// `[sum n_p]`. Integer-path parts write their columns of `y` in place; float parts go
-/// through a `[m, n_p]` buffer.
-pub fn linear_parts(x: &[f32], parts: &[QMatrix], bias: Option<&[f32]>, y: &mut [f32]) {
+/// through a `[m, n_p]` buffer. `bits`: the integer path's activation precision.
+pub fn linear_parts(
+    x: &[f32],
+    parts: &[QMatrix],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    bits: ActBits,
+) {
     if let [w] = parts {
-        return linear(x, w, bias, y);
+        return linear_with(x, w, bias, y, bits);
     }
     let n: usize = parts.iter().map(|p| p.rows).sum();
     let m = y.len() / n.max(1);
@@ -62,10 +69,10 @@ pub fn linear_parts(x: &[f32], parts: &[QMatrix], bias: Option<&[f32]>, y: &mut 
             let out = OutPtr(y.as_mut_ptr());
             // SAFETY: the columns col..col + w.rows of every row of y ([m, n]) are this
             // part's alone.
-            unsafe { linear_int(x, w, b, out, n, col) };
+            unsafe { linear_int(x, w, b, out, n, col, bits) };
         } else {
             let mut part = vec![0f32; m * w.rows]; // [m, n_p]
-            linear(x, w, b, &mut part);
+            linear_with(x, w, b, &mut part, bits);
             for (row, p) in y.chunks_exact_mut(n).zip(part.chunks_exact(w.rows)) {
                 row[col..col + w.rows].copy_from_slice(p);
             }
@@ -74,10 +81,15 @@ pub fn linear_parts(x: &[f32], parts: &[QMatrix], bias: Option<&[f32]>, y: &mut 
     }
 }
 
-/// `y[m, n] = sum_k x[m, k] * W[n, k] + bias[n]`.
+/// `y[m, n] = sum_k x[m, k] * W[n, k] + bias[n]` (12-bit activations on the integer path).
 ///
 /// Shapes: `x` is `[m, w.cols]`, `y` is `[m, w.rows]`, `bias` is `[w.rows]`.
 pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
+    linear_with(x, w, bias, y, ActBits::Twelve)
+}
+
+/// [`linear`] with the integer path's activation precision `bits`.
+pub fn linear_with(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32], bits: ActBits) {
     let (n, k) = (w.rows, w.cols);
     assert_eq!(
         x.len() % k,
@@ -119,7 +131,7 @@ pub fn linear(x: &[f32], w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
             &packed_here
         };
         // SAFETY: y is [m, n] and all its columns are this call's.
-        return unsafe { linear_int(x, w, bias, out, n, 0) };
+        return unsafe { linear_int(x, w, bias, out, n, 0, bits) };
     }
     let chunk = n.div_ceil(tasks);
     let run = |c: usize| {
@@ -148,6 +160,7 @@ unsafe fn linear_int(
     y: OutPtr,
     ld: usize,
     col: usize,
+    bits: ActBits,
 ) {
     let (n, k) = (w.rows, w.cols);
     let m = x.len() / k;
@@ -160,7 +173,7 @@ unsafe fn linear_int(
     let groups = packed::groups(n);
     let tasks = tasks.min(groups);
     with_scratch(|acts| {
-        q8::quantize(x, k, acts);
+        q8::quantize(x, k, acts, bits);
         let acts = &*acts;
         // Task c takes groups g0..g1, the counts differing by at most one, so the halves
         // rayon splits the tasks into carry equal work (36 groups as 5 x 7 + 1 gave one
@@ -366,7 +379,7 @@ mod tests {
                 let int_path = q8::supported(&w);
                 let mut acts = q8::QActs::default();
                 let xr = if int_path {
-                    q8::quantize(&x, k, &mut acts);
+                    q8::quantize(&x, k, &mut acts, q8::ActBits::Twelve);
                     acts.dequantize()
                 } else {
                     x.clone()
@@ -443,7 +456,7 @@ mod tests {
         linear(&x, &w, None, &mut y);
         let wf = w.to_f32();
         let mut acts = q8::QActs::default();
-        q8::quantize(&x, k, &mut acts);
+        q8::quantize(&x, k, &mut acts, q8::ActBits::Twelve);
         let xq = acts.dequantize();
         for (idx, got) in y.iter().enumerate() {
             let (i, j) = (idx / n, idx % n);

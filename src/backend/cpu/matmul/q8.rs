@@ -14,10 +14,19 @@
 //! **one** `tdpbsud` per block (B tile = 16c against hi, c against lo) with no recombination
 //! in the fold: the batched steps ran 1.08-1.10x faster than with 16 bits.
 //!
+//! `--activation-bits 8` ([`ActBits::Eight`]) rounds q to a multiple of 16 instead (an 8-bit
+//! integer per element, llama.cpp's precision class): the low plane is then all zeros, the
+//! VNNI and AVX2 kernels skip its products (half the `vpdpbusd`s: prefill ran 1.4x faster on
+//! Qwen2.5-0.5B) and every other step is unchanged, so the kernels still agree bitwise. It
+//! is a per-server choice, not the default: on SmolLM2 it flips greedy tokens on 5 of 6
+//! golden prompts; on Qwen2.5-0.5B all six hold, with first-step logits within 0.2 of the
+//! f64 reference instead of 0.013 (tests/golden_qwen.rs).
+//!
 //! Numerics (the definition; `portable_rows` is it, written plainly):
 //!
 //! ```text
 //!  activation block x[32]:  d = max|x| / 2032,  q = round_ties_even(x / d) in [-2032, 2032]
+//!                           (8-bit: q = 16 round_ties_even(x / d / 16) in [-2032, 2032])
 //!                           (0 where x / d is NaN), s = sum(q), ds = d * f32(s)
 //!  stored as two int8 planes: hi = (q + 8) >> 4 in [-127, 127], lo = q - 16 hi in [-8, 7]
 //!  weight block as  w = dw * c + mw  with integer c:
@@ -50,7 +59,43 @@ pub const LO_BITS: u32 = 4;
 /// Offset of a block's low bytes after its high bytes in [`QActs::planes`].
 pub const LO: usize = 32;
 
-/// Int16 activations of `m` rows of `k` values, as two int8 planes plus per-block scales.
+/// Precision of the activation integers (`--activation-bits`; the module header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActBits {
+    /// q in [-2032, 2032]: two planes, golden outputs of the f64 reference hold.
+    #[default]
+    Twelve,
+    /// q a multiple of 16 (one signed byte per element): the low plane is zero and skipped.
+    Eight,
+}
+
+impl ActBits {
+    /// `8` / `12` (the flag's values).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "12" => Ok(ActBits::Twelve),
+            "8" => Ok(ActBits::Eight),
+            other => Err(format!(
+                "unsupported activation bits `{other}` (supported: 8, 12)"
+            )),
+        }
+    }
+
+    pub fn bits(self) -> u32 {
+        match self {
+            ActBits::Twelve => 12,
+            ActBits::Eight => 8,
+        }
+    }
+}
+
+impl std::fmt::Display for ActBits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.bits())
+    }
+}
+
+/// Quantized activations of `m` rows of `k` values: two int8 planes plus per-block scales.
 #[derive(Debug, Default)]
 pub struct QActs {
     pub m: usize,
@@ -70,6 +115,8 @@ pub struct QActs {
     /// s0 = sum of q over the block's first 16 elements (the formats with 16-element
     /// sub-blocks need both halves' sums), same layout.
     pub s0: Vec<i32>,
+    /// The precision `planes` hold; with [`ActBits::Eight`] every low byte is 0.
+    pub bits: ActBits,
 }
 
 impl QActs {
@@ -122,8 +169,9 @@ pub fn supported(w: &QMatrix) -> bool {
     packed::form(w.ty).is_some()
 }
 
-/// Quantizes `x` (`[m, k]`, k % 32 == 0) into `out`, reusing its buffers.
-pub fn quantize(x: &[f32], k: usize, out: &mut QActs) {
+/// Quantizes `x` (`[m, k]`, k % 32 == 0) into `out` with precision `bits`, reusing its
+/// buffers.
+pub fn quantize(x: &[f32], k: usize, out: &mut QActs, bits: ActBits) {
     assert!(
         k.is_multiple_of(32),
         "quantize: k={k} is not a multiple of 32"
@@ -132,6 +180,7 @@ pub fn quantize(x: &[f32], k: usize, out: &mut QActs) {
     let nb = k / 32;
     out.m = m;
     out.k = k;
+    out.bits = bits;
     // Every real row's bytes are written below; the padding rows of the last tile keep
     // whatever they held (the AMX kernel computes them and never stores them), which saves
     // clearing 2 bytes per activation per call (4.4 MiB for a 1,440-token prefill at k = 1536).
@@ -161,6 +210,7 @@ pub fn quantize(x: &[f32], k: usize, out: &mut QActs) {
             ds,
             s,
             s0,
+            bits,
         });
     // Parallel from 2 tiles: the GEMM's parallel region follows at once, so the worker
     // woken here stays awake for it.
@@ -183,6 +233,7 @@ struct TileOut<'a> {
     ds: &'a mut [f32],
     s: &'a mut [i32],
     s0: &'a mut [i32],
+    bits: ActBits,
 }
 
 impl TileOut<'_> {
@@ -197,13 +248,21 @@ impl TileOut<'_> {
             // SAFETY: AVX-512 present (checked); x is t <= 16 rows of k, the planes have
             // nb * 1024 bytes and the scales nb * 16 entries (split so by `quantize`).
             unsafe {
-                vnni::quantize_tile(self.x, t, k, self.planes, self.d, self.ds, self.s, self.s0)
+                vnni::quantize_tile(
+                    self.x,
+                    t,
+                    k,
+                    self.planes,
+                    [self.d, self.ds],
+                    [self.s, self.s0],
+                    self.bits,
+                )
             };
             return;
         }
         let mut buf = RowBuf::new(k);
         for (r, x) in self.x.chunks_exact(k).enumerate() {
-            quantize_row_best(x, buf.out());
+            quantize_row_best(x, buf.out(), self.bits);
             let RowBuf {
                 hi,
                 lo,
@@ -224,21 +283,21 @@ impl TileOut<'_> {
 }
 
 /// One row with the fastest quantizer this CPU has (all give the same values).
-fn quantize_row_best(x: &[f32], row: RowOut<'_>) {
+fn quantize_row_best(x: &[f32], row: RowOut<'_>, bits: ActBits) {
     #[cfg(target_arch = "x86_64")]
     if vnni::available() {
         // SAFETY: AVX-512F/BW present (checked); RowOut's planes have x.len() bytes and its
         // scale slices x.len() / 32 entries (a `RowBuf::new(x.len())`).
-        unsafe { vnni::quantize_row(x, row) };
+        unsafe { vnni::quantize_row(x, row, bits) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: AVX2 present (checked); sizes as above.
-        unsafe { avx2::quantize_row(x, row) };
+        unsafe { avx2::quantize_row(x, row, bits) };
         return;
     }
-    quantize_row(x, row);
+    quantize_row(x, row, bits);
 }
 
 /// One row's quantized values in row order (`hi`/`lo`: k bytes, scales: k / 32 entries),
@@ -296,7 +355,7 @@ pub fn split(q: i32) -> (i8, i8) {
 }
 
 /// Scalar quantization of one row (the definition; the SIMD versions match it exactly).
-pub fn quantize_row(x: &[f32], r: RowOut<'_>) {
+pub fn quantize_row(x: &[f32], r: RowOut<'_>, bits: ActBits) {
     for (b, xb) in x.chunks_exact(32).enumerate() {
         let amax = xb.iter().fold(0f32, |acc, v| acc.max(v.abs()));
         let d = amax / QMAX as f32;
@@ -306,6 +365,10 @@ pub fn quantize_row(x: &[f32], r: RowOut<'_>) {
             let p = v * id;
             let q = if p.is_nan() {
                 0
+            } else if bits == ActBits::Eight {
+                // p / 16 is exact (a power of two), so this is round(x / (16 d)).
+                let q8 = (p * 0.0625).round_ties_even().clamp(-127.0, 127.0) as i32;
+                q8 << LO_BITS
             } else {
                 p.round_ties_even().clamp(-QMAX as f32, QMAX as f32) as i32
             };

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use super::def::Fold;
 use super::vnni::{dispatch, Fmt, Q2k, Q3k, Q4k, Q5k, Q6k, Q40, Q41, Q50, Q51, Q80};
-use super::{Out, QActs, RowOut, QMAX};
+use super::{ActBits, Out, QActs, RowOut, QMAX};
 use crate::backend::dtype::GgmlType;
 use crate::backend::packed::{qoff, rec, GroupLayout, GROUP};
 use crate::backend::tensor::QMatrix;
@@ -201,9 +201,10 @@ unsafe fn scales<F: Fmt>(r: *const u8, j: usize, h: usize) -> Scales8 {
 
 /// Both column halves of a group against `T` rows from `i`: all blocks folded (`acc[t][h]`
 /// holds columns `8h..8h+8` of row `i + t`). Each block's two halves are done back to back,
-/// so its cache lines are used whole while they are loaded.
+/// so its cache lines are used whole while they are loaded. `LOW = false` (8-bit
+/// activations, whose low plane is all zeros) skips the low plane's products.
 #[inline(always)]
-unsafe fn tile<F: Fmt, const T: usize>(
+unsafe fn tile<F: Fmt, const T: usize, const LOW: bool>(
     gw: *const u8,
     gl: &GroupLayout,
     acts: &QActs,
@@ -240,15 +241,15 @@ unsafe fn tile<F: Fmt, const T: usize>(
                     let w = (&wa, &wb, widen);
                     let s = match F::SPEC.fold {
                         Fold::Plain => {
-                            let s = half_dot::<F>(w, xh, xl, 0..8);
+                            let s = half_dot::<F, LOW>(w, xh, xl, 0..8);
                             let voff = if F::BITS == 8 { 128 } else { F::SPEC.off };
                             [sub_set1(s, voff * a_s), _mm256_setzero_si256()]
                         }
                         Fold::Halves => {
                             let off = F::SPEC.off;
                             [
-                                sub_set1(half_dot::<F>(w, xh, xl, 0..4), off * a_s0),
-                                sub_set1(half_dot::<F>(w, xh, xl, 4..8), off * (a_s - a_s0)),
+                                sub_set1(half_dot::<F, LOW>(w, xh, xl, 0..4), off * a_s0),
+                                sub_set1(half_dot::<F, LOW>(w, xh, xl, 4..8), off * (a_s - a_s0)),
                             ]
                         }
                     };
@@ -287,9 +288,10 @@ unsafe fn plane_dot<F: Fmt>(
     }
 }
 
-/// Both activation planes (high x 16 + low) against the block's quads `js`.
+/// Both activation planes (high x 16 + low; the high plane alone when not `LOW`) against
+/// the block's quads `js`.
 #[inline(always)]
-unsafe fn half_dot<F: Fmt>(
+unsafe fn half_dot<F: Fmt, const LOW: bool>(
     w: (&Quads, &Quads, usize),
     xh: *const i8,
     xl: *const i8,
@@ -297,8 +299,12 @@ unsafe fn half_dot<F: Fmt>(
 ) -> __m256i {
     // SAFETY: forwarded contract.
     unsafe {
-        let h = plane_dot::<F>(w, xh, js.clone());
-        _mm256_add_epi32(_mm256_slli_epi32(h, 4), plane_dot::<F>(w, xl, js))
+        let h = _mm256_slli_epi32(plane_dot::<F>(w, xh, js.clone()), 4);
+        if LOW {
+            _mm256_add_epi32(h, plane_dot::<F>(w, xl, js))
+        } else {
+            h
+        }
     }
 }
 
@@ -371,13 +377,19 @@ unsafe fn rows_impl<F: Fmt>(
                     _mm256_storeu_ps(out[r].as_mut_ptr(), a[0]);
                     _mm256_storeu_ps(out[r].as_mut_ptr().add(8), a[1]);
                 };
-                if t == 2 {
-                    let [a0, a1] = tile::<F, 2>(gw, &gl, acts, i);
-                    put(0, a0);
-                    put(1, a1);
-                } else {
-                    let [a0] = tile::<F, 1>(gw, &gl, acts, i);
-                    put(0, a0);
+                match (t, acts.bits) {
+                    (2, ActBits::Twelve) => {
+                        let [a0, a1] = tile::<F, 2, true>(gw, &gl, acts, i);
+                        put(0, a0);
+                        put(1, a1);
+                    }
+                    (2, ActBits::Eight) => {
+                        let [a0, a1] = tile::<F, 2, false>(gw, &gl, acts, i);
+                        put(0, a0);
+                        put(1, a1);
+                    }
+                    (_, ActBits::Twelve) => put(0, tile::<F, 1, true>(gw, &gl, acts, i)[0]),
+                    (_, ActBits::Eight) => put(0, tile::<F, 1, false>(gw, &gl, acts, i)[0]),
                 }
             }
             for (r, o) in out.iter().enumerate().take(t) {
@@ -394,9 +406,15 @@ unsafe fn rows_impl<F: Fmt>(
 /// # Safety
 /// [`available`] is true; the planes have `x.len()` bytes, the scale slices `x.len() / 32`.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
+pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>, bits: ActBits) {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let (qmax, qmin) = (_mm256_set1_epi32(QMAX), _mm256_set1_epi32(-QMAX));
+    // 8-bit: p / 16 rounded and clamped to a signed byte, then times 16.
+    let (scale, lim) = match bits {
+        ActBits::Twelve => (1.0, QMAX),
+        ActBits::Eight => (0.0625, 127),
+    };
+    let shift = if bits == ActBits::Eight { 4 } else { 0 };
+    let (qmax, qmin) = (_mm256_set1_epi32(lim), _mm256_set1_epi32(-lim));
     let c128 = _mm256_set1_epi32(8);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for b in 0..x.len() / 32 {
@@ -416,8 +434,10 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
             let q = crate::unrolled!(|j| {
                 let p = _mm256_mul_ps(v[j], id);
                 let ordered = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(p, p));
+                let p = _mm256_mul_ps(p, _mm256_set1_ps(scale));
                 let q = _mm256_and_si256(_mm256_cvtps_epi32(p), ordered);
-                _mm256_min_epi32(_mm256_max_epi32(q, qmin), qmax)
+                let q = _mm256_min_epi32(_mm256_max_epi32(q, qmin), qmax);
+                _mm256_sll_epi32(q, _mm_cvtsi32_si128(shift))
             }; 0 1 2 3);
             let hsum = |v: __m256i| {
                 let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));

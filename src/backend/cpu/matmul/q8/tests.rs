@@ -1,12 +1,15 @@
 //! Tests of the integer GEMM: the quantizer's exact values, the portable definition against
 //! an f64 reference, and every SIMD kernel bitwise against the definition on every type,
-//! tile shape and batch composition.
+//! tile shape, batch composition and activation precision.
 
 use super::*;
 use crate::backend::blocks::random_blocks;
 use crate::backend::dtype::GgmlType;
 use crate::backend::tensor::Storage;
 use std::sync::Arc;
+
+/// Both activation precisions.
+const BITS: [ActBits; 2] = [ActBits::Twelve, ActBits::Eight];
 
 /// Every type with a Cg16 form.
 const TYPES: [GgmlType; 10] = [
@@ -81,7 +84,7 @@ fn quantization_values_are_exact() {
     x[5] = -9.0 * step; // hi -1, lo 7
     x[17] = -5.5 * step; // -6
     let mut a = QActs::default();
-    quantize(&x, 64, &mut a);
+    quantize(&x, 64, &mut a, ActBits::Twelve);
     let q: Vec<i32> = [0, 1, 2, 3, 4, 5, 17].iter().map(|&j| a.q(0, j)).collect();
     assert_eq!(q, vec![2032, -2032, 2, 2, 8, -9, -6]);
     // Row 0, block 0: the 32 high bytes, then the 32 low bytes.
@@ -108,8 +111,44 @@ fn quantization_values_are_exact() {
     // or 0); the SIMD quantizers agree (next test).
     let mut x = vec![1.0f32; 32];
     x[3] = f32::INFINITY;
-    quantize(&x, 32, &mut a);
-    assert!((0..32).all(|j| a.q(0, j) == 0));
+    for bits in BITS {
+        quantize(&x, 32, &mut a, bits);
+        assert!((0..32).all(|j| a.q(0, j) == 0), "{bits}-bit");
+    }
+}
+
+#[test]
+fn eight_bit_quantization_values_are_exact() {
+    // d = 2^-10 as with 12 bits; q = 16 round_ties_even(x / d / 16).
+    let step = 1.0 / 1024.0;
+    let mut x = vec![0f32; 64];
+    for (j, v) in [
+        (0, 2032.0),
+        (1, -2032.0),
+        (2, 1.5),
+        (4, 8.0),
+        (5, -9.0),
+        (6, 24.0),
+    ] {
+        x[j] = v * step;
+    }
+    x[7] = 40.0 * step; // 2.5 ties to even: 2
+    x[17] = -5.5 * step; // 0
+    x[40] = 1000.0 * step; // block 1: amax 1000 -> d = 1000 / 2032 steps, q = 2032
+    let mut a = QActs::default();
+    quantize(&x, 64, &mut a, ActBits::Eight);
+    assert_eq!(a.bits, ActBits::Eight);
+    let q: Vec<i32> = [0, 1, 2, 4, 5, 6, 7, 17, 40]
+        .iter()
+        .map(|&j| a.q(0, j))
+        .collect();
+    assert_eq!(q, vec![2032, -2032, 0, 0, -16, 32, 32, 0, 2032]);
+    let p = a.planes.as_i8();
+    let (hi, lo) = (&p[..32], &p[LO..LO + 32]);
+    assert_eq!((hi[0], hi[1], hi[5], hi[6]), (127, -127, -1, 2));
+    assert!(lo.iter().all(|&l| l == 0), "the low plane is all zeros");
+    assert_eq!((a.d[0], a.s[0], a.s0[0]), (step, 48, 48));
+    assert_eq!(a.ds[0], step * 48.0);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -125,19 +164,24 @@ fn simd_quantizers_match_the_scalar_definition() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         (buf.hi, buf.lo, bits(&buf.d), bits(&buf.ds), buf.s, buf.s0)
     };
-    let want = quant(&|x, r| quantize_row(x, r));
-    if vnni::available() {
-        // SAFETY: AVX-512 present; buffer sizes as required.
-        assert_eq!(want, quant(&|x, r| unsafe { vnni::quantize_row(x, r) }));
-    }
-    if avx2::available() {
-        // SAFETY: AVX2 present; buffer sizes as required.
-        assert_eq!(want, quant(&|x, r| unsafe { avx2::quantize_row(x, r) }));
+    for bits in BITS {
+        let want = quant(&|x, r| quantize_row(x, r, bits));
+        if vnni::available() {
+            // SAFETY: AVX-512 present; buffer sizes as required.
+            let got = quant(&|x, r| unsafe { vnni::quantize_row(x, r, bits) });
+            assert_eq!(want, got, "{bits}-bit");
+        }
+        if avx2::available() {
+            // SAFETY: AVX2 present; buffer sizes as required.
+            let got = quant(&|x, r| unsafe { avx2::quantize_row(x, r, bits) });
+            assert_eq!(want, got, "{bits}-bit");
+        }
     }
 }
 
 /// `quantize` (16-row tiles, the AVX-512 tile quantizer for tiles of 8+ rows, in parallel
-/// from 32 rows) gives every row exactly what the scalar definition gives it alone.
+/// from 32 rows) gives every row exactly what the scalar definition gives it alone, at both
+/// precisions; with 8 bits every low byte the kernels would read is 0.
 #[test]
 fn batched_quantization_equals_the_row_definition() {
     let (m, k) = (45, 96);
@@ -146,12 +190,18 @@ fn batched_quantization_equals_the_row_definition() {
     x[20 * k + 40] = f32::INFINITY;
     x[33 * k..34 * k].fill(0.0);
     x[40 * k + 7] = -1e30;
+    for bits in BITS {
+        batched_quantization_case(&x, m, k, bits);
+    }
+}
+
+fn batched_quantization_case(x: &[f32], m: usize, k: usize, bits: ActBits) {
     let mut a = QActs::default();
-    quantize(&x, k, &mut a);
+    quantize(x, k, &mut a, bits);
     for i in 0..m {
         let nb = k / 32;
         let mut buf = RowBuf::new(k);
-        quantize_row(&x[i * k..(i + 1) * k], buf.out());
+        quantize_row(&x[i * k..(i + 1) * k], buf.out(), bits);
         let RowBuf {
             hi,
             lo,
@@ -162,14 +212,18 @@ fn batched_quantization_equals_the_row_definition() {
         } = &buf;
         for j in 0..k {
             let want = 16 * i32::from(hi[j]) + i32::from(lo[j]);
-            assert_eq!(a.q(i, j), want, "row {i} element {j}");
+            assert_eq!(a.q(i, j), want, "{bits}-bit row {i} element {j}");
+            if bits == ActBits::Eight {
+                let low = a.planes.as_i8()[a.plane_at(i, j / 32) + LO + j % 32];
+                assert_eq!(low, 0, "row {i} element {j}: low byte");
+            }
         }
         for b in 0..nb {
             let at = a.at(i, b);
             assert_eq!(
                 (a.d[at].to_bits(), a.ds[at].to_bits(), a.s[at], a.s0[at]),
                 (d[b].to_bits(), ds[b].to_bits(), s[b], s0[b]),
-                "row {i} block {b} scales"
+                "{bits}-bit row {i} block {b} scales"
             );
         }
     }
@@ -183,7 +237,7 @@ fn portable_definition_matches_f64_reference() {
         let w = matrix(ty, n, k, 11);
         let x = activations(m, k, 12);
         let mut acts = QActs::default();
-        quantize(&x, k, &mut acts);
+        quantize(&x, k, &mut acts, ActBits::Twelve);
         let got = run(portable_rows, &acts, &w.to_cg16(), None);
         let (xq, wf) = (acts.dequantize(), w.to_f32());
         for i in 0..m {
@@ -223,7 +277,7 @@ fn q8_0_extremes_are_exact_in_every_kernel() {
         .map(|j| if j < 32 && j % 2 == 1 { 1.27 } else { -1.27 })
         .collect();
     let mut acts = QActs::default();
-    quantize(&x, 64, &mut acts);
+    quantize(&x, 64, &mut acts, ActBits::Twelve);
     // S0 = 16 * (128 + 127) * 2032, S1 = 32 * 128 * 2032; both exact in i32 and f32.
     let d = 1.27f32 / 2032.0;
     let s0 = (16 * 255 * 2032) as f32;
@@ -253,17 +307,19 @@ fn simd_kernels() -> [(&'static str, Kernel, bool); 4] {
 
 /// Every SIMD kernel gives the definition's bits on every type and tile shape (AMX: full
 /// and partial 16-row tiles, several row blocks), with and without bias and with a partial
-/// last column group; and a row's result does not depend on its batch.
+/// last column group, at both activation precisions (8-bit: VNNI row tiles of 8, 4, 3, 2
+/// and 1); and a row's result does not depend on its batch.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn simd_kernels_are_bitwise_the_definition() {
-    for ty in TYPES {
+    for (ty, bits) in TYPES.into_iter().flat_map(|t| BITS.map(|b| (t, b))) {
         let kb = ty.block_elems().max(64);
         for &(m, n, kk) in &[
             (1, 16, 1),
             (5, 7, 3),
             (9, 40, 2),
             (2, 33, 1),
+            (14, 16, 1),
             (17, 16, 3),
             (33, 18, 1),
         ] {
@@ -271,24 +327,25 @@ fn simd_kernels_are_bitwise_the_definition() {
             let w = matrix(ty, n, k, 1000 + m as u64).to_cg16();
             let x = activations(m, k, 77);
             let mut acts = QActs::default();
-            quantize(&x, k, &mut acts);
+            quantize(&x, k, &mut acts, bits);
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.25).collect();
             for b in [None, Some(&bias[..])] {
                 let want = run(portable_rows, &acts, &w, b);
                 for (name, kernel, ok) in simd_kernels() {
                     if ok {
-                        assert_eq!(run(kernel, &acts, &w, b), want, "{name} {ty} {m}x{n}x{k}");
+                        let got = run(kernel, &acts, &w, b);
+                        assert_eq!(got, want, "{name} {ty} {bits}-bit {m}x{n}x{k}");
                     }
                 }
             }
             let mut one = QActs::default();
-            quantize(&x[(m - 1) * k..], k, &mut one);
+            quantize(&x[(m - 1) * k..], k, &mut one, bits);
             let alone = run(rows, &one, &w, None);
             let batch = run(rows, &acts, &w, None);
             assert_eq!(
                 &batch[(m - 1) * n..],
                 &alone[..],
-                "{ty} {m}x{n}x{k} last row alone"
+                "{ty} {bits}-bit {m}x{n}x{k} last row alone"
             );
         }
     }
@@ -309,7 +366,7 @@ fn amx_row_blocks_are_bitwise_the_definition() {
         let w = matrix(ty, n, k, 5).to_cg16();
         let x = activations(m, k, 6);
         let mut acts = QActs::default();
-        quantize(&x, k, &mut acts);
+        quantize(&x, k, &mut acts, ActBits::Twelve);
         let want = run(portable_rows, &acts, &w, None);
         assert_eq!(run(amx::emu::rows, &acts, &w, None), want, "{ty} emulated");
         if amx::available() {

@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::def::{spec_of, Fold, Spec};
-use super::{Out, QActs, RowOut, LO, QMAX};
+use super::{ActBits, Out, QActs, RowOut, LO, QMAX};
 use crate::backend::dtype::GgmlType;
 use crate::backend::packed::{qoff, rec, GroupLayout, GROUP};
 use crate::backend::tensor::QMatrix;
@@ -133,15 +133,37 @@ macro_rules! dispatch {
 }
 pub(super) use dispatch;
 
+/// The definition's q of the products `p = x / d` (NaN lanes masked off by `ordered`):
+/// rounded to nearest-even by `vcvtps2dq`; 8-bit: `p / 16` rounded, times 16.
+#[inline(always)]
+unsafe fn round_q(p: __m512, ordered: __mmask16, bits: ActBits) -> __m512i {
+    // SAFETY: register-only AVX-512F operations (enabled by the caller).
+    unsafe {
+        if bits == ActBits::Eight {
+            let q = _mm512_maskz_cvtps_epi32(ordered, _mm512_mul_ps(p, _mm512_set1_ps(0.0625)));
+            let q = _mm512_min_epi32(
+                _mm512_max_epi32(q, _mm512_set1_epi32(-127)),
+                _mm512_set1_epi32(127),
+            );
+            _mm512_slli_epi32(q, 4)
+        } else {
+            let q = _mm512_maskz_cvtps_epi32(ordered, p);
+            _mm512_min_epi32(
+                _mm512_max_epi32(q, _mm512_set1_epi32(-QMAX)),
+                _mm512_set1_epi32(QMAX),
+            )
+        }
+    }
+}
+
 /// One row of `quantize`: the scalar `quantize_row`'s arithmetic (`amax / 2032`, its
 /// reciprocal, products rounded to nearest-even by `vcvtps2dq`, NaN products to 0).
 ///
 /// # Safety
 /// [`available`] is true; the planes have `x.len()` bytes, the scale slices `x.len() / 32`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
+pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>, bits: ActBits) {
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
-    let (qmax, qmin) = (_mm512_set1_epi32(QMAX), _mm512_set1_epi32(-QMAX));
     let c128 = _mm512_set1_epi32(8);
     for b in 0..x.len() / 32 {
         // SAFETY: b * 32 + 32 <= x.len() and the planes' lengths; b < the scale slices.
@@ -157,9 +179,7 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>) {
             let mut s0 = 0;
             for (h, &vh) in v.iter().enumerate() {
                 let p = _mm512_mul_ps(vh, id);
-                let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
-                let q = _mm512_maskz_cvtps_epi32(ordered, p);
-                let q = _mm512_min_epi32(_mm512_max_epi32(q, qmin), qmax);
+                let q = round_q(p, _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p), bits);
                 if h == 0 {
                     s0 = _mm512_reduce_add_epi32(q);
                 }
@@ -390,27 +410,24 @@ unsafe fn reduce16_add(v: [__m512i; 16]) -> __m512i {
 }
 
 /// One row tile of `quantize`: rows `0..t` (`t <= 16`) of `x` (`[t, k]`) straight into the
-/// tile layouts (`planes`: `nb * 1024` bytes, `d`/`ds`/`s`/`s0`: `nb * 16` entries; rows `t..16`
-/// get zeros). Per block the 16 rows are done together, so the per-row reductions (max |x|
+/// tile layouts (`planes`: `nb * 1024` bytes, `[d, ds]` and `[s, s0]`: `nb * 16` entries each;
+/// rows `t..16` get zeros). Per block the 16 rows are done together, so the per-row reductions (max |x|
 /// and the sum of q) and the two divisions are 16-lane operations. Same values as the
 /// scalar `quantize_row`.
 ///
 /// # Safety
 /// [`available`] is true; `x.len() == t * k`, k % 32 == 0, the outputs have the sizes above.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn quantize_tile(
     x: &[f32],
     t: usize,
     k: usize,
     planes: &mut [i8],
-    d: &mut [f32],
-    ds: &mut [f32],
-    s: &mut [i32],
-    s0: &mut [i32],
+    [d, ds]: [&mut [f32]; 2],
+    [s, s0]: [&mut [i32]; 2],
+    bits: ActBits,
 ) {
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
-    let (qmax, qmin) = (_mm512_set1_epi32(QMAX), _mm512_set1_epi32(-QMAX));
     let c128 = _mm512_set1_epi32(8);
     for b in 0..k / 32 {
         // SAFETY (whole body): rows r < t read x[r * k + b * 32..][..32] < x.len(); the
@@ -441,9 +458,7 @@ pub unsafe fn quantize_tile(
                 let mut acc = _mm512_setzero_si512();
                 for (h, &vh) in v[r].iter().enumerate() {
                     let p = _mm512_mul_ps(vh, id);
-                    let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
-                    let q = _mm512_maskz_cvtps_epi32(ordered, p);
-                    let q = _mm512_min_epi32(_mm512_max_epi32(q, qmin), qmax);
+                    let q = round_q(p, _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p), bits);
                     if h == 0 {
                         firsts[r] = q;
                     }
@@ -478,9 +493,10 @@ pub unsafe fn quantize_tile(
 }
 
 /// `T` activation rows from `i` against the group at `gw` (all its blocks) -> the 16
-/// column sums per row, in the definition's order.
+/// column sums per row, in the definition's order. `LOW = false` (8-bit activations: the
+/// low plane is all zeros) skips the low plane's products, whose sums would be 0.
 #[inline(always)]
-unsafe fn tile<F: Fmt, const T: usize>(
+unsafe fn tile<F: Fmt, const T: usize, const LOW: bool>(
     gw: *const u8,
     gl: &GroupLayout,
     acts: &QActs,
@@ -512,9 +528,11 @@ unsafe fn tile<F: Fmt, const T: usize>(
                 for (j, w) in wv.iter().enumerate() {
                     let h = j / 4;
                     let xhj = _mm512_set1_epi32(xh.add(j).read_unaligned());
-                    let xlj = _mm512_set1_epi32(xl.add(j).read_unaligned());
                     r[h][0] = _mm512_dpbusd_epi32(r[h][0], *w, xhj);
-                    r[h][1] = _mm512_dpbusd_epi32(r[h][1], *w, xlj);
+                    if LOW {
+                        let xlj = _mm512_set1_epi32(xl.add(j).read_unaligned());
+                        r[h][1] = _mm512_dpbusd_epi32(r[h][1], *w, xlj);
+                    }
                 }
                 let s = |h: usize| _mm512_add_epi32(_mm512_slli_epi32(r[h][0], 4), r[h][1]);
                 let (mut s0, mut s1) = (s(0), s(1));
@@ -575,10 +593,10 @@ unsafe fn rows_impl<F: Fmt>(
         let mut i = 0;
         while i < acts.m {
             macro_rules! go {
-                ($T:literal) => {{
+                ($T:literal, $low:literal) => {{
                     // SAFETY: rows i..i+$T < m; columns of group g are the caller's.
                     unsafe {
-                        let acc = tile::<F, $T>(gw, &gl, acts, i);
+                        let acc = tile::<F, $T, $low>(gw, &gl, acts, i);
                         for (t, a) in acc.into_iter().enumerate() {
                             store(y, i + t, g, a, bias);
                         }
@@ -586,11 +604,18 @@ unsafe fn rows_impl<F: Fmt>(
                     i += $T;
                 }};
             }
-            match acts.m - i {
-                1 => go!(1),
-                2 => go!(2),
-                3 => go!(3),
-                _ => go!(4),
+            // With 8-bit activations a row needs half the accumulators, so tiles take up
+            // to 8 rows (the weights are unpacked once per 8 rows instead of 4).
+            match (acts.bits, acts.m - i) {
+                (ActBits::Twelve, 1) => go!(1, true),
+                (ActBits::Twelve, 2) => go!(2, true),
+                (ActBits::Twelve, 3) => go!(3, true),
+                (ActBits::Twelve, _) => go!(4, true),
+                (ActBits::Eight, 1) => go!(1, false),
+                (ActBits::Eight, 2) => go!(2, false),
+                (ActBits::Eight, 3) => go!(3, false),
+                (ActBits::Eight, 4..8) => go!(4, false),
+                (ActBits::Eight, _) => go!(8, false),
             }
         }
     }
