@@ -80,6 +80,7 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
     use crate::backend::seam::{Ops, Pack};
     let c = &model.model.cfg;
     let backend = CpuBackend::with_activation_bits(cfg.activation_bits);
+    tracing::info!(activation_bits = %cfg.activation_bits, "cpu integer GEMM");
     backend
         .check(&crate::model::Model::<CpuBackend>::needs(
             c,

@@ -502,9 +502,8 @@ unsafe fn tile<F: Fmt, const T: usize, const LOW: bool>(
     acts: &QActs,
     i: usize,
 ) -> [__m512; T] {
+    const { assert!(T <= 8, "row tiles have at most 8 rows") };
     let (nb, sbk) = (gl.nb, gl.form.sbk);
-    let (hi, lo) = (acts.hi_ptr(), acts.lo_ptr());
-    let halves = F::SPEC.fold == Fold::Halves;
     // SAFETY (whole body): a whole group at gw; rows i..i+T of acts exist.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); T];
@@ -518,38 +517,73 @@ unsafe fn tile<F: Fmt, const T: usize, const LOW: bool>(
             }
             let wv = F::weights(gw.add(gl.quants(b)));
             let v = scales::<F>(gw.add(gl.record(b)), b % sbk);
-            for (t, a) in acc.iter_mut().enumerate() {
-                let row = i + t;
-                let xh = hi.add(acts.plane_at(row, b)) as *const i32;
-                let xl = lo.add(acts.plane_at(row, b)) as *const i32;
-                let blk = acts.at(row, b);
-                // Per half (quads 0..4 = elements 0..16): sum(u hi), sum(u lo).
-                let mut r = [[_mm512_setzero_si512(); 2]; 2];
-                for (j, w) in wv.iter().enumerate() {
-                    let h = j / 4;
-                    let xhj = _mm512_set1_epi32(xh.add(j).read_unaligned());
-                    r[h][0] = _mm512_dpbusd_epi32(r[h][0], *w, xhj);
-                    if LOW {
-                        let xlj = _mm512_set1_epi32(xl.add(j).read_unaligned());
-                        r[h][1] = _mm512_dpbusd_epi32(r[h][1], *w, xlj);
+            // Rows unrolled by hand with constant indices, so the accumulators stay in
+            // registers (a loop over `acc` kept them on the stack).
+            macro_rules! each_row {
+                ($($t:literal)*) => {$(
+                    if $t < T {
+                        acc[$t] = row_block::<F, LOW>(&wv, &v, acts, i + $t, b, acc[$t]);
                     }
-                }
-                let s = |h: usize| _mm512_add_epi32(_mm512_slli_epi32(r[h][0], 4), r[h][1]);
-                let (mut s0, mut s1) = (s(0), s(1));
-                if F::VOFF != 0 {
-                    // sum(c q) = sum(u q) - VOFF * sum(q), per half or for the block.
-                    let (a_s, a_s0) = (acts.s[blk], acts.s0[blk]);
-                    if halves {
-                        s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(F::VOFF * a_s0));
-                        s1 = _mm512_sub_epi32(s1, _mm512_set1_epi32(F::VOFF * (a_s - a_s0)));
-                    } else {
-                        s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(F::VOFF * a_s));
-                    }
-                }
-                *a = fold::<F>(*a, [s0, s1], &v, acts, blk);
+                )*};
             }
+            each_row!(0 1 2 3 4 5 6 7);
         }
         acc
+    }
+}
+
+/// One activation row's block `b` against the group-block's weight vectors `wv` and scale
+/// terms `v`, folded into `acc`. Plain formats sum the whole block in one chain; the half
+/// formats keep the two 16-element halves apart (their integer scales differ).
+///
+/// # Safety
+/// Row `row` and block `b` exist in `acts`; AVX-512F/BW/VNNI enabled by the caller.
+#[inline(always)]
+unsafe fn row_block<F: Fmt, const LOW: bool>(
+    wv: &[__m512i; 8],
+    v: &VScales,
+    acts: &QActs,
+    row: usize,
+    b: usize,
+    acc: __m512,
+) -> __m512 {
+    let halves = F::SPEC.fold == Fold::Halves;
+    // SAFETY: the row's planes and scales at (row, b) exist (caller).
+    unsafe {
+        let xh = acts.hi_ptr().add(acts.plane_at(row, b)) as *const i32;
+        let xl = acts.lo_ptr().add(acts.plane_at(row, b)) as *const i32;
+        let blk = acts.at(row, b);
+        // Per half (quads 0..4 = elements 0..16): sum(u hi), sum(u lo).
+        let mut r = [[_mm512_setzero_si512(); 2]; 2];
+        for (j, w) in wv.iter().enumerate() {
+            let h = if halves { j / 4 } else { 0 };
+            let xhj = _mm512_set1_epi32(xh.add(j).read_unaligned());
+            r[h][0] = _mm512_dpbusd_epi32(r[h][0], *w, xhj);
+            if LOW {
+                let xlj = _mm512_set1_epi32(xl.add(j).read_unaligned());
+                r[h][1] = _mm512_dpbusd_epi32(r[h][1], *w, xlj);
+            }
+        }
+        let s = |h: usize| {
+            let hi16 = _mm512_slli_epi32(r[h][0], 4);
+            if LOW {
+                _mm512_add_epi32(hi16, r[h][1])
+            } else {
+                hi16
+            }
+        };
+        let (mut s0, mut s1) = (s(0), if halves { s(1) } else { _mm512_setzero_si512() });
+        if F::VOFF != 0 {
+            // sum(c q) = sum(u q) - VOFF * sum(q), per half or for the block.
+            let (a_s, a_s0) = (*acts.s.get_unchecked(blk), *acts.s0.get_unchecked(blk));
+            if halves {
+                s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(F::VOFF * a_s0));
+                s1 = _mm512_sub_epi32(s1, _mm512_set1_epi32(F::VOFF * (a_s - a_s0)));
+            } else {
+                s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(F::VOFF * a_s));
+            }
+        }
+        fold::<F>(acc, [s0, s1], v, acts, blk)
     }
 }
 
