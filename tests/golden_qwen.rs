@@ -86,6 +86,17 @@ fn golden(name: &str) -> Vec<Value> {
     serde_json::from_str(&golden_text(name)).unwrap()
 }
 
+/// Greedy decoding of `n` tokens (stopping at EOS).
+fn greedy(n: usize) -> ponder::sample::SamplingParams {
+    RawSamplingParams {
+        max_tokens: n as u32,
+        temperature: 0.0,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap()
+}
+
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array()
         .unwrap()
@@ -164,13 +175,7 @@ fn qwen05_forward_greedy_ids_match_reference() {
             "{name}: prompt ids"
         );
         let want = ids(&c["generated_token_ids"]);
-        let params = RawSamplingParams {
-            max_tokens: want.len() as u32,
-            temperature: 0.0,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
+        let params = greedy(want.len());
         let g = ponder::generate::generate(m, &prompt, &params).unwrap();
         // Every generated token must match. The smallest top-2 margin in the reference is
         // 0.039 logits (chat_system_square, step 6); see the logit tolerance below.
@@ -236,13 +241,7 @@ fn qwen05_forward_eight_bit_activations_keep_greedy_ids() {
         let name = c["name"].as_str().unwrap();
         let prompt = ids(&c["prompt_token_ids"]);
         let want = ids(&c["generated_token_ids"]);
-        let params = RawSamplingParams {
-            max_tokens: want.len() as u32,
-            temperature: 0.0,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
+        let params = greedy(want.len());
         let g = ponder::generate::generate_with(m, &prompt, &params, ActBits::Eight).unwrap();
         assert_eq!(
             g.token_ids, want,
