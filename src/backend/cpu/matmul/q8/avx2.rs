@@ -409,11 +409,8 @@ unsafe fn rows_impl<F: Fmt>(
 pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>, bits: ActBits) {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     // 8-bit: p / 16 rounded and clamped to a signed byte, then times 16.
-    let (scale, lim) = match bits {
-        ActBits::Twelve => (1.0, QMAX),
-        ActBits::Eight => (0.0625, 127),
-    };
-    let shift = if bits == ActBits::Eight { 4 } else { 0 };
+    let eight = bits == ActBits::Eight;
+    let lim = if eight { 127 } else { QMAX };
     let (qmax, qmin) = (_mm256_set1_epi32(lim), _mm256_set1_epi32(-lim));
     let c128 = _mm256_set1_epi32(8);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -434,10 +431,14 @@ pub unsafe fn quantize_row(x: &[f32], r: RowOut<'_>, bits: ActBits) {
             let q = crate::unrolled!(|j| {
                 let p = _mm256_mul_ps(v[j], id);
                 let ordered = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(p, p));
-                let p = _mm256_mul_ps(p, _mm256_set1_ps(scale));
+                let p = if eight { _mm256_mul_ps(p, _mm256_set1_ps(0.0625)) } else { p };
                 let q = _mm256_and_si256(_mm256_cvtps_epi32(p), ordered);
                 let q = _mm256_min_epi32(_mm256_max_epi32(q, qmin), qmax);
-                _mm256_sll_epi32(q, _mm_cvtsi32_si128(shift))
+                if eight {
+                    _mm256_slli_epi32(q, 4)
+                } else {
+                    q
+                }
             }; 0 1 2 3);
             let hsum = |v: __m256i| {
                 let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
