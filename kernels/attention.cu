@@ -12,179 +12,154 @@
 // Query i of sequence s sits at position context_lens[s] - query_lens[s] + i and attends to
 // positions 0..=that (chunked prefill aware). GQA: kv head = h / (n_heads / n_kv_heads).
 //
-// Algorithm: each warp runs an online softmax (running max m, sum l, accumulator acc) over a
-// strided subset of positions; lane j holds dims j, j+32, ... (head_dim <= 256, so <= 8
-// registers); the block's warps are merged through shared memory. Nothing is sized by the
-// context length, so any length fits; the split variant spreads one (sequence, head) over
-// partitions of PART positions for long decodes, and a reduce kernel merges the partials.
+// Algorithm (`paged_attention`): one block per (head h, query row t, partition z) of
+// `part_len` positions of that row's context. (1) q row -> shared, pre-scaled. (2) Scores:
+// groups of 8 lanes take one position each (16 positions per pass of the block); a lane loads
+// 8 bf16 of the K row with one 16-byte load per 64 dims, and the group sums by 3 shuffles;
+// scores land in shared memory (part_len <= MAX_PART floats). (3) Block max, exp, block sum.
+// (4) P.V: thread i owns the dim pair i % (head_dim / 2) for every (blockDim / (head_dim / 2))-th
+// position, loading bf16 pairs (a warp reads whole V rows); the position groups are summed
+// through shared memory. One partition writes the normalized row; several write their
+// (max, sum, unnormalized acc) partials and `paged_attention_reduce` merges them. Every load
+// of the loops is independent of the previous iteration (no online-softmax chain), so the
+// latency of the table -> K/V loads overlaps across positions.
+//
+// head_dim must be even, <= MAX_HD and a multiple of 8 (16-byte K loads; the host checks).
+// Memory: static shared MAX_PART + MAX_HD + 2 * MAX_HD + 32 floats and MAX_PART + 1 block
+// ids (7.2 KB) per block; the partials (host-allocated, once per step) are
+// f32 [T, n_heads, parts, 2] and [T, n_heads, parts, head_dim].
 //
 // Launch configs (block = ATTN_THREADS = 128 threads, 4 warps; no dynamic shared memory):
-//   paged_attention_prefill        grid (n_heads, T)          token_seq int [T] maps t -> s
-//   paged_attention_decode         grid (n_heads, S)          query_lens[s] must be 1
-//   paged_attention_decode_split   grid (n_heads, S, parts)   parts = ceil(max_ctx / part_len)
-//     writes tmp_ml f32 [S, n_heads, parts, 2] and tmp_acc f32 [S, n_heads, parts, head_dim]
-//   paged_attention_decode_reduce  grid (n_heads, S)          block 128
+//   paged_attention         grid (n_heads, T, parts)  parts = ceil(max context / part_len)
+//   paged_attention_reduce  grid (n_heads, T)         only when parts > 1
 
 #define ATTN_THREADS 128
-#define ATTN_WARPS (ATTN_THREADS / WARP)
 #define MAX_HD 256
-#define DPL (MAX_HD / WARP)  // dims per lane
+#define MAX_PART 512
 
-struct Partial {
-    float m, l;
-    float acc[DPL];
-};
-
-// One block: attention of query vector `qv` over positions [p0, p1) of one sequence. Returns
-// the block-merged partial in thread 0..: after the call, shared `sm_m/sm_l/sm_acc` row 0 hold
-// the merged (m, l, acc[head_dim]) (unnormalized: out = acc / l).
-__device__ void attend_block(const float* __restrict__ qv, const bf16_t* __restrict__ k_cache,
-                             const bf16_t* __restrict__ v_cache, const int* __restrict__ table,
-                             int p0, int p1, int kvh, int n_kv_heads, int head_dim,
-                             int block_size, float scale, float* sm_m, float* sm_l,
-                             float* sm_acc) {
-    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    float qr[DPL];
-    Partial pt;
-    pt.m = PONDER_NEG_INF;
-    pt.l = 0.0f;
-#pragma unroll
-    for (int j = 0; j < DPL; j++) {
-        int d = lane + j * WARP;
-        qr[j] = d < head_dim ? qv[d] * scale : 0.0f;
-        pt.acc[j] = 0.0f;
-    }
-    for (int p = p0 + w; p < p1; p += ATTN_WARPS) {
-        long long slot = (long long)table[p / block_size] * block_size + p % block_size;
-        long long off = (slot * n_kv_heads + kvh) * head_dim;
-        float s = 0.0f;
-#pragma unroll
-        for (int j = 0; j < DPL; j++) {
-            int d = lane + j * WARP;
-            if (d < head_dim) s += qr[j] * bf16_to_f32(k_cache[off + d]);
-        }
-        s = warp_sum(s);
-        float m_new = fmaxf(pt.m, s);
-        float alpha = expf(pt.m - m_new);  // exp(-inf) = 0 on the first position
-        float e = expf(s - m_new);
-        pt.l = pt.l * alpha + e;
-#pragma unroll
-        for (int j = 0; j < DPL; j++) {
-            int d = lane + j * WARP;
-            float vv = d < head_dim ? bf16_to_f32(v_cache[off + d]) : 0.0f;
-            pt.acc[j] = pt.acc[j] * alpha + e * vv;
-        }
-        pt.m = m_new;
-    }
-    // Merge the warps: every warp publishes its partial, then all threads combine per dim.
-    if (lane == 0) {
-        sm_m[w] = pt.m;
-        sm_l[w] = pt.l;
-    }
-#pragma unroll
-    for (int j = 0; j < DPL; j++) {
-        int d = lane + j * WARP;
-        if (d < head_dim) sm_acc[w * MAX_HD + d] = pt.acc[j];
-    }
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = blockDim.x / WARP;
+    for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     __syncthreads();
-    float m = PONDER_NEG_INF;
-    for (int i = 0; i < ATTN_WARPS; i++) m = fmaxf(m, sm_m[i]);
-    float l = 0.0f;
-    for (int i = 0; i < ATTN_WARPS; i++) {
-        if (sm_m[i] != PONDER_NEG_INF) l += sm_l[i] * expf(sm_m[i] - m);
-    }
-    float accd[MAX_HD / ATTN_THREADS];
-    for (int k = 0; k < MAX_HD / ATTN_THREADS; k++) {
-        int d = threadIdx.x + k * ATTN_THREADS;
-        float a = 0.0f;
-        if (d < head_dim) {
-            for (int i = 0; i < ATTN_WARPS; i++) {
-                if (sm_m[i] != PONDER_NEG_INF) a += sm_acc[i * MAX_HD + d] * expf(sm_m[i] - m);
-            }
-        }
-        accd[k] = a;
-    }
-    __syncthreads();  // everyone has read the per-warp rows
-    for (int k = 0; k < MAX_HD / ATTN_THREADS; k++) {
-        int d = threadIdx.x + k * ATTN_THREADS;
-        if (d < head_dim) sm_acc[d] = accd[k];
-    }
-    if (threadIdx.x == 0) {
-        sm_m[0] = m;
-        sm_l[0] = l;
-    }
+    if (lane == 0) scratch[w] = v;
     __syncthreads();
+    float r = lane < nw ? scratch[lane] : PONDER_NEG_INF;
+    for (int o = WARP / 2; o > 0; o >>= 1) r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, o));
+    return r;
 }
 
-__device__ void write_normalized(bf16_t* __restrict__ o, const float* sm_l, const float* sm_acc,
-                                 int head_dim) {
-    float inv = sm_l[0] > 0.0f ? 1.0f / sm_l[0] : 0.0f;
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) o[d] = f32_to_bf16(sm_acc[d] * inv);
-}
+__device__ __forceinline__ float bf16_lo(unsigned int w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(unsigned int w) { return __uint_as_float(w & 0xffff0000u); }
 
-extern "C" __global__ void paged_attention_prefill(
-    bf16_t* __restrict__ out, const float* __restrict__ q, const bf16_t* __restrict__ k_cache,
+extern "C" __global__ void paged_attention(
+    bf16_t* __restrict__ out, float* __restrict__ tmp_ml, float* __restrict__ tmp_acc,
+    const float* __restrict__ q, const bf16_t* __restrict__ k_cache,
     const bf16_t* __restrict__ v_cache, const int* __restrict__ block_tables,
     const int* __restrict__ context_lens, const int* __restrict__ query_starts,
     const int* __restrict__ query_lens, const int* __restrict__ token_seq, int q_stride,
-    int n_heads, int n_kv_heads, int head_dim, int block_size, int max_blocks, float scale) {
-    __shared__ float sm_m[ATTN_WARPS], sm_l[ATTN_WARPS], sm_acc[ATTN_WARPS * MAX_HD];
-    int h = blockIdx.x;
+    int n_heads, int n_kv_heads, int head_dim, int block_size, int max_blocks, float scale,
+    int part_len) {
+    __shared__ float sm_s[MAX_PART];
+    __shared__ float sm_q[MAX_HD];
+    __shared__ float sm_acc[2 * MAX_HD];
+    __shared__ float sm_red[WARP];
+    __shared__ int sm_tab[MAX_PART + 1];  // the partition's block ids (block_size >= 1)
+    int h = blockIdx.x, part = blockIdx.z, parts = gridDim.z;
     long long t = blockIdx.y;
     int s = token_seq[t];
-    int pos = context_lens[s] - query_lens[s] + (int)(t - query_starts[s]);
-    int kvh = h / (n_heads / n_kv_heads);
-    attend_block(q + t * q_stride + (long long)h * head_dim, k_cache, v_cache,
-                 block_tables + (long long)s * max_blocks, 0, pos + 1, kvh, n_kv_heads,
-                 head_dim, block_size, scale, sm_m, sm_l, sm_acc);
-    write_normalized(out + (t * n_heads + h) * head_dim, sm_l, sm_acc, head_dim);
-}
-
-extern "C" __global__ void paged_attention_decode(
-    bf16_t* __restrict__ out, const float* __restrict__ q, const bf16_t* __restrict__ k_cache,
-    const bf16_t* __restrict__ v_cache, const int* __restrict__ block_tables,
-    const int* __restrict__ context_lens, const int* __restrict__ query_starts, int q_stride,
-    int n_heads, int n_kv_heads, int head_dim, int block_size, int max_blocks, float scale) {
-    __shared__ float sm_m[ATTN_WARPS], sm_l[ATTN_WARPS], sm_acc[ATTN_WARPS * MAX_HD];
-    int h = blockIdx.x, s = blockIdx.y;
-    long long t = query_starts[s];
-    int kvh = h / (n_heads / n_kv_heads);
-    attend_block(q + t * q_stride + (long long)h * head_dim, k_cache, v_cache,
-                 block_tables + (long long)s * max_blocks, 0, context_lens[s], kvh, n_kv_heads,
-                 head_dim, block_size, scale, sm_m, sm_l, sm_acc);
-    write_normalized(out + (t * n_heads + h) * head_dim, sm_l, sm_acc, head_dim);
-}
-
-extern "C" __global__ void paged_attention_decode_split(
-    float* __restrict__ tmp_ml, float* __restrict__ tmp_acc, const float* __restrict__ q,
-    const bf16_t* __restrict__ k_cache, const bf16_t* __restrict__ v_cache,
-    const int* __restrict__ block_tables, const int* __restrict__ context_lens,
-    const int* __restrict__ query_starts, int q_stride, int n_heads, int n_kv_heads,
-    int head_dim, int block_size, int max_blocks, float scale, int part_len) {
-    __shared__ float sm_m[ATTN_WARPS], sm_l[ATTN_WARPS], sm_acc[ATTN_WARPS * MAX_HD];
-    int h = blockIdx.x, s = blockIdx.y, part = blockIdx.z, parts = gridDim.z;
-    long long t = query_starts[s];
-    int ctx = context_lens[s];
+    // Positions 0..ctx-1 are visible to row t (causal, chunked-prefill aware).
+    int ctx = context_lens[s] - query_lens[s] + (int)(t - query_starts[s]) + 1;
     int p0 = part * part_len;
-    int p1 = min(p0 + part_len, ctx);  // p0 >= ctx: an empty partition (m = -inf, l = 0)
+    int p1 = min(p0 + part_len, ctx);  // p0 >= p1: an empty partition (m = -inf, l = 0)
+    int n = max(p1 - p0, 0);
     int kvh = h / (n_heads / n_kv_heads);
-    attend_block(q + t * q_stride + (long long)h * head_dim, k_cache, v_cache,
-                 block_tables + (long long)s * max_blocks, p0, p1, kvh, n_kv_heads, head_dim,
-                 block_size, scale, sm_m, sm_l, sm_acc);
-    long long idx = ((long long)s * n_heads + h) * parts + part;
-    if (threadIdx.x == 0) {
-        tmp_ml[idx * 2] = sm_m[0];
-        tmp_ml[idx * 2 + 1] = sm_l[0];
+    const int* table = block_tables + (long long)s * max_blocks;
+    const float* qv = q + t * q_stride + (long long)h * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) sm_q[d] = qv[d] * scale;
+    // The partition's block ids, once: the K and V loads below then depend on shared memory
+    // only, not on a global table load each.
+    int b0 = p0 / block_size;
+    int nb = n > 0 ? (p1 - 1) / block_size - b0 + 1 : 0;
+    for (int j = threadIdx.x; j < nb; j += blockDim.x) sm_tab[j] = table[b0 + j];
+    __syncthreads();
+
+    int grp = threadIdx.x >> 3, g = threadIdx.x & 7, ngrp = blockDim.x >> 3;
+    // The pass loop is uniform across the block (the shuffles need every lane of a warp).
+#pragma unroll 2
+    for (int i0 = 0; i0 < n; i0 += ngrp) {
+        int i = i0 + grp;
+        float acc = 0.0f;
+        if (i < n) {
+            int p = p0 + i;
+            long long slot = (long long)sm_tab[p / block_size - b0] * block_size + p % block_size;
+            const bf16_t* kr = k_cache + (slot * n_kv_heads + kvh) * head_dim;
+            for (int d0 = g * 8; d0 < head_dim; d0 += 64) {
+                uint4 w = *(const uint4*)(kr + d0);
+                const float* qq = sm_q + d0;
+                acc += qq[0] * bf16_lo(w.x) + qq[1] * bf16_hi(w.x) + qq[2] * bf16_lo(w.y) +
+                       qq[3] * bf16_hi(w.y) + qq[4] * bf16_lo(w.z) + qq[5] * bf16_hi(w.z) +
+                       qq[6] * bf16_lo(w.w) + qq[7] * bf16_hi(w.w);
+            }
+        }
+        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 4);
+        if (i < n && g == 0) sm_s[i] = acc;
     }
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) tmp_acc[idx * head_dim + d] = sm_acc[d];
+    __syncthreads();
+    float m = PONDER_NEG_INF;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, sm_s[i]);
+    m = block_max(m, sm_red);
+    float l = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float e = expf(sm_s[i] - m);
+        sm_s[i] = e;
+        l += e;
+    }
+    l = block_sum(l, sm_red);  // its __syncthreads also publishes the exp'd scores
+
+    int pairs = head_dim >> 1, nsub = blockDim.x / pairs;
+    int dp = threadIdx.x % pairs, sub = threadIdx.x / pairs;
+    float a0 = 0.0f, a1 = 0.0f;
+    if (sub < nsub) {
+#pragma unroll 4
+        for (int i = sub; i < n; i += nsub) {
+            int p = p0 + i;
+            long long slot = (long long)sm_tab[p / block_size - b0] * block_size + p % block_size;
+            const unsigned int* vr =
+                (const unsigned int*)(v_cache + (slot * n_kv_heads + kvh) * head_dim);
+            unsigned int w = vr[dp];
+            float e = sm_s[i];
+            a0 += e * bf16_lo(w);
+            a1 += e * bf16_hi(w);
+        }
+        sm_acc[sub * head_dim + 2 * dp] = a0;
+        sm_acc[sub * head_dim + 2 * dp + 1] = a1;
+    }
+    __syncthreads();
+    long long idx = (t * n_heads + h) * parts + part;
+    if (parts > 1 && threadIdx.x == 0) {
+        tmp_ml[idx * 2] = m;
+        tmp_ml[idx * 2 + 1] = l;
+    }
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float a = 0.0f;
+        for (int k = 0; k < nsub; k++) a += sm_acc[k * head_dim + d];
+        if (parts == 1) {
+            out[(t * n_heads + h) * head_dim + d] = f32_to_bf16(a * inv);
+        } else {
+            tmp_acc[idx * head_dim + d] = a;
+        }
+    }
 }
 
-extern "C" __global__ void paged_attention_decode_reduce(
+extern "C" __global__ void paged_attention_reduce(
     bf16_t* __restrict__ out, const float* __restrict__ tmp_ml, const float* __restrict__ tmp_acc,
-    const int* __restrict__ query_starts, int n_heads, int head_dim, int parts) {
-    int h = blockIdx.x, s = blockIdx.y;
-    long long t = query_starts[s];
-    long long base = ((long long)s * n_heads + h) * parts;
+    int n_heads, int head_dim, int parts) {
+    int h = blockIdx.x;
+    long long t = blockIdx.y;
+    long long base = (t * n_heads + h) * parts;
     float m = PONDER_NEG_INF;
     for (int i = 0; i < parts; i++) m = fmaxf(m, tmp_ml[(base + i) * 2]);
     float l = 0.0f;

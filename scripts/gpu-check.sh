@@ -43,6 +43,14 @@ LOG=$OUT/gpu-check.log
   for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
     [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   done
+  # cuBLAS may live only in the Python venv's nvidia wheels: add those after the toolkit.
+  for d in $(python3 -c 'import nvidia,os;[print(os.path.join(p,q,"lib")) for p in nvidia.__path__ for q in sorted(os.listdir(p))]' 2>/dev/null); do
+    [ -d "$d" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+  done
+  echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+  for l in libcuda.so libnvrtc.so libcublas.so libcublasLt.so; do
+    echo "$l: $( (ldconfig -p; for d in ${LD_LIBRARY_PATH:+${LD_LIBRARY_PATH//:/ }}; do ls "$d" 2>/dev/null; done) | grep -o "$l[.0-9]*" | sort -u | tr '\n' ' ')"
+  done
   export CI=true
   # A missing device fails the CUDA tests here instead of skipping them.
   export PONDER_EXPECT_GPU=1
@@ -58,11 +66,13 @@ LOG=$OUT/gpu-check.log
   done
   echo "== gpu_bench"
   run_test cuda_parity --ignored bench::gpu_bench || status=1
+  echo "== gpu_profile"
+  run_test cuda_parity --ignored profile::gpu_profile || status=1
   echo "== exit status $status"
   exit $status
 } 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
 echo
 echo "== summary"
-grep -E "^(test |\| |floors:|device:|.*greedy decode|.*relative (logit )?error|.*refuses|.*SKIPPED)" "$LOG" || true
+grep -E "^(test |\| |floors:|launch:|device:|.*greedy decode|.*relative (logit )?error|.*refuses|.*SKIPPED)" "$LOG" || true
 exit "$rc"

@@ -5,7 +5,8 @@
 use super::*;
 
 const BS: usize = 16;
-const NB: usize = 64;
+/// Cache blocks; 127 = NB - 1 is prime, so `b * 37 % 127 + 1` permutes 1..NB.
+const NB: usize = 128;
 
 struct Case {
     /// (context_len, query_len) per sequence.
@@ -33,6 +34,12 @@ fn run_case(
         .map(|b| (b * 37) % (NB as u32 - 1) + 1)
         .collect();
     free.dedup();
+    let needed: usize = case.seqs.iter().map(|s| s.0.div_ceil(BS)).sum::<usize>() + 2;
+    assert!(
+        needed <= free.len(),
+        "{label}: the case needs {needed} blocks, the cache has {}",
+        free.len()
+    );
     let mut tables = Vec::new();
     for &(ctx, _) in &case.seqs {
         let n = ctx.div_ceil(BS);
@@ -112,7 +119,7 @@ fn run_case(
             block_table: s.block_table,
         })
         .collect();
-    let batch = AttnBatch::new(dev, &descs, t, BS, NB).unwrap();
+    let mut batch = AttnBatch::new(dev, &descs, t, BS, NB).unwrap();
     let gq = dev.upload(&q).unwrap();
     let mut out = nan_bf16(dev, t * nh * hd);
     paged_attention(
@@ -122,7 +129,7 @@ fn run_case(
         nh * hd,
         &gpu_cache,
         0,
-        &batch,
+        &mut batch,
         nh,
         scale,
         kernel,
@@ -162,7 +169,9 @@ fn prefill_attention_chunked_gqa() {
     let case = Case {
         seqs: vec![(37, 37), (70, 30), (129, 1)],
     };
-    run_case(&dev, &case, AttnKernel::Prefill, 8, 2, 64, "prefill hd64");
+    run_case(&dev, &case, AttnKernel::Auto, 8, 2, 64, "prefill hd64");
+    let parts = AttnKernel::Parts { part_len: 16 };
+    run_case(&dev, &case, parts, 8, 2, 64, "prefill hd64 parts of 16");
     run_case(
         &dev,
         &case,
@@ -172,6 +181,9 @@ fn prefill_attention_chunked_gqa() {
         128,
         "prefill hd128 mha",
     );
+    run_case(&dev, &case, parts, 4, 4, 128, "prefill hd128 parts of 16");
+    // head_dim 80: a K row is not a whole number of 64-dim passes.
+    run_case(&dev, &case, AttnKernel::Auto, 6, 2, 80, "prefill hd80");
 }
 
 #[test]
@@ -180,23 +192,29 @@ fn decode_attention_single_pass_and_split() {
     let case = Case {
         seqs: vec![(1, 1), (17, 1), (300, 1), (700, 1)],
     };
-    run_case(&dev, &case, AttnKernel::Decode, 9, 3, 64, "decode");
-    run_case(
-        &dev,
-        &case,
-        AttnKernel::DecodeSplit { part_len: 64 },
-        9,
-        3,
-        64,
-        "split 64",
-    );
-    run_case(
-        &dev,
-        &case,
-        AttnKernel::DecodeSplit { part_len: 512 },
-        9,
-        3,
-        64,
-        "split 512",
-    );
+    for (kernel, label) in [
+        (AttnKernel::Auto, "decode auto"),
+        (AttnKernel::Parts { part_len: 64 }, "decode parts of 64"),
+        (AttnKernel::Parts { part_len: 512 }, "decode parts of 512"),
+        (AttnKernel::Parts { part_len: 1 }, "decode parts of 1"),
+    ] {
+        run_case(&dev, &case, kernel, 9, 3, 64, label);
+    }
+    run_case(&dev, &case, AttnKernel::Auto, 2, 1, 256, "decode hd256");
+}
+
+/// The partition length Auto picks: halved until the device has BLOCKS_PER_SM blocks per
+/// multiprocessor or MIN_PART is reached (pure host arithmetic: runs without a GPU).
+#[test]
+fn auto_partition_length() {
+    use ponder::backend::cuda::attention::auto_part_len;
+    // Batch-1 decode of 9 heads at context 512 on 132 SMs: 9 blocks at 512 -> 72 at 64.
+    assert_eq!(auto_part_len(1, 9, 512, 132), 64);
+    // 64 rows of 9 heads: 576 blocks >= 264 already at 512.
+    assert_eq!(auto_part_len(64, 9, 512, 132), 512);
+    // 4 rows of 14 heads at 4096: 56 * 8 = 448 blocks at 512.
+    assert_eq!(auto_part_len(4, 14, 4096, 132), 512);
+    // 2 rows of 14 heads at 1024: 56 at 512, 112 at 256, 224 at 128, 448 at 64.
+    assert_eq!(auto_part_len(2, 14, 1024, 132), 64);
+    assert_eq!(auto_part_len(2, 14, 1024, 16), 512);
 }

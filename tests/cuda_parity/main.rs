@@ -357,3 +357,4 @@ mod attention;
 mod bench;
 mod decode;
 mod dequant;
+mod profile;

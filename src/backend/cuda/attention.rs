@@ -6,12 +6,18 @@
 //! ```text
 //!  block_tables [S, max_blocks] i32 (padded with the null block 0)   context_lens [S] i32
 //!  query_starts [S] i32   query_lens [S] i32   token_seq [T] i32 (batch row -> sequence)
+//!  partials (when a row's context is split): ml f32 [T, n_heads, parts, 2],
+//!            acc f32 [T, n_heads, parts, head_dim]
 //! ```
-//! Cost: `4 * (S * (max_blocks + 3) + T)` bytes per step.
+//! Cost: `4 * (S * (max_blocks + 3) + T)` bytes per step for the metadata; the partials are
+//! allocated once per step at the first layer that needs them (grown, never per layer) and
+//! are bounded by `T * n_heads * ceil(max_context / MIN_PART) * (head_dim + 2) * 4` bytes.
 //!
-//! Kernel choice ([`AttnKernel::Auto`]): a batch of pure decodes (every query_len = 1) uses
-//! the decode kernel, or the split-K decode + reduce when the longest context exceeds
-//! [`SPLIT_MIN_CONTEXT`]; any batch with a prefill chunk uses the prefill kernel for all rows.
+//! One kernel serves prefill chunks and decodes alike: a block per (head, query row,
+//! partition of the row's context). [`AttnKernel::Auto`] picks the partition length: the
+//! longest of 512, 256, 128, 64 that still gives the device [`BLOCKS_PER_SM`] blocks per
+//! multiprocessor (a batch-1 decode is spread over many partitions, a big batch is not
+//! split); rows with more than one partition are merged by the reduce kernel.
 
 use cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
 use half::bf16;
@@ -21,21 +27,24 @@ use super::kv::GpuKvCache;
 use super::ops::{cfg, i32_of, need};
 use super::{CudaError, Result};
 
-/// Longest context at which a decode batch still uses the single-pass kernel.
-pub const SPLIT_MIN_CONTEXT: usize = 1024;
-/// Positions per split-K partition.
-pub const SPLIT_PART_LEN: usize = 512;
+/// Longest partition (the kernel's shared score buffer, `MAX_PART` in attention.cu).
+pub const MAX_PART: usize = 512;
+/// Shortest partition [`AttnKernel::Auto`] picks.
+pub const MIN_PART: usize = 64;
+/// Blocks per multiprocessor [`AttnKernel::Auto`] aims for before it stops halving.
+pub const BLOCKS_PER_SM: usize = 2;
 /// Threads per attention block (`ATTN_THREADS` in attention.cu) and the head_dim limit.
 const ATTN_THREADS: u32 = 128;
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// Which kernel runs (tests force each one; the runner uses `Auto`).
+/// How a row's context is partitioned (tests force a length; the runner uses `Auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttnKernel {
     Auto,
-    Prefill,
-    Decode,
-    DecodeSplit { part_len: usize },
+    /// Partitions of `part_len` positions, `1..=MAX_PART`.
+    Parts {
+        part_len: usize,
+    },
 }
 
 /// One sequence as attention sees it (the host form of a row of [`AttnBatch`]).
@@ -57,7 +66,8 @@ pub struct AttnBatch {
     pub num_tokens: usize,
     pub max_blocks: usize,
     pub max_context: usize,
-    pub decode_only: bool,
+    /// Partials of split rows: ml [T, n_heads, parts, 2] and acc [T, n_heads, parts, hd].
+    scratch: Option<(CudaSlice<f32>, CudaSlice<f32>)>,
 }
 
 impl AttnBatch {
@@ -125,9 +135,33 @@ impl AttnBatch {
             num_tokens,
             max_blocks,
             max_context: seqs.iter().map(|s| s.context_len).max().unwrap_or(0),
-            decode_only: seqs.iter().all(|s| s.query_len == 1),
+            scratch: None,
         })
     }
+}
+
+/// Partial buffers holding at least `ml` and `acc` elements (grown, never shrunk).
+fn grow_scratch<'a>(
+    dev: &GpuDevice,
+    scratch: &'a mut Option<(CudaSlice<f32>, CudaSlice<f32>)>,
+    ml: usize,
+    acc: usize,
+) -> Result<&'a mut (CudaSlice<f32>, CudaSlice<f32>)> {
+    let fits = matches!(scratch, Some((a, b)) if a.len() >= ml && b.len() >= acc);
+    if !fits {
+        *scratch = Some((dev.stream.alloc_zeros(ml)?, dev.stream.alloc_zeros(acc)?));
+    }
+    Ok(scratch.as_mut().expect("allocated above"))
+}
+
+/// The partition length [`AttnKernel::Auto`] uses for `rows` query rows of `n_heads` heads
+/// whose longest context is `max_context`, on a device of `sms` multiprocessors.
+pub fn auto_part_len(rows: usize, n_heads: usize, max_context: usize, sms: usize) -> usize {
+    let mut part = MAX_PART;
+    while part > MIN_PART && rows * n_heads * max_context.div_ceil(part) < BLOCKS_PER_SM * sms {
+        part /= 2;
+    }
+    part
 }
 
 /// `out [T, n_heads, head_dim]` (bf16) = attention of `q` (f32, token t head h at
@@ -140,140 +174,104 @@ pub fn paged_attention(
     q_stride: usize,
     kv: &GpuKvCache,
     l: usize,
-    batch: &AttnBatch,
+    batch: &mut AttnBatch,
     n_heads: usize,
     scale: f32,
     kernel: AttnKernel,
 ) -> Result<()> {
-    let (t, s, hd, nkv) = (batch.num_tokens, batch.num_seqs, kv.head_dim, kv.n_kv_heads);
+    let (t, hd, nkv) = (batch.num_tokens, kv.head_dim, kv.n_kv_heads);
     if t == 0 {
         return Ok(());
     }
-    if hd > MAX_HEAD_DIM || n_heads == 0 || nkv == 0 || !n_heads.is_multiple_of(nkv) {
+    if hd > MAX_HEAD_DIM
+        || !hd.is_multiple_of(8)
+        || n_heads == 0
+        || nkv == 0
+        || !n_heads.is_multiple_of(nkv)
+    {
         return Err(CudaError::Config(format!(
-            "attention: head_dim {hd} (max {MAX_HEAD_DIM}), {n_heads} heads over {nkv} kv heads"
+            "attention: head_dim {hd} (a multiple of 8, at most {MAX_HEAD_DIM}), {n_heads} \
+             heads over {nkv} kv heads"
         )));
     }
     need("attention out", out.len(), t * n_heads * hd)?;
     need("attention q", q.len(), (t - 1) * q_stride + n_heads * hd)?;
-    let kernel = match kernel {
-        AttnKernel::Auto if !batch.decode_only => AttnKernel::Prefill,
-        AttnKernel::Auto if batch.max_context > SPLIT_MIN_CONTEXT => AttnKernel::DecodeSplit {
-            part_len: SPLIT_PART_LEN,
-        },
-        AttnKernel::Auto => AttnKernel::Decode,
-        k => k,
+    let part_len = match kernel {
+        AttnKernel::Auto => auto_part_len(t, n_heads, batch.max_context, dev.sms),
+        AttnKernel::Parts { part_len } if (1..=MAX_PART).contains(&part_len) => part_len,
+        AttnKernel::Parts { part_len } => {
+            return Err(CudaError::Config(format!(
+                "attention: part_len {part_len} outside 1..={MAX_PART}"
+            )))
+        }
     };
-    if kernel != AttnKernel::Prefill && !batch.decode_only {
-        return Err(CudaError::Config(
-            "attention: decode kernels need query_len = 1 for every sequence".into(),
-        ));
-    }
+    let parts = batch.max_context.div_ceil(part_len).max(1);
     let (k_cache, v_cache) = kv.layer(l);
-    let (qs, nh, nk, d, bs, mb) = (
+    let (qs, nh, nk, d, bs, mb, pl, np) = (
         i32_of(q_stride)?,
         i32_of(n_heads)?,
         i32_of(nkv)?,
         i32_of(hd)?,
         i32_of(kv.block_size)?,
         i32_of(batch.max_blocks)?,
+        i32_of(part_len)?,
+        i32_of(parts)?,
     );
-    match kernel {
-        AttnKernel::Prefill | AttnKernel::Auto => {
-            let mut b = dev
-                .stream
-                .launch_builder(dev.func("paged_attention_prefill"));
-            b.arg(out)
-                .arg(q)
-                .arg(&k_cache)
-                .arg(&v_cache)
-                .arg(&batch.block_tables)
-                .arg(&batch.context_lens)
-                .arg(&batch.query_starts)
-                .arg(&batch.query_lens)
-                .arg(&batch.token_seq)
-                .arg(&qs)
-                .arg(&nh)
-                .arg(&nk)
-                .arg(&d)
-                .arg(&bs)
-                .arg(&mb)
-                .arg(&scale);
-            // SAFETY: grid (n_heads, T), 128 threads (the kernel's static shared arrays are
-            // sized for 4 warps and head_dim <= 256, checked). Row t reads q row t (checked),
-            // K/V slots of blocks from its table (ids < num_blocks and table coverage of
-            // positions 0..context_len validated in AttnBatch::new) and writes out[t, h, :].
-            unsafe { b.launch(cfg((n_heads, t, 1), ATTN_THREADS)?) }?;
-        }
-        AttnKernel::Decode => {
-            let mut b = dev
-                .stream
-                .launch_builder(dev.func("paged_attention_decode"));
-            b.arg(out)
-                .arg(q)
-                .arg(&k_cache)
-                .arg(&v_cache)
-                .arg(&batch.block_tables)
-                .arg(&batch.context_lens)
-                .arg(&batch.query_starts)
-                .arg(&qs)
-                .arg(&nh)
-                .arg(&nk)
-                .arg(&d)
-                .arg(&bs)
-                .arg(&mb)
-                .arg(&scale);
-            // SAFETY: as for the prefill kernel, with grid (n_heads, S) and one query row per
-            // sequence (decode_only checked above).
-            unsafe { b.launch(cfg((n_heads, s, 1), ATTN_THREADS)?) }?;
-        }
-        AttnKernel::DecodeSplit { part_len } => {
-            if part_len == 0 {
-                return Err(CudaError::Config(
-                    "attention: split part_len must be > 0".into(),
-                ));
-            }
-            let parts = batch.max_context.div_ceil(part_len).max(1);
-            let mut tmp_ml = dev.stream.alloc_zeros::<f32>(s * n_heads * parts * 2)?; // [S, nh, parts, 2]
-            let mut tmp_acc = dev.stream.alloc_zeros::<f32>(s * n_heads * parts * hd)?; // [S, nh, parts, hd]
-            let (pl, np) = (i32_of(part_len)?, i32_of(parts)?);
-            let mut b = dev
-                .stream
-                .launch_builder(dev.func("paged_attention_decode_split"));
-            b.arg(&mut tmp_ml)
-                .arg(&mut tmp_acc)
-                .arg(q)
-                .arg(&k_cache)
-                .arg(&v_cache)
-                .arg(&batch.block_tables)
-                .arg(&batch.context_lens)
-                .arg(&batch.query_starts)
-                .arg(&qs)
-                .arg(&nh)
-                .arg(&nk)
-                .arg(&d)
-                .arg(&bs)
-                .arg(&mb)
-                .arg(&scale)
-                .arg(&pl);
-            // SAFETY: grid (n_heads, S, parts); partition z reads positions
-            // [z * part_len, min(.., context_len)) through the validated table and writes
-            // entry (s, h, z) of the scratch buffers sized S * n_heads * parts above.
-            unsafe { b.launch(cfg((n_heads, s, parts), ATTN_THREADS)?) }?;
-            let mut r = dev
-                .stream
-                .launch_builder(dev.func("paged_attention_decode_reduce"));
-            r.arg(out)
-                .arg(&tmp_ml)
-                .arg(&tmp_acc)
-                .arg(&batch.query_starts)
-                .arg(&nh)
-                .arg(&d)
-                .arg(&np);
-            // SAFETY: grid (n_heads, S); reads the `parts` partials of (s, h) written above and
-            // writes out[query_starts[s], h, :] (rows < T, validated).
-            unsafe { r.launch(cfg((n_heads, s, 1), ATTN_THREADS)?) }?;
-        }
+    let (ml_len, acc_len) = if parts > 1 {
+        (t * n_heads * parts * 2, t * n_heads * parts * hd)
+    } else {
+        (1, 1)
+    };
+    let AttnBatch {
+        block_tables,
+        context_lens,
+        query_starts,
+        query_lens,
+        token_seq,
+        scratch,
+        ..
+    } = batch;
+    let (tmp_ml, tmp_acc) = grow_scratch(dev, scratch, ml_len, acc_len)?;
+    let mut b = dev.stream.launch_builder(dev.func("paged_attention"));
+    b.arg(&mut *out)
+        .arg(&mut *tmp_ml)
+        .arg(&mut *tmp_acc)
+        .arg(q)
+        .arg(&k_cache)
+        .arg(&v_cache)
+        .arg(&*block_tables)
+        .arg(&*context_lens)
+        .arg(&*query_starts)
+        .arg(&*query_lens)
+        .arg(&*token_seq)
+        .arg(&qs)
+        .arg(&nh)
+        .arg(&nk)
+        .arg(&d)
+        .arg(&bs)
+        .arg(&mb)
+        .arg(&scale)
+        .arg(&pl);
+    // SAFETY: grid (n_heads, T, parts), 128 threads (the kernel's static shared arrays hold
+    // MAX_PART >= part_len scores and head_dim <= MAX_HEAD_DIM dims, checked above; head_dim
+    // is a multiple of 8, so its 16-byte K loads are aligned). Row t reads q row t (checked),
+    // the K/V slots of positions < its context through its table (ids < num_blocks and
+    // coverage validated in AttnBatch::new); it writes out[t, h, :] (one partition) or entry
+    // (t, h, z) of the partials, sized T * n_heads * parts above.
+    unsafe { b.launch(cfg((n_heads, t, parts), ATTN_THREADS)?) }?;
+    if parts > 1 {
+        let mut r = dev
+            .stream
+            .launch_builder(dev.func("paged_attention_reduce"));
+        r.arg(out)
+            .arg(&*tmp_ml)
+            .arg(&*tmp_acc)
+            .arg(&nh)
+            .arg(&d)
+            .arg(&np);
+        // SAFETY: grid (n_heads, T); reads the `parts` partials of (t, h) written above and
+        // writes out[t, h, :] (t < T, checked).
+        unsafe { r.launch(cfg((n_heads, t, 1), ATTN_THREADS)?) }?;
     }
     Ok(())
 }

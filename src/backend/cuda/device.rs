@@ -21,6 +21,8 @@ pub struct GpuDevice {
     /// Compute capability `(major, minor)` and the NVRTC arch the kernels were built for.
     pub cc: (i32, i32),
     pub arch: &'static str,
+    /// Multiprocessors (the attention launcher sizes its partitions by them).
+    pub sms: usize,
     funcs: HashMap<&'static str, CudaFunction>,
 }
 
@@ -51,6 +53,11 @@ impl GpuDevice {
         let blas = CudaBlas::new(stream.clone())?;
         let cc = ctx.compute_capability()?;
         let arch = kernels::arch_name(cc.0, cc.1);
+        let sms = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )?
+            .max(1) as usize;
         let mut funcs = HashMap::new();
         for (name, src, entries) in kernels::SOURCES {
             let ptx = kernels::compile(name, src, arch).map_err(CudaError::Compile)?;
@@ -65,6 +72,7 @@ impl GpuDevice {
             blas,
             cc,
             arch,
+            sms,
             funcs,
         })
     }

@@ -35,12 +35,7 @@ pub const SOURCES: &[(&str, &str, &[&str])] = &[
     (
         "attention.cu",
         include_str!("../../../kernels/attention.cu"),
-        &[
-            "paged_attention_prefill",
-            "paged_attention_decode",
-            "paged_attention_decode_split",
-            "paged_attention_decode_reduce",
-        ],
+        &["paged_attention", "paged_attention_reduce"],
     ),
     (
         "dequant.cu",
