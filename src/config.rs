@@ -151,6 +151,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PONDER_ACTIVATION_BITS", default_value = "12", value_parser = ActBits::parse)]
     pub activation_bits: ActBits,
 
+    /// Run decode steps of the CUDA backend as captured CUDA graphs (one launch per step
+    /// instead of ~10 kernel launches per layer; `false` launches every kernel). CUDA only.
+    #[arg(long, env = "PONDER_CUDA_GRAPHS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cuda_graphs: bool,
+
     /// Element type of the CPU KV cache: f16 (half the memory and the bytes attention
     /// reads) or f32 (K/V kept exactly as computed). The CUDA cache is always bf16.
     #[arg(long, env = "PONDER_KV_CACHE_DTYPE", default_value = "f16", value_parser = KvDtype::parse)]
@@ -516,6 +521,7 @@ impl ServeConfig {
             probe_texts,
             max_step_ms: self.max_step_ms,
             activation_bits: self.activation_bits,
+            cuda_graphs: self.cuda_graphs,
         })
     }
 

@@ -64,6 +64,7 @@ pub fn generate_with(
         kv_cache_bytes: blocks * per_block,
         kv_cache_dtype: dtype,
         activation_bits: bits,
+        cuda_graphs: true,
         ..EngineConfig::default()
     };
     let mut core = cpu_core(m.clone(), &cfg)?;

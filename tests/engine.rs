@@ -32,6 +32,7 @@ fn core(m: &Arc<LoadedModel>, kv_blocks: usize) -> EngineCore {
         probe_texts: None,
         max_step_ms: 0,
         activation_bits: Default::default(),
+        cuda_graphs: true,
     };
     cpu_core(m.clone(), &cfg).unwrap()
 }

@@ -68,10 +68,18 @@ pub trait Ops: Backend + Sized {
     fn kv_cache(&self, shape: KvShape, dtype: KvDtype) -> Result<Self::Kv, String>;
     /// Copy-on-write block copies `(src, dst)` (all layers), in order, before a step.
     fn copy_blocks(&mut self, kv: &mut Self::Kv, ops: &[(u32, u32)]);
-    /// Runs one step's forward pass (`f`): a hook for backends that set up per-step state
-    /// (the CPU runs it on its thread pool).
-    fn step<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
-        f(self)
+    /// Runs one step's forward pass (`f`) over `batch` and the cache `kv`: a hook for
+    /// backends that set up per-step state (the CPU runs it on its thread pool; CUDA uploads
+    /// the step's inputs and may run `f` a second time to capture a decode step in a CUDA
+    /// graph, so `f` must be repeatable and every op of it must go through `Self`).
+    fn step<R: Send>(
+        &mut self,
+        batch: &Batch,
+        kv: &mut Self::Kv,
+        mut f: impl FnMut(&mut Self, &mut Self::Kv) -> R + Send,
+    ) -> R {
+        let _ = batch;
+        f(self, kv)
     }
     /// `x [T, h]` = the table rows of `ids`.
     fn embed(&mut self, table: &Self::Table, ids: &[u32], x: &mut Self::Act);

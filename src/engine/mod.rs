@@ -48,6 +48,8 @@ pub struct EngineConfig {
     pub max_step_ms: u32,
     /// Activation precision of the CPU integer GEMM (`--activation-bits`).
     pub activation_bits: ActBits,
+    /// Decode steps as CUDA graphs (`--cuda-graphs`; CUDA backend only).
+    pub cuda_graphs: bool,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +63,7 @@ impl Default for EngineConfig {
             probe_texts: None,
             max_step_ms: 0,
             activation_bits: ActBits::default(),
+            cuda_graphs: true,
         }
     }
 }
@@ -161,7 +164,7 @@ pub fn cuda_core(
         ));
     }
     let dev = Arc::new(GpuDevice::new(ordinal).map_err(|e| e.to_string())?);
-    let backend = CudaBackend::new(dev.clone());
+    let backend = CudaBackend::new(dev.clone()).with_graphs(cfg.cuda_graphs);
     let packed = Arc::new(
         model
             .pack_for(&backend, cfg.kv_cache_dtype)
@@ -187,6 +190,7 @@ pub fn cuda_core(
         num_blocks,
         block_size = cfg.block_size,
         bytes_per_block = per_block,
+        cuda_graphs = cfg.cuda_graphs,
         "CUDA runner ready"
     );
     let kv = KvConfig {

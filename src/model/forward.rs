@@ -158,7 +158,7 @@ impl<B: Ops> Model<B> {
     /// Runs the batch on `b`, writing its K/V into `kv`; `logits` becomes `[logits_rows,
     /// vocab]` (capacity kept, every value written).
     pub fn forward(&self, b: &mut B, batch: &Batch, kv: &mut B::Kv, logits: &mut Vec<f32>) {
-        b.step(|b| self.forward_in(b, batch, kv, logits))
+        b.step(batch, kv, |b, kv| self.forward_in(b, batch, kv, logits))
     }
 
     fn forward_in(&self, b: &mut B, batch: &Batch, kv: &mut B::Kv, logits: &mut Vec<f32>) {

@@ -74,7 +74,7 @@ fn run_case(
             0,
             &g_rows.slice(..),
             &g_rows.slice(kv_row..),
-            &g_slots,
+            &g_slots.slice(..),
             stride,
         )
         .unwrap();

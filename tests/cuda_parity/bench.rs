@@ -92,23 +92,27 @@ fn gpu_bench() {
         RopeStyle::Interleaved,
     );
     let src = random_source(&cfg, 1, 0.05);
-    let backend = CudaBackend::new(dev.clone());
-    let model = Model::new(cfg.clone(), weights::load(&backend, &cfg, &src).unwrap());
     // bf16 weight bytes read per step: every matrix once, the tied head once.
     let (h, f, l, v) = (576usize, 1536usize, 30usize, 49152usize);
     let params = (l * (h * (9 + 6) * 64 + h * 9 * 64 + 3 * h * f) + v * h) as f64;
     let wb = 2.0 * params;
     let per_block = GpuKvCache::bytes_per_block(l, BS, 3, 64);
-    let blocks = GpuKvCache::blocks_for_fraction(&dev, 0.4, per_block).unwrap();
-    let kv = backend
-        .kv_cache(model.kv_shape(blocks, BS), KvDtype::F16)
-        .unwrap();
-    let mut r = Bench {
-        backend,
-        model,
-        kv,
-        logits: Vec::new(),
+    // Two models (graphs on and off) share the device: 0.2 of its memory each for the cache.
+    let blocks = GpuKvCache::blocks_for_fraction(&dev, 0.2, per_block).unwrap();
+    let make = |graphs: bool| {
+        let backend = CudaBackend::new(dev.clone()).with_graphs(graphs);
+        let model = Model::new(cfg.clone(), weights::load(&backend, &cfg, &src).unwrap());
+        let kv = backend
+            .kv_cache(model.kv_shape(blocks, BS), KvDtype::F16)
+            .unwrap();
+        Bench {
+            backend,
+            model,
+            kv,
+            logits: Vec::new(),
+        }
     };
+    let mut r = make(true);
     let (bw, flops) = floors(&dev).unwrap();
     println!("device: {:?} arch {}", dev.cc, dev.arch);
     println!(
@@ -134,6 +138,15 @@ fn gpu_bench() {
         let b = batch(n, q, q);
         let floor_ms = (2.0 * params * (n * q) as f64 / flops).max(wb / bw) * 1e3;
         run(&mut r, &b, &format!("prefill {n} x {q}"), n * q, floor_ms);
+    }
+    println!("graphs captured: {}", r.backend.graphs_captured());
+    drop(r);
+    // The same decode steps with every kernel launched on its own (--cuda-graphs false).
+    let mut r = make(false);
+    for n in [1usize, 8, 64, 256] {
+        let b = batch(n, 1, ctx);
+        let name = format!("decode batch {n} (ctx {ctx}), no graphs");
+        run(&mut r, &b, &name, n, wb / bw * 1e3);
     }
 }
 

@@ -130,7 +130,7 @@ fn embedding_rmsnorm_silu_parity() {
         .upload(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>())
         .unwrap();
     let mut x = nan_f32(&dev, t * d);
-    ops::embedding(&dev, &mut x, &g_table, &g_ids, vocab, d).unwrap();
+    ops::embedding(&dev, &mut x, &g_table, &g_ids.slice(..), vocab, d).unwrap();
     check("embedding", &dev.download(&x).unwrap(), &want, 1e-6);
 
     // rmsnorm with the residual add fused: x += r; out = norm(x) * w.
@@ -230,7 +230,7 @@ fn rope_parity_both_styles() {
         ops::rope(
             &dev,
             &mut g.slice_mut(..),
-            &g_pos,
+            &g_pos.slice(..),
             &g_inv,
             stride,
             nh,
@@ -357,4 +357,5 @@ mod attention;
 mod bench;
 mod decode;
 mod dequant;
+mod graph;
 mod profile;

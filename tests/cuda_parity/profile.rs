@@ -97,7 +97,7 @@ fn gpu_profile() {
         let table = dev_bf16(&dev, VOCAB * H, 16);
         let t = time(&dev, || {
             let d = dev.upload(&ids).unwrap();
-            ops::embedding(&dev, &mut x, &table, &d, VOCAB, H).unwrap();
+            ops::embedding(&dev, &mut x, &table, &d.slice(..), VOCAB, H).unwrap();
         });
         row("embed (ids upload + kernel)", n, t, 1, &mut total);
         // Per-step metadata: n sequences of CTX positions, scattered blocks.
@@ -157,7 +157,7 @@ fn gpu_profile() {
             ops::rope(
                 &dev,
                 &mut y.slice_mut(..),
-                &positions,
+                &positions.slice(..),
                 &inv_freq,
                 stride,
                 NH + NKV,
@@ -173,7 +173,7 @@ fn gpu_profile() {
                 0,
                 &y.slice(qd..),
                 &y.slice(qd + kvd..),
-                &slots_d,
+                &slots_d.slice(..),
                 stride,
             )
             .unwrap()

@@ -168,8 +168,13 @@ impl Ops for CpuBackend {
         }
     }
 
-    fn step<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
-        pool::run_step(|| f(self))
+    fn step<R: Send>(
+        &mut self,
+        _batch: &Batch,
+        kv: &mut CpuKvCache,
+        mut f: impl FnMut(&mut Self, &mut CpuKvCache) -> R + Send,
+    ) -> R {
+        pool::run_step(|| f(self, kv))
     }
 
     fn embed(&mut self, table: &QMatrix, ids: &[u32], x: &mut Vec<f32>) {

@@ -19,12 +19,13 @@
 //! multiprocessor (a batch-1 decode is spread over many partitions, a big batch is not
 //! split); rows with more than one partition are merged by the reduce kernel.
 
-use cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, PinnedHostSlice, PushKernelArg};
 use half::bf16;
 
 use super::device::GpuDevice;
 use super::kv::GpuKvCache;
 use super::ops::{cfg, i32_of, need};
+use super::step::{StepBatch, StepLayout};
 use super::{CudaError, Result};
 
 /// Longest partition (the kernel's shared score buffer, `MAX_PART` in attention.cu).
@@ -56,12 +57,12 @@ pub struct AttnSeqDesc<'a> {
     pub block_table: &'a [u32],
 }
 
+/// A step's device-side inputs ([`StepLayout`] in one buffer) and the attention partials.
 pub struct AttnBatch {
-    block_tables: CudaSlice<i32>,
-    context_lens: CudaSlice<i32>,
-    query_starts: CudaSlice<i32>,
-    query_lens: CudaSlice<i32>,
-    token_seq: CudaSlice<i32>,
+    meta: CudaSlice<i32>,
+    /// Page-locked twin of `meta` for graph steps (the graph copies it to `meta`).
+    staging: Option<PinnedHostSlice<i32>>,
+    layout: StepLayout,
     pub num_seqs: usize,
     pub num_tokens: usize,
     pub max_blocks: usize,
@@ -71,8 +72,8 @@ pub struct AttnBatch {
 }
 
 impl AttnBatch {
-    /// Validates and uploads the metadata: tables must cover each context, block ids must be
-    /// `< num_blocks`, query rows must tile `0..T` in order, 1 <= query_len <= context_len.
+    /// Validates and uploads attention metadata alone (tests and benchmarks: token ids 0,
+    /// positions from the query rows, no cache writes, no logits rows).
     pub fn new(
         dev: &GpuDevice,
         seqs: &[AttnSeqDesc<'_>],
@@ -80,63 +81,110 @@ impl AttnBatch {
         block_size: usize,
         num_blocks: usize,
     ) -> Result<Self> {
-        let max_blocks = seqs
-            .iter()
-            .map(|s| s.block_table.len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut tables = vec![0i32; seqs.len() * max_blocks];
-        let (mut ctx, mut qs, mut ql) = (Vec::new(), Vec::new(), Vec::new());
-        let mut token_seq = Vec::with_capacity(num_tokens);
-        for (i, s) in seqs.iter().enumerate() {
-            let bad = |m: String| {
-                Err(CudaError::Config(format!(
-                    "attention batch, sequence {i}: {m}"
-                )))
-            };
-            if s.query_start != token_seq.len() || s.query_len == 0 || s.query_len > s.context_len {
-                return bad(format!(
-                    "query rows {}+{} with context {}",
-                    s.query_start, s.query_len, s.context_len
-                ));
-            }
-            if s.block_table.len() * block_size < s.context_len {
-                return bad(format!(
-                    "{} blocks cannot hold {} tokens",
-                    s.block_table.len(),
-                    s.context_len
-                ));
-            }
-            for (j, &b) in s.block_table.iter().enumerate() {
-                if b as usize >= num_blocks {
-                    return bad(format!("block id {b} >= {num_blocks}"));
+        let mut positions = vec![0; num_tokens];
+        for s in seqs {
+            for i in 0..s.query_len {
+                if let Some(p) = positions.get_mut(s.query_start + i) {
+                    *p = s.context_len - s.query_len + i;
                 }
-                tables[i * max_blocks + j] = b as i32;
             }
-            ctx.push(i32_of(s.context_len)?);
-            qs.push(i32_of(s.query_start)?);
-            ql.push(i32_of(s.query_len)?);
-            token_seq.extend(std::iter::repeat_n(i as i32, s.query_len));
         }
-        if token_seq.len() != num_tokens {
-            return Err(CudaError::Config(format!(
-                "attention batch: sequences cover {} rows, batch has {num_tokens}",
-                token_seq.len()
-            )));
-        }
-        Ok(AttnBatch {
-            block_tables: dev.upload(&tables)?,
-            context_lens: dev.upload(&ctx)?,
-            query_starts: dev.upload(&qs)?,
-            query_lens: dev.upload(&ql)?,
-            token_seq: dev.upload(&token_seq)?,
-            num_seqs: seqs.len(),
-            num_tokens,
-            max_blocks,
-            max_context: seqs.iter().map(|s| s.context_len).max().unwrap_or(0),
+        let b = StepBatch {
+            seqs,
+            ids: &vec![0; num_tokens],
+            positions: &positions,
+            slots: &vec![0; num_tokens],
+            logits_rows: &[],
+        };
+        Self::upload(dev, StepLayout::build(&b, block_size, num_blocks, None)?)
+    }
+
+    /// An eager step: the layout uploaded at once.
+    pub fn upload(dev: &GpuDevice, layout: StepLayout) -> Result<Self> {
+        let meta = dev.upload(&layout.host)?;
+        Ok(Self::with(meta, None, layout))
+    }
+
+    /// A graph step's inputs: device and page-locked buffers for `layout`'s shape, filled by
+    /// [`AttnBatch::stage`] and copied by [`AttnBatch::copy_staged`].
+    pub fn staged(dev: &GpuDevice, layout: StepLayout) -> Result<Self> {
+        let meta = dev.stream.alloc_zeros::<i32>(layout.host.len())?;
+        // SAFETY: uninitialized page-locked memory; `stage` fills all of it before any copy.
+        // Flags 0: cached memory (the host writes it, the device reads it once per step).
+        let staging = unsafe { dev.ctx.alloc_pinned_with_flags::<i32>(layout.host.len(), 0) }?;
+        Ok(Self::with(meta, Some(staging), layout))
+    }
+
+    fn with(
+        meta: CudaSlice<i32>,
+        staging: Option<PinnedHostSlice<i32>>,
+        layout: StepLayout,
+    ) -> Self {
+        AttnBatch {
+            meta,
+            staging,
+            num_seqs: layout.seqs,
+            num_tokens: layout.rows,
+            max_blocks: layout.max_blocks,
+            max_context: layout.max_context,
+            layout,
             scratch: None,
-        })
+        }
+    }
+
+    /// Writes `layout` (same shape as at creation) into the staging buffer. The caller has
+    /// synchronized the stream since the last copy out of it.
+    pub fn stage(&mut self, layout: &StepLayout) -> Result<()> {
+        let same = layout.host.len() == self.layout.host.len()
+            && (
+                layout.rows,
+                layout.seqs,
+                layout.max_blocks,
+                layout.logit_rows,
+            ) == (
+                self.layout.rows,
+                self.layout.seqs,
+                self.layout.max_blocks,
+                self.layout.logit_rows,
+            );
+        let Some(st) = self.staging.as_mut().filter(|_| same) else {
+            return Err(CudaError::Config(
+                "step: staged inputs of another shape (or an eager batch)".into(),
+            ));
+        };
+        st.as_mut_slice()?.copy_from_slice(&layout.host);
+        self.layout.host.clone_from(&layout.host);
+        Ok(())
+    }
+
+    /// Enqueues the staging -> device copy (a graph's first node when captured).
+    pub fn copy_staged(&mut self, dev: &GpuDevice) -> Result<()> {
+        let st = self
+            .staging
+            .as_ref()
+            .ok_or_else(|| CudaError::Config("step: no staged inputs".into()))?;
+        dev.stream.memcpy_htod(st, &mut self.meta)?;
+        Ok(())
+    }
+
+    fn view(&self, off: usize, len: usize) -> CudaView<'_, i32> {
+        self.meta.slice(off..off + len)
+    }
+    pub fn ids(&self) -> CudaView<'_, i32> {
+        self.view(0, self.layout.rows)
+    }
+    pub fn positions(&self) -> CudaView<'_, i32> {
+        self.view(self.layout.off_positions(), self.layout.rows)
+    }
+    pub fn slots(&self) -> CudaView<'_, i32> {
+        self.view(self.layout.off_slots(), self.layout.rows)
+    }
+    /// Logits rows of the step (R >= the batch's: padding rows on a graph step).
+    pub fn layout_logit_rows(&self) -> usize {
+        self.layout.logit_rows
+    }
+    pub fn logit_rows(&self) -> CudaView<'_, i32> {
+        self.view(self.layout.off_logit_rows(), self.layout.logit_rows)
     }
 }
 
@@ -223,14 +271,17 @@ pub fn paged_attention(
         (1, 1)
     };
     let AttnBatch {
-        block_tables,
-        context_lens,
-        query_starts,
-        query_lens,
-        token_seq,
+        meta,
+        layout: lay,
         scratch,
         ..
     } = batch;
+    let (s, mbw) = (lay.seqs, lay.max_blocks);
+    let block_tables = meta.slice(lay.off_tables()..lay.off_tables() + s * mbw);
+    let context_lens = meta.slice(lay.off_context_lens()..lay.off_context_lens() + s);
+    let query_starts = meta.slice(lay.off_query_starts()..lay.off_query_starts() + s);
+    let query_lens = meta.slice(lay.off_query_lens()..lay.off_query_lens() + s);
+    let token_seq = meta.slice(lay.off_token_seq()..lay.off_token_seq() + t);
     let (tmp_ml, tmp_acc) = grow_scratch(dev, scratch, ml_len, acc_len)?;
     let mut b = dev.stream.launch_builder(dev.func("paged_attention"));
     b.arg(&mut *out)
@@ -239,11 +290,11 @@ pub fn paged_attention(
         .arg(q)
         .arg(&k_cache)
         .arg(&v_cache)
-        .arg(&*block_tables)
-        .arg(&*context_lens)
-        .arg(&*query_starts)
-        .arg(&*query_lens)
-        .arg(&*token_seq)
+        .arg(&block_tables)
+        .arg(&context_lens)
+        .arg(&query_starts)
+        .arg(&query_lens)
+        .arg(&token_seq)
         .arg(&qs)
         .arg(&nh)
         .arg(&nk)

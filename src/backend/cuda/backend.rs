@@ -21,9 +21,10 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, PinnedHostSlice};
 use half::bf16;
 
-use super::attention::{paged_attention, AttnBatch, AttnKernel, AttnSeqDesc};
+use super::attention::{paged_attention, AttnBatch, AttnKernel};
 use super::device::GpuDevice;
 use super::gemm::linear;
+use super::graph::{Graphs, Mode};
 use super::kv::GpuKvCache;
 use super::ops::{self, NormOut};
 use super::weights::upload_matrix;
@@ -75,40 +76,88 @@ fn fail<T>(what: &str, r: super::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("CUDA {what} failed (device state is unrecoverable): {e}"))
 }
 
-/// The CUDA backend: one device, the current step's index buffers, and the buffers of the
-/// LM head that live across steps (grown to the largest step, never per step):
-/// `head_in` bf16 [R, h] (the gathered rows), `head_out` f32 [R, vocab] and its page-locked
-/// host twin `host_logits` (R * vocab * 4 bytes: 50 MB for 256 rows of a 49k vocabulary;
-/// pageable copies of that size ran at ~1.5 GB/s on an H200 host, page-locked ones at PCIe
-/// speed).
+/// The CUDA backend: one device, the current step's inputs, the captured decode graphs, and
+/// the buffers of the LM head that live across steps (grown to the largest step, never per
+/// step): `head_in` bf16 [R, h] (the gathered rows), `head_out` f32 [R, vocab] and its
+/// page-locked host twin `host_logits` (R * vocab * 4 bytes: 50 MB for 256 rows of a 49k
+/// vocabulary; pageable copies of that size ran at ~1.5 GB/s on an H200 host).
+///
+/// `gen` counts (re)allocations of every buffer a captured graph may point into (the
+/// activations, the LM head buffers): a graph captured under another `gen` is stale.
 pub struct CudaBackend {
     pub dev: Arc<GpuDevice>,
-    positions: Option<CudaSlice<i32>>,
-    slots: Option<CudaSlice<i32>>,
-    attn_batch: Option<AttnBatch>,
-    qkv_stride: usize,
+    /// The inputs of an eager step (a graph step's live in its graph entry).
+    inputs: Option<AttnBatch>,
+    pub(super) graphs: Graphs,
+    pub(super) mode: Mode,
+    pub(super) gen: u64,
+    head_norm: GpuAct,
     head_in: GpuAct,
     head_out: GpuAct,
     host_logits: Option<PinnedHostSlice<f32>>,
 }
 
 impl CudaBackend {
+    /// A backend on `dev`; decode steps run as CUDA graphs (see [`CudaBackend::with_graphs`]).
     pub fn new(dev: Arc<GpuDevice>) -> Self {
         CudaBackend {
             dev,
-            positions: None,
-            slots: None,
-            attn_batch: None,
-            qkv_stride: 0,
+            inputs: None,
+            graphs: Graphs::new(true),
+            mode: Mode::Eager,
+            gen: 0,
+            head_norm: GpuAct::Empty,
             head_in: GpuAct::Empty,
             head_out: GpuAct::Empty,
             host_logits: None,
         }
     }
 
+    /// Whether decode steps are captured and replayed as CUDA graphs (on by default; off
+    /// runs every step's kernels one launch at a time).
+    pub fn with_graphs(mut self, on: bool) -> Self {
+        self.graphs = Graphs::new(on);
+        self
+    }
+
+    /// Number of decode-step shapes with a captured graph.
+    pub fn graphs_captured(&self) -> usize {
+        self.graphs.captured()
+    }
+
+    /// The current step's inputs (eager, or the active graph entry's).
+    pub(super) fn step_inputs(&mut self) -> &mut AttnBatch {
+        match self.graphs.active {
+            Some(key) => {
+                &mut self
+                    .graphs
+                    .entries
+                    .get_mut(&key)
+                    .expect("the active graph entry exists")
+                    .batch
+            }
+            None => self.inputs.as_mut().expect("set by step()"),
+        }
+    }
+
+    pub(super) fn set_eager_inputs(&mut self, b: AttnBatch) {
+        self.inputs = Some(b);
+    }
+
+    /// Counts an allocation of a buffer a graph may point into; none may happen while a
+    /// graph is being captured (the warm-up step before a capture sizes every buffer).
+    fn note_alloc(&mut self, what: &str) {
+        assert!(
+            self.mode != Mode::Capture,
+            "CUDA graph capture needed a new {what} buffer (the warm-up step should have sized it)"
+        );
+        self.gen += 1;
+    }
+
     /// A page-locked host buffer of at least `len` f32 (grown, never shrunk).
     fn host_buf(&mut self, len: usize) -> &mut PinnedHostSlice<f32> {
         if self.host_logits.as_ref().is_none_or(|h| h.len() < len) {
+            self.note_alloc("logits host");
             // Drop the old buffer first (its drop waits for pending copies into it).
             self.host_logits = None;
             // SAFETY: the buffer is only read after a device-to-host copy has filled the
@@ -121,9 +170,10 @@ impl CudaBackend {
     }
 
     /// `a` as an f32 buffer of `len` (reallocated only when too small).
-    fn f32_buf(&self, a: &mut GpuAct, len: usize) {
+    fn f32_buf(&mut self, a: &mut GpuAct, len: usize) {
         let fits = matches!(a, GpuAct::F32(s, _) if s.len() >= len);
         if !fits {
+            self.note_alloc("f32 activation");
             *a = GpuAct::F32(
                 fail(
                     "alloc",
@@ -139,9 +189,10 @@ impl CudaBackend {
         }
     }
 
-    fn bf16_buf(&self, a: &mut GpuAct, len: usize) {
+    fn bf16_buf(&mut self, a: &mut GpuAct, len: usize) {
         let fits = matches!(a, GpuAct::Bf16(s, _) if s.len() >= len);
         if !fits {
+            self.note_alloc("bf16 activation");
             *a = GpuAct::Bf16(
                 fail(
                     "alloc",
@@ -291,24 +342,30 @@ impl Ops for CudaBackend {
         fail("block copy", kv.copy_blocks(&self.dev, pairs));
     }
 
+    fn step<R: Send>(
+        &mut self,
+        batch: &Batch,
+        kv: &mut GpuKvCache,
+        f: impl FnMut(&mut Self, &mut GpuKvCache) -> R + Send,
+    ) -> R {
+        self.run_step(batch, kv, f)
+    }
+
     fn embed(&mut self, table: &GpuTable, ids: &[u32], x: &mut GpuAct) {
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= table.rows) {
             panic!("token id {id} >= vocab {}", table.rows);
         }
-        let t = ids.len();
+        if self.mode == Mode::Replay {
+            return;
+        }
+        // The ids come from the step's inputs (padded rows included on a graph step).
+        let t = self.step_inputs().num_tokens;
         self.f32_buf(x, t * table.cols);
-        let ids: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
-        let ids = fail("upload", self.dev.upload(&ids));
+        let dev = self.dev.clone();
+        let ids = self.step_inputs().ids();
         fail(
             "embedding",
-            ops::embedding(
-                &self.dev,
-                f32_mut(x),
-                &table.w,
-                &ids,
-                table.rows,
-                table.cols,
-            ),
+            ops::embedding(&dev, f32_mut(x), &table.w, &ids, table.rows, table.cols),
         );
     }
 
@@ -320,6 +377,9 @@ impl Ops for CudaBackend {
         eps: f32,
         out: &mut GpuAct,
     ) {
+        if self.mode == Mode::Replay {
+            return;
+        }
         let d = w.len();
         let t = x.len() / d;
         self.bf16_buf(out, t * d);
@@ -343,6 +403,9 @@ impl Ops for CudaBackend {
     }
 
     fn linear(&mut self, x: &GpuAct, w: &GpuLinear, y: &mut GpuAct) {
+        if self.mode == Mode::Replay {
+            return;
+        }
         let t = x.len() / w.cols;
         self.f32_buf(y, t * w.rows);
         let yb = f32_mut(y);
@@ -363,42 +426,17 @@ impl Ops for CudaBackend {
         batch: &Batch,
         out: &mut GpuAct,
     ) {
-        let t = batch.token_ids.len();
+        let _ = batch; // uploaded (validated, padded) by step()
+        if self.mode == Mode::Replay {
+            return;
+        }
+        let t = self.step_inputs().num_tokens;
         let hd = op.head_dim;
         let (qd, kvd) = (op.heads * hd, op.kv_heads * hd);
         let stride = qd + 2 * kvd;
-        if op.layer == 0 {
-            let to_i32 = |v: &[usize]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
-            if let Some(&s) = batch.slot_mapping.iter().find(|&&s| s >= kv.num_slots()) {
-                panic!("slot {s} >= {} slots", kv.num_slots());
-            }
-            self.positions = Some(fail("upload", self.dev.upload(&to_i32(&batch.positions))));
-            self.slots = Some(fail(
-                "upload",
-                self.dev.upload(&to_i32(&batch.slot_mapping)),
-            ));
-            let seqs: Vec<AttnSeqDesc<'_>> = batch
-                .seqs
-                .iter()
-                .map(|s| AttnSeqDesc {
-                    query_start: s.query_start,
-                    query_len: s.query_len,
-                    context_len: s.context_len,
-                    block_table: &s.block_table,
-                })
-                .collect();
-            self.attn_batch = Some(fail(
-                "attention batch",
-                AttnBatch::new(&self.dev, &seqs, t, kv.block_size, kv.num_blocks),
-            ));
-            self.qkv_stride = stride;
-        }
         self.bf16_buf(out, t * qd);
-        let (positions, slots, ab) = (
-            self.positions.as_ref().expect("set at layer 0"),
-            self.slots.as_ref().expect("set at layer 0"),
-            self.attn_batch.as_mut().expect("set at layer 0"),
-        );
+        let dev = self.dev.clone();
+        let inputs = self.step_inputs();
         // RoPE in place on q and k of the f32 qkv rows (the buffer the GEMM wrote): the k
         // heads follow the q heads in a row, so one launch covers both.
         let q = f32_mut(qkv);
@@ -406,9 +444,9 @@ impl Ops for CudaBackend {
         fail(
             "rope q, k",
             ops::rope(
-                &self.dev,
+                &dev,
                 &mut q.slice_mut(..),
-                positions,
+                &inputs.positions(),
                 &rope.inv_freq,
                 stride,
                 op.heads + op.kv_heads,
@@ -419,28 +457,27 @@ impl Ops for CudaBackend {
         fail(
             "cache write",
             kv.reshape_and_cache(
-                &self.dev,
+                &dev,
                 op.layer,
                 &q.slice(qd..),
                 &q.slice(qd + kvd..),
-                slots,
+                &inputs.slots(),
                 stride,
             ),
         );
         let GpuAct::Bf16(o, _) = out else {
             unreachable!("sized as bf16 above")
         };
-        let dev = &self.dev;
         fail(
             "attention",
             paged_attention(
-                dev,
+                &dev,
                 o,
                 &q.slice(..),
                 stride,
                 kv,
                 op.layer,
-                ab,
+                inputs,
                 op.heads,
                 op.scale,
                 AttnKernel::Auto,
@@ -449,6 +486,9 @@ impl Ops for CudaBackend {
     }
 
     fn silu_mul(&mut self, gu: &GpuAct, f: usize, out: &mut GpuAct) {
+        if self.mode == Mode::Replay {
+            return;
+        }
         let t = gu.len() / (2 * f);
         self.bf16_buf(out, t * f);
         let GpuAct::Bf16(o, _) = out else {
@@ -477,46 +517,62 @@ impl Ops for CudaBackend {
         logits: &mut Vec<f32>,
     ) {
         let h = norm.len();
+        match self.mode {
+            Mode::Replay => {
+                let g = self
+                    .graphs
+                    .active_graph()
+                    .expect("replay of a captured graph");
+                fail("graph launch", g.launch().map_err(Into::into));
+                fail("graph", self.dev.synchronize());
+                let n = rows.len() * head.rows;
+                let host = self
+                    .host_logits
+                    .as_ref()
+                    .expect("sized by the warm-up step");
+                let vals = fail("download", host.as_slice().map_err(Into::into));
+                logits.clear();
+                logits.extend_from_slice(&vals[..n]);
+                return;
+            }
+            Mode::Eager => logits.clear(),
+            Mode::Capture => {}
+        }
         let t = x.len() / h;
-        let r = rows.len();
         if let Some(&row) = rows.iter().find(|&&row| row >= t) {
             panic!("logits row {row} >= {t} rows");
         }
-        let mut xn = GpuAct::Empty;
+        let mut xn = std::mem::take(&mut self.head_norm);
         self.norm(x, add, norm, eps, &mut xn);
-        logits.clear();
+        // The step's logits rows (all padded rows on a graph step: R >= rows.len()).
+        let r = self.step_inputs().layout_logit_rows();
         if r == 0 {
+            self.head_norm = xn;
             return;
         }
         let n = r * head.rows;
-        let rows_i: Vec<i32> = rows.iter().map(|&v| v as i32).collect();
-        let rows_d = fail("upload", self.dev.upload(&rows_i));
         let (mut last, mut out) = (
             std::mem::take(&mut self.head_in),
             std::mem::take(&mut self.head_out),
         );
         self.bf16_buf(&mut last, r * h); // [R, h]
         self.f32_buf(&mut out, n); // [R, vocab]
+        let dev = self.dev.clone();
         let GpuAct::Bf16(last_b, _) = &mut last else {
             unreachable!("sized as bf16 above")
         };
-        fail(
-            "gather",
-            ops::gather_rows(&self.dev, last_b, bf16_of(&xn), &rows_d, h),
-        );
+        {
+            let rows_d = self.step_inputs().logit_rows();
+            fail(
+                "gather",
+                ops::gather_rows(&dev, last_b, bf16_of(&xn), &rows_d, h),
+            );
+        }
         fail(
             "lm head",
-            linear(
-                &self.dev,
-                &*last_b,
-                &*head.w,
-                f32_mut(&mut out),
-                r,
-                head.rows,
-                h,
-            ),
+            linear(&dev, &*last_b, &*head.w, f32_mut(&mut out), r, head.rows, h),
         );
-        let dev = self.dev.clone();
+        let capture = self.mode == Mode::Capture;
         let host = self.host_buf(n);
         fail(
             "download",
@@ -524,12 +580,14 @@ impl Ops for CudaBackend {
                 .memcpy_dtoh(&f32_of(&out).slice(..n), host)
                 .map_err(Into::into),
         );
-        // Wait for the copy on the stream itself: cudarc records the pinned buffer's event
-        // (which `as_slice` waits on) only in multi-stream mode, and this device has one
-        // stream, so `as_slice` alone would read the buffer before the copy lands.
-        fail("download", dev.synchronize());
-        let vals = fail("download", host.as_slice().map_err(Into::into));
-        logits.extend_from_slice(&vals[..n]);
-        (self.head_in, self.head_out) = (last, out);
+        if !capture {
+            // Wait for the copy on the stream itself: cudarc records the pinned buffer's
+            // event (which `as_slice` waits on) only when it tracks events across streams,
+            // which this backend turns off, so `as_slice` alone would read it too early.
+            fail("download", dev.synchronize());
+            let vals = fail("download", host.as_slice().map_err(Into::into));
+            logits.extend_from_slice(&vals[..rows.len() * head.rows]);
+        }
+        (self.head_in, self.head_out, self.head_norm) = (last, out, xn);
     }
 }

@@ -1,4 +1,4 @@
-//! One GPU: its context, the stream all work is ordered on, the cuBLAS handle bound to that
+//! One GPU: its context, the (non-default) stream all work is ordered on, the cuBLAS handle bound to that
 //! stream, and the kernel functions compiled by NVRTC once at start-up for the device's
 //! compute capability.
 //!
@@ -49,7 +49,12 @@ impl GpuDevice {
             return Err(CudaError::Unavailable("libcublas was not found".into()));
         }
         let ctx = CudaContext::new(ordinal)?;
-        let stream = ctx.default_stream();
+        // SAFETY: every buffer of this device is used on `stream` alone, so cudarc's
+        // cross-stream event tracking has nothing to order; it is off before any buffer
+        // exists, so no buffer records events (a launch then costs no event calls).
+        unsafe { ctx.disable_event_tracking() };
+        // A stream of our own: the legacy default stream cannot be captured into a graph.
+        let stream = ctx.new_stream()?;
         let blas = CudaBlas::new(stream.clone())?;
         let cc = ctx.compute_capability()?;
         let arch = kernels::arch_name(cc.0, cc.1);

@@ -115,7 +115,7 @@ impl GpuKvCache {
         l: usize,
         k: &CudaView<'_, f32>,
         v: &CudaView<'_, f32>,
-        slots: &CudaSlice<i32>,
+        slots: &CudaView<'_, i32>,
         row_stride: usize,
     ) -> Result<()> {
         let t = slots.len();

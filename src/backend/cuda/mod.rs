@@ -12,9 +12,11 @@ pub mod attention;
 pub mod backend;
 pub mod device;
 pub mod gemm;
+pub mod graph;
 pub mod kernels;
 pub mod kv;
 pub mod ops;
+pub mod step;
 pub mod weights;
 
 use std::sync::OnceLock;

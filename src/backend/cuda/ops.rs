@@ -6,7 +6,7 @@
 //!
 //! CPU twins: `backend::cpu::{ops, attention}` and `backend::blocks::dequantize_row`.
 
-use cudarc::driver::{CudaSlice, CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use super::device::GpuDevice;
@@ -53,7 +53,7 @@ pub fn embedding(
     dev: &GpuDevice,
     out: &mut CudaSlice<f32>,
     table: &CudaSlice<bf16>,
-    ids: &CudaSlice<i32>,
+    ids: &CudaView<'_, i32>,
     vocab: usize,
     d: usize,
 ) -> Result<()> {
@@ -133,7 +133,7 @@ pub fn rmsnorm_residual(
 pub fn rope(
     dev: &GpuDevice,
     x: &mut CudaViewMut<'_, f32>,
-    positions: &CudaSlice<i32>,
+    positions: &CudaView<'_, i32>,
     inv_freq: &CudaSlice<f64>,
     row_stride: usize,
     n_heads: usize,
@@ -230,7 +230,7 @@ pub fn gather_rows(
     dev: &GpuDevice,
     out: &mut CudaSlice<bf16>,
     src: &CudaSlice<bf16>,
-    rows: &CudaSlice<i32>,
+    rows: &CudaView<'_, i32>,
     d: usize,
 ) -> Result<()> {
     let r = rows.len();
