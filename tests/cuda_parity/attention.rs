@@ -184,6 +184,9 @@ fn prefill_attention_chunked_gqa() {
     run_case(&dev, &case, parts, 4, 4, 128, "prefill hd128 parts of 16");
     // head_dim 80: a K row is not a whole number of 64-dim passes.
     run_case(&dev, &case, AttnKernel::Auto, 6, 2, 80, "prefill hd80");
+    // Qwen2.5-0.5B's group of 7 query heads per KV head; 16 per KV head (two blocks of 8).
+    run_case(&dev, &case, AttnKernel::Auto, 14, 2, 64, "prefill 14/2");
+    run_case(&dev, &case, parts, 32, 2, 128, "prefill 32/2 parts of 16");
 }
 
 #[test]
@@ -204,17 +207,27 @@ fn decode_attention_single_pass_and_split() {
 }
 
 /// The partition length Auto picks: halved until the device has BLOCKS_PER_SM blocks per
-/// multiprocessor or MIN_PART is reached (pure host arithmetic: runs without a GPU).
+/// multiprocessor or MIN_PART is reached; heads per block: the largest divisor of the GQA
+/// group up to 8 (pure host arithmetic: runs without a GPU).
 #[test]
-fn auto_partition_length() {
-    use ponder::backend::cuda::attention::auto_part_len;
-    // Batch-1 decode of 9 heads at context 512 on 132 SMs: 9 blocks at 512 -> 72 at 64.
-    assert_eq!(auto_part_len(1, 9, 512, 132), 64);
-    // 64 rows of 9 heads: 576 blocks >= 264 already at 512.
-    assert_eq!(auto_part_len(64, 9, 512, 132), 512);
-    // 4 rows of 14 heads at 4096: 56 * 8 = 448 blocks at 512.
+fn auto_partition_length_and_head_groups() {
+    use ponder::backend::cuda::attention::{auto_part_len, heads_per_block};
+    // Batch-1 decode of 3 head groups at context 512 on 132 SMs: 3 blocks at 512 -> 96 at 16.
+    assert_eq!(auto_part_len(1, 3, 512, 132), 16);
+    // 128 rows of 3 groups: 384 blocks >= 264 already at 512.
+    assert_eq!(auto_part_len(128, 3, 512, 132), 512);
+    // 4 rows of 14 groups at 4096: 56 * 8 = 448 blocks at 512.
     assert_eq!(auto_part_len(4, 14, 4096, 132), 512);
-    // 2 rows of 14 heads at 1024: 56 at 512, 112 at 256, 224 at 128, 448 at 64.
+    // 2 rows of 14 groups at 1024: 56 at 512, 112 at 256, 224 at 128, 448 at 64.
     assert_eq!(auto_part_len(2, 14, 1024, 132), 64);
+    // A short context stops at MIN_PART: 1 row, 1 group, 40 positions -> 3 parts of 16.
+    assert_eq!(auto_part_len(1, 1, 40, 132), 16);
     assert_eq!(auto_part_len(2, 14, 1024, 16), 512);
+    // SmolLM2 9/3, Qwen2.5-0.5B 14/2, Qwen2.5-1.5B 12/2, MHA, 64/4 (16 per KV head), 11/1.
+    assert_eq!(heads_per_block(9, 3), 3);
+    assert_eq!(heads_per_block(14, 2), 7);
+    assert_eq!(heads_per_block(12, 2), 6);
+    assert_eq!(heads_per_block(4, 4), 1);
+    assert_eq!(heads_per_block(64, 4), 8);
+    assert_eq!(heads_per_block(11, 1), 1);
 }

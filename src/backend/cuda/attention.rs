@@ -13,9 +13,9 @@
 //! allocated once per step at the first layer that needs them (grown, never per layer) and
 //! are bounded by `T * n_heads * ceil(max_context / MIN_PART) * (head_dim + 2) * 4` bytes.
 //!
-//! One kernel serves prefill chunks and decodes alike: a block per (head, query row,
-//! partition of the row's context). [`AttnKernel::Auto`] picks the partition length: the
-//! longest of 512, 256, 128, 64 that still gives the device [`BLOCKS_PER_SM`] blocks per
+//! One kernel serves prefill chunks and decodes alike: a block per (group of query heads
+//! sharing a KV head ([`heads_per_block`]), query row, partition of the row's context). [`AttnKernel::Auto`] picks the partition length: the
+//! longest of 512, 256, ..., 16 that still gives the device [`BLOCKS_PER_SM`] blocks per
 //! multiprocessor (a batch-1 decode is spread over many partitions, a big batch is not
 //! split); rows with more than one partition are merged by the reduce kernel.
 
@@ -25,13 +25,17 @@ use half::bf16;
 use super::device::GpuDevice;
 use super::kv::GpuKvCache;
 use super::ops::{cfg, i32_of, need};
+pub use super::step::AttnSeqDesc;
 use super::step::{StepBatch, StepLayout};
 use super::{CudaError, Result};
 
 /// Longest partition (the kernel's shared score buffer, `MAX_PART` in attention.cu).
 pub const MAX_PART: usize = 512;
+/// Query heads per block at most (`MAX_GROUP` in attention.cu; its shared scores hold
+/// MAX_GROUP * MAX_PART floats).
+pub const MAX_GROUP: usize = 8;
 /// Shortest partition [`AttnKernel::Auto`] picks.
-pub const MIN_PART: usize = 64;
+pub const MIN_PART: usize = 16;
 /// Blocks per multiprocessor [`AttnKernel::Auto`] aims for before it stops halving.
 pub const BLOCKS_PER_SM: usize = 2;
 /// Threads per attention block (`ATTN_THREADS` in attention.cu) and the head_dim limit.
@@ -46,15 +50,6 @@ pub enum AttnKernel {
     Parts {
         part_len: usize,
     },
-}
-
-/// One sequence as attention sees it (the host form of a row of [`AttnBatch`]).
-#[derive(Debug, Clone)]
-pub struct AttnSeqDesc<'a> {
-    pub query_start: usize,
-    pub query_len: usize,
-    pub context_len: usize,
-    pub block_table: &'a [u32],
 }
 
 /// A step's device-side inputs ([`StepLayout`] in one buffer) and the attention partials.
@@ -202,14 +197,26 @@ fn grow_scratch<'a>(
     Ok(scratch.as_mut().expect("allocated above"))
 }
 
-/// The partition length [`AttnKernel::Auto`] uses for `rows` query rows of `n_heads` heads
-/// whose longest context is `max_context`, on a device of `sms` multiprocessors.
-pub fn auto_part_len(rows: usize, n_heads: usize, max_context: usize, sms: usize) -> usize {
+/// The partition length [`AttnKernel::Auto`] uses for `rows` query rows of `groups` head
+/// groups (blocks per row and partition) whose longest context is `max_context`, on a
+/// device of `sms` multiprocessors.
+pub fn auto_part_len(rows: usize, groups: usize, max_context: usize, sms: usize) -> usize {
     let mut part = MAX_PART;
-    while part > MIN_PART && rows * n_heads * max_context.div_ceil(part) < BLOCKS_PER_SM * sms {
+    while part > MIN_PART && rows * groups * max_context.div_ceil(part) < BLOCKS_PER_SM * sms {
         part /= 2;
     }
     part
+}
+
+/// Query heads one attention block serves: the largest divisor of the GQA group size
+/// (`n_heads / n_kv_heads`) that is at most [`MAX_GROUP`] (the heads of a block share
+/// one KV head, whose rows the block then reads once for all of them).
+pub fn heads_per_block(n_heads: usize, n_kv_heads: usize) -> usize {
+    let g = (n_heads / n_kv_heads.max(1)).max(1);
+    (1..=g.min(MAX_GROUP))
+        .rev()
+        .find(|&d| g.is_multiple_of(d))
+        .unwrap_or(1)
 }
 
 /// `out [T, n_heads, head_dim]` (bf16) = attention of `q` (f32, token t head h at
@@ -244,8 +251,10 @@ pub fn paged_attention(
     }
     need("attention out", out.len(), t * n_heads * hd)?;
     need("attention q", q.len(), (t - 1) * q_stride + n_heads * hd)?;
+    let gsz = heads_per_block(n_heads, nkv);
+    let groups = n_heads / gsz;
     let part_len = match kernel {
-        AttnKernel::Auto => auto_part_len(t, n_heads, batch.max_context, dev.sms),
+        AttnKernel::Auto => auto_part_len(t, groups, batch.max_context, dev.sms),
         AttnKernel::Parts { part_len } if (1..=MAX_PART).contains(&part_len) => part_len,
         AttnKernel::Parts { part_len } => {
             return Err(CudaError::Config(format!(
@@ -265,6 +274,7 @@ pub fn paged_attention(
         i32_of(part_len)?,
         i32_of(parts)?,
     );
+    let gs = i32_of(gsz)?;
     let (ml_len, acc_len) = if parts > 1 {
         (t * n_heads * parts * 2, t * n_heads * parts * hd)
     } else {
@@ -302,14 +312,17 @@ pub fn paged_attention(
         .arg(&bs)
         .arg(&mb)
         .arg(&scale)
-        .arg(&pl);
-    // SAFETY: grid (n_heads, T, parts), 128 threads (the kernel's static shared arrays hold
-    // MAX_PART >= part_len scores and head_dim <= MAX_HEAD_DIM dims, checked above; head_dim
-    // is a multiple of 8, so its 16-byte K loads are aligned). Row t reads q row t (checked),
+        .arg(&pl)
+        .arg(&gs);
+    // SAFETY: grid (n_heads / gsz, T, parts), 128 threads (the kernel's static shared arrays
+    // hold MAX_GROUP * MAX_PART >= gsz * part_len scores and gsz <= MAX_GROUP heads of
+    // head_dim <= MAX_HEAD_DIM dims, checked above; gsz divides the GQA group, so a block's
+    // heads share one KV head; head_dim is a multiple of 8, so its 16-byte K loads are
+    // aligned). Row t reads q row t (checked),
     // the K/V slots of positions < its context through its table (ids < num_blocks and
     // coverage validated in AttnBatch::new); it writes out[t, h, :] (one partition) or entry
     // (t, h, z) of the partials, sized T * n_heads * parts above.
-    unsafe { b.launch(cfg((n_heads, t, parts), ATTN_THREADS)?) }?;
+    unsafe { b.launch(cfg((groups, t, parts), ATTN_THREADS)?) }?;
     if parts > 1 {
         let mut r = dev
             .stream

@@ -11,7 +11,7 @@
 //!  proj  f32  [T, h]   gu f32 [T, 2f]   logits f32 [R, vocab] (copied to the host)
 //! ```
 //!
-//! Not implemented on CUDA (refused at load by `check`, never at step time): per-head q/k
+//! Not implemented on CUDA (refused at load by `Pack::check`, `pack.rs`, never at step time): per-head q/k
 //! norm (Qwen3), sliding windows, YaRN's attention factor, an f32 cache (the cache is bf16).
 //! A device error inside a step is unrecoverable: the op panics with the CUDA error (the
 //! seam's ops have no error path; the engine thread ends and requests fail).
@@ -24,13 +24,12 @@ use half::bf16;
 use super::attention::{paged_attention, AttnBatch, AttnKernel};
 use super::device::GpuDevice;
 use super::gemm::linear;
-use super::graph::{Graphs, Mode};
+use super::graph::{Graphs, Mode, Plan};
 use super::kv::GpuKvCache;
 use super::ops::{self, NormOut};
-use super::weights::upload_matrix;
-use crate::backend::seam::{AttnOp, Backend, Ops, Pack};
-use crate::backend::tensor::QMatrix;
-use crate::backend::types::{Batch, KvDtype, KvShape, Needs, RopeParams, RopeStyle};
+use super::step::{AttnSeqDesc, StepBatch, StepLayout};
+use crate::backend::seam::{AttnOp, Backend, Ops};
+use crate::backend::types::{Batch, KvDtype, KvShape};
 
 /// A linear layer on the device: `[out, in]` bf16 (shared with the embedding table when the
 /// LM head is tied), an f32 bias.
@@ -88,9 +87,9 @@ pub struct CudaBackend {
     pub dev: Arc<GpuDevice>,
     /// The inputs of an eager step (a graph step's live in its graph entry).
     inputs: Option<AttnBatch>,
-    pub(super) graphs: Graphs,
-    pub(super) mode: Mode,
-    pub(super) gen: u64,
+    graphs: Graphs,
+    mode: Mode,
+    gen: u64,
     head_norm: GpuAct,
     head_in: GpuAct,
     head_out: GpuAct,
@@ -126,7 +125,7 @@ impl CudaBackend {
     }
 
     /// The current step's inputs (eager, or the active graph entry's).
-    pub(super) fn step_inputs(&mut self) -> &mut AttnBatch {
+    fn step_inputs(&mut self) -> &mut AttnBatch {
         match self.graphs.active {
             Some(key) => {
                 &mut self
@@ -138,10 +137,6 @@ impl CudaBackend {
             }
             None => self.inputs.as_mut().expect("set by step()"),
         }
-    }
-
-    pub(super) fn set_eager_inputs(&mut self, b: AttnBatch) {
-        self.inputs = Some(b);
     }
 
     /// Counts an allocation of a buffer a graph may point into; none may happen while a
@@ -209,6 +204,26 @@ impl CudaBackend {
     }
 }
 
+/// `dst = src`, copied in 1 Mi-element chunks on the rayon pool: a 256-row step's 50 MB of
+/// logits took ~9 ms to reach the sampler's vector through one core on an H200 host.
+fn copy_logits(dst: &mut Vec<f32>, src: &[f32]) {
+    use rayon::prelude::*;
+    let n = src.len();
+    dst.clear();
+    dst.reserve(n);
+    dst.spare_capacity_mut()[..n]
+        .par_chunks_mut(1 << 20)
+        .zip(src.par_chunks(1 << 20))
+        .for_each(|(d, s)| {
+            for (a, &b) in d.iter_mut().zip(s) {
+                a.write(b);
+            }
+        });
+    // SAFETY: the first n elements of the spare capacity were all written just above (the
+    // chunks of `dst` and `src` pair up one to one and cover n elements each).
+    unsafe { dst.set_len(n) };
+}
+
 fn f32_of(a: &GpuAct) -> &CudaSlice<f32> {
     match a {
         GpuAct::F32(s, _) => s,
@@ -240,91 +255,6 @@ impl Backend for CudaBackend {
     const NAME: &'static str = "cuda";
 }
 
-impl Pack for CudaBackend {
-    fn matrix(&self, parts: Vec<QMatrix>, bias: Option<Vec<f32>>) -> Result<GpuLinear, String> {
-        // Parts of different storage types are joined on the host as f32 (the fused Q/K/V of
-        // a mixed-type file: a few MB, transient), then dequantized to bf16 like any matrix.
-        let m = match &parts[..] {
-            [one] => one.clone(),
-            _ => {
-                let rows: usize = parts.iter().map(|p| p.rows).sum();
-                let vals: Vec<f32> = parts.iter().flat_map(|p| p.to_f32()).collect();
-                QMatrix::from_f32(rows, parts[0].cols, &vals)
-            }
-        };
-        let w = upload_matrix(&self.dev, &m).map_err(|e| e.to_string())?;
-        for p in &parts {
-            p.data.release_pages();
-        }
-        let bias = bias
-            .map(|b| self.dev.upload(&b))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        Ok(GpuLinear {
-            w: Arc::new(w),
-            bias,
-            rows: m.rows,
-            cols: m.cols,
-        })
-    }
-
-    fn vector(&self, v: &[f32]) -> Result<CudaSlice<f32>, String> {
-        self.dev.upload(v).map_err(|e| e.to_string())
-    }
-
-    fn table(&self, t: QMatrix) -> Result<(GpuTable, Option<GpuLinear>), String> {
-        let w = Arc::new(upload_matrix(&self.dev, &t).map_err(|e| e.to_string())?);
-        t.data.release_pages();
-        let head = GpuLinear {
-            w: w.clone(),
-            bias: None,
-            rows: t.rows,
-            cols: t.cols,
-        };
-        Ok((
-            GpuTable {
-                w,
-                rows: t.rows,
-                cols: t.cols,
-            },
-            Some(head),
-        ))
-    }
-
-    fn rope(&self, r: &RopeParams) -> Result<GpuRope, String> {
-        if r.attention_factor != 1.0 {
-            return Err(format!(
-                "has no RoPE attention factor (YaRN's {}) yet",
-                r.attention_factor
-            ));
-        }
-        Ok(GpuRope {
-            inv_freq: self.dev.upload(&r.inv_freq).map_err(|e| e.to_string())?,
-            neox: r.style == RopeStyle::Neox,
-        })
-    }
-
-    fn check(&self, n: &Needs) -> Result<(), String> {
-        if n.qk_norm {
-            return Err("has no per-head q/k norm (Qwen3) kernel yet".into());
-        }
-        if n.sliding_window {
-            return Err("has no sliding-window attention yet".into());
-        }
-        if n.kv_dtype == KvDtype::F32 {
-            return Err("keeps its KV cache in bf16 (--kv-cache-dtype f32 is CPU only)".into());
-        }
-        if n.head_dim > super::attention::MAX_HEAD_DIM || !n.head_dim.is_multiple_of(8) {
-            return Err(format!(
-                "attention supports head_dim a multiple of 8 up to {}, the model has {}",
-                super::attention::MAX_HEAD_DIM,
-                n.head_dim
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl Ops for CudaBackend {
     fn kv_cache(&self, s: KvShape, _dtype: KvDtype) -> Result<GpuKvCache, String> {
         GpuKvCache::new(
@@ -346,9 +276,65 @@ impl Ops for CudaBackend {
         &mut self,
         batch: &Batch,
         kv: &mut GpuKvCache,
-        f: impl FnMut(&mut Self, &mut GpuKvCache) -> R + Send,
+        mut f: impl FnMut(&mut Self, &mut GpuKvCache) -> R + Send,
     ) -> R {
-        self.run_step(batch, kv, f)
+        let descs: Vec<AttnSeqDesc<'_>> = batch
+            .seqs
+            .iter()
+            .map(|s| AttnSeqDesc {
+                query_start: s.query_start,
+                query_len: s.query_len,
+                context_len: s.context_len,
+                block_table: &s.block_table,
+            })
+            .collect();
+        let sb = StepBatch {
+            seqs: &descs,
+            ids: &batch.token_ids,
+            positions: &batch.positions,
+            slots: &batch.slot_mapping,
+            logits_rows: &batch.logits_rows,
+        };
+        let (bs, nb) = (kv.block_size, kv.num_blocks);
+        self.mode = Mode::Eager;
+        self.graphs.active = None;
+        let key = self.graphs.key(batch);
+        let layout = fail("step inputs", StepLayout::build(&sb, bs, nb, key));
+        let Some(key) = key else {
+            self.inputs = Some(fail("step upload", AttnBatch::upload(&self.dev, layout)));
+            return f(self, kv);
+        };
+        let dev = self.dev.clone();
+        let plan = fail(
+            "graph inputs",
+            self.graphs.prepare(&dev, key, &layout, self.gen),
+        );
+        let r = match plan {
+            Plan::Replay => {
+                self.mode = Mode::Replay;
+                let r = f(self, kv);
+                self.mode = Mode::Eager;
+                r
+            }
+            Plan::Eager { capture } => {
+                let r = f(self, kv);
+                if capture {
+                    // The same step again, enqueued into a graph (nothing runs; this step's
+                    // results are the eager run's).
+                    let gen0 = self.gen;
+                    let begun = self.graphs.begin_capture(&dev);
+                    if begun.is_ok() {
+                        self.mode = Mode::Capture;
+                        let _ = f(self, kv);
+                        self.mode = Mode::Eager;
+                    }
+                    self.graphs.end_capture(&dev, begun, gen0, self.gen);
+                }
+                r
+            }
+        };
+        self.graphs.active = None;
+        r
     }
 
     fn embed(&mut self, table: &GpuTable, ids: &[u32], x: &mut GpuAct) {
@@ -531,8 +517,7 @@ impl Ops for CudaBackend {
                     .as_ref()
                     .expect("sized by the warm-up step");
                 let vals = fail("download", host.as_slice().map_err(Into::into));
-                logits.clear();
-                logits.extend_from_slice(&vals[..n]);
+                copy_logits(logits, &vals[..n]);
                 return;
             }
             Mode::Eager => logits.clear(),
@@ -586,7 +571,7 @@ impl Ops for CudaBackend {
             // which this backend turns off, so `as_slice` alone would read it too early.
             fail("download", dev.synchronize());
             let vals = fail("download", host.as_slice().map_err(Into::into));
-            logits.extend_from_slice(&vals[..rows.len() * head.rows]);
+            copy_logits(logits, &vals[..rows.len() * head.rows]);
         }
         (self.head_in, self.head_out, self.head_norm) = (last, out, xn);
     }

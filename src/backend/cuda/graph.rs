@@ -26,10 +26,10 @@ use std::collections::HashMap;
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
 
-use super::attention::{AttnBatch, AttnSeqDesc};
-use super::backend::CudaBackend;
-use super::kv::GpuKvCache;
-use super::step::{row_bucket, Pad, StepBatch, StepLayout};
+use super::attention::AttnBatch;
+use super::device::GpuDevice;
+use super::step::{row_bucket, Pad, StepLayout};
+use super::Result;
 use crate::backend::types::Batch;
 
 /// What the ops of a step do.
@@ -87,19 +87,23 @@ impl Graphs {
     }
 }
 
-fn fail<T>(what: &str, r: super::Result<T>) -> T {
-    r.unwrap_or_else(|e| panic!("CUDA {what} failed (device state is unrecoverable): {e}"))
+/// What a graph-shaped step does next.
+pub(super) enum Plan {
+    /// The key's graph is current: run the ops in [`Mode::Replay`].
+    Replay,
+    /// Run eagerly on the key's inputs (already copied), then capture the step if `capture`.
+    Eager { capture: bool },
 }
 
-impl CudaBackend {
+impl Graphs {
     /// The graph key of `batch`, when it is a decode step a graph can run.
-    fn graph_key(&self, batch: &Batch) -> Option<Pad> {
+    pub(super) fn key(&self, batch: &Batch) -> Option<Pad> {
         let s = batch.seqs.len();
         let decode = s > 0
             && batch.token_ids.len() == s
             && batch.seqs.iter().all(|q| q.query_len == 1)
             && batch.logits_rows.iter().copied().eq(0..s);
-        if !self.graphs.enabled || !decode {
+        if !self.enabled || !decode {
             return None;
         }
         let widest = batch.seqs.iter().map(|q| q.block_table.len()).max()?;
@@ -109,112 +113,67 @@ impl CudaBackend {
         })
     }
 
-    /// The `step` hook: uploads the step's inputs, then runs `f` eagerly, or replays the
-    /// step's captured graph, or runs it eagerly and captures it (see the module header).
-    pub(super) fn run_step<R>(
+    /// Stages `layout` (padded to `key`) in the key's inputs, makes the key active, and says
+    /// whether its graph can be replayed under allocation generation `gen`. For an eager
+    /// run the inputs are copied to the device here.
+    pub(super) fn prepare(
         &mut self,
-        batch: &Batch,
-        kv: &mut GpuKvCache,
-        mut f: impl FnMut(&mut Self, &mut GpuKvCache) -> R,
-    ) -> R {
-        let descs: Vec<AttnSeqDesc<'_>> = batch
-            .seqs
-            .iter()
-            .map(|s| AttnSeqDesc {
-                query_start: s.query_start,
-                query_len: s.query_len,
-                context_len: s.context_len,
-                block_table: &s.block_table,
-            })
-            .collect();
-        let sb = StepBatch {
-            seqs: &descs,
-            ids: &batch.token_ids,
-            positions: &batch.positions,
-            slots: &batch.slot_mapping,
-            logits_rows: &batch.logits_rows,
-        };
-        let (bs, nb) = (kv.block_size, kv.num_blocks);
-        self.mode = Mode::Eager;
-        self.graphs.active = None;
-        let Some(key) = self.graph_key(batch) else {
-            let layout = fail("step inputs", StepLayout::build(&sb, bs, nb, None));
-            let inputs = fail("step upload", AttnBatch::upload(&self.dev, layout));
-            self.set_eager_inputs(inputs);
-            return f(self, kv);
-        };
-        let layout = fail("step inputs", StepLayout::build(&sb, bs, nb, Some(key)));
-        if !self.graphs.entries.contains_key(&key) {
-            let batch = fail("graph inputs", AttnBatch::staged(&self.dev, layout.clone()));
-            let e = GraphEntry {
-                batch,
+        dev: &GpuDevice,
+        key: Pad,
+        layout: &StepLayout,
+        gen: u64,
+    ) -> Result<Plan> {
+        let e = match self.entries.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(GraphEntry {
+                batch: AttnBatch::staged(dev, layout.clone())?,
                 graph: None,
                 gen: 0,
                 failed: false,
-            };
-            self.graphs.entries.insert(key, e);
-        }
-        let gen = self.gen;
-        let e = self.graphs.entries.get_mut(&key).expect("inserted above");
-        fail("graph inputs", e.batch.stage(&layout));
-        self.graphs.active = Some(key);
+            }),
+        };
+        e.batch.stage(layout)?;
+        self.active = Some(key);
         if e.graph.is_some() && e.gen == gen {
-            self.mode = Mode::Replay;
-            let r = f(self, kv);
-            self.mode = Mode::Eager;
-            self.graphs.active = None;
-            return r;
+            return Ok(Plan::Replay);
         }
-        // Stale or new: an eager run on this key's buffers, then a capture of the same step.
+        // Stale or new: an eager run on this key's buffers, then (unless its capture already
+        // failed under this generation) a capture of the same step.
         e.graph = None;
-        let skip_capture = e.failed && e.gen == gen;
-        fail("graph inputs", e.batch.copy_staged(&self.dev));
-        let r = f(self, kv);
-        if !skip_capture {
-            self.capture(key, kv, &mut f);
-        }
-        self.graphs.active = None;
-        r
+        e.batch.copy_staged(dev)?;
+        Ok(Plan::Eager {
+            capture: !(e.failed && e.gen == gen),
+        })
     }
 
-    fn capture<R>(
-        &mut self,
-        key: Pad,
-        kv: &mut GpuKvCache,
-        f: &mut impl FnMut(&mut Self, &mut GpuKvCache) -> R,
-    ) {
-        let gen0 = self.gen;
-        let stream = self.dev.stream.clone();
+    /// Starts capturing the active key's step: its first node copies the staged inputs.
+    pub(super) fn begin_capture(&mut self, dev: &GpuDevice) -> Result<()> {
+        let key = self.active.expect("a graph step is active");
         let mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
-        let mut result = stream.begin_capture(mode).map_err(super::CudaError::from);
-        if result.is_ok() {
-            let e = self.graphs.entries.get_mut(&key).expect("the key's entry");
-            result = e.batch.copy_staged(&self.dev);
-            if result.is_ok() {
-                self.mode = Mode::Capture;
-                let _ = f(self, kv);
-                self.mode = Mode::Eager;
-            }
-        }
-        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
-        let gen = self.gen;
-        let e = self.graphs.entries.get_mut(&key).expect("the key's entry");
+        dev.stream.begin_capture(mode)?;
+        let e = self.entries.get_mut(&key).expect("the active key's entry");
+        e.batch.copy_staged(dev)
+    }
+
+    /// Ends the capture begun by [`Graphs::begin_capture`] (also after it failed: `begun`)
+    /// and keeps the graph if nothing was reallocated meanwhile (`gen0 == gen`).
+    pub(super) fn end_capture(&mut self, dev: &GpuDevice, begun: Result<()>, gen0: u64, gen: u64) {
+        let key = self.active.expect("a graph step is active");
+        let graph = dev.stream.end_capture(CUgraphInstantiate_flags(0));
+        let e = self.entries.get_mut(&key).expect("the active key's entry");
         e.gen = gen;
-        match (result, graph) {
+        let why = match (begun, graph) {
             (Ok(()), Ok(Some(g))) if gen == gen0 => {
                 e.graph = Some(OwnedGraph(g));
                 e.failed = false;
+                return;
             }
-            (r, g) => {
-                let why = match (r, g) {
-                    (Err(e), _) => e.to_string(),
-                    (_, Err(e)) => e.to_string(),
-                    (_, Ok(None)) => "empty graph".into(),
-                    _ => "a buffer was reallocated during capture".into(),
-                };
-                tracing::warn!(?key, %why, "CUDA graph capture failed; this shape runs eagerly");
-                e.failed = true;
-            }
-        }
+            (Err(err), _) => err.to_string(),
+            (_, Err(err)) => err.to_string(),
+            (_, Ok(None)) => "empty graph".into(),
+            _ => "a buffer was reallocated during capture".into(),
+        };
+        tracing::warn!(?key, %why, "CUDA graph capture failed; this shape runs eagerly");
+        e.failed = true;
     }
 }

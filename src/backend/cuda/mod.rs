@@ -16,6 +16,7 @@ pub mod graph;
 pub mod kernels;
 pub mod kv;
 pub mod ops;
+pub mod pack;
 pub mod step;
 pub mod weights;
 

@@ -18,9 +18,17 @@
 //! then sized for `max_blocks * block_size` positions, so the graph's launch shapes depend
 //! on the padding only.
 
-use super::attention::AttnSeqDesc;
 use super::ops::i32_of;
 use super::{CudaError, Result};
+
+/// One sequence as attention sees it (the host form of a row of `attention::AttnBatch`).
+#[derive(Debug, Clone)]
+pub struct AttnSeqDesc<'a> {
+    pub query_start: usize,
+    pub query_len: usize,
+    pub context_len: usize,
+    pub block_table: &'a [u32],
+}
 
 /// A step's inputs as the host sees them.
 pub struct StepBatch<'a> {
