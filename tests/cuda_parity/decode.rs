@@ -165,17 +165,21 @@ fn greedy_32(cfg: ModelConfig, seed: u64) {
     );
 }
 
-#[test]
-fn greedy_decode_32_tokens_identical_llama() {
-    let cfg = config(
+/// A 3-layer Llama (hidden 128, 4 query / 2 KV heads of 32, vocab 2048).
+pub(crate) fn small_llama() -> ModelConfig {
+    config(
         LLAMA,
         (128, 320, 3),
         (4, 2, 32),
         2048,
         false,
         RopeStyle::Neox,
-    );
-    greedy_32(cfg, 100);
+    )
+}
+
+#[test]
+fn greedy_decode_32_tokens_identical_llama() {
+    greedy_32(small_llama(), 100);
 }
 
 #[test]

@@ -8,12 +8,11 @@
 
 use std::sync::Arc;
 
-use super::decode::{config, random_source};
+use super::decode::{random_source, small_llama};
 use super::*;
 use ponder::backend::cuda::backend::CudaBackend;
 use ponder::backend::seam::Ops;
 use ponder::backend::types::{Batch, KvDtype, SeqInput};
-use ponder::model::arch::LLAMA;
 use ponder::model::forward::Model;
 use ponder::model::weights;
 
@@ -48,14 +47,7 @@ fn tok(step: usize, s: usize) -> u32 {
 
 /// The schedule's logits, step by step, and the number of captured graph shapes.
 fn run(backend: CudaBackend) -> (Vec<Vec<f32>>, usize) {
-    let cfg = config(
-        LLAMA,
-        (128, 320, 3),
-        (4, 2, 32),
-        2048,
-        false,
-        RopeStyle::Neox,
-    );
+    let cfg = small_llama();
     let src = random_source(&cfg, 7, 0.15);
     let mut b = backend;
     let model = Model::new(cfg.clone(), weights::load(&b, &cfg, &src).unwrap());

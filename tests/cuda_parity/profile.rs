@@ -123,7 +123,7 @@ fn gpu_profile() {
             let _s = dev.upload(&slots).unwrap();
             let _b = AttnBatch::new(&dev, &descs, n, BS, blocks).unwrap();
         });
-        row("step metadata (7 uploads)", n, t, 1, &mut total);
+        row("step metadata (3 uploads)", n, t, 1, &mut total);
         let positions = dev.upload(&pos).unwrap();
         let slots_d = dev.upload(&slots).unwrap();
         let mut batch = AttnBatch::new(&dev, &descs, n, BS, blocks).unwrap();
