@@ -207,7 +207,7 @@ fn decode_attention_single_pass_and_split() {
 }
 
 /// The partition length Auto picks: halved until the device has BLOCKS_PER_SM blocks per
-/// multiprocessor or MIN_PART is reached; heads per block: the largest divisor of the GQA
+/// multiprocessor, MIN_PART is reached or a row would have more than MAX_PARTS partitions; heads per block: the largest divisor of the GQA
 /// group up to 8 (pure host arithmetic: runs without a GPU).
 #[test]
 fn auto_partition_length_and_head_groups() {
@@ -222,6 +222,10 @@ fn auto_partition_length_and_head_groups() {
     assert_eq!(auto_part_len(2, 14, 1024, 132), 64);
     // A short context stops at MIN_PART: 1 row, 1 group, 40 positions -> 3 parts of 16.
     assert_eq!(auto_part_len(1, 1, 40, 132), 16);
+    // A long one stops at MAX_PARTS: 1 row of 2 groups at 4096 -> 32 parts of 128 (64 blocks).
+    assert_eq!(auto_part_len(1, 2, 4096, 132), 128);
+    // Beyond MAX_PARTS * MAX_PART positions the parts stay 512 long.
+    assert_eq!(auto_part_len(1, 2, 32768, 132), 512);
     assert_eq!(auto_part_len(2, 14, 1024, 16), 512);
     // SmolLM2 9/3, Qwen2.5-0.5B 14/2, Qwen2.5-1.5B 12/2, MHA, 64/4 (16 per KV head), 11/1.
     assert_eq!(heads_per_block(9, 3), 3);

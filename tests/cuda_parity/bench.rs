@@ -171,6 +171,12 @@ fn bench_shape(dev: Arc<GpuDevice>, cfg: ModelConfig, label: &str) {
             wb / bw * 1e3,
         );
     }
+    // Long reasoning contexts: the attention splits each row's 4096 positions.
+    for n in [1usize, 64] {
+        let b = batch(n, 1, 4096);
+        let name = format!("decode batch {n} (ctx 4096)");
+        run(&mut r, &b, &name, n, wb / bw * 1e3);
+    }
     for (n, q) in [(1usize, 512usize), (4, 512)] {
         let b = batch(n, q, q);
         let floor_ms = (2.0 * params * (n * q) as f64 / flops).max(wb / bw) * 1e3;

@@ -9,15 +9,19 @@
 //!  partials (when a row's context is split): ml f32 [T, n_heads, parts, 2],
 //!            acc f32 [T, n_heads, parts, head_dim]
 //! ```
-//! Cost: `4 * (S * (max_blocks + 3) + T)` bytes per step for the metadata; the partials are
-//! allocated once per step at the first layer that needs them (grown, never per layer) and
-//! are bounded by `T * n_heads * ceil(max_context / MIN_PART) * (head_dim + 2) * 4` bytes.
+//! Cost: `4 * (S * (max_blocks + 3) + T)` bytes per step for the metadata (in the step's
+//! one input buffer, `cuda::step`); the partials are allocated once per step at the first
+//! layer that needs them (grown, never per layer) and hold
+//! `T * n_heads * parts * (head_dim + 2) * 4` bytes, `parts <= max(MAX_PARTS,
+//! ceil(max_context / MAX_PART))` under `Auto`.
 //!
 //! One kernel serves prefill chunks and decodes alike: a block per (group of query heads
-//! sharing a KV head ([`heads_per_block`]), query row, partition of the row's context). [`AttnKernel::Auto`] picks the partition length: the
-//! longest of 512, 256, ..., 16 that still gives the device [`BLOCKS_PER_SM`] blocks per
-//! multiprocessor (a batch-1 decode is spread over many partitions, a big batch is not
-//! split); rows with more than one partition are merged by the reduce kernel.
+//! sharing a KV head ([`heads_per_block`]), query row, partition of the row's context).
+//! [`AttnKernel::Auto`] picks the partition length: the longest of 512, 256, ..., 16 that
+//! still gives the device [`BLOCKS_PER_SM`] blocks per multiprocessor without splitting a
+//! row into more than [`MAX_PARTS`] partitions (a batch-1 decode is spread over many
+//! partitions, a big batch is not split); rows with more than one partition are merged by
+//! the reduce kernel.
 
 use cudarc::driver::{CudaSlice, CudaView, PinnedHostSlice, PushKernelArg};
 use half::bf16;
@@ -36,6 +40,10 @@ pub const MAX_PART: usize = 512;
 pub const MAX_GROUP: usize = 8;
 /// Shortest partition [`AttnKernel::Auto`] picks.
 pub const MIN_PART: usize = 16;
+/// Most partitions [`AttnKernel::Auto`] splits a row into by halving (the reduce kernel
+/// walks a row's partials serially: at 256 partitions of a 4096-position context it cost
+/// more than the attention itself on an H200).
+pub const MAX_PARTS: usize = 32;
 /// Blocks per multiprocessor [`AttnKernel::Auto`] aims for before it stops halving.
 pub const BLOCKS_PER_SM: usize = 2;
 /// Threads per attention block (`ATTN_THREADS` in attention.cu) and the head_dim limit.
@@ -202,7 +210,10 @@ fn grow_scratch<'a>(
 /// device of `sms` multiprocessors.
 pub fn auto_part_len(rows: usize, groups: usize, max_context: usize, sms: usize) -> usize {
     let mut part = MAX_PART;
-    while part > MIN_PART && rows * groups * max_context.div_ceil(part) < BLOCKS_PER_SM * sms {
+    while part > MIN_PART
+        && rows * groups * max_context.div_ceil(part) < BLOCKS_PER_SM * sms
+        && max_context.div_ceil(part / 2) <= MAX_PARTS
+    {
         part /= 2;
     }
     part
