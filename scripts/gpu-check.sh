@@ -4,10 +4,12 @@
 #   scripts/gpu-check.sh prepare   (here, no GPU needed) build the cuda test binaries in release
 #                                  and copy them, stripped, into carry/bin (git-ignored); then
 #                                  run the device tool with carry: ["carry"].
-#   scripts/gpu-check.sh run       (on the GPU machine) kernel compile check, parity tests and
-#                                  the benchmark (cuda_parity's ignored bench::gpu_bench); table on stdout, full log under $OUT (or
-#                                  ./gpu-check-out). Uses cargo when the machine has it,
-#                                  otherwise the binaries in carry/bin.
+#   scripts/gpu-check.sh run       (on the GPU machine) kernel compile check, parity tests, the
+#                                  benchmarks (cuda_parity's ignored bench:: tests) and the step
+#                                  profile (profile::gpu_profile); tables on stdout, full log
+#                                  under $OUT (or ./gpu-check-out). Uses cargo when the machine
+#                                  has it, otherwise the binaries in carry/bin (xz-compressed
+#                                  copies fit the device tool's 64 MiB better).
 # Record the results (date, device, command, numbers) in docs/gpu-results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
