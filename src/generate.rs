@@ -63,7 +63,7 @@ pub fn generate_with(
         block_size: BLOCK,
         kv_cache_bytes: blocks * per_block,
         kv_cache_dtype: dtype,
-        activation_bits: bits,
+        activation_bits: crate::engine::ActivationBits::Fixed(bits),
         cuda_graphs: true,
         ..EngineConfig::default()
     };

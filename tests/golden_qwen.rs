@@ -265,3 +265,19 @@ fn qwen05_forward_eight_bit_activations_keep_greedy_ids() {
     }
     eprintln!("8-bit activations: largest first-step logit error {worst:.5}");
 }
+
+/// `--activation-bits auto` picks 8 bits on this model: on the calibration text 8-bit
+/// activations move its next-token distributions by ~0.0003 nats per position (a third of
+/// the threshold), and the greedy goldens hold at 8 bits (above).
+#[test]
+fn qwen05_forward_auto_activation_bits_choose_eight() {
+    let Some(m) = model("qwen05_forward_auto_activation_bits_choose_eight") else {
+        return;
+    };
+    use ponder::engine::act_bits::{calibrate, AUTO_MAX_KL};
+    let c = calibrate(m, KvDtype::F16).unwrap();
+    eprintln!("{c:?}");
+    assert_eq!(c.chosen, ActBits::Eight);
+    assert!(c.mean_kl < 0.5 * AUTO_MAX_KL, "{c:?}");
+    assert!((c.mean_kl - 0.0003).abs() < 0.0001, "{c:?}");
+}

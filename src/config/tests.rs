@@ -1,4 +1,5 @@
 use super::*;
+use crate::engine::ActBits;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -140,20 +141,27 @@ fn flags_parse_and_validate_with_messages() {
 fn activation_bits_flag() {
     assert_eq!(
         parse(&[]).engine_config().unwrap().activation_bits,
-        ActBits::Twelve
+        ActivationBits::Auto
     );
     let c = parse(&["--activation-bits", "8"]);
-    assert_eq!(c.engine_config().unwrap().activation_bits, ActBits::Eight);
+    assert_eq!(
+        c.engine_config().unwrap().activation_bits,
+        ActivationBits::Fixed(ActBits::Eight)
+    );
     assert_eq!(
         parse(&["--activation-bits", "12"]).activation_bits,
-        ActBits::Twelve
+        ActivationBits::Fixed(ActBits::Twelve)
+    );
+    assert_eq!(
+        parse(&["--activation-bits", "auto"]).activation_bits,
+        ActivationBits::Auto
     );
     let e = Cli::try_parse_from(["ponder", "--activation-bits", "4"])
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        e.contains("unsupported activation bits `4` (supported: 8, 12)"),
+        e.contains("unsupported activation bits `4` (supported: auto, 8, 12)"),
         "{e}"
     );
 }

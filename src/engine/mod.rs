@@ -6,6 +6,7 @@
 //! here: `cpu_core`, `cuda_core` with `--features cuda`), `probes` the probe prompts and
 //! state, `detok` the incremental detokenizer.
 
+pub mod act_bits;
 pub mod core;
 pub mod detok;
 mod guide;
@@ -30,6 +31,7 @@ use crate::backend::KvDtype;
 use crate::kv::KvConfig;
 use crate::model::LoadedModel;
 use crate::sched::{SchedConfig, Scheduler};
+pub use act_bits::ActivationBits;
 
 /// Engine sizing, validated at boot.
 #[derive(Debug, Clone)]
@@ -46,8 +48,9 @@ pub struct EngineConfig {
     /// Step-time target in ms for steps that prefill prompts while others decode
     /// (`--max-step-ms`, `step_time.rs`); 0: off.
     pub max_step_ms: u32,
-    /// Activation precision of the CPU integer GEMM (`--activation-bits`).
-    pub activation_bits: ActBits,
+    /// Activation precision of the CPU integer GEMM (`--activation-bits`; `auto` measures
+    /// the model at load, `act_bits`).
+    pub activation_bits: ActivationBits,
     /// Decode steps as CUDA graphs (`--cuda-graphs`; CUDA backend only).
     pub cuda_graphs: bool,
 }
@@ -62,7 +65,7 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             probe_texts: None,
             max_step_ms: 0,
-            activation_bits: ActBits::default(),
+            activation_bits: ActivationBits::default(),
             cuda_graphs: true,
         }
     }
@@ -82,8 +85,9 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
     use crate::backend::cpu::backend::CpuBackend;
     use crate::backend::seam::{Ops, Pack};
     let c = &model.model.cfg;
-    let backend = CpuBackend::with_activation_bits(cfg.activation_bits);
-    tracing::info!(activation_bits = %cfg.activation_bits, "cpu integer GEMM");
+    let bits = act_bits::resolve(cfg.activation_bits, &model, cfg.kv_cache_dtype)?;
+    let backend = CpuBackend::with_activation_bits(bits);
+    tracing::info!(activation_bits = %bits, "cpu integer GEMM");
     backend
         .check(&crate::model::Model::<CpuBackend>::needs(
             c,
@@ -156,11 +160,10 @@ pub fn cuda_core(
     use crate::backend::cuda::device::GpuDevice;
     use crate::backend::cuda::kv::GpuKvCache;
     use crate::backend::seam::Ops;
-    if cfg.activation_bits != ActBits::default() {
+    if let ActivationBits::Fixed(bits) = cfg.activation_bits {
         return Err(format!(
-            "--activation-bits {} applies to the CPU backend only (the CUDA backend multiplies \
-             bf16 activations); use --device cpu or leave it at 12",
-            cfg.activation_bits
+            "--activation-bits {bits} applies to the CPU backend only (the CUDA backend \
+             multiplies bf16 activations); use --device cpu or leave it at auto"
         ));
     }
     let dev = Arc::new(GpuDevice::new(ordinal).map_err(|e| e.to_string())?);

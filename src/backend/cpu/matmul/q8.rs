@@ -18,9 +18,11 @@
 //! integer per element, llama.cpp's precision class): the low plane is then all zeros, the
 //! VNNI and AVX2 kernels skip its products (half the `vpdpbusd`s: prefill ran 1.4x faster on
 //! Qwen2.5-0.5B) and every other step is unchanged, so the kernels still agree bitwise. It
-//! is a per-server choice, not the default: on SmolLM2 it flips greedy tokens on 5 of 6
-//! golden prompts; on Qwen2.5-0.5B all six hold, with first-step logits within 0.2 of the
-//! f64 reference instead of 0.013 (tests/golden_qwen.rs).
+//! is chosen per server, by default per model at load (`engine::act_bits`: 8 bits when they
+//! move the model's next-token distributions on a built-in text by at most 0.001 nats per
+//! token): on SmolLM2 8 bits flip greedy tokens on 5 of 6 golden prompts (12 kept); on
+//! Qwen2.5-0.5B all six hold, with first-step logits within 0.2 of the f64 reference instead
+//! of 0.013 (tests/golden_qwen.rs; 8 chosen).
 //!
 //! Numerics (the definition; `portable_rows` is it, written plainly):
 //!
