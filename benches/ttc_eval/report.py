@@ -93,6 +93,9 @@ def section_header(doc: dict) -> list[str]:
                    f"parameters ({info['parameters'] / 1e6:.0f}M tensors in the file)")
     for role, cmd in sorted(m.get("servers", {}).items(), key=lambda kv: kv[0] != "small"):
         out.append(f"- Server ({role}): `{cmd}`")
+    for role, bits in sorted(m.get("activation_bits", {}).items(), key=lambda kv: kv[0] != "small"):
+        out.append(f"- CPU GEMM activations ({role}): "
+                   + (f"{bits}-bit" if bits else "not logged (not the CPU backend)"))
     return out + [""]
 
 

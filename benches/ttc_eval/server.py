@@ -10,6 +10,7 @@ the server gets SIGTERM (it drains), then SIGKILL after `stop_timeout_s`.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -17,6 +18,12 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+
+def activation_bits_in(log: str) -> str | None:
+    """`8` / `12` from the engine's "cpu integer GEMM" log line (text or JSON logs)."""
+    m = re.search(r'activation_bits"?[=:]"?(\d+)', log)
+    return m.group(1) if m else None
 
 
 class ServerError(RuntimeError):
@@ -61,6 +68,11 @@ class Server:
 
     def command_line(self) -> str:
         return shlex.join(self.cmd)
+
+    def activation_bits(self) -> str | None:
+        """The CPU GEMM's activation precision from the server's start-up log (`auto`
+        resolves per model at load), or None where it logged none (the CUDA backend)."""
+        return activation_bits_in(self.log.read_text(errors="replace"))
 
     def _ready(self) -> bool:
         try:

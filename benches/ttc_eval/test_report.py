@@ -99,7 +99,8 @@ def make_doc(tmp_path=None) -> dict:
             "seed": 0, "bootstrap": {"resamples": 200, "seed": 0},
             "models": {"small": {"file": "s.gguf", "name": "S", "bytes": 10, "sha256": "ab",
                                  "parameters": 700, "parameters_tied": 500}},
-            "servers": {"small": "ponder serve --model s.gguf"}, "notes": "see README"}
+            "servers": {"small": "ponder serve --model s.gguf"},
+            "activation_bits": {"small": "8", "large": None}, "notes": "see README"}
     records = [{"name": n, "model": "small", "ttc": {"n": 1}, "rows": rs, "requests": len(rs),
                 "errors": 0, "wall_s": 12.0, "status": "done"}
                for n, rs in (("sc16", sc16), ("cdx8", cdx), ("check-fixed-1", check))]
@@ -114,6 +115,8 @@ def test_markdown_and_plot(tmp_path):
     md = report.write_markdown(tmp_path / "docs" / "r.md", doc).read_text()
     assert "- Command: `scripts/ttc-eval --problems 2`" in md
     assert "sha256 `ab`), 0M parameters" in md
+    assert "- CPU GEMM activations (small): 8-bit" in md
+    assert "- CPU GEMM activations (large): not logged (not the CPU backend)" in md
     # majority-8 of problem 0: answers 5,12,12,5,12,12,5,12 -> 12 (correct); problem 1 wrong
     assert "| `majority-8` | 0.500 |" in md
     assert "| `certaindex-8` | 1.000 |" in md
@@ -291,3 +294,13 @@ def test_compute_uses_the_parameters_of_the_model_that_ran_the_policy():
            "runs": [{"name": "auto-large", "model": "large"}, {"name": "sc16", "model": "small"}]}
     assert report._params(doc, {"policy": "auto-large"}) == 15
     assert report._params(doc, {"policy": "majority-8"}) == 5
+
+
+def test_activation_bits_from_the_server_log():
+    from server import activation_bits_in
+    text = ('2026-12-04T19:45:59.146214Z  INFO ponder::engine: cpu integer GEMM '
+            'activation_bits=8\n')
+    assert activation_bits_in(text) == "8"
+    js = '{"level":"INFO","fields":{"message":"cpu integer GEMM","activation_bits":"12"}}'
+    assert activation_bits_in(js) == "12"
+    assert activation_bits_in("INFO ponder: listening") is None

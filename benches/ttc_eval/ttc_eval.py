@@ -250,6 +250,7 @@ async def run_model(args, role: str, runs: list[rn.Run], records: dict[str, dict
         print(f"starting: {server.command_line()} (log: {server.log})", file=sys.stderr)
         base = server.__enter__()
         meta["servers"][role] = server.command_line()
+        meta.setdefault("activation_bits", {})[role] = server.activation_bits()
     else:
         meta["servers"][role] = f"running server at {base}"
     try:
