@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use api_support::*;
 use ponder::api::AppState;
-use ponder::engine::{cpu_core, EngineConfig, EngineHandle};
+use ponder::engine::{cpu_core, ActBits, ActivationBits, EngineConfig, EngineHandle};
 use ponder::validate::HttpLimits;
 use serde_json::{json, Value};
 
 fn real_app() -> AppState {
     let cfg = EngineConfig {
         kv_cache_bytes: 64 << 20,
+        // Fixed: `auto` would measure the model at every app built here (and choose 12).
+        activation_bits: ActivationBits::Fixed(ActBits::Twelve),
         ..EngineConfig::default()
     };
     let core = cpu_core(MODEL.clone(), &cfg).unwrap();

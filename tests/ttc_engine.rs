@@ -14,7 +14,9 @@ use ponder::budget::{
     TtcReport,
 };
 use ponder::engine::core::{EngineCore, Submission};
-use ponder::engine::{cpu_core, EngineConfig, EngineEvent, GenerateRequest, RequestStream};
+use ponder::engine::{
+    cpu_core, ActBits, ActivationBits, EngineConfig, EngineEvent, GenerateRequest, RequestStream,
+};
 use ponder::model::gguf::Value;
 use ponder::model::template::ChatMessage;
 use ponder::model::{load_model, LoadedModel};
@@ -35,8 +37,14 @@ fn think_model(dir: &tempfile::TempDir) -> Arc<LoadedModel> {
     Arc::new(load_model(&path).unwrap())
 }
 
+/// 12-bit activations fixed: these tests are about the controller, not the load-time
+/// precision measurement (tests/engine.rs, tests/golden_qwen.rs).
 fn core(m: &Arc<LoadedModel>) -> EngineCore {
-    cpu_core(m.clone(), &EngineConfig::default()).unwrap()
+    let cfg = EngineConfig {
+        activation_bits: ActivationBits::Fixed(ActBits::Twelve),
+        ..EngineConfig::default()
+    };
+    cpu_core(m.clone(), &cfg).unwrap()
 }
 
 fn params(max_tokens: u32, temperature: f32, seed: u64) -> SamplingParams {
