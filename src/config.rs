@@ -224,10 +224,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PONDER_LOAD_KV_CRITICAL", default_value_t = 0.95)]
     pub load_kv_critical: f64,
 
-    /// Where a later wave of an aggregated request waits: `certainty` (ahead of new
-    /// requests, the most settled request first, behind a new request of no larger gang such
-    /// as a plain 1-sample one, overtaken by at most 32 later arrivals) or `fcfs` (at the back of
-    /// the queue, like a new request).
+    /// How the waiting queue is ordered: `certainty` (a later wave of an aggregated request
+    /// waits ahead of new requests, the most settled request first, behind a new request of
+    /// no larger gang such as a plain 1-sample one; new requests the smallest gang first; no
+    /// entry is passed by more than 32 later arrivals) or `fcfs` (arrival order: a later
+    /// wave at the back of the queue, like a new request).
     #[arg(
         long,
         env = "PONDER_WAVE_PRIORITY",

@@ -33,17 +33,19 @@
 //!    first that does not fit (no overtaking, so large groups cannot starve). With
 //!    `wave_priority` (default) the queue is ordered: preempted sequences first (they
 //!    are pushed to the front), then **continuation waves** of in-flight aggregated
-//!    requests by (rank, the request's arrival), then new requests in arrival order,
-//!    with one exception for the job with no more work (as SRPT would): when the first new
-//!    request is a gang no larger than the best wave (a plain 1-sample request against a
-//!    1- or 2-sample wave, whose request may need further waves), it goes first, unless
-//!    the wave's request is `OVERTAKE_LIMIT` (32) arrivals
-//!    older than the newest waiting entry. The engine ranks a continuation by the
+//!    requests by (rank, the request's arrival), then new requests, the smallest gang first
+//!    (a plain 1-sample request before a new 2-sample `auto` wave; arrival order within a
+//!    size), with one exception for the job with no more work (as SRPT would): when the
+//!    best new request is a gang no larger than the best wave (a plain 1-sample request
+//!    against a 1- or 2-sample wave, whose request may need further waves), it goes first.
+//!    Overtaking is bounded: an entry whose request is `OVERTAKE_LIMIT` (32) arrivals
+//!    older than the newest waiting entry is no longer passed (a wave by new requests, a
+//!    new request by smaller ones; among aged new requests, arrival order). The engine ranks a continuation by the
 //!    certainty its request has reached (rank = 1000 x (1 - leading answer's share)): the
 //!    request closest to a settled vote goes first, as Dynasor's certainty-aware gang
-//!    scheduling does. A request's waves queue behind at most 32 later (no larger)
-//!    arrivals, so neither it nor one near its deadline is starved; new requests never
-//!    overtake each other. The aim is a lower mean latency under load at equal tokens
+//!    scheduling does. A request's waves, and a new request, queue behind at most 32
+//!    later (smaller or no larger) arrivals, so neither it nor one near its deadline is
+//!    starved. The aim is a lower mean latency under load at equal tokens
 //!    (measured against FCFS in docs/benchmarks.md).
 //!
 //! Prompt-token cap (`Scheduler::set_prefill_cap`, set per step by the engine's

@@ -518,25 +518,29 @@ impl Scheduler {
     fn next_waiting(&self) -> Option<usize> {
         if self.cfg.wave_priority && !self.cfg.enable_priority {
             // Preempted first (pushed to the front). Then the best continuation wave by
-            // (rank, arrival), unless the first new request is a gang no larger than the
+            // (rank, arrival), unless the best new request is a gang no larger than the
             // wave (no more work: a plain 1-sample request before a 1- or 2-sample wave)
             // and the wave has not yet been overtaken by OVERTAKE_LIMIT later arrivals.
-            // New requests stay FCFS.
+            // New requests: the smallest gang first, in arrival order within a size,
+            // except that one overtaken by OVERTAKE_LIMIT later arrivals goes first.
             let seq = |i: usize| &self.seqs[&self.waiting[i]];
             let all = 0..self.waiting.len();
             if let Some(i) = all.clone().find(|&i| seq(i).preempted) {
                 return Some(i);
             }
+            let newest = all.clone().map(|i| seq(i).arrival).max().unwrap_or(0);
+            let aged = |i: usize| newest.saturating_sub(seq(i).arrival) >= OVERTAKE_LIMIT;
             let wave = (all.clone().filter(|&i| seq(i).continuation.is_some()))
                 .min_by_key(|&i| (seq(i).continuation, seq(i).arrival, i));
-            let new = all.clone().find(|&i| seq(i).continuation.is_none());
+            let news = all.clone().filter(|&i| seq(i).continuation.is_none());
+            let new = (news.clone().filter(|&i| aged(i)))
+                .min_by_key(|&i| (seq(i).arrival, i))
+                .or_else(|| news.min_by_key(|&i| (seq(i).siblings.len(), seq(i).arrival, i)));
             let (Some(w), Some(f)) = (wave, new) else {
                 return wave.or(new);
             };
-            let newest = all.map(|i| seq(i).arrival).max().unwrap_or(0);
             let no_larger = seq(f).siblings.len() <= seq(w).siblings.len();
-            let aged = newest.saturating_sub(seq(w).arrival) >= OVERTAKE_LIMIT;
-            return Some(if no_larger && !aged { f } else { w });
+            return Some(if no_larger && !aged(w) { f } else { w });
         }
         if !self.cfg.enable_priority {
             return (!self.waiting.is_empty()).then_some(0);

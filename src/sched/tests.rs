@@ -19,6 +19,15 @@ fn sched(num_blocks: usize, bs: usize, budget: usize, max_seqs: usize) -> Schedu
     Scheduler::new(cfg, &kv).unwrap()
 }
 
+/// `sched` with FCFS admission (`wave_priority` off): new requests in arrival order, none
+/// overtaking another (the mechanics tests below assume that order; with `wave_priority` a
+/// smaller new gang goes first, tested further down).
+fn fcfs(num_blocks: usize, bs: usize, budget: usize, max_seqs: usize) -> Scheduler {
+    let mut s = sched(num_blocks, bs, budget, max_seqs);
+    s.cfg.wave_priority = false;
+    s
+}
+
 fn prompt(len: usize, base: u32) -> Vec<u32> {
     (0..len as u32).map(|i| base + i).collect()
 }
@@ -103,7 +112,7 @@ fn budget_splitting_and_chunked_prefill() {
 
 #[test]
 fn decodes_go_first_then_prefill_chunks() {
-    let mut s = sched(64, 4, 8, 8);
+    let mut s = fcfs(64, 4, 8, 8);
     assert_eq!(s.add_group(req(1, prompt(3, 0), 2, 0)).unwrap(), vec![0, 1]);
     assert_eq!(s.add_group(req(2, prompt(20, 50), 1, 1)).unwrap(), vec![2]);
     let o = step(&mut s);
@@ -275,7 +284,7 @@ fn priority_orders_admission_and_picks_the_victim() {
 
 #[test]
 fn gang_admission_needs_headroom_and_nobody_overtakes() {
-    let mut s = sched(9, 4, 64, 8); // 8 usable blocks
+    let mut s = fcfs(9, 4, 64, 8); // 8 usable blocks
     s.add_group(req(1, prompt(12, 0), 1, 0)).unwrap(); // seq 0: 3 blocks
     s.add_group(req(2, prompt(6, 50), 4, 1)).unwrap(); // seqs 1..5: 2 + 4 headroom
     s.add_group(req(3, prompt(2, 90), 1, 2)).unwrap(); // seq 5: would fit
@@ -296,7 +305,7 @@ fn gang_admission_needs_headroom_and_nobody_overtakes() {
 
 #[test]
 fn samples_count_against_max_num_seqs() {
-    let mut s = sched(64, 4, 64, 4);
+    let mut s = fcfs(64, 4, 64, 4);
     s.add_group(req(1, prompt(3, 0), 3, 0)).unwrap(); // seqs 0, 1, 2
     s.add_group(req(2, prompt(3, 9), 2, 1)).unwrap(); // seqs 3, 4
     let o = step(&mut s);
@@ -606,4 +615,35 @@ fn no_larger_gang_first_and_no_entry_overtaken_more_than_the_limit() {
     let ids: Vec<SeqId> = o.seqs.iter().map(|r| r.seq_id).collect();
     assert!(ids.contains(&wave_id), "{:?}", rows(&o));
     assert!(!ids.contains(&plain), "{:?}", rows(&o));
+}
+
+#[test]
+fn smaller_new_requests_first_and_never_passed_more_than_the_limit() {
+    // Two slots held by a running 2-sample request; a new 2-sample request (arrived 2)
+    // waits ahead of a plain one. One slot frees: the plain request goes first (FCFS would
+    // hold it behind the larger gang, which needs both slots).
+    let setup = |plain_arrival: u64| {
+        let mut s = sched(256, 4, 64, 2);
+        s.add_group(req(1, prompt(4, 100), 2, 1)).unwrap();
+        step(&mut s);
+        let big = s.add_group(req(2, prompt(4, 200), 2, 2)).unwrap()[0];
+        let plain = s
+            .add_group(req(3, prompt(4, 300), 1, plain_arrival))
+            .unwrap()[0];
+        (s, big, plain)
+    };
+    let (mut s, big, plain) = setup(3);
+    let running = s.running_seq_ids();
+    s.finish_seq(running[0]).unwrap();
+    let ids: Vec<SeqId> = step(&mut s).seqs.iter().map(|r| r.seq_id).collect();
+    assert!(ids.contains(&plain) && !ids.contains(&big), "{ids:?}");
+
+    // With an entry 32 arrivals newer than the 2-sample request in the queue, it is no
+    // longer passed: it goes first once both slots are free.
+    let (mut s, big, plain) = setup(2 + 32);
+    for seq in s.running_seq_ids() {
+        s.finish_seq(seq).unwrap();
+    }
+    let ids: Vec<SeqId> = step(&mut s).seqs.iter().map(|r| r.seq_id).collect();
+    assert!(ids.contains(&big) && !ids.contains(&plain), "{ids:?}");
 }
