@@ -85,15 +85,16 @@ pub fn cpu_core(model: Arc<LoadedModel>, cfg: &EngineConfig) -> Result<core::Eng
     use crate::backend::cpu::backend::CpuBackend;
     use crate::backend::seam::{Ops, Pack};
     let c = &model.model.cfg;
-    let bits = act_bits::resolve(cfg.activation_bits, &model, cfg.kv_cache_dtype)?;
-    let backend = CpuBackend::with_activation_bits(bits);
-    tracing::info!(activation_bits = %bits, "cpu integer GEMM");
-    backend
+    CpuBackend::default()
         .check(&crate::model::Model::<CpuBackend>::needs(
             c,
             cfg.kv_cache_dtype,
         ))
         .map_err(|e| format!("the cpu backend {e}"))?;
+    // After the check: `auto` runs the model, which needs what the check verifies.
+    let bits = act_bits::resolve(cfg.activation_bits, &model, cfg.kv_cache_dtype)?;
+    let backend = CpuBackend::with_activation_bits(bits);
+    tracing::info!(activation_bits = %bits, "cpu integer GEMM");
     let per_block = CpuKvCache::bytes_per_block(
         c.num_layers,
         cfg.block_size,
