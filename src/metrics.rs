@@ -210,7 +210,10 @@ impl Metrics {
                 SAMPLE_BUCKETS,
             )?,
             ttc_early_stops: IntCounterVec::new(
-                Opts::new(TTC_EARLY_STOPS, "Samples stopped early, by reason."),
+                Opts::new(
+                    TTC_EARLY_STOPS,
+                    "Samples stopped early, by reason (requests ended between waves: once).",
+                ),
                 &["reason"],
             )?,
             ttc_tokens: IntCounterVec::new(
@@ -330,12 +333,15 @@ impl Metrics {
                     .inc_by(k as u64);
             }
         }
-        // A low-agreement stop ends a request between waves and stops no sample: count the
-        // request once.
-        if r.stop_reason == Some(EarlyStop::LowAgreement) {
-            self.ttc_early_stops
-                .with_label_values(&[EarlyStop::LowAgreement.as_str()])
-                .inc();
+        // A low-agreement stop, and a deadline too near for another wave, end a request
+        // between waves and stop no sample: count the request once.
+        let stopped_none = |reason| r.samples.iter().all(|s| s.stopped != Some(reason));
+        if let Some(reason @ (EarlyStop::LowAgreement | EarlyStop::Deadline)) = r.stop_reason {
+            if stopped_none(reason) {
+                self.ttc_early_stops
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+            }
         }
         for (kind, k) in [
             ("thinking", r.tokens_thinking),
@@ -471,6 +477,63 @@ mod tests {
             .unwrap();
         assert!(text.lines().any(|l| l == "ponder_num_preemptions_total 4"));
         assert!(!text.contains("vllm:"));
+    }
+
+    #[test]
+    fn early_stops_count_samples_and_between_wave_ends_once() {
+        use crate::budget::{EarlyStop, Grant, SampleSummary, Strategy, TtcReport};
+        let sample = |index: usize, stopped: Option<EarlyStop>| SampleSummary {
+            index,
+            answer: None,
+            tokens: 3,
+            reasoning_tokens: 0,
+            mean_logprob: -0.1,
+            stopped,
+            score: None,
+            probes: 0,
+            probe_tokens: 0,
+            probe_answers: Vec::new(),
+            exit_at: None,
+        };
+        let report = |samples: Vec<SampleSummary>, stop_reason| TtcReport {
+            strategy: Strategy::SelfConsistency,
+            grant: Grant::default(),
+            samples,
+            stop_reason,
+            votes: Vec::new(),
+            answer: None,
+            winning_share: 0.0,
+            winner_sample: None,
+            tokens_thinking: 0,
+            tokens_answer: 0,
+            tokens_wasted: 0,
+            tokens_probe: 0,
+            probes_answer: 0,
+            probes_verify: 0,
+            decisions: Vec::new(),
+        };
+        let m = Metrics::new().unwrap();
+        // The deadline stopped two live samples: two.
+        let d = Some(EarlyStop::Deadline);
+        m.record_ttc(&report(
+            vec![sample(0, None), sample(1, d), sample(2, d)],
+            d,
+        ));
+        // Ended between waves (no wave fits before the deadline; a scattered vote): one each.
+        m.record_ttc(&report(vec![sample(0, None)], d));
+        let low = Some(EarlyStop::LowAgreement);
+        m.record_ttc(&report(vec![sample(0, None), sample(1, None)], low));
+        // Consensus stopped one sample: one, the request not counted again.
+        let c = Some(EarlyStop::Consensus);
+        m.record_ttc(&report(vec![sample(0, None), sample(1, c)], c));
+        let text = m.render(&EngineStats::default()).unwrap();
+        for (reason, k) in [("deadline", 3), ("low_agreement", 1), ("consensus", 1)] {
+            let line = format!("{TTC_EARLY_STOPS}{{reason=\"{reason}\"}} {k}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
+        }
     }
 
     #[test]

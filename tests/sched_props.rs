@@ -122,6 +122,8 @@ fn run(
                 arrival: i as u64,
                 // Every third request poses as a later wave (ranked), the rest are new.
                 continuation: (i % 3 == 0).then_some((i % 5) as u32),
+                // and some of those as urgent ones.
+                urgent: i % 6 == 0,
             };
             match s.add_group(g) {
                 Ok(ids) => {

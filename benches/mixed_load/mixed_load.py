@@ -18,6 +18,11 @@ last number of its content. An auto request adds `ttc: {"strategy": "auto", "n":
 only on its seed (batch invariance), but `auto`'s decisions read the server's load, so a
 policy that keeps the load lower may also grant more compute.
 Every request ends counted: an error (non-200, timeout) is reported, never dropped.
+
+--auto-deadline-ms D gives every auto request `ttc.deadline_ms: D`; --baseline-binary B then
+compares two builds instead of two policies (both `--wave-priority certainty`: "new" is
+--binary, "baseline" is B), in both orders, and the report adds each run's wasted tokens
+(samples stopped unfinished) and the auto requests the deadline ended.
 """
 
 from __future__ import annotations
@@ -60,10 +65,16 @@ def arrivals(n: int, rate: float, plain_fraction: float, seed: int) -> list[tupl
     return out
 
 
+# ttc.deadline_ms of every auto request (None: no deadline); set from --auto-deadline-ms.
+AUTO_DEADLINE_MS: int | None = None
+
+
 def body(model: str, problem, kind: str, auto_n: int) -> dict:
     b = {"model": model, "messages": messages(problem), **SAMPLING, "seed": problem.seed}
     if kind == "auto":
         b["ttc"] = {"strategy": "auto", "n": auto_n, **COMMON_TTC}
+        if AUTO_DEADLINE_MS is not None:
+            b["ttc"]["deadline_ms"] = AUTO_DEADLINE_MS
     return b
 
 
@@ -71,7 +82,7 @@ async def send(client: httpx.AsyncClient, url: str, model: str, problem, kind: s
                auto_n: int) -> dict:
     row = {"problem": problem.id, "kind": kind, "expected": problem.answer, "status": None,
            "error": None, "answer": None, "correct": False, "tokens": None,
-           "load_level": None, "latency_s": None}
+           "load_level": None, "latency_s": None, "wasted": 0, "stop_reason": None}
     start = time.monotonic()
     try:
         resp = await client.post(url, json=body(model, problem, kind, auto_n))
@@ -90,6 +101,8 @@ async def send(client: httpx.AsyncClient, url: str, model: str, problem, kind: s
         ttc = j.get("ttc") or {}
         row["answer"] = ttc.get("answer")
         row["load_level"] = (ttc.get("granted") or {}).get("load_level")
+        row["wasted"] = (ttc.get("tokens") or {}).get("wasted", 0)
+        row["stop_reason"] = ttc.get("stop_reason")
     else:
         row["answer"] = last_number(j["choices"][0]["message"].get("content"))
     row["correct"] = is_correct(row["answer"], problem.answer)
@@ -146,6 +159,8 @@ def summary(rows: list[dict], seed: int) -> dict:
             "ci": [lo, hi],
             "tokens": sum(r["tokens"] or 0 for r in rs),
             "load_shrunk": sum(1 for r in rs if (r["load_level"] or 0) > 0),
+            "wasted": sum(r.get("wasted") or 0 for r in rs),
+            "deadline_ended": sum(1 for r in rs if r.get("stop_reason") == "deadline"),
         }
     return out
 
@@ -166,25 +181,38 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--out", default="target/mixed-load.json")
     p.add_argument("--serve-arg", action="append", default=[])
+    p.add_argument("--auto-deadline-ms", type=int, help="ttc.deadline_ms of auto requests")
+    p.add_argument("--baseline-binary",
+                   help="compare --binary (new) with this build (baseline), both certainty")
     a = p.parse_args()
+    global AUTO_DEADLINE_MS
+    AUTO_DEADLINE_MS = a.auto_deadline_ms
 
     loads = [float(x) for x in a.loads.split(",")]
     n_problems = -(-max(a.requests, a.calibrate_requests) // 5) * 5
     problems = generate(n_problems, a.seed)
     base_args = ["--kv-cache-memory", "2GiB", *a.serve_arg]
     result = {"command": " ".join(sys.argv), "seed": a.seed, "requests": a.requests,
-              "auto_n": a.auto_n,
+              "auto_n": a.auto_n, "auto_deadline_ms": a.auto_deadline_ms,
+              "baseline_binary": a.baseline_binary,
               "plain_fraction": a.plain_fraction, "runs": []}
 
-    def server(policy: str) -> Server:
-        return Server(a.binary, a.model, a.template, base_args + ["--wave-priority", policy])
+    def server(variant: str) -> Server:
+        """A policy of --binary, or with --baseline-binary: "new" / "baseline" (certainty)."""
+        if variant in ("new", "baseline"):
+            binary = a.binary if variant == "new" else a.baseline_binary
+            return Server(binary, a.model, a.template,
+                          base_args + ["--wave-priority", "certainty"])
+        return Server(a.binary, a.model, a.template, base_args + ["--wave-priority", variant])
+
+    pair = ("new", "baseline") if a.baseline_binary else ("certainty", "fcfs")
 
     capacity = a.capacity
     if capacity is None:
         # calibration arrivals: problems from the far end of the list, the same mix
         cal = problems[-a.calibrate_requests:]
         kinds = [k for _, k in arrivals(len(cal), 1.0, a.plain_fraction, a.seed + 1)]
-        with server("fcfs") as base:
+        with server(pair[1]) as base:
             model = httpx.get(base + "/v1/models").json()["data"][0]["id"]
             rows, wall = asyncio.run(closed_loop(base, model, cal, kinds,
                                                  a.calibrate_concurrency, a.timeout,
@@ -198,7 +226,7 @@ def main() -> int:
 
     for f in loads:
         plan = arrivals(a.requests, f * capacity, a.plain_fraction, a.seed)
-        for order in (("certainty", "fcfs"), ("fcfs", "certainty")):
+        for order in (pair, pair[::-1]):
             for policy in order:
                 with server(policy) as base:
                     model = httpx.get(base + "/v1/models").json()["data"][0]["id"]
@@ -213,7 +241,8 @@ def main() -> int:
                 print(f"load {f} order {run['order']} {policy}: "
                       f"mean {s['all']['mean_s']:.2f}s p99 {s['all']['p99_s']:.2f}s "
                       f"auto mean {s['auto']['mean_s']:.2f}s acc {s['all']['accuracy']:.3f} "
-                      f"errors {s['all']['errors']} shrunk {s['all']['load_shrunk']}",
+                      f"errors {s['all']['errors']} shrunk {s['all']['load_shrunk']} "
+                      f"wasted {s['all']['wasted']} deadline {s['all']['deadline_ended']}",
                       flush=True)
                 Path(a.out).parent.mkdir(parents=True, exist_ok=True)
                 Path(a.out).write_text(json.dumps(result, indent=1))
@@ -224,8 +253,9 @@ def main() -> int:
 
 def table(result: dict) -> str:
     lines = ["| load | order | policy | mean s | p99 s | plain mean s | plain p99 s | "
-             "auto mean s | auto p99 s | plain acc | auto acc [95% CI] | tokens | shrunk |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "auto mean s | auto p99 s | plain acc | auto acc [95% CI] | tokens | shrunk | "
+             "wasted | deadline |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["runs"]:
         s = r["summary"]
         lines.append(
@@ -234,7 +264,7 @@ def table(result: dict) -> str:
             f"{s['auto']['mean_s']:.2f} | {s['auto']['p99_s']:.2f} | "
             f"{s['plain']['accuracy']:.3f} | {s['auto']['accuracy']:.3f} "
             f"[{s['auto']['ci'][0]:.2f}, {s['auto']['ci'][1]:.2f}] | {s['all']['tokens']} | "
-            f"{s['all']['load_shrunk']} |")
+            f"{s['all']['load_shrunk']} | {s['all']['wasted']} | {s['all']['deadline_ended']} |")
     return "\n".join(lines)
 
 

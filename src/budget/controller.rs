@@ -17,8 +17,11 @@
 //!                         : Stop the rest, Finish
 //!  nothing live        -> >= min_agreement.after counted and the winner's share of them
 //!                         < min_agreement.share : Finish (low_agreement)
-//!                         else Launch next wave (sized by the load seen now) while budget
-//!                         remains, else Finish
+//!                         the deadline leaves less than the last wave took : Finish
+//!                         (deadline; no wave that would be stopped unfinished)
+//!                         else Launch next wave (sized by the load seen now; urgent when
+//!                         the deadline leaves under two waves) while budget remains,
+//!                         else Finish
 //!  on_deadline()       -> Stop every live sample, Finish
 //! ```
 //!
@@ -30,6 +33,8 @@
 
 mod summary;
 mod waves;
+
+use std::time::Duration;
 
 use super::plan::TtcPlan;
 use super::report::{Decision, EarlyStop};
@@ -95,6 +100,9 @@ pub enum Action {
         first: usize,
         count: usize,
         thinking: Option<u32>,
+        /// The request's deadline leaves under two of its last wave's durations: the wave
+        /// must start now to finish (the scheduler lets no new request pass it).
+        urgent: bool,
     },
     /// End a live sample now; it gets no vote.
     Stop { sample: usize, reason: EarlyStop },
@@ -163,6 +171,10 @@ pub struct Controller {
     /// First sample of the current wave, and its thinking budget when not the request's.
     wave_start: usize,
     wave_thinking: Option<u32>,
+    /// Time since the request's admission as the engine saw it last (`observe_clock`), and
+    /// when the current wave was launched on that clock (the first wave at zero).
+    now: Duration,
+    wave_launched: Duration,
 }
 
 impl Controller {
@@ -182,6 +194,8 @@ impl Controller {
             decisions: Vec::new(),
             wave_start: 0,
             wave_thinking: None,
+            now: Duration::ZERO,
+            wave_launched: Duration::ZERO,
         }
     }
 
@@ -205,7 +219,7 @@ impl Controller {
             format!("launch {n}"),
             format!("first wave: min_samples {n} of n {}", self.plan.n),
         );
-        self.launch(n, None)
+        self.launch(n, None, false)
     }
 
     /// The engine's current load level (0..=2, `LoadRule::level`); later waves are sized by
@@ -224,8 +238,9 @@ impl Controller {
         });
     }
 
-    fn launch(&mut self, count: usize, thinking: Option<u32>) -> Vec<Action> {
+    fn launch(&mut self, count: usize, thinking: Option<u32>, urgent: bool) -> Vec<Action> {
         let first = self.recs.len();
+        self.wave_launched = self.now;
         let window = self.plan.gate.map_or(1, |g| g.window);
         for _ in 0..count {
             self.recs.push(Rec {
@@ -252,6 +267,7 @@ impl Controller {
             first,
             count,
             thinking,
+            urgent,
         }]
     }
 

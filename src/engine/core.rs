@@ -194,6 +194,7 @@ impl EngineCore {
                 first: 0,
                 count: r.n,
                 thinking: None,
+                urgent: false,
             }],
         };
         self.requests.insert(
@@ -211,6 +212,7 @@ impl EngineCore {
                 cancelled: s.cancelled,
                 live: 0,
                 ctrl,
+                admitted: now,
                 deadline,
                 progress: None,
                 guide: r.guide,
@@ -220,13 +222,15 @@ impl EngineCore {
     }
 
     /// Starts samples `first..first + count` of request `rid` as one scheduler group
-    /// (`thinking`: their thinking budget, when not the request's).
+    /// (`thinking`: their thinking budget, when not the request's; `urgent`: a later wave
+    /// that no new request may pass, its deadline being near).
     fn launch(
         &mut self,
         rid: u64,
         first: usize,
         count: usize,
         thinking: Option<u32>,
+        urgent: bool,
     ) -> Result<(), String> {
         let sid = self.next_request;
         self.next_request += 1;
@@ -247,6 +251,7 @@ impl EngineCore {
             priority: req.priority,
             arrival,
             continuation,
+            urgent: urgent && continuation.is_some(),
         };
         let seqs = self.sched.add_group(group).map_err(|e| match e {
             SchedError::QueueFull { limit } => {
@@ -293,8 +298,9 @@ impl EngineCore {
                     first,
                     count,
                     thinking,
+                    urgent,
                 } => {
-                    if let Err(msg) = self.launch(rid, first, count, thinking) {
+                    if let Err(msg) = self.launch(rid, first, count, thinking, urgent) {
                         self.fail(rid, msg);
                         return;
                     }

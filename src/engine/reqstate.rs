@@ -179,6 +179,8 @@ pub(super) struct RequestState {
     /// Samples launched and not yet ended.
     pub live: usize,
     pub ctrl: Option<Controller>,
+    /// When the engine took the request in (its controller's clock starts here).
+    pub admitted: Instant,
     pub deadline: Option<Instant>,
     /// The last progress sent (a new one goes out only when it differs).
     pub progress: Option<crate::budget::TtcProgress>,

@@ -38,14 +38,17 @@
 //!    size), with one exception for the job with no more work (as SRPT would): when the
 //!    best new request is a gang no larger than the best wave (a plain 1-sample request
 //!    against a 1- or 2-sample wave, whose request may need further waves), it goes first.
+//!    An **urgent** wave (its request's deadline leaves under two of its last wave's
+//!    durations: the budget controller decides) goes before every other wave, and no new
+//!    request passes it.
 //!    Overtaking is bounded: an entry whose request is `OVERTAKE_LIMIT` (32) arrivals
 //!    older than the newest waiting entry is no longer passed (a wave by new requests, a
 //!    new request by smaller ones; among aged new requests, arrival order). The engine ranks a continuation by the
 //!    certainty its request has reached (rank = 1000 x (1 - leading answer's share)): the
 //!    request closest to a settled vote goes first, as Dynasor's certainty-aware gang
 //!    scheduling does. A request's waves, and a new request, queue behind at most 32
-//!    later (smaller or no larger) arrivals, so neither it nor one near its deadline is
-//!    starved. The aim is a lower mean latency under load at equal tokens
+//!    later (smaller or no larger) arrivals, and one near its deadline behind none, so no
+//!    request is starved. The aim is a lower mean latency under load at equal tokens
 //!    (measured against FCFS in docs/benchmarks.md).
 //!
 //! Prompt-token cap (`Scheduler::set_prefill_cap`, set per step by the engine's
@@ -150,6 +153,9 @@ pub struct SeqGroupRequest {
     /// A later wave of a request already in flight, with its rank (lower = sooner): waits
     /// ahead of new requests when `wave_priority` is on. `None` for a new request.
     pub continuation: Option<u32>,
+    /// A continuation wave whose request's deadline is near: it goes before every other
+    /// wave and no new request passes it (only with `wave_priority`).
+    pub urgent: bool,
 }
 
 /// Errors of the scheduler.

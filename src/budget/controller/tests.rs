@@ -1,5 +1,7 @@
 //! Scripted-event tests of the controller: exact actions, votes, stop reasons and budgets.
 
+use std::time::Duration;
+
 use super::*;
 use crate::aggregate::{Aggregation, Equivalence, Extractor};
 use crate::budget::plan::{Gate, MinAgreement};
@@ -40,6 +42,7 @@ fn launch(first: usize, count: usize) -> Action {
         first,
         count,
         thinking: None,
+        urgent: false,
     }
 }
 
@@ -310,6 +313,49 @@ fn token_budget_and_deadline_stop_everything() {
 }
 
 #[test]
+fn a_wave_that_cannot_meet_the_deadline_is_not_launched() {
+    let mut p = plan(8, 1);
+    p.deadline = Some(Duration::from_secs(10));
+    let mut c = Controller::new(p);
+    assert_eq!(c.start(), vec![launch(0, 1)]);
+    let urgent = |first: usize| Action::Launch {
+        first,
+        count: 1,
+        thinking: None,
+        urgent: true,
+    };
+    // The first wave took 3 s; 7 s are left, more than two such waves: a normal launch.
+    c.observe_clock(Duration::from_secs(3));
+    assert_eq!(c.on_finished(0, "1", 0), vec![launch(1, 1)]);
+    // The second took 3 s too; 4 s left, under two waves: launched as urgent.
+    c.observe_clock(Duration::from_secs(6));
+    assert_eq!(c.on_finished(1, "2", 0), vec![urgent(2)]);
+    // The third took 3.5 s; 0.5 s left: no fourth wave, the vote of three answers stands.
+    c.observe_clock(Duration::from_millis(9_500));
+    assert_eq!(c.on_finished(2, "2", 0), vec![Action::Finish]);
+    let r = c.report();
+    assert_eq!(r.answer.as_deref(), Some("2"));
+    assert_eq!(r.stop_reason, Some(EarlyStop::Deadline));
+    assert_eq!((r.launched(), r.completed(), r.stopped()), (3, 3, 0));
+    let last = r.decisions.last().unwrap();
+    assert_eq!(last.what, "finish");
+    assert_eq!(
+        last.why,
+        "deadline: 500 ms left, the last wave took 3500 ms: another would be stopped unfinished"
+    );
+    assert!(r.decisions[2]
+        .why
+        .ends_with("; urgent: the deadline leaves under two waves"));
+    assert_eq!(c.on_deadline(), vec![]);
+
+    // Without a deadline the clock changes nothing.
+    let mut c = Controller::new(plan(2, 1));
+    c.start();
+    c.observe_clock(Duration::from_secs(3600));
+    assert_eq!(c.on_finished(0, "1", 0), vec![launch(1, 1)]);
+}
+
+#[test]
 fn best_of_n_and_reasoning_token_accounting() {
     let mut p = plan(3, 3);
     p.strategy = Strategy::BestOfN;
@@ -528,7 +574,8 @@ fn later_waves_meet_the_load_they_find() {
         vec![Action::Launch {
             first: 2,
             count: 2,
-            thinking: Some(200)
+            thinking: Some(200),
+            urgent: false,
         }]
     );
     let r = c.report();

@@ -1,6 +1,9 @@
 //! Between waves: when nothing of an aggregated request is live or awaiting a score, the
-//! controller either finishes (budget spent, load cap reached, a scattered vote) or launches
-//! the next wave, sized by the load seen now and with a thinking budget `auto` may raise.
+//! controller either finishes (budget spent, load cap reached, a scattered vote, a deadline
+//! nearer than the last wave took) or launches the next wave, sized by the load seen now and
+//! with a thinking budget `auto` may raise.
+
+use std::time::Duration;
 
 use super::{Action, Controller, Rec};
 use crate::aggregate::vote;
@@ -8,6 +11,12 @@ use crate::budget::presets::LoadRule;
 use crate::budget::report::EarlyStop;
 
 impl Controller {
+    /// The time since the request's admission, as the engine sees it before a step (with a
+    /// `deadline`, a next wave that cannot finish in the time left is not launched).
+    pub fn observe_clock(&mut self, since_admission: Duration) {
+        self.now = since_admission;
+    }
+
     /// When nothing is live or waiting for a score: the next wave, or the end.
     pub(super) fn advance(&mut self) -> Vec<Action> {
         if self.finished || !self.live().is_empty() || self.awaiting() > 0 {
@@ -56,23 +65,46 @@ impl Controller {
                     return vec![Action::Finish];
                 }
             }
+            let mut urgent = false;
+            if let Some(deadline) = self.plan.deadline {
+                // The last wave's duration (launch to its last sample's end, queueing and
+                // verification included) estimates the next one's under the same load.
+                let time_left = deadline.saturating_sub(self.now);
+                let took = self.now.saturating_sub(self.wave_launched);
+                if time_left < took {
+                    self.stop_reason = Some(EarlyStop::Deadline);
+                    self.finished = true;
+                    self.decide(
+                        "finish".into(),
+                        format!(
+                            "deadline: {} ms left, the last wave took {} ms: another would be \
+                             stopped unfinished",
+                            time_left.as_millis(),
+                            took.as_millis()
+                        ),
+                    );
+                    return vec![Action::Finish];
+                }
+                urgent = time_left < 2 * took;
+            }
             let count = match self.plan.auto {
                 Some(a) => a.wave.min(left),
                 None => self.plan.min_samples.min(left),
             };
             let thinking = self.next_thinking();
-            self.decide(
-                format!("launch {count}"),
-                format!(
-                    "next wave: {} counted, none live; load level {} allows {cap} of {}",
-                    self.order.len(),
-                    self.load_level,
-                    self.plan.n
-                ),
+            let mut why = format!(
+                "next wave: {} counted, none live; load level {} allows {cap} of {}",
+                self.order.len(),
+                self.load_level,
+                self.plan.n
             );
+            if urgent {
+                why.push_str("; urgent: the deadline leaves under two waves");
+            }
+            self.decide(format!("launch {count}"), why);
             self.wave_start = self.recs.len();
             self.wave_thinking = thinking;
-            return self.launch(count, thinking);
+            return self.launch(count, thinking, urgent);
         }
         if left == 0 && self.recs.len() < self.plan.n {
             self.decide(

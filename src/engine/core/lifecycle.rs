@@ -71,17 +71,20 @@ impl EngineCore {
         }
     }
 
-    /// Tells every aggregated request's controller the load level now (later waves are
-    /// sized by it).
+    /// Tells every aggregated request's controller the load level and its time since
+    /// admission now (later waves are sized by the load; with a deadline, a wave that
+    /// cannot finish is not launched).
     pub(super) fn observe_load(&mut self) {
         let snap = LoadSnapshot {
             num_waiting: self.sched.num_waiting(),
             kv_usage: self.sched.kv_usage(),
         };
+        let now = Instant::now();
         for r in self.requests.values_mut() {
             if let Some(c) = r.ctrl.as_mut() {
                 let level = c.plan().load_rule.level(&snap);
                 c.observe_load(level);
+                c.observe_clock(now.saturating_duration_since(r.admitted));
             }
         }
     }

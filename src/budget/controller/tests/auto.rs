@@ -132,6 +132,7 @@ fn auto_doubles_the_thinking_of_a_wave_after_one_that_hit_its_budget() {
         first,
         count: 2,
         thinking: Some(t),
+        urgent: false,
     };
     assert_eq!(c.on_finished(1, "2", 40), vec![up(2, 200)]);
     c.on_finished(2, "3", 200);
