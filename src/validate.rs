@@ -13,14 +13,16 @@
 //!
 //! Every error carries the field (`param`), the limit and the value given.
 
-use crate::budget::{Budget, BudgetConfig, BudgetContext, BudgetError, LoadSnapshot, RawBudget};
+use crate::budget::{Budget, BudgetConfig, BudgetContext, LoadSnapshot, RawBudget};
 use crate::engine::GenerateRequest;
 use crate::model::template::{ChatMessage, ChatTemplate};
 use crate::model::tokenizer::Tokenizer;
 use crate::reasoning::ReasoningFormat;
-use crate::sample::{RawSamplingParams, SamplingParams, SamplingParamsError, MAX_TOP_LOGPROBS};
+use crate::sample::{RawSamplingParams, SamplingParams, MAX_TOP_LOGPROBS};
 
+mod error;
 mod fim;
+pub use error::ValidateError;
 use fim::Fim;
 
 /// Most samples (`n`) per request (lowered to `--max-num-seqs` when that is smaller).
@@ -198,64 +200,6 @@ impl Default for HttpLimits {
             max_body_bytes: 4 << 20,
             max_tokens_limit: 4096,
             max_n: MAX_N as usize,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ValidateError {
-    /// A field of the wrong type, shape or range.
-    #[error("{message}")]
-    Invalid { param: String, message: String },
-    #[error(transparent)]
-    Sampling(#[from] SamplingParamsError),
-    #[error(
-        "this model's maximum context length is {limit} tokens, but {} tokens were requested \
-         ({prompt} in the prompt + {max_tokens} for the completion); reduce the prompt or `max_tokens`",
-        prompt.saturating_add(*max_tokens)
-    )]
-    ContextOverflow {
-        /// `messages` or `prompt`.
-        param: &'static str,
-        limit: usize,
-        prompt: usize,
-        max_tokens: usize,
-    },
-    #[error("the model `{given}` does not exist; this server serves `{served}`")]
-    ModelNotFound { given: String, served: String },
-    /// Tokenizer failure (not the client's fault).
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<BudgetError> for ValidateError {
-    fn from(e: BudgetError) -> Self {
-        ValidateError::invalid(e.param, e.message)
-    }
-}
-
-impl From<crate::tools::ToolError> for ValidateError {
-    fn from(e: crate::tools::ToolError) -> Self {
-        ValidateError::invalid(e.param, e.message)
-    }
-}
-
-impl ValidateError {
-    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
-        ValidateError::Invalid {
-            param: param.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The request field at fault (the OpenAI envelope's `param`).
-    pub fn param(&self) -> Option<String> {
-        match self {
-            Self::Invalid { param, .. } => Some(param.clone()),
-            Self::Sampling(e) => Some(e.param().to_string()),
-            Self::ContextOverflow { param, .. } => Some(param.to_string()),
-            Self::ModelNotFound { .. } => Some("model".to_string()),
-            Self::Internal(_) => None,
         }
     }
 }
