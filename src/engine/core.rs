@@ -251,7 +251,7 @@ impl EngineCore {
             priority: req.priority,
             arrival,
             continuation,
-            urgent: urgent && continuation.is_some(),
+            urgent,
         };
         let seqs = self.sched.add_group(group).map_err(|e| match e {
             SchedError::QueueFull { limit } => {
